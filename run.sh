@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# aerestore in one command, on a fresh clone:
+#   ./run.sh repro   set up .venv, then `dvc repro` the pipeline and print the summary table
+#   ./run.sh test    set up .venv (with the test extras), then run the whole test suite
+# Extra arguments go to dvc repro / pytest. Set-up is skipped when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+export NO_ALBUMENTATIONS_UPDATE=1   # albumentations' import would check the network for updates
+
+setup() {
+  local py="${PYTHON:-}"
+  if [ -z "$py" ]; then
+    if command -v python3.11 >/dev/null; then py=python3.11; else py=python3; fi
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv with $($py --version)"
+    "$py" -m venv .venv
+  fi
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+  local stamp=.venv/.aerestore-setup want
+  want="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "==> installing torch 2.13.0 (CPU build) first, then aerestore and its dependencies"
+    python -m pip install -q --upgrade pip
+    # torch first, pinned: an open range would pull several GB of CUDA packages
+    python -m pip install -q torch==2.13.0
+    python -m pip install -q -e '.[test]'
+    echo "$want" > "$stamp"
+  fi
+  if [ ! -d .git ]; then
+    echo "error: $(pwd) is not a git clone; DVC experiments need git (git init && git add -A && git commit)" >&2
+    exit 1
+  fi
+  # one process creates the MLflow database before stages can run in parallel
+  aerestore init-store
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  repro)
+    setup
+    dvc repro "$@"
+    echo
+    cat metrics/summary.md
+    echo
+    echo "Next: source .venv/bin/activate, then dvc exp run -S latent=1000, dvc exp show, dvc metrics diff, dvc plots show"
+    ;;
+  test)
+    setup
+    python -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh repro [dvc repro args] | ./run.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

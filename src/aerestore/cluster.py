@@ -1,0 +1,225 @@
+"""Latent clustering of blocks (``cluster@<arch>``).
+
+Soft k-means as in the CelebA block study: responsibilities
+
+    r_ik = exp(-beta * d_ik^2 / s^2) / sum_j exp(-beta * d_ij^2 / s^2)
+
+with ``d_ik`` the Euclidean distance of latent ``z_i`` to centroid ``c_k`` and ``s^2``
+the latents' total variance (mean squared distance to their mean), so ``beta`` does not
+depend on the latent size or scale. Centroids are the responsibility-weighted means;
+iterate until no centroid moves more than ``tol * s``. As in deterministic annealing,
+a small ``beta`` (about < 0.5) makes every centroid collapse onto the mean, a large one
+approaches hard k-means. Initialisation: seeded k-means++.
+
+``ncut_head`` instead takes the argmax of the soft n-cut head trained with the model;
+its centroids are the mean latent of each head cluster (used for routing at restore time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .io import atomic_path
+
+LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
+
+
+@torch.no_grad()
+def encode_blocks(model, blocks: np.ndarray, batch_size: int = 2048, flatten: bool = True) -> np.ndarray:
+    """Latent vectors (the mean for VAEs) of uint8 blocks (N, C, s, s), float32 (N, D)."""
+    from .train import to_float
+
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(blocks), batch_size):
+        x = to_float(blocks[start : start + batch_size], device)
+        z = model.latent_vector(x) if flatten else model.encode(x)
+        out.append(z.float().cpu().numpy())
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def latent_scale(z: np.ndarray) -> float:
+    """Total variance of the latents: mean squared distance to their mean (>0)."""
+    s2 = float(((z - z.mean(0)) ** 2).sum(1).mean()) if len(z) else 1.0
+    return s2 if s2 > 1e-12 else 1.0
+
+
+def squared_distances(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    zz = (z.astype(np.float64) ** 2).sum(1)[:, None]
+    cc = (centroids.astype(np.float64) ** 2).sum(1)[None, :]
+    return np.maximum(zz + cc - 2.0 * z.astype(np.float64) @ centroids.T.astype(np.float64), 0.0)
+
+
+def responsibilities(z: np.ndarray, centroids: np.ndarray, beta: float, scale: float) -> np.ndarray:
+    """Soft assignments (N, K), rows summing to 1."""
+    logits = -beta * squared_distances(z, centroids) / scale
+    logits -= logits.max(1, keepdims=True)
+    r = np.exp(logits)
+    return r / r.sum(1, keepdims=True)
+
+
+def kmeans_pp_init(z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    centroids = [z[rng.integers(len(z))]]
+    d2 = squared_distances(z, np.stack(centroids))[:, 0]
+    for _ in range(1, k):
+        total = d2.sum()
+        idx = rng.integers(len(z)) if total <= 0 else rng.choice(len(z), p=d2 / total)
+        centroids.append(z[idx])
+        d2 = np.minimum(d2, squared_distances(z, z[idx][None])[:, 0])
+    return np.stack(centroids).astype(np.float64)
+
+
+@dataclass
+class SoftKMeansResult:
+    centroids: np.ndarray  # (K, D) float32
+    scale: float  # s^2 used to normalise distances
+    iterations: int
+    converged: bool
+
+
+def soft_kmeans(
+    z: np.ndarray, k: int, beta: float, tol: float = 1e-4, max_iter: int = 100, seed: int = 0
+) -> SoftKMeansResult:
+    """Fit soft k-means centroids on latents ``z`` (N, D)."""
+    if k < 1:
+        raise ValueError(f"cluster.k must be >= 1, got {k}")
+    if len(z) < k:
+        raise ValueError(f"cluster.k ({k}) is larger than the number of blocks ({len(z)})")
+    rng = np.random.default_rng(seed)
+    z64 = z.astype(np.float64)
+    scale = latent_scale(z64)
+    centroids = kmeans_pp_init(z64, k, rng)
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        r = responsibilities(z64, centroids, beta, scale)
+        weight = r.sum(0)
+        new = (r.T @ z64) / np.maximum(weight[:, None], 1e-12)
+        empty = weight < 1e-9  # keep a centroid that lost every point where it was
+        new[empty] = centroids[empty]
+        shift = np.sqrt(((new - centroids) ** 2).sum(1)).max()
+        centroids = new
+        if shift <= tol * np.sqrt(scale):
+            converged = True
+            break
+    return SoftKMeansResult(centroids.astype(np.float32), scale, it, converged)
+
+
+def laplacian_variance(blocks: np.ndarray) -> np.ndarray:
+    """Variance of the 3x3 Laplacian of each block's luminance; blocks uint8 (N, C, s, s)."""
+    x = blocks.astype(np.float32) / 255.0
+    lum = x.mean(1) if x.shape[1] != 3 else 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    lap = ndimage.convolve(lum, LAPLACIAN[None], mode="reflect")
+    return lap.reshape(len(lap), -1).var(1)
+
+
+def describe_clusters(
+    labels: np.ndarray, k: int, clean: np.ndarray, degraded: np.ndarray, mask: np.ndarray | None
+) -> list[dict]:
+    """Per cluster: size, mean Laplacian variance of clean and degraded blocks, masked share,
+    and a label, 'blurred' or 'clear', as the study labelled them.
+
+    The label: with local-blur masks, a cluster is 'blurred' when its share of masked pixels
+    is above the share over all blocks; without masks, when the ratio of degraded to clean
+    Laplacian variance (blur lowers it) is below the overall ratio.
+    """
+    lv_clean = laplacian_variance(clean)
+    lv_deg = laplacian_variance(degraded)
+    masked = None
+    if mask is not None and mask.size and mask.max() > 0:
+        masked = mask.reshape(len(mask), -1).astype(np.float32).mean(1) / 255.0
+    overall_mask = float(masked.mean()) if masked is not None else None
+    overall_ratio = float(lv_deg.mean() / max(lv_clean.mean(), 1e-12))
+    out = []
+    for c in range(k):
+        sel = labels == c
+        n = int(sel.sum())
+        info: dict = {"cluster": c, "size": n, "share": n / max(len(labels), 1)}
+        if n:
+            info["laplacian_var_clean"] = float(lv_clean[sel].mean())
+            info["laplacian_var_degraded"] = float(lv_deg[sel].mean())
+            ratio = info["laplacian_var_degraded"] / max(info["laplacian_var_clean"], 1e-12)
+            info["sharpness_ratio"] = ratio
+            if masked is not None:
+                info["masked_share"] = float(masked[sel].mean())
+                info["label"] = "blurred" if info["masked_share"] > overall_mask else "clear"
+            else:
+                info["label"] = "blurred" if ratio < overall_ratio else "clear"
+        else:
+            info["label"] = "empty"
+        out.append(info)
+    return out
+
+
+def silhouette(z: np.ndarray, labels: np.ndarray, max_points: int = 4000, seed: int = 0) -> float | None:
+    """Silhouette score on a seeded subsample (None when fewer than 2 clusters are used)."""
+    from sklearn.metrics import silhouette_score
+
+    if len(np.unique(labels)) < 2 or len(z) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(z), size=min(max_points, len(z)), replace=False)
+    if len(np.unique(labels[idx])) < 2:
+        return None
+    return float(silhouette_score(z[idx], labels[idx]))
+
+
+def pca_2d(z: np.ndarray) -> np.ndarray:
+    zc = z - z.mean(0)
+    if zc.shape[1] == 1:
+        return np.concatenate([zc, np.zeros_like(zc)], 1)
+    _, _, vt = np.linalg.svd(zc, full_matrices=False)
+    return zc @ vt[:2].T
+
+
+def scatter_plot(
+    z: np.ndarray, labels: np.ndarray, info: list[dict], path: str | Path, title: str,
+    max_points: int = 5000, seed: int = 0,
+) -> None:
+    """2-D PCA scatter of the latents, coloured by cluster, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(z), size=min(max_points, len(z)), replace=False)
+    p = pca_2d(z[idx])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    for c, meta in enumerate(info):
+        sel = labels[idx] == c
+        if sel.any():
+            extra = f", masked {meta['masked_share']:.0%}" if "masked_share" in meta else ""
+            ax.scatter(p[sel, 0], p[sel, 1], s=3, alpha=0.5,
+                       label=f"{c}: {meta['label']} (n={meta['size']}{extra})")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title, fontsize=10)
+    ax.legend(markerscale=4, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+@torch.no_grad()
+def head_assign(model, blocks: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """Argmax of the n-cut cluster head for uint8 blocks."""
+    from .train import to_float
+
+    if getattr(model, "cluster_head", None) is None:
+        raise ValueError("cluster.method 'ncut_head' needs a model trained with train.ncut_weight > 0")
+    model.eval()
+    out = []
+    for start in range(0, len(blocks), batch_size):
+        x = to_float(blocks[start : start + batch_size])
+        out.append(model.cluster_head(model.latent_vector(x)).argmax(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.int64)

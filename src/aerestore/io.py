@@ -1,0 +1,130 @@
+"""Atomic file writing and memory-mapped arrays.
+
+Nothing a stage writes is left half-written: every file goes to a temporary name in
+the same folder and is renamed into place only once it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class NpyWriter:
+    """Write a ``.npy`` array of known shape incrementally, through a memory map.
+
+    Peak memory is one chunk, not the whole array. The file appears under its final
+    name only when :meth:`close` is called after every row was written.
+
+    >>> with NpyWriter("x.npy", (n, h, w, c), np.uint8) as w:
+    ...     w.write(0, chunk)
+    """
+
+    def __init__(self, path: str | Path, shape: tuple[int, ...], dtype: Any = np.uint8):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.shape = tuple(int(s) for s in shape)
+        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=self.shape)
+        self.written = 0
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.array[start : start + len(rows)] = rows
+        self.written = max(self.written, start + len(rows))
+
+    def append(self, rows: np.ndarray) -> None:
+        self.write(self.written, rows)
+
+    def close(self) -> None:
+        if self.written != self.shape[0]:
+            raise RuntimeError(f"{self.path}: wrote {self.written} of {self.shape[0]} rows")
+        self.array.flush()
+        del self.array
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if hasattr(self, "array"):
+            del self.array
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+    def __enter__(self) -> "NpyWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def open_array(path: str | Path) -> np.ndarray:
+    """Memory-map a ``.npy`` file read-only."""
+    return np.load(path, mmap_mode="r")
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of dicts as CSV (columns in first-seen order), written atomically."""
+    import csv
+
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -1,0 +1,197 @@
+"""The training loop of ``train@<arch>``.
+
+Batches are sliced from the memory-mapped uint8 block arrays and converted to float in
+bulk (no per-sample ``__getitem__``). Adam (from the model's ``configure_optimizers``),
+learning rate ``lr * lr_decay ** epoch`` (the study's 0.001 * 0.9^epoch), early stopping
+on the validation loss with ``patience``, and the best weights restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .io import open_array
+from .params import TrainParams
+from .stage import set_threads
+
+
+@dataclass
+class BlockData:
+    """Degraded input and clean target blocks of one split, uint8 (N, C, s, s)."""
+
+    degraded: np.ndarray
+    clean: np.ndarray
+    mask: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, blocks_dir: str | Path, split: str, in_memory: bool = True) -> "BlockData":
+        d = Path(blocks_dir) / split
+        arrays = {}
+        for name in ("degraded", "clean", "mask"):
+            path = d / f"{name}.npy"
+            if not path.exists():
+                if name == "mask":
+                    arrays[name] = None
+                    continue
+                raise FileNotFoundError(f"{path}: missing (run the blocks stage)")
+            arr = open_array(path)
+            # a training set of 18 px blocks is small: reading it once beats random memmap reads
+            arrays[name] = np.ascontiguousarray(arr) if in_memory else arr
+        return cls(**arrays)
+
+    def __len__(self) -> int:
+        return len(self.degraded)
+
+    def subset(self, idx: np.ndarray) -> "BlockData":
+        return BlockData(self.degraded[idx], self.clean[idx], None if self.mask is None else self.mask[idx])
+
+
+def to_float(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 array -> float32 tensor in [0, 1], converted in one bulk operation."""
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def iterate_batches(
+    data: BlockData,
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    limit: int = 0,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (degraded, clean) float batches; shuffled when ``rng`` is given."""
+    n = len(data)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    if limit:
+        order = order[:limit]
+    for start in range(0, len(order), batch_size):
+        idx = np.sort(order[start : start + batch_size])
+        yield to_float(data.degraded[idx], device), to_float(data.clean[idx], device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate_loss(model, data: BlockData, batch_size: int, device) -> dict[str, float]:
+    """Mean of each loss term over ``data`` (eval mode, no gradient)."""
+    model.eval()
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    for xb, yb in iterate_batches(data, batch_size, device=device):
+        terms = model.loss((xb, yb))
+        for k, v in terms.items():
+            sums[k] += float(v) * len(xb)
+        count += len(xb)
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+    blocks_per_second: float = 0.0
+    stopped_early: bool = False
+
+
+def fit(
+    model,
+    train: BlockData,
+    val: BlockData,
+    cfg: TrainParams,
+    seed: int,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` (degraded -> clean) and restore its best weights."""
+    if len(train) == 0:
+        raise ValueError("no training blocks: the train split is empty")
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    optimizers = model.configure_optimizers(cfg.lr)
+    monitor = val if len(val) else train  # no validation blocks: stop on the training loss
+    result = TrainResult()
+    best_state = copy.deepcopy(model.state_dict())
+    bad_epochs = 0
+    n_per_epoch = min(cfg.blocks_per_epoch or len(train), len(train))
+    n_batches = math.ceil(n_per_epoch / cfg.batch_size)
+    t_start = time.perf_counter()
+    train_seconds = 0.0
+    blocks_seen = 0
+    for epoch in range(cfg.epochs):
+        lr = cfg.lr * cfg.lr_decay**epoch
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        model.epoch = epoch
+        model.train()
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=n_batches, desc=f"train {model.name} {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False, mininterval=0.5)
+        for xb, yb in iterate_batches(train, cfg.batch_size, rng, n_per_epoch, device):
+            terms = model.train_step((xb, yb), optimizers)
+            for k, v in terms.items():
+                sums[k] += float(v) * len(xb)
+            count += len(xb)
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
+        bar.close()
+        epoch_seconds = time.perf_counter() - t0
+        train_seconds += epoch_seconds
+        blocks_seen += count
+        val_terms = evaluate_loss(model, monitor, 2048, device)
+        row = {"epoch": epoch + 1, "lr": lr}
+        row["train_loss"] = sums["loss"] / count
+        row["val_loss"] = val_terms["loss"]
+        for k, v in sums.items():
+            if k != "loss":
+                row[f"train_{k}"] = v / count
+        for k, v in val_terms.items():
+            if k != "loss":
+                row[f"val_{k}"] = v
+        row["seconds"] = epoch_seconds
+        result.history.append(row)
+        if progress:
+            tqdm.write(f"  epoch {epoch + 1}: train {row['train_loss']:.5f}  val {row['val_loss']:.5f}"
+                       f"  ({count / max(epoch_seconds, 1e-9):.0f} blocks/s)")
+        if on_epoch is not None:
+            on_epoch(row)
+        if row["val_loss"] < result.best_val_loss:
+            result.best_val_loss = row["val_loss"]
+            result.best_epoch = epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+            if cfg.patience and bad_epochs >= cfg.patience:
+                result.stopped_early = True
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.epochs_run = len(result.history)
+    result.seconds = time.perf_counter() - t_start
+    result.blocks_per_second = blocks_seen / max(train_seconds, 1e-9)
+    return result

@@ -1,0 +1,44 @@
+"""decoders@<arch>: one decoder per cluster, and the equal-budget control decoder."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
+
+from aerestore.decoders import curves_plot, save_decoders, train_decoders  # noqa: E402
+from aerestore.io import write_json  # noqa: E402
+from aerestore.restore import Restorer  # noqa: E402
+from aerestore.stage import arch_argument, main, seed_everything, set_threads  # noqa: E402
+from aerestore.tracking import stage_run  # noqa: E402
+from aerestore.train import BlockData  # noqa: E402
+
+
+def run(params, args):
+    arch = arch_argument(params, args, "decoders")
+    dp = params.decoders
+    set_threads(params.train_for(arch).threads)
+    seed_everything(params.seed)
+    restorer = Restorer.load(Path(f"models/{arch}"))  # model + clusters (routing = nearest centroid)
+    train = BlockData.load("data/blocks", "train")
+    val = BlockData.load("data/blocks", "val")
+    k = len(restorer.centroids)
+
+    with stage_run(f"decoders@{arch}", params, arch=arch) as mlrun:
+        result = train_decoders(restorer.model, restorer.route, k, train, val, dp.epochs, dp.lr,
+                                dp.batch_size, dp.min_blocks, params.seed)
+        save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch})
+        write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
+        plot = Path(f"metrics/decoders/{arch}_curve.png")
+        curves_plot(result.histories, plot, f"{arch}: per-cluster decoders and the control")
+        for name, hist in result.histories.items():
+            for row in hist:
+                mlrun.log_metrics({f"{name}.{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        mlrun.log_metrics({"val_loss": result.summary["val_loss"]})
+        mlrun.log_artifact(plot)
+        for c, fb in enumerate(result.fallback):
+            if fb:
+                print(f"  cluster {c}: too few blocks, uses the control decoder", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main("decoders", run)

@@ -1,0 +1,31 @@
+"""evaluate: every restorer on the test images, whole-image metrics, the summary table."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
+
+from aerestore.evaluate import run_evaluate  # noqa: E402
+from aerestore.stage import main, seed_everything, set_threads  # noqa: E402
+from aerestore.tracking import stage_run  # noqa: E402
+
+
+def run(params, args):
+    set_threads(0)
+    seed_everything(params.seed)
+    with stage_run("evaluate", params) as mlrun:
+        result, summary = run_evaluate(
+            params, Path("data/prepared"), Path("models"), Path("metrics/evaluate.json"),
+            Path("metrics/evaluate_details.json"), Path("metrics/summary.md"), Path("metrics/evaluate"),
+        )
+        mlrun.log_metrics(result)
+        for path in [Path("metrics/summary.md"), *sorted(Path("metrics/evaluate").glob("*.png"))]:
+            mlrun.log_artifact(path)
+        if params.mlflow.register_models:
+            for arch in params.architectures:
+                mlrun.log_restorer(Path("models") / arch, arch, register=True)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main("evaluate", run)

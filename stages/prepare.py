@@ -1,0 +1,18 @@
+"""prepare: resize, augment the training split, degrade the inputs (blur, noise, ...)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
+
+from aerestore.data.prepare import run_prepare  # noqa: E402
+from aerestore.stage import main  # noqa: E402
+
+
+def run(params, args):
+    run_prepare(params, Path("data/raw"), Path("data/prepared"), Path("metrics/prepare.json"),
+                Path("metrics/plots/prepare_grid.png"))
+
+
+if __name__ == "__main__":
+    main("prepare", run)

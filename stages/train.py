@@ -1,0 +1,55 @@
+"""train@<arch>: train an encoder and a shared decoder, degraded blocks -> clean blocks."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
+
+import numpy as np  # noqa: E402
+
+from aerestore.io import write_csv, write_json  # noqa: E402
+from aerestore.losses import LossConfig  # noqa: E402
+from aerestore.models import create_model, save_model  # noqa: E402
+from aerestore.stage import arch_argument, main, seed_everything  # noqa: E402
+from aerestore.tracking import stage_run  # noqa: E402
+from aerestore.train import BlockData, fit  # noqa: E402
+
+
+def run(params, args):
+    arch = arch_argument(params, args, "train")
+    cfg = params.train_for(arch)
+    train = BlockData.load("data/blocks", "train")
+    val = BlockData.load("data/blocks", "val")
+    _, channels, block, _ = train.degraded.shape
+    seed_everything(params.seed)
+    model = create_model(arch, latent=params.latent_for(arch), block=block, channels=channels,
+                         loss=LossConfig.from_train(cfg), **params.arch_params(arch).model)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"train@{arch}: {n_params:,} parameters, {len(train):,} training blocks of {block} px", file=sys.stderr)
+
+    with stage_run(f"train@{arch}", params, arch=arch) as mlrun:
+        result = fit(model, train, val, cfg, params.seed,
+                     on_epoch=lambda row: mlrun.log_metrics(row, step=int(row["epoch"])))
+        save_model(model, Path(f"models/{arch}/model.pt"),
+                   extra={"arch": arch, "overlap": params.blocks.overlap, "best_epoch": result.best_epoch})
+        metrics = {
+            "best_val_loss": result.best_val_loss,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "parameters": n_params,
+            "latent": params.latent_for(arch),
+            "seconds": round(result.seconds, 2),
+            "blocks_per_second": round(result.blocks_per_second, 1),
+        }
+        curve = Path(f"metrics/curves/train_{arch}.csv")
+        write_csv(curve, result.history)
+        write_json(Path(f"metrics/train/{arch}.json"), metrics)
+        mlrun.log_metrics({k: v for k, v in metrics.items() if k != "stopped_early"})
+        mlrun.log_artifact(curve)
+        example = np.ascontiguousarray(val.degraded[:2] if len(val) else train.degraded[:2]).astype(np.float32) / 255
+        mlrun.log_torch_model(model, "model", input_example=example)
+
+
+if __name__ == "__main__":
+    main("train", run)

@@ -90,7 +90,7 @@ def train_decoder(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             bar.update(len(idx))
         done += todo
         row = {"epoch": epoch, "train_loss": total / todo}

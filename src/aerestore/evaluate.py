@@ -61,7 +61,7 @@ def classical_row(name: str) -> RowFn:
     r = RESTORERS[name]
 
     def fn(images: np.ndarray) -> np.ndarray:
-        return np.stack([r.fn(img) for img in images])
+        return np.stack([r(img) for img in images])
 
     return fn
 

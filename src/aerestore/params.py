@@ -263,7 +263,7 @@ class ArchParams(_Strict):
 class ClusterParams(_Strict):
     method: Literal["soft_kmeans", "ncut_head"] = "soft_kmeans"
     k: int = Field(2, ge=1)
-    beta: float = Field(1.0, gt=0)  # responsibilities ~ exp(-beta * d^2 / latent)
+    beta: float = Field(5.0, gt=0)  # responsibilities ~ exp(-beta * d^2 / s^2), s^2 = latent total variance
     tol: float = Field(1e-4, gt=0)
     max_iter: int = Field(100, ge=1)
     max_blocks: int = Field(50_000, ge=1)  # blocks used to fit the centroids (all are labelled)

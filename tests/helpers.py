@@ -1,0 +1,83 @@
+"""Small real-looking data and tiny trained restorers for the unit tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from aerestore.blocks import split_images_uint8
+from aerestore.train import BlockData
+
+
+def photo_images(n: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Crops of scikit-image's real photographs, uint8 (n, size, size, 3)."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    out = []
+    for i in range(n):
+        src = sources[i % len(sources)]
+        y = rng.integers(0, src.shape[0] - size)
+        x = rng.integers(0, src.shape[1] - size)
+        out.append(src[y : y + size, x : x + size, :3])
+    return np.stack(out)
+
+
+def degrade(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Blur the left half of each image, add noise everywhere; return (degraded, mask)."""
+    rng = np.random.default_rng(seed)
+    x = images.astype(np.float32)
+    blurred = ndimage.gaussian_filter(x, (0, 2, 2, 0))
+    mask = np.zeros(images.shape[:3] + (1,), np.uint8)
+    w = images.shape[2]
+    x[:, :, : w // 2] = blurred[:, :, : w // 2]
+    mask[:, :, : w // 2] = 255
+    x += rng.normal(0, 12, x.shape)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8), mask
+
+
+def block_data(n_images: int = 8, size: int = 32, block: int = 16, overlap: int = 4, seed: int = 0) -> BlockData:
+    clean = photo_images(n_images, size, seed)
+    degraded, mask = degrade(clean, seed)
+    c, _ = split_images_uint8(clean, block, overlap)
+    d, _ = split_images_uint8(degraded, block, overlap)
+    m, _ = split_images_uint8(mask, block, overlap)
+    return BlockData(d, c, m)
+
+
+def tiny_model(name: str = "conv_ae", block: int = 16, channels: int = 3, latent: int = 8, seed: int = 0):
+    from aerestore.losses import LossConfig
+    from aerestore.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model(name, latent=latent, block=block, channels=channels, loss=LossConfig())
+
+
+def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, overlap: int = 4, k: int = 2):
+    """A complete restorer directory (model.pt, clusters.npz, decoders.pt) from a briefly
+    trained tiny model: what the pipeline writes, made in a second."""
+    from aerestore import cluster as C
+    from aerestore.decoders import save_decoders, train_decoders
+    from aerestore.models import save_model
+    from aerestore.restore import Restorer
+    from aerestore.train import fit
+    from aerestore.params import TrainParams
+
+    data = block_data(block=block, overlap=overlap)
+    model = tiny_model(name, block=block)
+    fit(model, data, data, TrainParams(epochs=1, batch_size=32, threads=1), seed=0, progress=False)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, model_dir / "model.pt", extra={"arch": name, "overlap": overlap})
+    z = C.encode_blocks(model, data.degraded)
+    res = C.soft_kmeans(z, k, 5.0, seed=0)
+    np.savez(model_dir / "clusters.npz", centroids=res.centroids, scale=np.float64(res.scale),
+             beta=np.float64(5.0), method=np.str_("soft_kmeans"), labels=np.array(["a"] * k),
+             sizes=np.array([1] * k))
+    restorer = Restorer.load(model_dir)
+    result = train_decoders(restorer.model, restorer.route, k, data, data, 1, 1e-3, 32, 1, 0, progress=False)
+    save_decoders(result, model_dir / "decoders.pt")
+    return Restorer.load(model_dir)

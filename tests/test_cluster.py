@@ -1,0 +1,102 @@
+"""Soft k-means, cluster labelling and the latent scatter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aerestore import cluster as C
+
+
+def two_blobs(n=200, d=8, gap=6.0, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 1, (n, d))
+    b = rng.normal(0, 1, (n, d))
+    b[:, 0] += gap
+    return np.concatenate([a, b]).astype(np.float32), np.repeat([0, 1], n)
+
+
+def test_soft_kmeans_recovers_two_blobs():
+    z, truth = two_blobs()
+    res = C.soft_kmeans(z, 2, beta=5.0, tol=1e-6, max_iter=200, seed=1)
+    assert res.converged
+    labels = C.responsibilities(z, res.centroids, 5.0, res.scale).argmax(1)
+    agree = max((labels == truth).mean(), (labels != truth).mean())
+    assert agree > 0.98
+    centres = sorted(res.centroids[:, 0])
+    assert centres[0] == pytest.approx(0, abs=0.5) and centres[1] == pytest.approx(6, abs=0.5)
+
+
+def test_responsibilities_formula():
+    z = np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)
+    c = np.array([[0.0, 0.0], [2.0, 0.0]], np.float32)
+    r = C.responsibilities(z, c, beta=2.0, scale=4.0)
+    # point 1: d^2 = (1, 1) -> equal; point 0: d^2 = (0, 4) -> exp(0) vs exp(-2)
+    assert r[1] == pytest.approx([0.5, 0.5])
+    assert r[0][0] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert np.allclose(r.sum(1), 1)
+
+
+def test_small_beta_merges_centroids_large_beta_splits():
+    z, _ = two_blobs(gap=3.0)
+    merged = C.soft_kmeans(z, 2, beta=0.05, tol=1e-7, max_iter=500, seed=0)
+    split = C.soft_kmeans(z, 2, beta=20.0, tol=1e-7, max_iter=500, seed=0)
+    d_merged = np.linalg.norm(merged.centroids[0] - merged.centroids[1])
+    d_split = np.linalg.norm(split.centroids[0] - split.centroids[1])
+    assert d_merged < 0.2 < 2.0 < d_split
+
+
+def test_soft_kmeans_is_seeded_and_checks_k():
+    z, _ = two_blobs()
+    a = C.soft_kmeans(z, 3, 5.0, seed=7)
+    b = C.soft_kmeans(z, 3, 5.0, seed=7)
+    assert np.array_equal(a.centroids, b.centroids)
+    with pytest.raises(ValueError, match="cluster.k"):
+        C.soft_kmeans(z[:2], 3, 5.0)
+
+
+def blocks_pair(n=40, s=12, seed=0):
+    """Sharp random-texture blocks; the first half of the degraded copies blurred + masked."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, 256, (n, 3, s, s)).astype(np.uint8)
+    degraded = clean.copy()
+    mask = np.zeros((n, 1, s, s), np.uint8)
+    half = n // 2
+    degraded[:half] = ndimage.gaussian_filter(clean[:half].astype(float), (0, 0, 2, 2)).astype(np.uint8)
+    mask[:half] = 255
+    return clean, degraded, mask, half
+
+
+def test_laplacian_variance_orders_blur():
+    clean, degraded, _, half = blocks_pair()
+    lv_c = C.laplacian_variance(clean)
+    lv_d = C.laplacian_variance(degraded)
+    assert (lv_d[:half] < lv_c[:half] / 4).all()
+    assert np.allclose(lv_d[half:], lv_c[half:])
+
+
+def test_describe_clusters_labels_blurred_cluster():
+    clean, degraded, mask, half = blocks_pair()
+    labels = np.r_[np.zeros(half, int), np.ones(len(clean) - half, int)]
+    info = C.describe_clusters(labels, 3, clean, degraded, mask)
+    assert info[0]["label"] == "blurred" and info[0]["masked_share"] == pytest.approx(1.0)
+    assert info[1]["label"] == "clear" and info[1]["masked_share"] == 0
+    assert info[2]["label"] == "empty" and info[2]["size"] == 0
+    # without masks the Laplacian ratio decides
+    info = C.describe_clusters(labels, 2, clean, degraded, None)
+    assert [i["label"] for i in info] == ["blurred", "clear"]
+    assert info[0]["sharpness_ratio"] < info[1]["sharpness_ratio"]
+
+
+def test_silhouette_and_scatter(tmp_path):
+    z, truth = two_blobs()
+    s = C.silhouette(z, truth)
+    assert s is not None and s > 0.3
+    assert C.silhouette(z, np.zeros(len(z), int)) is None
+    info = [{"label": "a", "size": 200}, {"label": "b", "size": 200, "masked_share": 0.5}]
+    C.scatter_plot(z, truth, info, tmp_path / "s.png", "title")
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    p = C.pca_2d(z)
+    assert p.shape == (len(z), 2) and np.var(p[:, 0]) >= np.var(p[:, 1])

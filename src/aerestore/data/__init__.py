@@ -1,0 +1,1 @@
+"""Data stages: download (raw images + manifest), prepare (clean/degraded pairs)."""

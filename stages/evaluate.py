@@ -23,7 +23,7 @@ def run(params, args):
             mlrun.log_artifact(path)
         if params.mlflow.register_models:
             for arch in params.architectures:
-                mlrun.log_restorer(Path("models") / arch, arch, register=True)
+                mlrun.log_restorer(Path("models") / arch, arch, register=True, routing=params.evaluate.routing)
     print(summary)
 
 

@@ -112,16 +112,24 @@ def test_editing_training_code_retrains(pipeline):
     assert not ran & {"download", "prepare", "blocks"}
 
 
-def test_bad_param_stops_before_writing(pipeline):
+def test_bad_param_stops_the_stage_and_nothing_is_lost(pipeline):
     repo, _ = pipeline
     before = (repo / "metrics/evaluate.json").read_bytes()
+    # run directly, the stage script refuses the param before touching any output
     set_params(repo, {"evaluate": {"routing": "nearest"}})
+    proc = run(["python", "stages/evaluate.py"], repo, check=False)
+    assert proc.returncode == 2
+    assert "evaluate.routing" in proc.stderr and "nearest" in proc.stderr
+    assert (repo / "metrics/evaluate.json").read_bytes() == before
+    # through DVC (which removes a stage's outputs before running it): the same clear error,
+    # and once the param is fixed, the previous outputs come back from DVC's run cache
     proc = run(["dvc", "repro", "evaluate"], repo, check=False)
     assert proc.returncode != 0
     assert "evaluate.routing" in proc.stdout + proc.stderr
-    assert "nearest" in proc.stdout + proc.stderr
-    assert (repo / "metrics/evaluate.json").read_bytes() == before
+    assert not list(repo.glob("metrics/.*.tmp")) and not list(repo.glob("metrics/**/.*.tmp"))
     set_params(repo, {"evaluate": {"routing": "hard"}})
+    assert repro(repo) == set()  # restored, not recomputed
+    assert (repo / "metrics/evaluate.json").read_bytes() == before
 
 
 def test_dag_has_the_named_stages(pipeline):

@@ -174,6 +174,6 @@ class Restorer:
     def restore(self, image: np.ndarray, mode: str = "multi") -> np.ndarray:
         """Restore one uint8 image (H, W[, C]) of any size; returns uint8 (H, W, channels)."""
         img = self.to_model_channels(image)
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div_(255.0)
+        x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float().div_(255.0)
         y = self.restore_float(x, mode)[0].permute(1, 2, 0).numpy()
         return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)

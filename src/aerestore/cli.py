@@ -1,0 +1,338 @@
+"""The ``aerestore`` command.
+
+    aerestore restore photo.jpg scans/*.png --model models:/aerestore-conv_ae/latest -o restored/
+    aerestore init-store          # create/migrate mlflow.db and the experiment (before parallel stages)
+    aerestore ui                  # print the `mlflow ui` command for this repository's store
+    aerestore to-json IMAGE       # input.json for `mlflow models predict`
+    aerestore from-json OUT.json  # its predictions back to a PNG
+
+Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and sets
+``func``, the function that runs it and returns the exit code. Adding one is a new
+pair and a line in :data:`SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from aerestore.restore import Restorer
+
+IMAGE_SUFFIX = ".png"
+
+
+class CliError(Exception):
+    """A problem with the command's arguments; printed as one line, exit code 2."""
+
+
+# ------------------------------------------------------------------------- images
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 (H, W) or (H, W, 3|4), EXIF rotation applied.
+
+    16-bit images are scaled to 8 bits (/257); palette and other modes become RGB.
+    Raises ``OSError``/``ValueError`` with a message naming the file.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("L", "RGB", "RGBA"):
+                return np.asarray(im, dtype=np.uint8).copy()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                wide = np.asarray(im).astype(np.float64)
+                return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+            if im.mode == "LA":
+                return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: too large ({exc})") from None
+    except (OSError, SyntaxError) as exc:  # truncated or corrupt data
+        raise OSError(f"{path}: cannot read the image ({exc})") from None
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write uint8 (H, W[, 1|3|4]) as PNG atomically (temp file, then rename)."""
+    from PIL import Image
+
+    from aerestore.io import atomic_path
+
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format="PNG")
+
+
+# ------------------------------------------------------------------------- models
+def _is_uri(model: str) -> bool:
+    return "://" in model or model.startswith(("models:/", "runs:/"))
+
+
+def load_any_restorer(model: str, routing: str | None = None) -> "Restorer":
+    """A restorer from a registry URI (``models:/aerestore-conv_ae/latest``), a run
+    URI, an MLflow model folder (holding ``MLmodel``) or a ``models/<arch>`` folder."""
+    from aerestore.restore import Restorer
+
+    if _is_uri(model):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        from aerestore.mlflow_model import load_restorer
+        from aerestore.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        try:
+            return load_restorer(model, routing=routing)
+        except MlflowException as exc:
+            raise CliError(f"--model {model}: {exc.message} (tracking URI {tracking_uri()})") from None
+    folder = Path(model)
+    if (folder / "MLmodel").is_file():
+        from aerestore.mlflow_model import load_restorer
+
+        return load_restorer(str(folder.resolve()), routing=routing)
+    if (folder / "model.pt").is_file():
+        return Restorer.load(folder, routing=routing)
+    raise CliError(
+        f"--model {model}: not a models:/ or runs:/ URI, nor a folder holding model.pt "
+        "(models/<arch>) or MLmodel"
+    )
+
+
+# ------------------------------------------------------------------------ restore
+def _add_restore(sub: Any) -> None:
+    p = sub.add_parser(
+        "restore",
+        help="restore images of any size with a trained restorer",
+        description="Restore each IMAGE and write OUT_DIR/<name>.png. Unreadable files are "
+        "reported and skipped; the exit code is 1 if any image failed.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--model", "-m", required=True,
+                   help="models:/aerestore-<arch>/latest (needs the MLflow store), runs:/..., "
+                        "or a folder: models/<arch> or an MLflow model folder")
+    p.add_argument("--out", "-o", required=True, type=Path, metavar="OUT_DIR",
+                   help="output folder (created if missing)")
+    p.add_argument("--mode", choices=("multi", "single", "base"), default="multi",
+                   help="multi: each block through its cluster's decoder (default); "
+                        "single: the control decoder; base: the shared decoder")
+    p.add_argument("--routing", choices=("hard", "soft"), default=None,
+                   help="hard: nearest centroid; soft: decoders mixed by responsibilities "
+                        "(default: what the model was saved with)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_restore)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    restorer = load_any_restorer(args.model, routing=args.routing)
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    claimed: dict[Path, str] = {}
+    bar = tqdm(args.images, desc="restoring", unit="image", file=sys.stderr,
+               disable=args.no_progress)
+    for name in bar:
+        src = Path(name)
+        dst = out_dir / (src.stem + IMAGE_SUFFIX)
+        try:
+            key = dst.resolve()
+            if key in claimed:
+                raise ValueError(f"{dst} is also the output of {claimed[key]}; rename one of them")
+            if src.exists() and key == src.resolve():
+                raise ValueError(f"{dst} would overwrite the input; choose another --out")
+            image = read_image(src)
+            write_png(dst, restorer.restore(image, mode=args.mode))
+            claimed[key] = name
+        except (OSError, ValueError) as exc:
+            failed.append(name)
+            message = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
+            tqdm.write(f"aerestore restore: skipped {message}", file=sys.stderr)
+    bar.close()
+    done = len(args.images) - len(failed)
+    print(f"restored {done} of {len(args.images)} image(s) into {out_dir}", file=sys.stderr)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------- init-store
+def _add_init_store(sub: Any) -> None:
+    p = sub.add_parser(
+        "init-store",
+        help="create or migrate the MLflow store and the experiment",
+        description="Create (or migrate) the MLflow database and the experiment. Run once "
+        "before stages that may run in parallel; safe to run again.",
+    )
+    p.add_argument("--experiment", default=None,
+                   help="experiment name (default: mlflow.experiment of params.yaml, or 'aerestore')")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.set_defaults(func=cmd_init_store)
+
+
+def cmd_init_store(args: argparse.Namespace) -> int:
+    from aerestore.tracking import DEFAULT_EXPERIMENT, artifact_location, init_store, tracking_uri
+
+    experiment = args.experiment
+    if experiment is None:
+        experiment = DEFAULT_EXPERIMENT
+        if Path(args.params).is_file():
+            from aerestore.params import load_params
+
+            experiment = load_params(args.params).mlflow.experiment
+    experiment_id = init_store(experiment)
+    print(f"tracking URI: {tracking_uri()}")
+    print(f"experiment:   {experiment} (id {experiment_id})")
+    print(f"artifacts:    {artifact_location()}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- ui
+def ui_command(port: int = 5000, host: str = "127.0.0.1") -> list[str]:
+    """``mlflow ui`` on this repository's store (runs keep their own artifact URIs)."""
+    from aerestore.tracking import tracking_uri
+
+    return ["mlflow", "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)]
+
+
+def _add_ui(sub: Any) -> None:
+    p = sub.add_parser("ui", help="print (or run) the `mlflow ui` command for this store")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--run", action="store_true", help="start it instead of printing it")
+    p.set_defaults(func=cmd_ui)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import shlex
+
+    cmd = ui_command(args.port, args.host)
+    if args.run:
+        os.execvp(cmd[0], cmd)  # replaces this process; does not return
+    print(shlex.join(cmd))
+    return 0
+
+
+# ------------------------------------------------------------------ to/from json
+def _add_to_json(sub: Any) -> None:
+    p = sub.add_parser(
+        "to-json",
+        help="write an image as input JSON for `mlflow models predict`",
+        description='Write {"inputs": [[[r, g, b], ...], ...]} (rows of pixels), the input '
+        "of `mlflow models predict -t json` and of POST /invocations.",
+    )
+    p.add_argument("image", type=Path)
+    p.add_argument("--out", "-o", type=Path, default=Path("input.json"),
+                   help="output file (default: input.json; '-' for stdout)")
+    p.add_argument("--mode", choices=("multi", "single", "base"), default=None,
+                   help="add the inference param mode")
+    p.set_defaults(func=cmd_to_json)
+
+
+def image_to_json(image: np.ndarray, mode: str | None = None) -> str:
+    arr = np.asarray(image, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]  # the model takes (H, W, C)
+    doc: dict[str, Any] = {"inputs": arr.tolist()}
+    if mode:
+        doc["params"] = {"mode": mode}
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def cmd_to_json(args: argparse.Namespace) -> int:
+    text = image_to_json(read_image(args.image), args.mode)
+    if str(args.out) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        from aerestore.io import write_text
+
+        write_text(args.out, text + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _add_from_json(sub: Any) -> None:
+    p = sub.add_parser("from-json", help="write the predictions of `mlflow models predict` as a PNG")
+    p.add_argument("predictions", type=Path, help='JSON {"predictions": [[[r, g, b], ...], ...]}')
+    p.add_argument("--out", "-o", type=Path, required=True, help="PNG to write")
+    p.set_defaults(func=cmd_from_json)
+
+
+def json_to_image(text: str, source: str = "input") -> np.ndarray:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not JSON ({exc})") from None
+    data = doc.get("predictions") if isinstance(doc, dict) else doc
+    if data is None:
+        raise ValueError(f"{source}: no 'predictions' key")
+    arr = np.asarray(data)
+    if arr.ndim not in (2, 3) or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{source}: expected an image of integer pixels, got shape {arr.shape} "
+                         f"({arr.dtype})")
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError(f"{source}: pixel values outside 0..255")
+    return arr.astype(np.uint8)
+
+
+def cmd_from_json(args: argparse.Namespace) -> int:
+    image = json_to_image(Path(args.predictions).read_text(), str(args.predictions))
+    write_png(args.out, image)
+    print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]})", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+SUBCOMMANDS: list[Callable[[Any], None]] = [
+    _add_restore,
+    _add_init_store,
+    _add_ui,
+    _add_to_json,
+    _add_from_json,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aerestore",
+        description="Restore degraded images with the autoencoders trained by the aerestore pipeline.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"aerestore {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        if os.environ.get("AERESTORE_DEBUG"):
+            raise
+        print(f"aerestore {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

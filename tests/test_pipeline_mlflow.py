@@ -1,0 +1,105 @@
+"""MLflow with the real pipeline: a tracked `dvc repro`, then two queued experiments run
+two at a time. Every run lands in the main store with its tags; none is lost."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from pipeline_utils import make_repo, run
+
+pytestmark = pytest.mark.pipeline
+
+STAGES = {"train@conv_ae", "cluster@conv_ae", "decoders@conv_ae", "evaluate"}
+
+
+def client_for(repo):
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def runs_of(repo, experiment="aerestore"):
+    client = client_for(repo)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, "the experiment was not created"
+    assert exp.artifact_location == (repo / "mlruns").as_uri()
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("tracked") / "repo", {
+        "architectures": ["conv_ae"],
+        "mlflow": {"enabled": True, "register_models": True},
+    })
+    run(["aerestore", "init-store"], repo)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def test_every_stage_execution_is_one_run_with_params_metrics_tags(tracked):
+    client, runs = runs_of(tracked)
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) >= STAGES
+    assert all(r.info.status == "FINISHED" for r in runs)
+    pipeline_ids = {r.data.tags["aerestore.pipeline_id"] for r in runs}
+    assert len(pipeline_ids) == 1  # one dvc repro = one pipeline id
+    train = by_name["train@conv_ae"]
+    assert train.data.tags["arch"] == "conv_ae"
+    assert train.data.tags["dvc.stage"] == "train@conv_ae"
+    assert train.data.tags["dvc.exp_name"] == "workspace"
+    assert len(train.data.tags["git.commit"]) == 40
+    assert train.data.params["latent"] == "8" and "train.lr" in train.data.params
+    assert "cluster.k" not in train.data.params  # only the params the stage depends on
+    saved = json.loads((tracked / "metrics/train/conv_ae.json").read_text())
+    assert train.data.metrics["best_val_loss"] == pytest.approx(saved["best_val_loss"])
+    history = client.get_metric_history(train.info.run_id, "val_loss")
+    assert [m.step for m in history] == list(range(1, saved["epochs_run"] + 1))
+    evaluate = by_name["evaluate"]
+    result = json.loads((tracked / "metrics/evaluate.json").read_text())
+    assert evaluate.data.metrics["conv_ae.multi.psnr"] == pytest.approx(result["conv_ae"]["multi"]["psnr"])
+    artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
+    assert "summary.md" in artifacts
+
+
+def test_the_restorer_is_registered(tracked):
+    client, _ = runs_of(tracked)
+    versions = client.search_model_versions("name='aerestore-conv_ae'")
+    assert versions and versions[0].status == "READY"
+
+
+def test_queued_experiments_two_at_a_time_lose_no_run(tracked):
+    run(["git", "add", "-A"], tracked)
+    run(["git", "commit", "-qm", "baseline results"], tracked)
+    _, before = runs_of(tracked)
+    run(["dvc", "exp", "run", "--queue", "-S", "latent=6,10"], tracked)
+    run(["dvc", "queue", "start", "-j", "2"], tracked)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], tracked).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    else:
+        pytest.fail(f"the queue did not finish:\n{status}")
+    assert status.count("Success") == 2, status
+    logs = "".join(run(["dvc", "queue", "logs", line.split()[0]], tracked, check=False).stdout
+                   for line in status.splitlines() if "Success" in line)
+    assert "database is locked" not in logs
+    _, after = runs_of(tracked)
+    new = [r for r in after if r.info.run_id not in {b.info.run_id for b in before}]
+    exp_names = {r.data.tags.get("dvc.exp_name") for r in new}
+    assert len(exp_names) == 2 and "workspace" not in exp_names
+    for name in exp_names:
+        mine = [r for r in new if r.data.tags.get("dvc.exp_name") == name]
+        assert {r.info.run_name for r in mine} == STAGES, name
+        assert all(r.info.status == "FINISHED" for r in mine)
+        assert len({r.data.tags["aerestore.pipeline_id"] for r in mine}) == 1
+    latents = {r.data.params["latent"] for r in new if r.info.run_name == "train@conv_ae"}
+    assert latents == {"6", "10"}

@@ -43,7 +43,7 @@ case "$cmd" in
     setup
     dvc repro "$@"
     echo
-    cat metrics/summary.md
+    aerestore summary
     echo
     echo "Next: source .venv/bin/activate, then dvc exp run -S latent=1000, dvc exp show, dvc metrics diff, dvc plots show"
     ;;

@@ -155,3 +155,24 @@ def test_every_subcommand_has_help(capsys):
             cli.main([command, "--help"])
         assert exit_.value.code == 0
         assert f"aerestore {command}" in capsys.readouterr().out
+
+
+def test_models_lists_the_registry(capsys):
+    from aerestore.cli import main
+    from aerestore.models import list_models
+
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.split() == list_models()
+    assert main(["models", "vae*"]) == 0
+    assert set(capsys.readouterr().out.split()) == set(list_models("vae*"))
+    assert main(["models", "nothing*"]) == 1
+
+
+def test_summary_prints_the_table_or_says_what_to_run(tmp_path, capsys):
+    from aerestore.cli import main
+
+    assert main(["summary", "--path", str(tmp_path / "none.md")]) == 1
+    assert "dvc repro" in capsys.readouterr().err
+    (tmp_path / "s.md").write_text("| table |\n")
+    assert main(["summary", "--path", str(tmp_path / "s.md")]) == 0
+    assert capsys.readouterr().out == "| table |\n"

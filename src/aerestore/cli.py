@@ -300,12 +300,45 @@ def cmd_from_json(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- main
+# ------------------------------------------------------------------ models / summary
+def _add_models(sub: Any) -> None:
+    p = sub.add_parser("models", help="list the architectures the pipeline can train")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'vae*'")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from aerestore.models import list_models
+
+    names = list_models(args.pattern)
+    for name in names:
+        print(name)
+    return 0 if names else 1
+
+
+def _add_summary(sub: Any) -> None:
+    p = sub.add_parser("summary", help="print the results table of the last evaluate stage")
+    p.add_argument("--path", default="metrics/summary.md")
+    p.set_defaults(func=cmd_summary)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        print(f"error: {path} does not exist yet: run `dvc repro` (or ./run.sh repro) first", file=sys.stderr)
+        return 1
+    print(path.read_text(), end="")
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_restore,
     _add_init_store,
     _add_ui,
     _add_to_json,
     _add_from_json,
+    _add_models,
+    _add_summary,
 ]
 
 

@@ -16,6 +16,13 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _umask_mode() -> int:
+    """The mode a plain new file would get (mkstemp creates 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
@@ -24,6 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, _umask_mode())
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -75,6 +83,7 @@ class NpyWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
+        os.chmod(self.tmp, _umask_mode())
         self.shape = tuple(int(s) for s in shape)
         self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=self.shape)
         self.written = 0

@@ -1,0 +1,306 @@
+"""Degradations applied to the network's INPUT (the clean image stays the target).
+
+:func:`degrade_image` applies the ops of ``prepare.degrade`` in order, each with
+probability ``op.prob``. Every "number or ``[lo, hi]``" param is drawn per image:
+floats uniformly in ``[lo, hi]``, integers uniformly in ``{lo, ..., hi}``.
+
+Conventions
+-----------
+* Images are ``uint8`` arrays ``(H, W, C)``, ``C`` = 1 or 3 (RGB). Internally every op
+  works on ``float32`` in the 0..255 scale; values are clipped to ``[0, 255]`` after each
+  op (a sensor saturates) and rounded to ``uint8`` once, at the end. JPEG is the only op
+  that quantises in between (the codec needs 8-bit input).
+* Borders: every spatial filter reflects the image without repeating the edge pixel
+  (OpenCV ``BORDER_REFLECT_101``).
+* Randomness: each op of the list gets its own child generator
+  (``rng.spawn(len(ops))``), so switching one op on or off, or changing its
+  probability, does not change what the other ops draw.
+* The returned mask is the local-blur weight map (0..255): the maximum, over the
+  ``local_blur`` ops that were applied, of the weight ``w(x)`` in ``[0, 1]`` with which
+  the blurred copies were blended in at pixel ``x``. All zero when no local blur ran.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from aerestore.params import (
+    BilateralOp,
+    CoarseDropoutOp,
+    DefocusOp,
+    GaussianBlurOp,
+    GaussianNoiseOp,
+    GrayscaleOp,
+    JpegOp,
+    LocalBlurOp,
+    MotionBlurOp,
+    SaltPepperOp,
+    as_range,
+)
+
+BORDER = cv2.BORDER_REFLECT_101
+# ITU-R BT.601 luma weights (the ones Pillow's "L" mode and OpenCV's RGB2GRAY use).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Blurred copies blended by the local-blur weight map (besides the unblurred image).
+LOCAL_BLUR_LEVELS = 4
+
+
+# ------------------------------------------------------------------- draws
+def draw_float(rng: np.random.Generator, value: float | list[float]) -> float:
+    """A float drawn uniformly in ``as_range(value)`` (a fixed value if lo == hi)."""
+    lo, hi = as_range(value)
+    return lo if lo == hi else float(rng.uniform(lo, hi))
+
+
+def draw_int(rng: np.random.Generator, value: int | list[int]) -> int:
+    """An integer drawn uniformly in ``{lo, ..., hi}`` (inclusive)."""
+    lo, hi = as_range(value)
+    return int(lo) if lo == hi else int(rng.integers(int(lo), int(hi) + 1))
+
+
+# ----------------------------------------------------------------- kernels
+def motion_kernel(length: float, angle: float) -> np.ndarray:
+    """Normalised linear motion-blur kernel: a segment of ``length`` px at ``angle`` deg.
+
+    The segment ``[-length/2, length/2]`` is drawn on the centre row of an odd
+    ``k x k`` kernel (``k = 2 ceil(length/2) + 1``) with each pixel weighted by its
+    overlap with the segment (so fractional and even lengths stay centred), then
+    rotated by ``angle`` degrees counter-clockwise (``cv2.warpAffine``, bilinear)
+    and normalised to sum 1. ``length <= 1`` is the identity.
+    """
+    if length <= 1.0:
+        return np.ones((1, 1), np.float32)
+    half = length / 2.0
+    r = int(math.ceil(half))
+    k = 2 * r + 1
+    x = np.arange(k, dtype=np.float64) - r
+    row = np.clip(np.minimum(x + 0.5, half) - np.maximum(x - 0.5, -half), 0.0, None)
+    kernel = np.zeros((k, k), np.float32)
+    kernel[r] = row
+    rot = cv2.getRotationMatrix2D((float(r), float(r)), float(angle), 1.0)
+    kernel = cv2.warpAffine(kernel, rot, (k, k), flags=cv2.INTER_LINEAR)
+    total = float(kernel.sum())
+    if total <= 0:  # cannot happen for length > 1, kept as a guard
+        return np.ones((1, 1), np.float32)
+    return kernel / np.float32(total)
+
+
+def disc_kernel(radius: float) -> np.ndarray:
+    """Normalised anti-aliased disc (defocus / pill-box) kernel of ``radius`` px.
+
+    Weight of the pixel at distance ``d`` from the centre: ``clip(radius + 0.5 - d, 0, 1)``
+    (a one-pixel linear ramp approximating the pixel's coverage), then normalised.
+    """
+    r = int(math.ceil(radius + 0.5))
+    y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
+    kernel = np.clip(np.float32(radius) + 0.5 - np.hypot(x, y), 0.0, 1.0)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _hwc(out: np.ndarray, channels: int) -> np.ndarray:
+    # OpenCV drops a single channel axis; put it back.
+    return out.reshape(out.shape[0], out.shape[1], channels)
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of standard deviation ``sigma`` px (float32 HWC in, HWC out)."""
+    if sigma <= 0:
+        return img
+    out = cv2.GaussianBlur(img, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma), borderType=BORDER)
+    return _hwc(out, img.shape[2])
+
+
+def filter_image(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Correlate every channel with ``kernel`` (all kernels here are point-symmetric,
+    so this is also the convolution)."""
+    if kernel.shape == (1, 1):
+        return img
+    return _hwc(cv2.filter2D(img, -1, kernel, borderType=BORDER), img.shape[2])
+
+
+def blur(img: np.ndarray, kind: str, strength: float, angle: float = 0.0) -> np.ndarray:
+    """Blur of one of the local-blur kinds at ``strength``: gaussian sigma = strength;
+    motion length = 4 * strength at ``angle``; defocus disc radius = strength."""
+    if kind == "gaussian":
+        return gaussian_blur(img, strength)
+    if kind == "motion":
+        return filter_image(img, motion_kernel(4.0 * strength, angle))
+    if kind == "defocus":
+        return filter_image(img, disc_kernel(strength))
+    raise ValueError(f"unknown blur kernel {kind!r}")
+
+
+# --------------------------------------------------------------- local blur
+def blob_weights(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    regions: int | list[int],
+    radius: float | list[float],
+    feather: float,
+) -> np.ndarray:
+    """Weight map in ``[0, 1]`` (float32, ``H x W``) of ``regions`` soft round blobs.
+
+    Each blob has its centre uniform in the image and radius ``R = r * min(H, W)``
+    with ``r`` drawn from ``radius``. With ``d`` = distance to the centre / ``R`` and
+    ``t = clip((1 - d) / feather, 0, 1)``, the blob's weight is the smoothstep
+    ``t^2 (3 - 2t)``: 1 inside ``d <= 1 - feather``, fading smoothly to 0 at ``d = 1``
+    (``feather = 0``: a hard-edged disc; ``feather = 1``: the weight rises all the way
+    to the centre). Overlapping blobs combine by maximum.
+    """
+    n = draw_int(rng, regions)
+    weights = np.zeros((height, width), np.float32)
+    if n <= 0:
+        return weights
+    yy = (np.arange(height, dtype=np.float32) + 0.5)[:, None]
+    xx = (np.arange(width, dtype=np.float32) + 0.5)[None, :]
+    side = float(min(height, width))
+    for _ in range(n):
+        cy = float(rng.uniform(0.0, height))
+        cx = float(rng.uniform(0.0, width))
+        r = max(draw_float(rng, radius) * side, 1e-6)
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / np.float32(r)
+        if feather > 0:
+            t = np.clip((1.0 - d) / np.float32(feather), 0.0, 1.0)
+            w = t * t * (3.0 - 2.0 * t)
+        else:
+            w = (d <= 1.0).astype(np.float32)
+        np.maximum(weights, w, out=weights)
+    return weights
+
+
+def local_blur(
+    img: np.ndarray, op: LocalBlurOp, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blur only soft-edged regions, with a strength that rises towards their centres.
+
+    ``w(x)`` = :func:`blob_weights`; ``S`` = strength drawn from ``op.strength``. The
+    blur strength wanted at ``x`` is ``w(x) * S``. It is rendered by blending the image
+    ``B_0`` and ``L`` = 4 blurred copies ``B_k`` at strengths ``S k / L`` with hat
+    weights: ``out(x) = sum_k max(0, 1 - |L w(x) - k|) B_k(x)`` — a piecewise-linear
+    interpolation of the blur stack, the usual way to render a spatially varying blur
+    (e.g. depth-of-field) with shift-invariant filters. ``w`` is first rounded to
+    multiples of 1/255, so the saved mask is exactly the weight used; where ``w = 0``
+    the pixel is untouched. Returns ``(image, w)``.
+    """
+    h, w_, _ = img.shape
+    weights = blob_weights(h, w_, rng, op.regions, op.radius, op.feather)
+    # quantise to the mask's 1/255 steps, so the saved mask is exactly the blend weight
+    # (mask 0 <=> pixel untouched by this op)
+    weights = np.rint(weights * np.float32(255.0)) / np.float32(255.0)
+    strength = draw_float(rng, op.strength)
+    angle = float(rng.uniform(0.0, 180.0))
+    if not weights.any():
+        return img, weights
+    pos = weights * np.float32(LOCAL_BLUR_LEVELS)
+    out = img * np.clip(1.0 - pos, 0.0, 1.0)[..., None]
+    for k in range(1, LOCAL_BLUR_LEVELS + 1):
+        hat = np.clip(1.0 - np.abs(pos - np.float32(k)), 0.0, 1.0)
+        if not hat.any():
+            continue
+        blurred = blur(img, op.kernel, strength * k / LOCAL_BLUR_LEVELS, angle)
+        out += blurred * hat[..., None]
+    return out, weights
+
+
+# ---------------------------------------------------------------- the ops
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG round trip at ``quality`` (1..100) with OpenCV's codec (4:2:0 chroma)."""
+    channels = img.shape[2]
+    u8 = _to_uint8(img)
+    src = cv2.cvtColor(u8, cv2.COLOR_RGB2BGR) if channels == 3 else u8[..., 0]
+    ok, buf = cv2.imencode(".jpg", src, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode the image")
+    if channels == 3:
+        dec = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    else:
+        dec = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return _hwc(dec, channels).astype(np.float32)
+
+
+def apply_op(
+    img: np.ndarray, op: object, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply one op (unconditionally) to a float32 HWC image in the 0..255 scale.
+
+    Returns ``(image, weights)``; ``weights`` is the local-blur map or None.
+    """
+    h, w, c = img.shape
+    if isinstance(op, GaussianBlurOp):
+        return gaussian_blur(img, draw_float(rng, op.sigma)), None
+    if isinstance(op, MotionBlurOp):
+        length = draw_int(rng, op.length)
+        angle = draw_float(rng, op.angle)
+        return filter_image(img, motion_kernel(length, angle)), None
+    if isinstance(op, DefocusOp):
+        return filter_image(img, disc_kernel(draw_float(rng, op.radius))), None
+    if isinstance(op, BilateralOp):
+        out = cv2.bilateralFilter(img, op.diameter, op.sigma_color, op.sigma_space, borderType=BORDER)
+        return _hwc(out, c), None
+    if isinstance(op, GaussianNoiseOp):
+        std = draw_float(rng, op.std) * 255.0
+        noise = rng.standard_normal((h, w, c), dtype=np.float32) * np.float32(std)
+        return img + noise, None
+    if isinstance(op, SaltPepperOp):
+        amount = draw_float(rng, op.amount)
+        hit = rng.random((h, w)) < amount
+        salt = rng.random((h, w)) < op.salt_ratio
+        out = img.copy()
+        out[hit & salt] = 255.0
+        out[hit & ~salt] = 0.0
+        return out, None
+    if isinstance(op, CoarseDropoutOp):
+        out = img.copy()
+        for _ in range(draw_int(rng, op.holes)):
+            size = draw_float(rng, op.size)
+            hh, ww = int(round(size * h)), int(round(size * w))
+            y0 = int(rng.integers(0, h - hh + 1))
+            x0 = int(rng.integers(0, w - ww + 1))
+            if hh > 0 and ww > 0:
+                out[y0 : y0 + hh, x0 : x0 + ww] = float(op.fill)
+        return out, None
+    if isinstance(op, GrayscaleOp):
+        if c == 1:
+            return img, None  # already single channel: nothing to remove
+        luma = img @ LUMA
+        return np.repeat(luma[..., None], 3, axis=2), None
+    if isinstance(op, JpegOp):
+        return jpeg(img, draw_int(rng, op.quality)), None
+    if isinstance(op, LocalBlurOp):
+        return local_blur(img, op, rng)
+    raise TypeError(f"unknown degradation op {op!r}")
+
+
+def degrade_image(
+    clean: np.ndarray, ops: Sequence[object], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Degrade ``clean`` (uint8 ``H x W x C``, C = 1 or 3) by ``ops`` in order.
+
+    Op ``i`` runs with probability ``ops[i].prob`` and draws from its own child of
+    ``rng``. Returns ``(degraded uint8 H x W x C, mask uint8 H x W)``: the mask is
+    ``round(255 * max_i w_i(x))`` over the applied local blurs (see :func:`local_blur`).
+    ``clean`` is never modified.
+    """
+    if clean.dtype != np.uint8 or clean.ndim != 3 or clean.shape[2] not in (1, 3):
+        raise ValueError(f"expected a uint8 (H, W, 1|3) image, got {clean.dtype} {clean.shape}")
+    h, w, _ = clean.shape
+    img = clean.astype(np.float32)
+    weights = np.zeros((h, w), np.float32)
+    for op, op_rng in zip(ops, rng.spawn(len(ops))):
+        if op_rng.random() >= op.prob:
+            continue
+        img, op_weights = apply_op(img, op, op_rng)
+        img = np.clip(img, 0.0, 255.0).astype(np.float32, copy=False)
+        if op_weights is not None:
+            np.maximum(weights, op_weights, out=weights)
+    mask = np.clip(np.rint(weights * 255.0), 0, 255).astype(np.uint8)
+    return _to_uint8(img), mask

@@ -1,0 +1,516 @@
+"""The ``prepare`` stage: raw images -> clean / degraded / mask arrays per split.
+
+For every image listed in ``data/raw/manifest.csv`` (columns ``file, split, width,
+height, sha256``):
+
+1. **Decode and convert** (:func:`image_to_float`): any Pillow mode becomes RGB, or one
+   luminance channel when ``prepare.channels: 1``. 16-bit data is scaled, not clipped;
+   transparency is composited on BLACK (see :func:`image_to_float` for every mode).
+2. **Centre crop** to a square of side ``min(W, H)`` and **resize** to
+   ``data.image_size`` with ``prepare.resize`` (OpenCV ``INTER_AREA`` / ``LINEAR`` /
+   ``CUBIC`` / ``LANCZOS4`` / ``NEAREST``), in float32, rounded once to uint8.
+3. **Augment** (train split only): ``prepare.augment_copies`` extra copies through
+   :mod:`aerestore.data.augment`; copy 0 is always the unaugmented image.
+4. **Degrade** the input copy (:func:`aerestore.data.degrade.degrade_image`); the clean
+   image is kept as the target, the local-blur weight map as the mask.
+
+Determinism: the randomness of copy ``c`` of an image comes only from
+``SeedSequence([seed mod 2^64, int(sha256, 16), c])`` (spawned into one stream for the
+augmentation and one for the degradation), so outputs are byte-identical whatever the
+order of the manifest rows within a split, the chunk size or the number of worker
+processes. (Two byte-identical files therefore get the same degradation.)
+
+Outputs, under ``out_dir/{train,val,test}/``: ``clean.npy`` and ``degraded.npy``
+(``N, H, W, C`` uint8) and ``mask.npy`` (``N, H, W, 1`` uint8), rows in manifest order,
+``1 + augment_copies`` consecutive rows per train image. They are written through
+memory maps ``prepare.chunk`` images at a time, in a temporary sibling folder renamed
+onto ``out_dir`` at the end, so a failure leaves the previous output intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import math
+import multiprocessing as mp
+import os
+import re
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+from skimage.metrics import structural_similarity
+from tqdm import tqdm
+
+from aerestore.data.augment import Augmenter
+from aerestore.data.degrade import LUMA, degrade_image
+from aerestore.io import NpyWriter, atomic_path, open_array, write_json
+from aerestore.params import Params
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("file", "split", "sha256")
+RESIZE_FLAGS = {
+    "area": cv2.INTER_AREA,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+    "nearest": cv2.INTER_NEAREST,
+}
+# PSNR of an image equal to its target is infinite; such images count as this value.
+PSNR_CAP = 100.0
+GRID_IMAGES = 6
+GRID_TILE = 96  # tiles are upscaled (nearest) to at least this many pixels
+
+
+class PrepareError(ValueError):
+    """Bad input to the prepare or blocks stage; the message names the file."""
+
+
+# ---------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class ManifestRow:
+    file: str
+    split: str
+    sha256: str
+    line: int
+
+
+def read_manifest(raw_dir: Path) -> dict[str, list[ManifestRow]]:
+    """Rows of ``raw_dir/manifest.csv`` grouped by split, in file order."""
+    path = Path(raw_dir) / MANIFEST
+    if not path.is_file():
+        raise PrepareError(f"{path}: not found (run the download stage first)")
+    out: dict[str, list[ManifestRow]] = {s: [] for s in SPLITS}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PrepareError(f"{path}: missing column(s) {', '.join(missing)} (header: {reader.fieldnames})")
+        for row in reader:
+            line = reader.line_num
+            file, split, sha = (row["file"] or "").strip(), (row["split"] or "").strip(), (row["sha256"] or "").strip()
+            if not file:
+                raise PrepareError(f"{path}:{line}: empty 'file'")
+            if split not in out:
+                raise PrepareError(f"{path}:{line}: split {split!r} of {file} is not one of {SPLITS}")
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+                raise PrepareError(f"{path}:{line}: sha256 of {file} is not 64 hex digits: {sha!r}")
+            out[split].append(ManifestRow(file, split, sha.lower(), line))
+    if not any(out.values()):
+        raise PrepareError(f"{path}: lists no images")
+    return out
+
+
+# ------------------------------------------------------------------ images
+def image_to_float(img: Image.Image, channels: int) -> np.ndarray:
+    """A Pillow image as float32 ``H x W x channels`` in the 0..255 scale (unrounded).
+
+    Modes:
+
+    * ``1``, ``L``: grey. ``P``/``PA``: the palette is expanded (to RGBA when the image
+      has transparency). ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ...: Pillow's RGB conversion.
+    * ``I;16*`` (16-bit): ``v * 255 / 65535``.
+    * ``I`` (32-bit int, Pillow's container for 16-bit PNG/TIFF): ``v * 255 / 65535`` when
+      all values lie in 0..65535, otherwise min-max stretched to 0..255.
+    * ``F`` (float): ``v * 255`` when all values lie in [0, 1]; kept when they lie in
+      [0, 255]; otherwise min-max stretched.
+    * Alpha (``LA``, ``RGBA``, ``PA``, premultiplied ``La``/``RGBa``): composited on black,
+      ``v * alpha / 255`` (transparent pixels become black).
+    * ``channels = 3``: grey is replicated; ``channels = 1``: RGB becomes BT.601 luma
+      ``0.299 R + 0.587 G + 0.114 B`` (as Pillow's ``L`` and OpenCV's ``RGB2GRAY``).
+    """
+    mode = img.mode
+    if mode == "1":
+        img, mode = img.convert("L"), "L"
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+        mode = img.mode
+    elif mode in ("La", "RGBa", "RGBX"):
+        img = img.convert({"La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}[mode])
+        mode = img.mode
+    alpha = None
+    if mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.float32) * np.float32(255.0 / 65535.0)
+    elif mode == "I":
+        raw = np.asarray(img)
+        lo, hi = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
+        if lo >= 0 and hi <= 65535:
+            arr = raw.astype(np.float32) * np.float32(255.0 / 65535.0)
+        else:
+            arr = (raw.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1))
+    elif mode == "F":
+        raw = np.asarray(img).astype(np.float64)
+        if not np.isfinite(raw).all():
+            raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = (float(raw.min()), float(raw.max())) if raw.size else (0.0, 0.0)
+        if lo >= 0 and hi <= 1:
+            arr = raw * 255.0
+        elif lo >= 0 and hi <= 255:
+            arr = raw
+        else:
+            arr = (raw - lo) * (255.0 / (hi - lo if hi > lo else 1.0))
+    elif mode in ("L", "RGB"):
+        arr = np.asarray(img).astype(np.float32)
+    elif mode in ("LA", "RGBA"):
+        raw = np.asarray(img).astype(np.float32)
+        arr, alpha = raw[..., :-1], raw[..., -1:] / np.float32(255.0)
+    else:
+        arr = np.asarray(img.convert("RGB")).astype(np.float32)
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if alpha is not None:
+        arr = arr * alpha
+    if channels == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif channels == 1 and arr.shape[2] == 3:
+        arr = (arr @ LUMA)[..., None]
+    return np.ascontiguousarray(arr)
+
+
+def center_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centred square of side ``min(width, height)``."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def resize_square(arr: np.ndarray, size: int, method: str) -> np.ndarray:
+    """Resize a square float32 HWC array to ``size x size`` with OpenCV."""
+    if arr.shape[0] != size or arr.shape[1] != size:
+        arr = cv2.resize(arr, (size, size), interpolation=RESIZE_FLAGS[method])
+    return arr.reshape(size, size, -1)
+
+
+def load_image(
+    path: str | Path,
+    size: int,
+    channels: int,
+    method: str = "area",
+    sha256: str | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Read, check, convert, centre-crop and resize one image -> uint8 ``size x size x channels``.
+
+    Raises :class:`PrepareError` naming ``path`` if the file is missing, its SHA-256
+    differs from ``sha256``, it has more than ``max_pixels`` pixels, or Pillow cannot
+    decode it. EXIF orientation is applied.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PrepareError(f"{path}: listed in {MANIFEST} but missing") from None
+    except OSError as exc:
+        raise PrepareError(f"{path}: cannot read ({exc})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise PrepareError(f"{path}: SHA-256 differs from {MANIFEST} (file changed since download?)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise PrepareError(
+                    f"{path}: {img.width}x{img.height} exceeds data.max_pixels ({max_pixels})"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.width < 1 or img.height < 1:
+                raise PrepareError(f"{path}: empty image ({img.width}x{img.height})")
+            img = img.crop(center_crop_box(img.width, img.height))
+            arr = image_to_float(img, channels)
+    except PrepareError:
+        raise
+    except Exception as exc:  # Pillow raises many types for a bad file
+        raise PrepareError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+    arr = resize_square(arr, size, method)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------- metrics
+def psnr(clean: np.ndarray, other: np.ndarray) -> float:
+    """PSNR in dB with data range 1 (uint8 / 255), capped at :data:`PSNR_CAP`."""
+    diff = clean.astype(np.float64) / 255.0 - other.astype(np.float64) / 255.0
+    mse = float(np.mean(diff * diff))
+    return PSNR_CAP if mse <= 0 else min(PSNR_CAP, 10.0 * math.log10(1.0 / mse))
+
+
+def ssim(clean: np.ndarray, other: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004) of two uint8 HWC images, scaled to [0, 1].
+
+    ``skimage.metrics.structural_similarity`` with an 11-tap Gaussian window
+    (sigma 1.5), population covariances, data range 1, averaged over channels. On images
+    smaller than 11 px the cropped border (``win_size``) shrinks to fit.
+    """
+    side = min(clean.shape[0], clean.shape[1])
+    win = min(11, side if side % 2 else side - 1)
+    return float(
+        structural_similarity(
+            clean.astype(np.float64) / 255.0,
+            other.astype(np.float64) / 255.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+            channel_axis=2,
+            win_size=max(win, 1),
+        )
+    )
+
+
+# ---------------------------------------------------------------- seeding
+def image_seeds(seed: int, sha256: str, copy: int) -> tuple[int, np.random.Generator]:
+    """(albumentations seed, degradation generator) of copy ``copy`` of an image."""
+    ss = np.random.SeedSequence([int(seed) % 2**64, int(sha256, 16), int(copy)])
+    aug_ss, deg_ss = ss.spawn(2)
+    return int(aug_ss.generate_state(1)[0]), np.random.default_rng(deg_ss)
+
+
+# ----------------------------------------------------------------- worker
+@dataclass(frozen=True)
+class _Task:
+    index: int  # position in the split
+    path: str
+    sha256: str
+    copies: int  # rows produced: 1 + augment copies (train) or 1
+
+
+@dataclass
+class _Result:
+    index: int
+    clean: np.ndarray  # (copies, H, W, C)
+    degraded: np.ndarray
+    mask: np.ndarray  # (copies, H, W, 1)
+    psnr: list[float]
+    ssim: list[float]
+
+
+class _Worker:
+    """Turns one manifest row into its ``copies`` (clean, degraded, mask) rows."""
+
+    def __init__(self, params: Params):
+        self.params = params
+        self.augment = Augmenter(params.prepare.augment) if params.prepare.augment_copies else None
+
+    def __call__(self, task: _Task) -> _Result:
+        p = self.params
+        base = load_image(
+            task.path, p.data.image_size, p.prepare.channels, p.prepare.resize,
+            sha256=task.sha256, max_pixels=p.data.max_pixels,
+        )
+        cleans, degs, masks, psnrs, ssims = [], [], [], [], []
+        for copy in range(task.copies):
+            aug_seed, rng = image_seeds(p.seed, task.sha256, copy)
+            clean = base if copy == 0 or self.augment is None else self.augment(base, aug_seed)
+            degraded, mask = degrade_image(clean, p.prepare.degrade, rng)
+            cleans.append(clean)
+            degs.append(degraded)
+            masks.append(mask[..., None])
+            psnrs.append(psnr(clean, degraded))
+            ssims.append(ssim(clean, degraded))
+        return _Result(task.index, np.stack(cleans), np.stack(degs), np.stack(masks), psnrs, ssims)
+
+
+_POOL_WORKER: _Worker | None = None
+
+
+def _pool_init(params: Params) -> None:
+    global _POOL_WORKER
+    cv2.setNumThreads(1)  # the pool already uses the cores
+    _POOL_WORKER = _Worker(params)
+
+
+def _pool_run(task: _Task) -> _Result:
+    assert _POOL_WORKER is not None
+    return _POOL_WORKER(task)
+
+
+def _mp_context(augment: bool) -> mp.context.BaseContext:
+    """forkserver (spawn where it does not exist), never plain fork: a child forked from
+    a process whose OpenCV thread pool has run deadlocks in OpenCV (seen with
+    cv2.setNumThreads). The fork server imports this module (and albumentations, which
+    imports torch, when augmenting) once, so each worker then starts in milliseconds."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__] + (["albumentations"] if augment else []))
+        return ctx
+    return mp.get_context("spawn")
+
+
+# ------------------------------------------------------------ atomic dirs
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``path``; on success it replaces ``path``.
+
+    On an exception the temporary folder is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp.mkdir()  # (not mkdtemp: its 0700 mode would outlive the rename)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists() or path.is_symlink():
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+
+
+# ------------------------------------------------------------------- grid
+def _tile(img: np.ndarray, scale: int) -> np.ndarray:
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+
+
+def make_grid(rows: Sequence[np.ndarray], min_tile: int = GRID_TILE, gap: int = 2) -> np.ndarray:
+    """Tile image rows into one uint8 RGB picture (rows of ``(n, H, W, C)`` arrays).
+
+    Each ``H x W`` image is upscaled by an integer factor (nearest neighbour) to at
+    least ``min_tile`` pixels; tiles are separated by ``gap`` white pixels.
+    """
+    n, h, w = rows[0].shape[:3]
+    scale = max(1, math.ceil(min_tile / max(1, min(h, w))))
+    th, tw = h * scale, w * scale
+    out = np.full((len(rows) * (th + gap) + gap, n * (tw + gap) + gap, 3), 255, np.uint8)
+    for r, images in enumerate(rows):
+        for i in range(n):
+            y, x = gap + r * (th + gap), gap + i * (tw + gap)
+            out[y : y + th, x : x + tw] = _tile(np.asarray(images[i]), scale)
+    return out
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+# -------------------------------------------------------------------- run
+def run_prepare(
+    params: Params,
+    raw_dir: Path,
+    out_dir: Path,
+    metrics_path: Path,
+    grid_path: Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the prepare stage (see the module docstring); returns the metrics written.
+
+    Metrics per split: ``images`` (manifest rows), ``n`` (array rows), ``psnr`` and
+    ``ssim`` of the degraded input against the clean target (per image, then the mean;
+    PSNR with data range 1, identical images counted as :data:`PSNR_CAP` dB),
+    ``mask_share`` (share of pixels with a nonzero local-blur mask) and ``mask_mean``
+    (mean mask weight in [0, 1]).
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    manifest = read_manifest(raw_dir)
+    p = params.prepare
+    size, channels = params.data.image_size, p.channels
+    total = sum(len(v) for v in manifest.values())
+    metrics: dict[str, Any] = {
+        "image_size": size,
+        "channels": channels,
+        "augment_copies": p.augment_copies,
+        "degrade": [op.op for op in p.degrade],
+        "splits": {},
+    }
+    pool = None
+    serial = _Worker(params) if p.workers == 1 else None
+    grid_rows: list[np.ndarray] | None = None
+    try:
+        if serial is None:
+            pool = _mp_context(p.augment_copies > 0).Pool(p.workers, initializer=_pool_init, initargs=(params,))
+        bar = tqdm(total=total, desc="prepare", unit="img", file=sys.stderr, disable=not progress)
+        with atomic_dir(out_dir) as tmp, bar:
+            for split in SPLITS:
+                rows = manifest[split]
+                copies = 1 + p.augment_copies if split == "train" else 1
+                n = len(rows) * copies
+                shape = (n, size, size, channels)
+                folder = tmp / split
+                sums = {"psnr": 0.0, "ssim": 0.0, "masked": 0, "mask_sum": 0.0}
+                with (
+                    NpyWriter(folder / "clean.npy", shape) as w_clean,
+                    NpyWriter(folder / "degraded.npy", shape) as w_deg,
+                    NpyWriter(folder / "mask.npy", (n, size, size, 1)) as w_mask,
+                ):
+                    for start in range(0, len(rows), p.chunk):
+                        tasks = [
+                            _Task(start + i, str(raw_dir / r.file), r.sha256, copies)
+                            for i, r in enumerate(rows[start : start + p.chunk])
+                        ]
+                        if serial is not None:
+                            results = [serial(t) for t in tasks]
+                        else:
+                            assert pool is not None
+                            chunksize = max(1, len(tasks) // (4 * p.workers))
+                            results = pool.map(_pool_run, tasks, chunksize=chunksize)
+                        for res in results:
+                            row = res.index * copies
+                            w_clean.write(row, res.clean)
+                            w_deg.write(row, res.degraded)
+                            w_mask.write(row, res.mask)
+                            sums["psnr"] += sum(res.psnr)
+                            sums["ssim"] += sum(res.ssim)
+                            sums["masked"] += int(np.count_nonzero(res.mask))
+                            sums["mask_sum"] += float(res.mask.sum(dtype=np.float64)) / 255.0
+                        bar.update(len(tasks))
+                        del results
+                pixels = n * size * size
+                metrics["splits"][split] = {
+                    "images": len(rows),
+                    "n": n,
+                    "psnr": sums["psnr"] / n if n else None,
+                    "ssim": sums["ssim"] / n if n else None,
+                    "mask_share": sums["masked"] / pixels if n else None,
+                    "mask_mean": sums["mask_sum"] / pixels if n else None,
+                }
+            grid_rows = _grid_rows(tmp)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    write_json(metrics_path, metrics)
+    if grid_rows is not None:
+        write_png(grid_path, make_grid(grid_rows))
+    return metrics
+
+
+def _grid_rows(folder: Path) -> list[np.ndarray] | None:
+    """Clean, degraded and mask rows of up to GRID_IMAGES evenly spaced images of the
+    test split (val, then train, when it is empty)."""
+    for split in ("test", "val", "train"):
+        clean = open_array(folder / split / "clean.npy")
+        if len(clean):
+            idx = np.unique(np.linspace(0, len(clean) - 1, min(GRID_IMAGES, len(clean))).round().astype(int))
+            degraded = open_array(folder / split / "degraded.npy")
+            mask = open_array(folder / split / "mask.npy")
+            return [np.asarray(clean[idx]), np.asarray(degraded[idx]), np.asarray(mask[idx])]
+    return None

@@ -1,0 +1,186 @@
+"""Degradation ops (aerestore.data.degrade)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import TypeAdapter
+
+from aerestore.data.degrade import degrade_image, disc_kernel, motion_kernel
+from aerestore.params import DegradeOp
+
+OP = TypeAdapter(DegradeOp)
+
+
+def op(**kw):
+    return OP.validate_python(kw)
+
+
+def textured(h: int = 40, w: int = 40, c: int = 3, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus texture, away from 0 and 255 so every op shows."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = 60 + 60 * np.sin(x / 3.0)[..., None] + 40 * np.cos(y / 4.0)[..., None]
+    img = base + rng.uniform(-30, 30, (h, w, c))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# Every op with params that visibly change a textured image.
+ALL_OPS = [
+    op(op="gaussian_blur", sigma=[1.0, 2.0]),
+    op(op="motion_blur", length=[5, 9], angle=[0.0, 180.0]),
+    op(op="defocus", radius=[1.5, 3.0]),
+    op(op="bilateral", diameter=7, sigma_color=50.0, sigma_space=5.0),
+    op(op="gaussian_noise", std=[0.03, 0.08]),
+    op(op="salt_pepper", amount=0.1),
+    op(op="coarse_dropout", holes=[2, 3], size=[0.2, 0.3], fill=0),
+    op(op="grayscale"),
+    op(op="jpeg", quality=[10, 30]),
+    op(op="local_blur", regions=[2, 3], radius=[0.2, 0.3], strength=[2.0, 3.0]),
+]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("the_op", ALL_OPS, ids=lambda o: o.op)
+def test_each_op_changes_input_not_target(the_op, channels):
+    clean = textured(c=channels)
+    before = clean.copy()
+    degraded, mask = degrade_image(clean, [the_op], np.random.default_rng(1))
+    np.testing.assert_array_equal(clean, before)  # the target is untouched
+    assert degraded.dtype == np.uint8 and degraded.shape == clean.shape
+    assert mask.dtype == np.uint8 and mask.shape == clean.shape[:2]
+    if the_op.op == "grayscale" and channels == 1:
+        np.testing.assert_array_equal(degraded, clean)  # nothing to remove
+    else:
+        assert np.abs(degraded.astype(int) - clean).mean() > 0.5
+    if the_op.op == "local_blur":
+        assert mask.any()
+    else:
+        assert not mask.any()
+
+
+def test_grayscale_is_bt601_luma_replicated():
+    clean = textured(8, 8)
+    degraded, _ = degrade_image(clean, [op(op="grayscale")], np.random.default_rng(0))
+    luma = np.rint(clean.astype(np.float64) @ [0.299, 0.587, 0.114])
+    for ch in range(3):
+        np.testing.assert_allclose(degraded[..., ch], luma, atol=1)
+    assert (degraded[..., 0] == degraded[..., 2]).all()
+
+
+def test_prob_zero_is_identity_and_prob_half_applies_sometimes():
+    clean = textured()
+    ops = [op(op="gaussian_noise", std=0.1, prob=0.0)]
+    degraded, mask = degrade_image(clean, ops, np.random.default_rng(0))
+    np.testing.assert_array_equal(degraded, clean)
+    half = [op(op="gaussian_noise", std=0.1, prob=0.5)]
+    applied = [
+        not np.array_equal(degrade_image(clean, half, np.random.default_rng(s))[0], clean) for s in range(40)
+    ]
+    assert 5 < sum(applied) < 35
+
+
+def test_deterministic_per_generator_and_ops_draw_independently():
+    clean = textured()
+    ops = [op(op="gaussian_noise", std=0.05), op(op="local_blur")]
+    a = degrade_image(clean, ops, np.random.default_rng(7))
+    b = degrade_image(clean, ops, np.random.default_rng(7))
+    c = degrade_image(clean, ops, np.random.default_rng(8))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    # switching the first op off does not change what the local blur draws
+    off = [op(op="gaussian_noise", std=0.05, prob=0.0), op(op="local_blur")]
+    np.testing.assert_array_equal(degrade_image(clean, off, np.random.default_rng(7))[1], a[1])
+
+
+def test_noise_std_and_salt_pepper_amount():
+    grey = np.full((100, 100, 3), 128, np.uint8)
+    noisy, _ = degrade_image(grey, [op(op="gaussian_noise", std=0.04)], np.random.default_rng(0))
+    assert abs((noisy.astype(float) - 128).std() - 0.04 * 255) < 0.05 * 0.04 * 255
+    sp, _ = degrade_image(grey, [op(op="salt_pepper", amount=0.2, salt_ratio=0.25)], np.random.default_rng(0))
+    hit = (sp != 128).any(axis=2)
+    assert abs(hit.mean() - 0.2) < 0.02
+    assert set(np.unique(sp[hit])) <= {0, 255}
+    salt = (sp[hit] == 255).all(axis=1).mean()
+    assert abs(salt - 0.25) < 0.05
+
+
+def test_coarse_dropout_hole_size_and_fill():
+    clean = np.full((50, 50, 1), 100, np.uint8)
+    out, _ = degrade_image(clean, [op(op="coarse_dropout", holes=1, size=0.2, fill=7)], np.random.default_rng(3))
+    ys, xs = np.nonzero(out[..., 0] == 7)
+    assert len(ys) == 100  # one 10 x 10 hole
+    assert ys.max() - ys.min() == 9 and xs.max() - xs.min() == 9
+
+
+def test_jpeg_lower_quality_loses_more():
+    clean = textured(48, 48)
+    err = []
+    for q in (90, 10):
+        out, _ = degrade_image(clean, [op(op="jpeg", quality=q)], np.random.default_rng(0))
+        err.append(np.abs(out.astype(int) - clean).mean())
+    assert err[1] > err[0] > 0
+
+
+def test_kernels():
+    for length, angle in [(5, 0.0), (4, 90.0), (7.5, 33.0), (1, 10.0)]:
+        k = motion_kernel(length, angle)
+        assert abs(k.sum() - 1) < 1e-5 and (k >= 0).all()
+        assert k.shape[0] % 2 == 1
+    horiz = motion_kernel(5, 0.0)
+    assert np.count_nonzero(horiz.sum(axis=1)) == 1  # one row
+    vert = motion_kernel(5, 90.0)
+    assert np.count_nonzero(vert.sum(axis=0) > 1e-6) == 1  # one column
+    np.testing.assert_allclose(horiz, np.rot90(vert), atol=1e-6)
+    d = disc_kernel(2.0)
+    assert abs(d.sum() - 1) < 1e-5
+    np.testing.assert_allclose(d, d.T)
+    np.testing.assert_allclose(d, d[::-1])
+    assert d[d.shape[0] // 2, d.shape[1] // 2] == d.max()
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "motion", "defocus"])
+def test_local_blur_mask_matches_changes_with_soft_edges(kernel):
+    rng = np.random.default_rng(5)
+    clean = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # every pixel textured
+    lb = op(op="local_blur", kernel=kernel, regions=2, radius=0.25, strength=3.0, feather=0.5)
+    out, mask = degrade_image(clean, [lb], np.random.default_rng(2))
+    changed = (out != clean).any(axis=2)
+    assert not changed[mask == 0].any()  # outside the blobs nothing moves
+    assert changed[mask >= 64].mean() > 0.9  # inside, (nearly) everything does
+    assert 0.05 < (mask > 0).mean() < 0.9
+    assert (mask == 255).any()
+    assert ((mask > 0) & (mask < 255)).any()  # soft edge
+
+
+def test_local_blur_strength_rises_towards_the_centre():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 256, (96, 96, 1), dtype=np.uint8)
+    lb = op(op="local_blur", regions=1, radius=0.4, strength=3.0, feather=1.0)
+    out, mask = degrade_image(clean, [lb], np.random.default_rng(4))
+    diff = np.abs(out.astype(float) - clean)[..., 0]
+    weak = diff[(mask > 0) & (mask < 64)].mean()
+    mid = diff[(mask >= 96) & (mask < 160)].mean()
+    strong = diff[mask >= 224].mean()
+    assert weak < mid < strong
+
+
+def test_local_blur_hard_edge_and_combined_mask():
+    clean = textured(32, 32)
+    hard = op(op="local_blur", regions=3, feather=0.0)
+    _, mask = degrade_image(clean, [hard], np.random.default_rng(1))
+    assert set(np.unique(mask)) == {0, 255}
+    a = op(op="local_blur", regions=1)
+    b = op(op="local_blur", regions=1, radius=0.3)
+    _, m_a = degrade_image(clean, [a, op(op="local_blur", regions=1, prob=0.0)], np.random.default_rng(9))
+    _, m_b = degrade_image(clean, [op(op="local_blur", regions=1, prob=0.0), b], np.random.default_rng(9))
+    _, m_ab = degrade_image(clean, [a, b], np.random.default_rng(9))
+    np.testing.assert_array_equal(m_ab, np.maximum(m_a, m_b))
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError, match="uint8"):
+        degrade_image(np.zeros((4, 4, 3), np.float32), [], np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        degrade_image(np.zeros((4, 4), np.uint8), [], np.random.default_rng(0))

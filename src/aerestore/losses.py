@@ -1,0 +1,267 @@
+"""Loss functions of the autoencoders, and :class:`LossConfig`, the ``train.*`` loss params.
+
+Conventions (all functions take float tensors ``(N, C, H, W)`` in [0, 1] unless stated):
+
+* Pixel losses (:func:`mse`, :func:`rmse`) are computed **per sample** and averaged over
+  the batch. A plain autoencoder minimises them as they are (a mean over pixels); a VAE
+  multiplies them by the number of values in a block, ``n = C * H * W`` (see
+  :func:`aerestore.models.base.RestorationModel.loss`), so that its reconstruction term is
+  a per-sample *sum*, on the same scale as the KL divergence, which is a per-sample sum over
+  latent dimensions (the ELBO as written by pythae, and by the Keras VAE example the
+  CelebA study followed: ``reconstruction_loss *= original_dim``).
+* :func:`kl_divergence` is a per-sample sum over latent dimensions, mean over the batch.
+* :func:`sharpness_loss` and :func:`soft_ncut` are means (see each docstring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ReconKind = Literal["mse", "rmse"]
+SharpnessVariant = Literal["mean_max", "max", "mean_sq"]
+RECON_KINDS: tuple[str, ...] = ("mse", "rmse")
+SHARPNESS_VARIANTS: tuple[str, ...] = ("mean_max", "max", "mean_sq")
+
+# Added under the square root of the RMSE: d sqrt(u)/du is infinite at u = 0, which a
+# perfect reconstruction (e.g. a constant block) reaches.
+RMSE_EPS = 1e-12
+
+
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss terms a model minimises; the ``train.*`` keys of ``params.yaml``.
+
+    ``loss = w_r * recon + beta * kl + l1 * sum|w| + l2 * sum w^2
+    + sharpness_weight * sharpness + ncut_weight * ncut``, where ``w_r = alpha`` for
+    variational models and 1 otherwise; terms whose weight is 0 are not computed.
+    """
+
+    recon: ReconKind = "mse"  # reconstruction loss: 'mse' or 'rmse'
+    alpha: float = 1.0  # reconstruction weight (variational models)
+    beta: float = 1.0  # KL weight (variational models)
+    l1: float = 0.0  # weight of sum |w| over conv / linear weights
+    l2: float = 0.0  # weight of sum w^2 over conv / linear weights
+    sharpness_weight: float = 0.0  # 0 = off
+    sharpness_variant: SharpnessVariant = "max"
+    sharpness_start_epoch: int = 0  # the sharpness term is on from this epoch (0-based)
+    ncut_weight: float = 0.0  # 0 = off, and no cluster head is built
+    ncut_k: int = 2  # clusters of the cluster head
+    ncut_sigma: float = 1.0  # w(u, v) = exp(-|z_u - z_v|^2 / (sigma^2 * D))
+
+    def __post_init__(self) -> None:
+        if self.recon not in RECON_KINDS:
+            raise ValueError(f"loss.recon must be one of {RECON_KINDS}, got {self.recon!r}")
+        if self.sharpness_variant not in SHARPNESS_VARIANTS:
+            raise ValueError(
+                f"loss.sharpness_variant must be one of {SHARPNESS_VARIANTS}, "
+                f"got {self.sharpness_variant!r}"
+            )
+        for key in ("alpha", "beta", "l1", "l2", "sharpness_weight", "ncut_weight"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"loss.{key} must be a number >= 0, got {value!r}")
+        if not isinstance(self.sharpness_start_epoch, int) or self.sharpness_start_epoch < 0:
+            raise ValueError(
+                f"loss.sharpness_start_epoch must be an int >= 0, got {self.sharpness_start_epoch!r}"
+            )
+        if not isinstance(self.ncut_k, int) or self.ncut_k < 2:
+            raise ValueError(f"loss.ncut_k must be an int >= 2, got {self.ncut_k!r}")
+        if not isinstance(self.ncut_sigma, (int, float)) or self.ncut_sigma <= 0:
+            raise ValueError(f"loss.ncut_sigma must be > 0, got {self.ncut_sigma!r}")
+
+    @classmethod
+    def from_train(cls, train: Any) -> LossConfig:
+        """Take the loss fields of an :class:`aerestore.params.TrainParams`."""
+        return cls(**{f.name: getattr(train, f.name) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LossConfig:
+        """Inverse of :meth:`to_dict`; an unknown key raises ``ValueError`` naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"loss: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------- pixel losses
+def mse(output: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error: ``mean_i mean_p (y_ip - t_ip)^2`` (p runs over C*H*W)."""
+    _same_shape(output, target)
+    return (output - target).pow(2).mean()
+
+
+def rmse(output: Tensor, target: Tensor) -> Tensor:
+    """Per-sample root mean squared error, averaged over the batch.
+
+    ``mean_i sqrt(mean_p (y_ip - t_ip)^2 + eps)``, ``eps = 1e-12`` (keeps the gradient
+    finite at a perfect reconstruction). As the CelebA block study's Keras loss
+    ``K.sqrt(K.mean(K.square(y_pred - y_true)))`` but taken per block, so that a batch's
+    value does not depend on which blocks share the batch.
+    """
+    _same_shape(output, target)
+    per_sample = (output - target).pow(2).flatten(1).mean(1)
+    return (per_sample + RMSE_EPS).sqrt().mean()
+
+
+def reconstruction(output: Tensor, target: Tensor, kind: str) -> Tensor:
+    """:func:`mse` or :func:`rmse`, by name."""
+    if kind == "mse":
+        return mse(output, target)
+    if kind == "rmse":
+        return rmse(output, target)
+    raise ValueError(f"reconstruction loss must be one of {RECON_KINDS}, got {kind!r}")
+
+
+def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)), closed form (Kingma & Welling 2014, app. B).
+
+    ``mean_i [ -1/2 * sum_j (1 + logvar_ij - mu_ij^2 - exp(logvar_ij)) ]``: summed over the
+    latent dimensions j (all non-batch dims), averaged over the batch i.
+    """
+    _same_shape(mu, logvar)
+    per_sample = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).flatten(1).sum(1)
+    return per_sample.mean()
+
+
+def weight_penalties(module: torch.nn.Module, exclude: tuple[torch.nn.Module, ...] = ()) -> tuple[Tensor, Tensor]:
+    """``(sum |w|, sum w^2)`` over the weights (not biases) of every conv / linear layer.
+
+    The CelebA block study's Keras ``kernel_regularizer=l1_l2(l1, l2)`` on each layer; the
+    layers inside any module of ``exclude`` (e.g. a GAN discriminator) are skipped.
+    """
+    skip = {id(m) for ex in exclude for m in ex.modules()}
+    l1 = l2 = None
+    for m in module.modules():
+        if id(m) in skip or not isinstance(m, _WEIGHTED):
+            continue
+        w = m.weight
+        a, b = w.abs().sum(), w.pow(2).sum()
+        l1 = a if l1 is None else l1 + a
+        l2 = b if l2 is None else l2 + b
+    if l1 is None:
+        zero = next(module.parameters()).new_zeros(())
+        return zero, zero
+    return l1, l2
+
+
+_WEIGHTED = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+
+
+# -------------------------------------------------------------------------- sharpness
+# The 8 neighbour offsets (dy, dx), in reading order around the centre.
+NEIGHBOURS: tuple[tuple[int, int], ...] = (
+    (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1),
+)
+
+
+def neighbour_kernel() -> Tensor:
+    """The fixed 3x3 filter bank ``(8, 1, 3, 3)``: centre -1, neighbour k +1.
+
+    Channel k of the filtered image is ``x(p + o_k) - x(p)``, the intensity variation of
+    pixel p towards its k-th neighbour (offsets :data:`NEIGHBOURS`).
+    """
+    k = torch.zeros(8, 1, 3, 3)
+    for i, (dy, dx) in enumerate(NEIGHBOURS):
+        k[i, 0, 1, 1] = -1.0
+        k[i, 0, 1 + dy, 1 + dx] = 1.0
+    return k
+
+
+def neighbour_variations(x: Tensor) -> Tensor:
+    """Per-pixel variations towards the 8 neighbours: ``(N, C, H, W)`` -> ``(N, C, 8, H, W)``.
+
+    A non-learnable grouped 3x3 convolution with :func:`neighbour_kernel`, applied to each
+    input channel separately. Borders are replicate-padded, so a border pixel has no
+    variation towards the outside of the block.
+    """
+    n, c, h, w = x.shape
+    kernel = neighbour_kernel().to(dtype=x.dtype, device=x.device).repeat(c, 1, 1, 1)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(padded, kernel, groups=c).view(n, c, 8, h, w)
+
+
+def max_variation(x: Tensor) -> Tensor:
+    """The per-pixel maximum absolute variation, ``max_k |x(p + o_k) - x(p)|``: ``(N, C, H, W)``."""
+    return neighbour_variations(x).abs().amax(dim=2)
+
+
+def sharpness_loss(output: Tensor, target: Tensor, variant: str = "max") -> Tensor:
+    """Sharpness loss of the sharpness study: match the local intensity variations.
+
+    With ``d_k(p) = x(p + o_k) - x(p)`` (:func:`neighbour_variations`) and
+    ``m(p) = max_k |d_k(p)|`` (:func:`max_variation`), for output y and target t:
+
+    * ``'mean_max'`` (a): ``mean_i (mean_p m_y(p) - mean_p m_t(p))^2``, the squared
+      difference of the per-block means of the per-pixel maxima;
+    * ``'max'`` (b, the study's best, the default): ``mean_{i,p} (m_y(p) - m_t(p))^2``,
+      L2 between the per-pixel maxima;
+    * ``'mean_sq'`` (c): ``mean_i (mean_{k,p} d_{y,k}(p)^2 - mean_{k,p} d_{t,k}(p)^2)^2``,
+      L2 between the per-block mean squared variations.
+
+    Variant (d), switching any of these on after some epoch, is
+    ``train.sharpness_start_epoch``, applied by the model. Adapted: the study took the
+    maximum of the signed variations; here the absolute value, so that a dark pixel next
+    to a bright one and the bright pixel itself both count as an edge.
+    """
+    _same_shape(output, target)
+    if variant == "max":
+        return (max_variation(output) - max_variation(target)).pow(2).mean()
+    if variant == "mean_max":
+        a = max_variation(output).flatten(1).mean(1)
+        b = max_variation(target).flatten(1).mean(1)
+        return (a - b).pow(2).mean()
+    if variant == "mean_sq":
+        a = neighbour_variations(output).pow(2).flatten(1).mean(1)
+        b = neighbour_variations(target).pow(2).flatten(1).mean(1)
+        return (a - b).pow(2).mean()
+    raise ValueError(f"sharpness variant must be one of {SHARPNESS_VARIANTS}, got {variant!r}")
+
+
+# ------------------------------------------------------------------------------ n-cut
+def similarity_matrix(z: Tensor, sigma: float) -> Tensor:
+    """``w(u, v) = exp(-|z_u - z_v|^2 / (sigma^2 * D))`` for the rows of ``z`` ``(N, D)``.
+
+    Dividing by D (the latent length) makes sigma independent of the latent size: the
+    exponent is the mean squared difference per latent dimension over sigma^2.
+    """
+    if z.dim() != 2:
+        raise ValueError(f"z must be (N, D), got shape {tuple(z.shape)}")
+    d = z.shape[1]
+    sq = (z.unsqueeze(1) - z.unsqueeze(0)).pow(2).sum(-1)  # exact, no cancellation
+    return torch.exp(-sq / (sigma**2 * d))
+
+
+def soft_ncut(z: Tensor, probs: Tensor, sigma: float = 1.0, eps: float = 1e-8) -> Tensor:
+    """Soft normalised cut of a batch (Xia & Kulis 2017, W-Net, eq. 3; Shi & Malik 2000).
+
+    ``K - sum_k [sum_{u,v} w(u,v) p_k(u) p_k(v)] / [sum_u p_k(u) sum_v w(u,v)]`` with
+    ``w`` from :func:`similarity_matrix` over the batch's latent vectors ``z`` ``(N, D)``
+    and ``probs`` ``(N, K)`` the soft cluster assignments (rows summing to 1). It lies in
+    ``[0, K - 1]`` for hard assignments and is 0 when no similarity crosses clusters.
+    ``u = v`` pairs are included (w = 1). ``eps`` guards an empty cluster.
+    """
+    if probs.dim() != 2 or probs.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"probs must be (N, K) with N = {z.shape[0]} rows, got shape {tuple(probs.shape)}"
+        )
+    w = similarity_matrix(z, sigma)
+    assoc = ((w @ probs) * probs).sum(0)  # (K,): sum_{u,v} w(u,v) p_k(u) p_k(v)
+    volume = probs.t() @ w.sum(1)  # (K,): sum_u p_k(u) d(u)
+    k = probs.shape[1]
+    return k - (assoc / (volume + eps)).sum()
+
+
+def _same_shape(a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}")

@@ -88,6 +88,10 @@ def test_describe_clusters_labels_blurred_cluster():
     info = C.describe_clusters(labels, 2, clean, degraded, None)
     assert [i["label"] for i in info] == ["blurred", "clear"]
     assert info[0]["sharpness_ratio"] < info[1]["sharpness_ratio"]
+    # a cluster that holds blurred and sharp blocks alike is 'mixed', whatever its size
+    mixed = np.arange(len(clean)) % 2
+    info = C.describe_clusters(mixed, 2, clean, degraded, mask)
+    assert [i["label"] for i in info] == ["mixed", "mixed"]
 
 
 def test_silhouette_and_scatter(tmp_path):

@@ -28,7 +28,7 @@ def runs_of(repo, experiment="aerestore"):
     client = client_for(repo)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, "the experiment was not created"
-    assert exp.artifact_location == (repo / "mlruns").as_uri()
+    assert exp.artifact_location.startswith((repo / "mlruns").as_uri())
     return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 

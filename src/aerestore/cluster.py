@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from .io import atomic_path
 
+LABEL_MARGIN = 1.25  # a cluster is 'blurred' / 'clear' only if it departs this much from all blocks
 LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
 
 
@@ -125,11 +126,13 @@ def describe_clusters(
     labels: np.ndarray, k: int, clean: np.ndarray, degraded: np.ndarray, mask: np.ndarray | None
 ) -> list[dict]:
     """Per cluster: size, mean Laplacian variance of clean and degraded blocks, masked share,
-    and a label, 'blurred' or 'clear', as the study labelled them.
+    and a label, 'blurred', 'clear' or 'mixed', as the study labelled them.
 
-    The label: with local-blur masks, a cluster is 'blurred' when its share of masked pixels
-    is above the share over all blocks; without masks, when the ratio of degraded to clean
-    Laplacian variance (blur lowers it) is below the overall ratio.
+    The label compares the cluster with all blocks: with local-blur masks, 'blurred' when its
+    share of masked pixels is at least ``LABEL_MARGIN`` times the overall share, 'clear' when
+    at most 1 / ``LABEL_MARGIN`` times; without masks the same test on the ratio of degraded
+    to clean Laplacian variance (blur lowers it, noise raises it). Otherwise 'mixed': the
+    clustering did not separate the damage (it may have separated content instead).
     """
     lv_clean = laplacian_variance(clean)
     lv_deg = laplacian_variance(degraded)
@@ -150,9 +153,12 @@ def describe_clusters(
             info["sharpness_ratio"] = ratio
             if masked is not None:
                 info["masked_share"] = float(masked[sel].mean())
-                info["label"] = "blurred" if info["masked_share"] > overall_mask else "clear"
+                rel = info["masked_share"] / max(overall_mask, 1e-12)
             else:
-                info["label"] = "blurred" if ratio < overall_ratio else "clear"
+                rel = overall_ratio / max(ratio, 1e-12)  # > 1: sharper detail lost than overall
+            info["blur_vs_all"] = rel
+            info["label"] = ("blurred" if rel >= LABEL_MARGIN else "clear" if rel <= 1 / LABEL_MARGIN
+                             else "mixed")
         else:
             info["label"] = "empty"
         out.append(info)

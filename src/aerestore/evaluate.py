@@ -190,7 +190,7 @@ def summary_markdown(result: dict, archs: list[str], classical: list[str], setti
         lines.append(row(f"**{arch} per-cluster decoders**", e["multi"], e["megapixels_per_s"]))
     for name in classical:
         r = result["classical"][name]
-        lines.append(row(f"{name} ({settings.get(name, '')})", r, r["megapixels_per_s"]))
+        lines.append(row(f"{name} (classical)", r, r["megapixels_per_s"]))
     lines += ["", "Share of test images on which the per-cluster decoders beat the single "
               "decoder (ties count half; p: paired two-sided Wilcoxon):", ""]
     keys = list(COMPARED) + (["psnr_inside", "psnr_outside"] if has_region else [])
@@ -200,6 +200,8 @@ def summary_markdown(result: dict, archs: list[str], classical: list[str], setti
         cmp_ = result[arch]["multi_vs_single"]
         cells = [f"{cmp_[k]['share']:.0%} (p={cmp_[k]['p_value']:.2g})" if k in cmp_ else "–" for k in keys]
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    if classical:
+        lines += ["", "Classical restorers' settings: " + "; ".join(f"{n}: {settings.get(n, '')}" for n in classical) + "."]
     lines += ["", "PSNR/SSIM/UQI: higher is better. blur %: 100·(Z1−Z2)/Z1 against the clean image, "
               "0 = as sharp as the clean image, > 0 blurrier, < 0 noisier/over-sharpened; the "
               "comparison uses |blur %|."]

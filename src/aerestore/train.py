@@ -152,6 +152,8 @@ def fit(
         bar = tqdm(total=n_batches, desc=f"train {model.name} {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, mininterval=0.5)
         for xb, yb in iterate_batches(train, cfg.batch_size, rng, n_per_epoch, device):
+            if len(xb) < 2 and count:  # batch norm cannot train on one block: skip a last singleton
+                continue
             terms = model.train_step((xb, yb), optimizers)
             for k, v in terms.items():
                 sums[k] += float(v) * len(xb)

@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
 from aerestore.models.base import (
+    adam,
     ForwardOut,
     GaussianHead,
     VAEEncoder,
@@ -180,9 +181,9 @@ class VAEGAN(VariationalModel):
         if self.cluster_head is not None:
             enc += list(self.cluster_head.parameters())
         return [
-            torch.optim.Adam(enc, lr=lr, betas=(0.5, 0.999)),
-            torch.optim.Adam(self.decoder.parameters(), lr=lr, betas=(0.5, 0.999)),
-            torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999)),
+            adam(enc, lr=lr, betas=(0.5, 0.999)),
+            adam(self.decoder.parameters(), lr=lr, betas=(0.5, 0.999)),
+            adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999)),
         ]
 
     def train_step(self, batch: tuple[Tensor, Tensor], optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, float]:

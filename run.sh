@@ -49,7 +49,8 @@ case "$cmd" in
     ;;
   test)
     setup
-    python -m pytest "$@"
+    # two workers; a test file stays on one worker (the pipeline tests share a module fixture)
+    python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   *)
     echo "usage: ./run.sh repro [dvc repro args] | ./run.sh test [pytest args]" >&2

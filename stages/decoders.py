@@ -18,7 +18,8 @@ def run(params, args):
     dp = params.decoders
     set_threads(params.train_for(arch).threads)
     seed_everything(params.seed)
-    restorer = Restorer.load(Path(f"models/{arch}"))  # model + clusters (routing = nearest centroid)
+    # model + clusters only (routing = nearest centroid); the old decoders.pt is being replaced
+    restorer = Restorer.load(Path(f"models/{arch}"), decoders=False)
     train = BlockData.load("data/blocks", "train")
     val = BlockData.load("data/blocks", "val")
     k = len(restorer.centroids)

@@ -11,7 +11,7 @@ from aerestore.tracking import stage_run  # noqa: E402
 
 
 def run(params, args):
-    set_threads(0)
+    set_threads(params.train.threads)
     seed_everything(params.seed)
     with stage_run("evaluate", params) as mlrun:
         result, summary = run_evaluate(

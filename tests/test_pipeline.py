@@ -115,21 +115,24 @@ def test_editing_training_code_retrains(pipeline):
 def test_bad_param_stops_the_stage_and_nothing_is_lost(pipeline):
     repo, _ = pipeline
     before = (repo / "metrics/evaluate.json").read_bytes()
+    model_before = (repo / "models/vae/model.pt").read_bytes()
     # run directly, the stage script refuses the param before touching any output
     set_params(repo, {"evaluate": {"routing": "nearest"}})
     proc = run(["python", "stages/evaluate.py"], repo, check=False)
     assert proc.returncode == 2
     assert "evaluate.routing" in proc.stderr and "nearest" in proc.stderr
-    assert (repo / "metrics/evaluate.json").read_bytes() == before
-    # through DVC (which removes a stage's outputs before running it): the same clear error,
-    # and once the param is fixed, the previous outputs come back from DVC's run cache
+    # through DVC: the same clear error, and the outputs (persist: true) stay in place
     proc = run(["dvc", "repro", "evaluate"], repo, check=False)
-    assert proc.returncode != 0
-    assert "evaluate.routing" in proc.stdout + proc.stderr
-    assert not list(repo.glob("metrics/.*.tmp")) and not list(repo.glob("metrics/**/.*.tmp"))
-    set_params(repo, {"evaluate": {"routing": "hard"}})
-    assert repro(repo) == set()  # restored, not recomputed
+    assert proc.returncode != 0 and "evaluate.routing" in proc.stdout + proc.stderr
     assert (repo / "metrics/evaluate.json").read_bytes() == before
+    set_params(repo, {"evaluate": {"routing": "hard"}, "arch": {"vae": {"train": {"lr": -1.0}}}})
+    proc = run(["dvc", "repro", "train@vae"], repo, check=False)
+    assert proc.returncode != 0 and "arch.vae.train.lr" in proc.stdout + proc.stderr
+    assert (repo / "models/vae/model.pt").read_bytes() == model_before
+    assert not list(repo.rglob(".*.tmp"))  # nothing half-written left behind
+    # with the param fixed, the pipeline is up to date again: nothing was lost
+    set_params(repo, {"arch": {"vae": {"train": {"lr": 0.002}}}})
+    assert repro(repo) == set()
 
 
 def test_dag_has_the_named_stages(pipeline):

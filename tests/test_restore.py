@@ -63,6 +63,12 @@ def test_soft_routing_mixes_by_responsibility(restorer):
     assert torch.allclose(soft.decode(z, "multi"), expected, atol=1e-6)
 
 
+def test_load_without_decoders_ignores_a_stale_decoders_file(restorer):
+    bare = Restorer.load(restorer.files()[0].parent, decoders=False)
+    assert [p.name for p in bare.files()] == ["model.pt", "clusters.npz"]
+    assert bare.cluster_decoders == [] and bare.centroids is not None
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.pt"):
         Restorer.load(tmp_path)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import metrics as M
 from . import stats as S
-from .io import atomic_path, open_array, write_json, write_text
+from .io import atomic_dir, atomic_path, open_array, write_json, write_text
 
 # The columns of metrics/evaluate.json and of the summary table (means over images).
 MAIN_METRICS = ("psnr", "ssim", "uqi", "blur_percent")
@@ -297,13 +297,13 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
         "classical_settings": {name: RESTORERS[name].settings for name in classical},
         "routing": ep.routing,
     }
-    plots_dir.mkdir(parents=True, exist_ok=True)
     clean_u8 = np.asarray(clean[: ep.grid_images])
-    for arch in archs:
-        grid_png([("degraded", images["degraded"]), ("single", images[f"{arch}.single"]),
-                  ("multi", images[f"{arch}.multi"]), ("clean", clean_u8)],
-                 plots_dir / f"grid_{arch}.png", f"{arch}: degraded | single decoder | per-cluster | clean")
-    bars_png(result, archs, classical, plots_dir / "bars.png")
+    with atomic_dir(plots_dir) as tmp:  # the whole folder at once: no grid of a removed architecture lingers
+        for arch in archs:
+            grid_png([("degraded", images["degraded"]), ("single", images[f"{arch}.single"]),
+                      ("multi", images[f"{arch}.multi"]), ("clean", clean_u8)],
+                     tmp / f"grid_{arch}.png", f"{arch}: degraded | single decoder | per-cluster | clean")
+        bars_png(result, archs, classical, tmp / "bars.png")
     write_json(json_path, result)
     write_json(details_path, details)
     write_text(summary_path, summary)

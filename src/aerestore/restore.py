@@ -65,7 +65,10 @@ class Restorer:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, model_dir: str | Path, routing: str | None = None, batch_size: int = 2048) -> "Restorer":
+    def load(cls, model_dir: str | Path, routing: str | None = None, batch_size: int = 2048,
+             decoders: bool = True) -> "Restorer":
+        """The restorer in ``model_dir``; ``decoders=False`` ignores ``decoders.pt`` (the
+        decoders stage, which is about to replace it, routes with the model and clusters)."""
         from .models import load_model
 
         model_dir = Path(model_dir)
@@ -85,7 +88,7 @@ class Restorer:
                 )
             files.append(clusters_path)
         decoders_path = model_dir / "decoders.pt"
-        if decoders_path.exists():
+        if decoders and decoders_path.exists():
             state = torch.load(decoders_path, map_location="cpu", weights_only=True)
             control = copy.deepcopy(model.decoder)
             control.load_state_dict(state["control"])

@@ -58,7 +58,10 @@ class BlockData:
 
 def to_float(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 array -> float32 tensor in [0, 1], converted in one bulk operation."""
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # a slice of a read-only memory map: torch wants its own copy
+        arr = arr.copy()
+    t = torch.from_numpy(arr)
     return t.to(device=device, dtype=torch.float32).div_(255.0)
 
 

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from aerestore.data.augment import Augmenter
 from aerestore.data.degrade import LUMA, degrade_image
-from aerestore.io import NpyWriter, atomic_path, open_array, write_json
+from aerestore.io import atomic_dir, NpyWriter, atomic_path, open_array, write_json
 from aerestore.params import Params
 
 SPLITS = ("train", "val", "test")
@@ -346,39 +346,6 @@ def _mp_context(augment: bool) -> mp.context.BaseContext:
 
 
 # ------------------------------------------------------------ atomic dirs
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``path``; on success it replaces ``path``.
-
-    On an exception the temporary folder is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    tmp.mkdir()  # (not mkdtemp: its 0700 mode would outlive the rename)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists() or path.is_symlink():
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None:
-            os.replace(old, path)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
-
-
 # ------------------------------------------------------------------- grid
 def _tile(img: np.ndarray, scale: int) -> np.ndarray:
     if img.shape[2] == 1:

@@ -81,3 +81,53 @@ def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, 
     result = train_decoders(restorer.model, restorer.route, k, data, data, 1, 1e-3, 32, 1, 0, progress=False)
     save_decoders(result, model_dir / "decoders.pt")
     return Restorer.load(model_dir)
+
+
+@__import__("contextlib").contextmanager
+def mlflow_server(uri: str, workdir: Path):
+    """A real `mlflow server` on a free 127.0.0.1 port over the store ``uri``; yields its URL."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log_path = Path(workdir) / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow server did not answer /health within 180 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker: the group we started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

@@ -104,3 +104,21 @@ def test_silhouette_and_scatter(tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     p = C.pca_2d(z)
     assert p.shape == (len(z), 2) and np.var(p[:, 0]) >= np.var(p[:, 1])
+
+
+def test_ncut_head_assigns_blocks_to_its_clusters():
+    import torch
+
+    from aerestore.losses import LossConfig
+    from aerestore.models import create_model
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (50, 3, 16, 16)).astype(np.uint8)
+    with_head = create_model("conv_ae", latent=8, block=16, channels=3, loss=LossConfig(ncut_weight=0.1, ncut_k=3))
+    labels = C.head_assign(with_head, blocks, batch_size=16)
+    assert labels.shape == (50,) and labels.min() >= 0 and labels.max() < 3
+    assert np.array_equal(labels, C.head_assign(with_head, blocks, batch_size=50))
+    plain = create_model("conv_ae", latent=8, block=16, channels=3, loss=LossConfig())
+    with pytest.raises(ValueError, match="ncut_weight"):
+        C.head_assign(plain, blocks)

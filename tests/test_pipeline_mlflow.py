@@ -74,6 +74,30 @@ def test_the_restorer_is_registered(tracked):
     assert versions and versions[0].status == "READY"
 
 
+def test_rest_api_of_a_server_on_the_pipeline_store(tracked, tmp_path):
+    import requests
+
+    from helpers import mlflow_server
+
+    with mlflow_server(f"sqlite:///{tracked / 'mlflow.db'}", tmp_path) as url:
+        api = f"{url}/api/2.0/mlflow"
+        exp = requests.get(f"{api}/experiments/get-by-name", params={"experiment_name": "aerestore"},
+                           timeout=30).json()["experiment"]
+        runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [exp["experiment_id"]]},
+                             timeout=30).json()["runs"]
+        by_name = {r["info"]["run_name"]: r for r in runs}
+        assert set(by_name) >= STAGES
+        tags = {t["key"]: t["value"] for t in by_name["train@conv_ae"]["data"]["tags"]}
+        assert tags["arch"] == "conv_ae" and tags["dvc.stage"] == "train@conv_ae"
+        metrics = {m["key"] for m in by_name["evaluate"]["data"]["metrics"]}
+        assert {"conv_ae.multi.psnr", "conv_ae.single.psnr", "degraded.psnr"} <= metrics
+        history = requests.get(f"{api}/metrics/get-history", timeout=30, params={
+            "run_id": by_name["train@conv_ae"]["info"]["run_id"], "metric_key": "train_loss"}).json()
+        assert [m["step"] for m in history["metrics"]] == [1]
+        models = requests.get(f"{api}/registered-models/search", timeout=30).json()["registered_models"]
+        assert "aerestore-conv_ae" in {m["name"] for m in models}
+
+
 def test_queued_experiments_two_at_a_time_lose_no_run(tracked):
     run(["git", "add", "-A"], tracked)
     run(["git", "commit", "-qm", "baseline results"], tracked)

@@ -12,7 +12,7 @@ from aerestore.io import atomic_path, write_json  # noqa: E402
 from aerestore.models import load_model  # noqa: E402
 from aerestore.stage import StageError, arch_argument, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
-from aerestore.train import BlockData  # noqa: E402
+from aerestore.blockdata import BlockData  # noqa: E402
 
 
 def run(params, args):

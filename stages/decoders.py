@@ -10,7 +10,7 @@ from aerestore.io import write_json  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
 from aerestore.stage import arch_argument, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
-from aerestore.train import BlockData  # noqa: E402
+from aerestore.blockdata import BlockData  # noqa: E402
 
 
 def run(params, args):

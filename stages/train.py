@@ -12,7 +12,8 @@ from aerestore.losses import LossConfig  # noqa: E402
 from aerestore.models import create_model, save_model  # noqa: E402
 from aerestore.stage import arch_argument, main, seed_everything  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
-from aerestore.train import BlockData, fit  # noqa: E402
+from aerestore.blockdata import BlockData  # noqa: E402
+from aerestore.train import fit  # noqa: E402
 
 
 def run(params, args):

@@ -9,7 +9,7 @@ import torch
 from scipy import ndimage
 
 from aerestore.blocks import split_images_uint8
-from aerestore.train import BlockData
+from aerestore.blockdata import BlockData
 
 
 def photo_images(n: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from aerestore.params import TrainParams
-from aerestore.train import BlockData, fit, iterate_batches, to_float
+from aerestore.blockdata import BlockData, to_float
+from aerestore.train import fit, iterate_batches
 
 from helpers import block_data, tiny_model
 

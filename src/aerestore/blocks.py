@@ -37,7 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aerestore.data.prepare import SPLITS, PrepareError
+from aerestore.data.layout import SPLITS, PrepareError
 from aerestore.io import atomic_dir
 from aerestore.io import NpyWriter, open_array, write_json
 from aerestore.params import Params

@@ -33,7 +33,7 @@ LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
 @torch.no_grad()
 def encode_blocks(model, blocks: np.ndarray, batch_size: int = 2048, flatten: bool = True) -> np.ndarray:
     """Latent vectors (the mean for VAEs) of uint8 blocks (N, C, s, s), float32 (N, D)."""
-    from .train import to_float
+    from .blockdata import to_float
 
     model.eval()
     device = next(model.parameters()).device
@@ -219,7 +219,7 @@ def scatter_plot(
 @torch.no_grad()
 def head_assign(model, blocks: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """Argmax of the n-cut cluster head for uint8 blocks."""
-    from .train import to_float
+    from .blockdata import to_float
 
     if getattr(model, "cluster_head", None) is None:
         raise ValueError("cluster.method 'ncut_head' needs a model trained with train.ncut_weight > 0")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .io import atomic_path
-from .train import BlockData, to_float
+from .blockdata import BlockData, to_float
 
 
 @torch.no_grad()

@@ -13,56 +13,15 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .io import open_array
+from .blockdata import BlockData, to_float
 from .params import TrainParams
 from .stage import set_threads
-
-
-@dataclass
-class BlockData:
-    """Degraded input and clean target blocks of one split, uint8 (N, C, s, s)."""
-
-    degraded: np.ndarray
-    clean: np.ndarray
-    mask: np.ndarray | None = None
-
-    @classmethod
-    def load(cls, blocks_dir: str | Path, split: str, in_memory: bool = True) -> "BlockData":
-        d = Path(blocks_dir) / split
-        arrays = {}
-        for name in ("degraded", "clean", "mask"):
-            path = d / f"{name}.npy"
-            if not path.exists():
-                if name == "mask":
-                    arrays[name] = None
-                    continue
-                raise FileNotFoundError(f"{path}: missing (run the blocks stage)")
-            arr = open_array(path)
-            # a training set of 18 px blocks is small: reading it once beats random memmap reads
-            arrays[name] = np.ascontiguousarray(arr) if in_memory else arr
-        return cls(**arrays)
-
-    def __len__(self) -> int:
-        return len(self.degraded)
-
-    def subset(self, idx: np.ndarray) -> "BlockData":
-        return BlockData(self.degraded[idx], self.clean[idx], None if self.mask is None else self.mask[idx])
-
-
-def to_float(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 array -> float32 tensor in [0, 1], converted in one bulk operation."""
-    arr = np.ascontiguousarray(arr)
-    if not arr.flags.writeable:  # a slice of a read-only memory map: torch wants its own copy
-        arr = arr.copy()
-    t = torch.from_numpy(arr)
-    return t.to(device=device, dtype=torch.float32).div_(255.0)
 
 
 def iterate_batches(

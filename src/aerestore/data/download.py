@@ -60,11 +60,11 @@ from tqdm import tqdm
 
 from aerestore.data import archive as archive_mod
 from aerestore.data import images as img_mod
+from aerestore.data.layout import SPLITS
 from aerestore.data.presets import PRESETS, Preset, RemoteFile
 from aerestore.io import write_json
 from aerestore.params import DataParams
 
-SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("file", "split", "width", "height", "sha256")
 
 # Network settings, read at call time (tests shorten them).

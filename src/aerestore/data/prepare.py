@@ -29,20 +29,16 @@ onto ``out_dir`` at the end, so a failure leaves the previous output intact.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
 import math
 import multiprocessing as mp
-import os
 import re
-import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -52,10 +48,10 @@ from tqdm import tqdm
 
 from aerestore.data.augment import Augmenter
 from aerestore.data.degrade import LUMA, degrade_image
+from aerestore.data.layout import SPLITS, PrepareError
 from aerestore.io import atomic_dir, NpyWriter, atomic_path, open_array, write_json
 from aerestore.params import Params
 
-SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("file", "split", "sha256")
 RESIZE_FLAGS = {
@@ -69,10 +65,6 @@ RESIZE_FLAGS = {
 PSNR_CAP = 100.0
 GRID_IMAGES = 6
 GRID_TILE = 96  # tiles are upscaled (nearest) to at least this many pixels
-
-
-class PrepareError(ValueError):
-    """Bad input to the prepare or blocks stage; the message names the file."""
 
 
 # ---------------------------------------------------------------- manifest

@@ -1,0 +1,55 @@
+"""Blocks of one split (``data/blocks/<split>/``) in memory, and their float conversion.
+
+Shared by the stages that read blocks (train, cluster, decoders), in a module of its own
+so that editing the training loop does not rerun the clustering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import open_array
+
+
+@dataclass
+class BlockData:
+    """Degraded input and clean target blocks of one split, uint8 (N, C, s, s)."""
+
+    degraded: np.ndarray
+    clean: np.ndarray
+    mask: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, blocks_dir: str | Path, split: str, in_memory: bool = True) -> "BlockData":
+        d = Path(blocks_dir) / split
+        arrays = {}
+        for name in ("degraded", "clean", "mask"):
+            path = d / f"{name}.npy"
+            if not path.exists():
+                if name == "mask":
+                    arrays[name] = None
+                    continue
+                raise FileNotFoundError(f"{path}: missing (run the blocks stage)")
+            arr = open_array(path)
+            # a training set of 18 px blocks is small: reading it once beats random memmap reads
+            arrays[name] = np.ascontiguousarray(arr) if in_memory else arr
+        return cls(**arrays)
+
+    def __len__(self) -> int:
+        return len(self.degraded)
+
+    def subset(self, idx: np.ndarray) -> "BlockData":
+        return BlockData(self.degraded[idx], self.clean[idx], None if self.mask is None else self.mask[idx])
+
+
+def to_float(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 array -> float32 tensor in [0, 1], converted in one bulk operation."""
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # a slice of a read-only memory map: torch wants its own copy
+        arr = arr.copy()
+    t = torch.from_numpy(arr)
+    return t.to(device=device, dtype=torch.float32).div_(255.0)

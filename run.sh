@@ -49,8 +49,9 @@ case "$cmd" in
     ;;
   test)
     setup
-    # two workers; a test file stays on one worker (the pipeline tests share a module fixture)
-    python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+    # two workers; a test file stays on one worker (the pipeline tests share a module
+    # fixture), in collection order: the long pipeline files first (tests/conftest.py)
+    python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
     ;;
   *)
     echo "usage: ./run.sh repro [dvc repro args] | ./run.sh test [pytest args]" >&2

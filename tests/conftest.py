@@ -16,3 +16,10 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The pipeline tests first: each file is a minute-long chain on one worker, so
+    starting them at once lets the unit tests fill the other worker and the gaps
+    (``./run.sh test`` keeps this order with ``--no-loadscope-reorder``)."""
+    items.sort(key=lambda item: item.get_closest_marker("pipeline") is None)

@@ -98,3 +98,10 @@ def stages_run(output: str) -> set[str]:
 def repro(repo: Path, *args: str) -> set[str]:
     proc = run(["dvc", "repro", *args], repo)
     return stages_run(proc.stdout + proc.stderr)
+
+
+def out_of_date(repo: Path) -> set[str]:
+    """The stages `dvc status` reports as changed (what `dvc repro` would run first)."""
+    import json
+
+    return set(json.loads(run(["dvc", "status", "--json"], repo).stdout or "{}"))

@@ -1,18 +1,17 @@
-"""The restorer as a registered MLflow pyfunc model, `mlflow models predict`, and the
-tracking server's REST API over a store filled by stage_run."""
+"""The restorer as a registered MLflow pyfunc model and `mlflow models predict`.
+(The tracking server's REST API is tested on a real pipeline's store, in
+test_pipeline_mlflow.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
-import requests
 from mlflow.tracking import MlflowClient
 
 from aerestore import cli
@@ -29,24 +28,18 @@ MODEL_URI = "models:/aerestore-conv_ae/latest"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A repository whose store holds a train run (metrics per epoch) and an evaluate
-    run that logged and registered the tiny restorer."""
+    """A repository whose store holds an evaluate run that logged and registered the
+    tiny restorer."""
     with pytest.MonkeyPatch.context() as mp:
         root = make_repo(tmp_path_factory.mktemp("mlflow_model") / "repo",
                          template_db(tmp_path_factory.getbasetemp()), mp)
         model_dir = root / "models" / "conv_ae"
         save_tiny_restorer(model_dir)
         params = parse_params({"architectures": ["conv_ae"], "blocks": {"size": 16}})
-        mp.setenv("DVC_EXP_NAME", "rest-exp")
-        with stage_run("train@conv_ae", params, arch="conv_ae", keys=["seed", "train"]) as train:
-            for epoch in range(3):
-                train.log_metrics({"loss": 0.5 / (epoch + 1)}, step=epoch)
         with stage_run("evaluate", params, keys=["evaluate"]) as evaluate:
-            evaluate.log_metrics({"conv_ae": {"psnr": 25.5}})
-            evaluate.log_text("| arch | psnr |\n", "summary.md")
             evaluate.log_restorer(model_dir, "conv_ae", register=True)
         yield SimpleNamespace(root=root, model_dir=model_dir, uri=tracking_uri(),
-                              experiment_id=init_store(), train=train.run_id, evaluate=evaluate.run_id)
+                              experiment_id=init_store(), evaluate=evaluate.run_id)
         mlflow.set_tracking_uri(None)
 
 
@@ -116,45 +109,6 @@ def test_mlflow_models_predict_command(store, tmp_path):
     assert cli.main(["from-json", str(tmp_path / "output.json"), "-o", str(tmp_path / "restored.png")]) == 0
     restored = np.asarray(Image.open(tmp_path / "restored.png"))
     np.testing.assert_array_equal(restored, Restorer.load(store.model_dir).restore(image, mode="single"))
-
-
-# ---------------------------------------------------------------------- REST API
-@pytest.fixture
-def server(store, tmp_path):
-    from helpers import mlflow_server
-
-    with mlflow_server(store.uri, tmp_path) as url:
-        yield url
-
-
-def test_rest_api_serves_runs_metrics_and_registered_models(store, server):
-    api = f"{server}/api/2.0/mlflow"
-    runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [store.experiment_id]}, timeout=30)
-    runs.raise_for_status()
-    by_name = {r["info"]["run_name"]: r for r in runs.json()["runs"]}
-    assert set(by_name) == {"train@conv_ae", "evaluate"}
-    train = by_name["train@conv_ae"]
-    tags = {t["key"]: t["value"] for t in train["data"]["tags"]}
-    assert tags["arch"] == "conv_ae" and tags["dvc.exp_name"] == "rest-exp"
-    assert tags["aerestore.pipeline_id"] == "exp-rest-exp"
-    assert tags["aerestore.pipeline_id"] == {t["key"]: t["value"] for t in by_name["evaluate"]["data"]["tags"]}[
-        "aerestore.pipeline_id"]
-    params = {p["key"]: p["value"] for p in train["data"]["params"]}
-    assert params["seed"] == "42" and params["train.lr"] == "0.001"
-    assert train["info"]["status"] == "FINISHED"
-
-    history = requests.get(f"{api}/metrics/get-history",
-                           params={"run_id": store.train, "metric_key": "loss"}, timeout=30).json()["metrics"]
-    assert [(m["step"], m["value"]) for m in history] == [(0, 0.5), (1, 0.25), (2, pytest.approx(0.5 / 3))]
-    evaluate_metrics = {m["key"]: m["value"] for m in by_name["evaluate"]["data"]["metrics"]}
-    assert evaluate_metrics == {"conv_ae.psnr": 25.5}
-
-    files = requests.get(f"{api}/artifacts/list", params={"run_id": store.evaluate}, timeout=30).json()
-    assert "summary.md" in {f["path"] for f in files.get("files", [])}
-
-    models = requests.get(f"{api}/registered-models/search", timeout=30).json()["registered_models"]
-    assert [m["name"] for m in models] == ["aerestore-conv_ae"]
-    assert models[0]["latest_versions"][0]["run_id"] == store.evaluate
 
 
 def test_aerestore_restore_from_the_registry(store, tmp_path, capsys):

@@ -51,6 +51,9 @@ def repo_files() -> list[str]:
 def env() -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    # stages write __pycache__/ into the copy's src/ as on a user's machine (DVC must
+    # ignore it: .dvcignore), whatever this shell says; it also saves recompiling per stage
+    e.pop("PYTHONDONTWRITEBYTECODE", None)
     e["NO_ALBUMENTATIONS_UPDATE"] = "1"
     e["DVC_NO_ANALYTICS"] = "1"
     e["OMP_NUM_THREADS"] = "1"  # two test workers share two cores: one thread each

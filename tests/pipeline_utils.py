@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -105,6 +106,4 @@ def repro(repo: Path, *args: str) -> set[str]:
 
 def out_of_date(repo: Path) -> set[str]:
     """The stages `dvc status` reports as changed (what `dvc repro` would run first)."""
-    import json
-
     return set(json.loads(run(["dvc", "status", "--json"], repo).stdout or "{}"))

@@ -10,3 +10,26 @@ SPLITS = ("train", "val", "test")
 
 class PrepareError(ValueError):
     """Bad input to the prepare or blocks stage; the message names the file."""
+
+# The kinds of LOCAL damage the masks record, one mask channel each, in this order:
+# ``mask.npy`` is uint8 (N, H, W, len(DAMAGE_KINDS)) in data/prepared and
+# (N, len(DAMAGE_KINDS), s, s) in data/blocks; channel k holds the weight (0..255) with
+# which damage kind k was applied at that pixel (0 = not at all). A pixel with every
+# channel 0 is "clean" (it may still carry the light global noise of the default task).
+DAMAGE_KINDS = ("blur", "noise")
+# The classes of :func:`damage_labels`: clean, then one per damage kind.
+DAMAGE_CLASSES = ("clean",) + DAMAGE_KINDS
+# A pixel counts as damaged by kind k when its weight exceeds this (of 255): the
+# feathered rims of the regions, where the weight is small, count as their majority.
+DAMAGE_THRESHOLD = 127
+
+
+def damage_labels(mask, axis: int = -1):
+    """Per-pixel damage class of uint8 masks (channels on ``axis``): 0 = clean, 1 + k =
+    kind k (the largest weight), where that weight exceeds :data:`DAMAGE_THRESHOLD`."""
+    import numpy as np
+
+    m = np.asarray(mask)
+    top = m.max(axis=axis)
+    kind = m.argmax(axis=axis)
+    return np.where(top > DAMAGE_THRESHOLD, kind + 1, 0).astype(np.int64)

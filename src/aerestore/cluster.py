@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .data.layout import DAMAGE_CLASSES, damage_labels
 from .io import atomic_path
 
 LABEL_MARGIN = 1.25  # a cluster is 'blurred' / 'clear' only if it departs this much from all blocks
@@ -229,3 +230,63 @@ def head_assign(model, blocks: np.ndarray, batch_size: int = 2048) -> np.ndarray
         x = to_float(blocks[start : start + batch_size])
         out.append(model.cluster_head(model.latent_vector(x)).argmax(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+# ------------------------------------------------------------- do clusters follow damage?
+def damage_shares(mask: np.ndarray) -> np.ndarray:
+    """Share of each damage class (:data:`DAMAGE_CLASSES`: clean, then each kind) among the
+    pixels of each block; uint8 masks ``(N, K, s, s)`` -> float ``(N, 1 + K)``, rows sum to 1."""
+    labels = damage_labels(mask, axis=1).reshape(len(mask), -1)
+    n_classes = mask.shape[1] + 1
+    counts = np.stack([(labels == c).sum(1) for c in range(n_classes)], axis=1)
+    return counts / np.maximum(counts.sum(1, keepdims=True), 1)
+
+
+def damage_report(labels: np.ndarray, damage: np.ndarray, classes: tuple[str, ...] = DAMAGE_CLASSES) -> dict:
+    """Whether clusters follow the damage: per cluster, the share of its pixels of each
+    damage class, and over all samples the adjusted mutual information (AMI, sklearn)
+    between the cluster labels and each sample's majority damage class.
+
+    ``labels`` (N,) int cluster of each sample (a block, or a location of a feature map);
+    ``damage`` (N, C) the share of each damage class among its pixels (rows sum to 1).
+    AMI is 0 for labels independent of the damage (chance level) and 1 when the clusters
+    are exactly the damage classes. ``by_damage``: per class, its cluster (the one whose
+    pixels are most of that class), that cluster's ``purity`` (share of its pixels of the
+    class), ``recall`` (share of the class's pixels it holds) and ``max_share_elsewhere``
+    (the largest share of the class in any other non-empty cluster).
+    """
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    labels = np.asarray(labels)
+    damage = np.asarray(damage, dtype=np.float64)
+    if damage.ndim != 2 or len(damage) != len(labels):
+        raise ValueError(f"damage must be (N, classes) for {len(labels)} labels, got {damage.shape}")
+    names = list(classes)[: damage.shape[1]]
+    k = int(labels.max()) + 1 if len(labels) else 0
+    clusters = []
+    for c in range(k):
+        sel = labels == c
+        n = int(sel.sum())
+        shares = damage[sel].mean(0) if n else np.zeros(damage.shape[1])
+        clusters.append({
+            "cluster": c,
+            "size": n,
+            **{f"{name}_share": float(shares[j]) for j, name in enumerate(names)},
+            "majority": names[int(np.argmax(shares))] if n else "empty",
+        })
+    majority = damage.argmax(1) if len(damage) else np.zeros(0, np.int64)
+    ami = float(adjusted_mutual_info_score(majority, labels)) if len(labels) > 1 else 0.0
+    # each class's cluster: the one whose pixels are most of that class; how pure it is,
+    # how much of the class it gathers, and the largest share of the class elsewhere
+    totals = damage.sum(0)
+    best = {}
+    for j, name in enumerate(names):
+        if totals[j] <= 0 or not k:
+            continue
+        shares = np.array([cl[f"{name}_share"] for cl in clusters])
+        top = int(shares.argmax())
+        gathered = damage[labels == top, j].sum() / totals[j]
+        others = [float(s) for c, s in enumerate(shares) if c != top and clusters[c]["size"]]
+        best[name] = {"cluster": top, "purity": float(shares[top]), "recall": float(gathered),
+                      "max_share_elsewhere": max(others) if others else 0.0}
+    return {"clusters": clusters, "ami_majority_damage": ami, "by_damage": best}

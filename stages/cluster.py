@@ -41,6 +41,7 @@ def run(params, args):
                                   for c in range(cp.k)]).astype(np.float32)
             iterations, converged = 0, True
         info = C.describe_clusters(labels, cp.k, train.clean, train.degraded, train.mask)
+        damage = C.damage_shares(train.mask) if train.mask is not None else None
         sil = C.silhouette(z, labels, seed=params.seed)
         with atomic_path(Path(f"models/{arch}/clusters.npz")) as tmp:
             with open(tmp, "wb") as f:
@@ -49,16 +50,27 @@ def run(params, args):
                          sizes=np.array([i["size"] for i in info]))
         metrics = {"method": cp.method, "k": cp.k, "silhouette": sil, "iterations": iterations,
                    "converged": converged, "clusters": info}
+        if damage is not None:
+            report = C.damage_report(labels, damage)
+            metrics["ami_majority_damage"] = report["ami_majority_damage"]
+            metrics["by_damage"] = report["by_damage"]
         write_json(Path(f"metrics/cluster/{arch}.json"), metrics)
         plot = Path(f"metrics/cluster/{arch}_latent.png")
         C.scatter_plot(z, labels, info, plot, f"{arch}: latent of training blocks (PCA), {cp.method} k={cp.k}",
-                       seed=params.seed)
+                       seed=params.seed, damage=damage)
         for line in info:
             print(f"  cluster {line['cluster']}: {line['label']:8s} {line['size']:7d} blocks"
-                  + (f", masked {line['masked_share']:.1%}" if "masked_share" in line else ""), file=sys.stderr)
+                  + "".join(f", {name} {line[f'{name}_share']:.0%}" for name in C.DAMAGE_CLASSES
+                            if f"{name}_share" in line), file=sys.stderr)
+        if damage is not None:
+            print(f"  adjusted mutual information with the blocks' majority damage: "
+                  f"{metrics['ami_majority_damage']:.3f}", file=sys.stderr)
         mlrun.log_metrics({"silhouette": sil, "iterations": iterations,
+                           "ami_majority_damage": metrics.get("ami_majority_damage"),
+                           "by_damage": metrics.get("by_damage", {}),
                            **{f"cluster_{i['cluster']}.size": i["size"] for i in info},
-                           **{f"cluster_{i['cluster']}.masked_share": i.get("masked_share") for i in info}})
+                           **{f"cluster_{i['cluster']}.{name}_share": i.get(f"{name}_share")
+                              for i in info for name in C.DAMAGE_CLASSES}})
         mlrun.log_artifact(plot)
 
 

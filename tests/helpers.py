@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from aerestore.blocks import split_images_uint8
 from aerestore.blockdata import BlockData
+from aerestore.data.layout import DAMAGE_KINDS
 
 
 def photo_images(n: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -28,14 +29,16 @@ def photo_images(n: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def degrade(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Blur the left half of each image, add noise everywhere; return (degraded, mask)."""
+    """Blur the left half of each image, add noise everywhere; return (degraded, mask), the
+    mask with one channel per damage kind (blur = the left half, noise = none: the noise
+    here is global, not local damage)."""
     rng = np.random.default_rng(seed)
     x = images.astype(np.float32)
     blurred = ndimage.gaussian_filter(x, (0, 2, 2, 0))
-    mask = np.zeros(images.shape[:3] + (1,), np.uint8)
+    mask = np.zeros(images.shape[:3] + (len(DAMAGE_KINDS),), np.uint8)
     w = images.shape[2]
     x[:, :, : w // 2] = blurred[:, :, : w // 2]
-    mask[:, :, : w // 2] = 255
+    mask[:, :, : w // 2, DAMAGE_KINDS.index("blur")] = 255
     x += rng.normal(0, 12, x.shape)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8), mask
 

@@ -142,9 +142,10 @@ def write_prepared(folder, rng, sizes, hw=20, c=3):
     for split, n in sizes.items():
         clean = rng.integers(0, 256, (n, hw, hw, c), dtype=np.uint8)
         degraded = rng.integers(0, 256, (n, hw, hw, c), dtype=np.uint8)
-        mask = np.zeros((n, hw, hw, 1), np.uint8)
+        mask = np.zeros((n, hw, hw, 2), np.uint8)  # channels: blur, noise
         if n:
-            mask[0, 2:5, 3:6] = 200  # only in the first image's top-left block
+            mask[0, 2:5, 3:6, 0] = 200  # only in the first image's top-left block
+            mask[0, 0:6, 0:6, 1] = 255  # noise over most of that block (36 of its 64 pixels)
         for name, arr in (("clean", clean), ("degraded", degraded), ("mask", mask)):
             with NpyWriter(folder / split / f"{name}.npy", arr.shape) as w:
                 w.write(0, arr)
@@ -167,7 +168,7 @@ def test_run_blocks(tmp_path, monkeypatch):
         mask = open_array(out / split / "mask.npy")
         index = open_array(out / split / "index.npy")
         assert clean.shape == degraded.shape == (n_img * 9, 3, 8, 8) and clean.dtype == np.uint8
-        assert mask.shape == (n_img * 9, 1, 8, 8) and index.shape == (n_img * 9, 3) and index.dtype == np.int32
+        assert mask.shape == (n_img * 9, 2, 8, 8) and index.shape == (n_img * 9, 3) and index.dtype == np.int32
         m = metrics["splits"][split]
         assert m["blocks"] == n_img * 9 and m["blocks_per_image"] == 9 and m["grid"] == [3, 3]
         if n_img:
@@ -178,6 +179,9 @@ def test_run_blocks(tmp_path, monkeypatch):
             assert index[-1].tolist() == [n_img - 1, 12, 12]
             assert m["masked_share"] == pytest.approx(1 / (n_img * 9))
             assert mask[0].any() and not mask[1:].any()
+            # block 0 is mostly noise (36 of 64 pixels); every other block is clean
+            assert m["noise_blocks"] == pytest.approx(1 / (n_img * 9))
+            assert m["blur_blocks"] == 0 and m["clean_blocks"] == pytest.approx(1 - 1 / (n_img * 9))
     assert metrics["splits"]["val"]["masked_share"] is None
 
 
@@ -192,7 +196,7 @@ def test_run_blocks_bad_input_keeps_previous_output(tmp_path):
     (prepared / "val" / "mask.npy").unlink()
     with pytest.raises(PrepareError, match=r"val/mask\.npy: not found"):
         run_blocks(params, prepared, out, tmp_path / "m.json", progress=False)
-    np.save(prepared / "val" / "mask.npy", np.zeros((1, 20, 20, 2), np.uint8))
+    np.save(prepared / "val" / "mask.npy", np.zeros((1, 20, 19, 2), np.uint8))
     with pytest.raises(PrepareError, match=r"val/mask\.npy: shape"):
         run_blocks(params, prepared, out, tmp_path / "m.json", progress=False)
     assert (out / "train" / "clean.npy").read_bytes() == before

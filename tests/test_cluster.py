@@ -62,10 +62,10 @@ def blocks_pair(n=40, s=12, seed=0):
     rng = np.random.default_rng(seed)
     clean = rng.integers(0, 256, (n, 3, s, s)).astype(np.uint8)
     degraded = clean.copy()
-    mask = np.zeros((n, 1, s, s), np.uint8)
+    mask = np.zeros((n, 2, s, s), np.uint8)  # channels: blur, noise
     half = n // 2
     degraded[:half] = ndimage.gaussian_filter(clean[:half].astype(float), (0, 0, 2, 2)).astype(np.uint8)
-    mask[:half] = 255
+    mask[:half, 0] = 255
     return clean, degraded, mask, half
 
 
@@ -81,8 +81,8 @@ def test_describe_clusters_labels_blurred_cluster():
     clean, degraded, mask, half = blocks_pair()
     labels = np.r_[np.zeros(half, int), np.ones(len(clean) - half, int)]
     info = C.describe_clusters(labels, 3, clean, degraded, mask)
-    assert info[0]["label"] == "blurred" and info[0]["masked_share"] == pytest.approx(1.0)
-    assert info[1]["label"] == "clear" and info[1]["masked_share"] == 0
+    assert info[0]["label"] == "blur" and info[0]["blur_share"] == pytest.approx(1.0)
+    assert info[1]["label"] == "clean" and info[1]["blur_share"] == 0 and info[1]["clean_share"] == 1
     assert info[2]["label"] == "empty" and info[2]["size"] == 0
     # without masks the Laplacian ratio decides
     info = C.describe_clusters(labels, 2, clean, degraded, None)
@@ -94,14 +94,43 @@ def test_describe_clusters_labels_blurred_cluster():
     assert [i["label"] for i in info] == ["mixed", "mixed"]
 
 
+def test_damage_shares_and_report_measure_whether_clusters_follow_damage():
+    s = 4
+    mask = np.zeros((90, 2, s, s), np.uint8)
+    mask[:30, 0] = 255  # 30 blurred blocks
+    mask[30:60, 1] = 200  # 30 noisy blocks
+    mask[60:, 0, :1] = 255  # 30 clean blocks with a blurred row: a quarter of their pixels
+    shares = C.damage_shares(mask)
+    np.testing.assert_allclose(shares[0], [0, 1, 0])
+    np.testing.assert_allclose(shares[45], [0, 0, 1])
+    np.testing.assert_allclose(shares[75], [0.75, 0.25, 0])
+    truth = np.repeat([1, 2, 0], 30)
+    r = C.damage_report(truth, shares)
+    assert r["ami_majority_damage"] == pytest.approx(1.0)
+    assert r["by_damage"]["blur"]["cluster"] == 1 and r["by_damage"]["blur"]["purity"] == 1.0
+    # 30*16 + 30*4 blurred pixels; cluster 1 holds 30*16 of them; cluster 0 is a quarter blur
+    assert r["by_damage"]["blur"]["recall"] == pytest.approx(480 / 600)
+    assert r["by_damage"]["blur"]["max_share_elsewhere"] == pytest.approx(0.25)
+    assert r["clusters"][0]["majority"] == "clean" and r["clusters"][2]["noise_share"] == 1.0
+    # clusters that cut across the damage (content) carry no information about it
+    rng = np.random.default_rng(0)
+    noise_labels = rng.integers(0, 3, len(truth))
+    assert abs(C.damage_report(noise_labels, shares)["ami_majority_damage"]) < 0.1
+    with pytest.raises(ValueError, match="damage must be"):
+        C.damage_report(truth, shares[:10])
+
+
 def test_silhouette_and_scatter(tmp_path):
     z, truth = two_blobs()
     s = C.silhouette(z, truth)
     assert s is not None and s > 0.3
     assert C.silhouette(z, np.zeros(len(z), int)) is None
-    info = [{"label": "a", "size": 200}, {"label": "b", "size": 200, "masked_share": 0.5}]
+    info = [{"label": "a", "size": 200}, {"label": "b", "size": 200, "blur_share": 0.5}]
     C.scatter_plot(z, truth, info, tmp_path / "s.png", "title")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    damage = np.eye(3)[np.arange(len(z)) % 3]  # the panel coloured by damage
+    C.scatter_plot(z, truth, info, tmp_path / "d.png", "title", damage=damage)
+    assert (tmp_path / "d.png").stat().st_size > (tmp_path / "s.png").stat().st_size
     p = C.pca_2d(z)
     assert p.shape == (len(z), 2) and np.var(p[:, 0]) >= np.var(p[:, 1])
 

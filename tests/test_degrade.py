@@ -7,6 +7,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from aerestore.data.degrade import degrade_image, disc_kernel, motion_kernel
+from aerestore.data.layout import DAMAGE_KINDS
 from aerestore.params import DegradeOp
 
 OP = TypeAdapter(DegradeOp)
@@ -37,7 +38,9 @@ ALL_OPS = [
     op(op="grayscale"),
     op(op="jpeg", quality=[10, 30]),
     op(op="local_blur", regions=[2, 3], radius=[0.2, 0.3], strength=[2.0, 3.0]),
+    op(op="local_noise", regions=[2, 3], radius=[0.2, 0.3], std=[0.1, 0.2]),
 ]
+BLUR, NOISE = DAMAGE_KINDS.index("blur"), DAMAGE_KINDS.index("noise")
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -48,13 +51,15 @@ def test_each_op_changes_input_not_target(the_op, channels):
     degraded, mask = degrade_image(clean, [the_op], np.random.default_rng(1))
     np.testing.assert_array_equal(clean, before)  # the target is untouched
     assert degraded.dtype == np.uint8 and degraded.shape == clean.shape
-    assert mask.dtype == np.uint8 and mask.shape == clean.shape[:2]
+    assert mask.dtype == np.uint8 and mask.shape == clean.shape[:2] + (len(DAMAGE_KINDS),)
     if the_op.op == "grayscale" and channels == 1:
         np.testing.assert_array_equal(degraded, clean)  # nothing to remove
     else:
         assert np.abs(degraded.astype(int) - clean).mean() > 0.5
     if the_op.op == "local_blur":
-        assert mask.any()
+        assert mask[..., BLUR].any() and not mask[..., NOISE].any()
+    elif the_op.op == "local_noise":
+        assert mask[..., NOISE].any() and not mask[..., BLUR].any()
     else:
         assert not mask.any()
 
@@ -146,6 +151,7 @@ def test_local_blur_mask_matches_changes_with_soft_edges(kernel):
     clean = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # every pixel textured
     lb = op(op="local_blur", kernel=kernel, regions=2, radius=0.25, strength=3.0, feather=0.5)
     out, mask = degrade_image(clean, [lb], np.random.default_rng(2))
+    mask = mask[..., BLUR]
     changed = (out != clean).any(axis=2)
     assert not changed[mask == 0].any()  # outside the blobs nothing moves
     assert changed[mask >= 64].mean() > 0.9  # inside, (nearly) everything does
@@ -159,6 +165,7 @@ def test_local_blur_strength_rises_towards_the_centre():
     clean = rng.integers(0, 256, (96, 96, 1), dtype=np.uint8)
     lb = op(op="local_blur", regions=1, radius=0.4, strength=3.0, feather=1.0)
     out, mask = degrade_image(clean, [lb], np.random.default_rng(4))
+    mask = mask[..., BLUR]
     diff = np.abs(out.astype(float) - clean)[..., 0]
     weak = diff[(mask > 0) & (mask < 64)].mean()
     mid = diff[(mask >= 96) & (mask < 160)].mean()
@@ -170,13 +177,38 @@ def test_local_blur_hard_edge_and_combined_mask():
     clean = textured(32, 32)
     hard = op(op="local_blur", regions=3, feather=0.0)
     _, mask = degrade_image(clean, [hard], np.random.default_rng(1))
-    assert set(np.unique(mask)) == {0, 255}
+    assert set(np.unique(mask[..., BLUR])) == {0, 255}
     a = op(op="local_blur", regions=1)
     b = op(op="local_blur", regions=1, radius=0.3)
     _, m_a = degrade_image(clean, [a, op(op="local_blur", regions=1, prob=0.0)], np.random.default_rng(9))
     _, m_b = degrade_image(clean, [op(op="local_blur", regions=1, prob=0.0), b], np.random.default_rng(9))
     _, m_ab = degrade_image(clean, [a, b], np.random.default_rng(9))
     np.testing.assert_array_equal(m_ab, np.maximum(m_a, m_b))
+
+
+def test_local_noise_mask_matches_changes_and_keeps_off_blur():
+    rng = np.random.default_rng(5)
+    clean = np.full((64, 64, 3), 128, np.uint8)  # flat: only noise can change a pixel
+    ln = op(op="local_noise", regions=2, radius=0.3, std=0.2, feather=0.5, exclusive=False)
+    out, mask = degrade_image(clean, [ln], np.random.default_rng(2))
+    changed = (out != clean).any(axis=2)
+    noise = mask[..., NOISE]
+    assert not changed[noise == 0].any()  # outside the noisy blobs nothing moves
+    assert changed[noise >= 128].mean() > 0.9
+    assert 0.05 < (noise > 0).mean() < 0.9 and not mask[..., BLUR].any()
+    # the noise amplitude follows the weight: the centre is noisier than the rim
+    diff = np.abs(out.astype(float) - clean).mean(2)
+    assert diff[(noise > 0) & (noise < 64)].mean() < diff[noise >= 224].mean()
+    # exclusive: noisy regions keep off the blurred ones, so each pixel has one kind
+    lb = op(op="local_blur", regions=2, radius=0.35, feather=0.5)
+    excl = op(op="local_noise", regions=3, radius=0.35, std=0.2, feather=0.5)
+    for seed in range(5):
+        _, m = degrade_image(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), [lb, excl],
+                             np.random.default_rng(seed))
+        both = m[..., BLUR].astype(int) * m[..., NOISE] / 255.0
+        assert m[..., BLUR].any() and m[..., NOISE].any()
+        assert (m[..., BLUR][m[..., NOISE] > 0] < 255).all()  # no noise where fully blurred
+        assert (both <= 255 / 4 + 1).all()  # w_n <= 1 - w_b, so w_b * w_n <= 1/4
 
 
 def test_rejects_bad_input():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aerestore.data.layout import DAMAGE_CLASSES, damage_labels
 from aerestore.data.prepare import PrepareError, load_image, run_prepare
 from aerestore.io import open_array
 from aerestore.params import Params
@@ -33,6 +34,7 @@ def make_params(**prepare) -> Params:
 NOISE_AND_BLUR = [
     {"op": "gaussian_noise", "std": 0.03},
     {"op": "local_blur", "regions": [1, 2], "strength": [1.0, 2.0]},
+    {"op": "local_noise", "regions": 1, "std": 0.2, "exclusive": True},
 ]
 
 
@@ -97,14 +99,21 @@ def test_outputs_shapes_dtypes_metrics_and_augment_only_train(tmp_path):
         mask = open_array(out / split / "mask.npy")
         assert isinstance(clean, np.memmap)
         assert clean.shape == degraded.shape == (n, SIZE, SIZE, 3)
-        assert mask.shape == (n, SIZE, SIZE, 1)
+        assert mask.shape == (n, SIZE, SIZE, 2)  # one channel per damage kind: blur, noise
         assert clean.dtype == degraded.dtype == mask.dtype == np.uint8
         assert (degraded != clean).any(axis=(1, 2, 3)).all()  # every input is degraded
-        assert mask.any(axis=(1, 2, 3)).all()  # every image has a blurred blob
+        assert mask[..., 0].any(axis=(1, 2)).all()  # every image has a blurred blob
+        assert mask[..., 1].any()  # and noisy ones (they may be crowded out by blur)
         m = metrics["splits"][split]
         assert m["n"] == n and m["images"] == n // (3 if split == "train" else 1)
         assert 15 < m["psnr"] < 60 and 0 < m["ssim"] < 1
-        assert m["mask_share"] == pytest.approx(np.count_nonzero(mask) / mask.size)
+        assert m["mask_share"] == pytest.approx(np.count_nonzero(mask.max(-1)) / mask[..., 0].size)
+        labels = damage_labels(mask)
+        for c, name in enumerate(DAMAGE_CLASSES):
+            assert m[f"{name}_share"] == pytest.approx((labels == c).mean())
+        assert m["blur_share"] > 0 and m["noise_share"] > 0
+        # per-class PSNR of the input: the noisy regions (sigma 0.2) are the worst
+        assert m["psnr_noise"] < m["psnr_clean"] and m["psnr_noise"] < m["psnr_blur"]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
     grid = np.asarray(Image.open(tmp_path / "out" / "grid.png"))
     assert grid.ndim == 3 and grid.shape[0] > 3 * 90 and grid.shape[1] > 2 * 90
@@ -171,10 +180,12 @@ def test_single_channel_and_empty_split(tmp_path):
     assert open_array(out / "train" / "clean.npy").shape == (4, SIZE, SIZE, 1)
     assert open_array(out / "train" / "degraded.npy").shape == (4, SIZE, SIZE, 1)
     assert open_array(out / "test" / "clean.npy").shape == (1, SIZE, SIZE, 1)
-    for name, c in (("clean", 1), ("degraded", 1), ("mask", 1)):
+    for name, c in (("clean", 1), ("degraded", 1), ("mask", 2)):
         assert open_array(out / "val" / f"{name}.npy").shape == (0, SIZE, SIZE, c)
     assert metrics["splits"]["val"] == {
         "images": 0, "n": 0, "psnr": None, "ssim": None, "mask_share": None, "mask_mean": None,
+        "clean_share": None, "psnr_clean": None, "blur_share": None, "psnr_blur": None,
+        "noise_share": None, "psnr_noise": None,
     }
 
 

@@ -37,7 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aerestore.data.layout import SPLITS, PrepareError
+from aerestore.data.layout import DAMAGE_CLASSES, SPLITS, PrepareError, damage_labels
 from aerestore.io import atomic_dir
 from aerestore.io import NpyWriter, open_array, write_json
 from aerestore.params import Params
@@ -185,10 +185,12 @@ def run_blocks(
     """Cut the prepared clean, degraded and mask arrays of every split into blocks.
 
     Writes ``out_dir/{split}/clean.npy``, ``degraded.npy`` (``N, C, s, s`` uint8),
-    ``mask.npy`` (``N, 1, s, s`` uint8) and ``index.npy`` (``N, 3`` int32), reading the
+    ``mask.npy`` (``N, K, s, s`` uint8, one channel per damage kind) and ``index.npy`` (``N, 3`` int32), reading the
     prepared arrays through memory maps a chunk of images at a time. Metrics per split:
     ``images``, ``blocks``, ``blocks_per_image``, ``grid`` ``[ny, nx]`` and
-    ``masked_share`` (share of blocks with at least one nonzero mask pixel).
+    ``masked_share`` (share of blocks with at least one nonzero mask pixel) and, per damage
+    class (clean, blur, noise), ``<class>_blocks``: the share of blocks whose pixels are
+    mostly of that class.
     """
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     size, overlap = params.blocks.size, params.blocks.overlap
@@ -202,13 +204,15 @@ def run_blocks(
             n_img, h, w, c = clean.shape
             grid = block_grid(h, w, size, overlap)
             n_blocks = n_img * grid.per_image
-            chunk = max(1, CHUNK_BYTES // max(1, grid.per_image * (2 * c + 1) * size * size))
+            k = mask.shape[3]
+            chunk = max(1, CHUNK_BYTES // max(1, grid.per_image * (2 * c + k) * size * size))
             masked = 0
+            majority = np.zeros(len(DAMAGE_CLASSES), np.int64)
             folder = tmp / split
             with (
                 NpyWriter(folder / "clean.npy", (n_blocks, c, size, size)) as w_clean,
                 NpyWriter(folder / "degraded.npy", (n_blocks, c, size, size)) as w_deg,
-                NpyWriter(folder / "mask.npy", (n_blocks, 1, size, size)) as w_mask,
+                NpyWriter(folder / "mask.npy", (n_blocks, k, size, size)) as w_mask,
                 NpyWriter(folder / "index.npy", (n_blocks, 3), np.int32) as w_index,
             ):
                 for start in range(0, n_img, chunk):
@@ -222,6 +226,9 @@ def run_blocks(
                     w_mask.write(row, b_mask)
                     w_index.write(row, index)
                     masked += int(np.count_nonzero(b_mask.reshape(len(b_mask), -1).any(axis=1)))
+                    labels = damage_labels(b_mask, axis=1).reshape(len(b_mask), -1)
+                    counts = np.stack([(labels == j).sum(1) for j in range(k + 1)], axis=1)
+                    majority[: k + 1] += np.bincount(counts.argmax(1), minlength=k + 1)[: k + 1]
                     bar.update(stop - start)
             metrics["splits"][split] = {
                 "images": n_img,
@@ -230,6 +237,8 @@ def run_blocks(
                 "grid": [grid.ny, grid.nx],
                 "padded": [grid.padded_h, grid.padded_w],
                 "masked_share": masked / n_blocks if n_blocks else None,
+                **{f"{name}_blocks": float(majority[j]) / n_blocks if n_blocks else None
+                   for j, name in enumerate(DAMAGE_CLASSES)},
             }
     write_json(metrics_path, metrics)
     return metrics
@@ -252,8 +261,10 @@ def _open_prepared(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     clean, degraded, mask = out
     if degraded.shape != clean.shape:
         raise PrepareError(f"{folder / 'degraded.npy'}: shape {degraded.shape} differs from clean {clean.shape}")
-    if mask.shape != clean.shape[:3] + (1,):
-        raise PrepareError(f"{folder / 'mask.npy'}: shape {mask.shape}, expected {clean.shape[:3] + (1,)}")
+    if mask.shape[:3] != clean.shape[:3] or mask.shape[3] < 1:
+        raise PrepareError(
+            f"{folder / 'mask.npy'}: shape {mask.shape}, expected {clean.shape[:3] + (len(DAMAGE_CLASSES) - 1,)} "
+            "(one channel per damage kind; rerun the prepare stage)")
     if clean.shape[1] < 1 or clean.shape[2] < 1:
         raise PrepareError(f"{folder / 'clean.npy'}: empty images {clean.shape}")
     return clean, degraded, mask

@@ -126,21 +126,24 @@ def laplacian_variance(blocks: np.ndarray) -> np.ndarray:
 def describe_clusters(
     labels: np.ndarray, k: int, clean: np.ndarray, degraded: np.ndarray, mask: np.ndarray | None
 ) -> list[dict]:
-    """Per cluster: size, mean Laplacian variance of clean and degraded blocks, masked share,
-    and a label, 'blurred', 'clear' or 'mixed', as the study labelled them.
+    """Per cluster: size, mean Laplacian variance of clean and degraded blocks, the share of
+    its pixels of each damage class (``clean_share``, ``blur_share``, ``noise_share``, from
+    the masks ``(N, K, s, s)``) and a label.
 
-    The label compares the cluster with all blocks: with local-blur masks, 'blurred' when its
-    share of masked pixels is at least ``LABEL_MARGIN`` times the overall share, 'clear' when
-    at most 1 / ``LABEL_MARGIN`` times; without masks the same test on the ratio of degraded
-    to clean Laplacian variance (blur lowers it, noise raises it). Otherwise 'mixed': the
-    clustering did not separate the damage (it may have separated content instead).
+    The label compares the cluster with all blocks: with masks, the damage class whose
+    share in the cluster is at least ``LABEL_MARGIN`` times its share over all blocks
+    (the largest such ratio wins), e.g. 'blur'; without masks (or when no block is
+    damaged) 'blurred' / 'clear' from the ratio of degraded to clean Laplacian variance
+    (blur lowers it, noise raises it). Otherwise 'mixed': the clustering did not separate
+    the damage (it may have separated content instead).
     """
     lv_clean = laplacian_variance(clean)
     lv_deg = laplacian_variance(degraded)
-    masked = None
+    shares = None
     if mask is not None and mask.size and mask.max() > 0:
-        masked = mask.reshape(len(mask), -1).astype(np.float32).mean(1) / 255.0
-    overall_mask = float(masked.mean()) if masked is not None else None
+        shares = damage_shares(mask)
+        names = DAMAGE_CLASSES[: shares.shape[1]]
+        overall = shares.mean(0)
     overall_ratio = float(lv_deg.mean() / max(lv_clean.mean(), 1e-12))
     out = []
     for c in range(k):
@@ -152,14 +155,17 @@ def describe_clusters(
             info["laplacian_var_degraded"] = float(lv_deg[sel].mean())
             ratio = info["laplacian_var_degraded"] / max(info["laplacian_var_clean"], 1e-12)
             info["sharpness_ratio"] = ratio
-            if masked is not None:
-                info["masked_share"] = float(masked[sel].mean())
-                rel = info["masked_share"] / max(overall_mask, 1e-12)
+            if shares is not None:
+                here = shares[sel].mean(0)
+                rel = here / np.maximum(overall, 1e-12)
+                for j, name in enumerate(names):
+                    info[f"{name}_share"] = float(here[j])
+                best = int(np.argmax(np.where(overall > 0, rel, -np.inf)))
+                info["label"] = names[best] if rel[best] >= LABEL_MARGIN else "mixed"
             else:
                 rel = overall_ratio / max(ratio, 1e-12)  # > 1: sharper detail lost than overall
-            info["blur_vs_all"] = rel
-            info["label"] = ("blurred" if rel >= LABEL_MARGIN else "clear" if rel <= 1 / LABEL_MARGIN
-                             else "mixed")
+                info["label"] = ("blurred" if rel >= LABEL_MARGIN else "clear" if rel <= 1 / LABEL_MARGIN
+                                 else "mixed")
         else:
             info["label"] = "empty"
         out.append(info)
@@ -189,9 +195,12 @@ def pca_2d(z: np.ndarray) -> np.ndarray:
 
 def scatter_plot(
     z: np.ndarray, labels: np.ndarray, info: list[dict], path: str | Path, title: str,
-    max_points: int = 5000, seed: int = 0,
+    max_points: int = 5000, seed: int = 0, damage: np.ndarray | None = None,
 ) -> None:
-    """2-D PCA scatter of the latents, coloured by cluster, written atomically as PNG."""
+    """2-D PCA scatter of the latents, coloured by cluster and, when ``damage`` (N, classes)
+    shares are given, beside it the same points coloured by each block's majority damage
+    class: if the clusters follow the damage, the two panels look alike. Written
+    atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,17 +209,32 @@ def scatter_plot(
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(z), size=min(max_points, len(z)), replace=False)
     p = pca_2d(z[idx])
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    panels = 1 if damage is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), dpi=110, squeeze=False)
+    ax = axes[0, 0]
     for c, meta in enumerate(info):
         sel = labels[idx] == c
         if sel.any():
-            extra = f", masked {meta['masked_share']:.0%}" if "masked_share" in meta else ""
+            extra = "".join(f", {name} {meta[f'{name}_share']:.0%}" for name in DAMAGE_CLASSES
+                            if f"{name}_share" in meta)
             ax.scatter(p[sel, 0], p[sel, 1], s=3, alpha=0.5,
                        label=f"{c}: {meta['label']} (n={meta['size']}{extra})")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title, fontsize=10)
-    ax.legend(markerscale=4, fontsize=8)
+    ax.set_title("by cluster", fontsize=9)
+    if damage is not None:
+        ax2 = axes[0, 1]
+        major = damage[idx].argmax(1)
+        colours = {"clean": "0.6", "blur": "#ff8c00", "noise": "#2878ff"}
+        for j, name in enumerate(DAMAGE_CLASSES[: damage.shape[1]]):
+            sel = major == j
+            if sel.any():
+                ax2.scatter(p[sel, 0], p[sel, 1], s=3, alpha=0.5, color=colours.get(name),
+                            label=f"mostly {name} (n={int((damage.argmax(1) == j).sum())})")
+        ax2.set_title("by majority damage of the block", fontsize=9)
+    for a in axes[0]:
+        a.set_xlabel("PC 1")
+        a.set_ylabel("PC 2")
+        a.legend(markerscale=4, fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

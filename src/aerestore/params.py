@@ -193,6 +193,21 @@ class LocalBlurOp(_Op):
     _v3 = field_validator("strength")(lambda v: _check_range(v, 0.01, 50))
 
 
+class LocalNoiseOp(_Op):
+    """Gaussian noise only in some soft-edged regions; its weight map is the noise mask."""
+
+    op: Literal["local_noise"]
+    regions: IntRange = [1, 2]  # number of noisy blobs per image
+    radius: Range = [0.15, 0.35]  # blob radius, fraction of the image side
+    std: Range = [0.1, 0.2]  # noise standard deviation at the blob centre, fraction of the range
+    feather: float = Field(0.5, ge=0, le=1)  # share of the radius over which the edge fades
+    exclusive: bool = True  # keep off pixels that an earlier local op (e.g. local_blur) damaged
+
+    _v1 = field_validator("regions")(lambda v: _check_range(v, 0, 64))
+    _v2 = field_validator("radius")(lambda v: _check_range(v, 0.01, 1))
+    _v3 = field_validator("std")(lambda v: _check_range(v, 0, 1))
+
+
 DegradeOp = Annotated[
     Union[
         GaussianBlurOp,
@@ -205,12 +220,13 @@ DegradeOp = Annotated[
         GrayscaleOp,
         JpegOp,
         LocalBlurOp,
+        LocalNoiseOp,
     ],
     Field(discriminator="op"),
 ]
 DEGRADE_OPS = (
     "gaussian_blur", "motion_blur", "defocus", "bilateral", "gaussian_noise",
-    "salt_pepper", "coarse_dropout", "grayscale", "jpeg", "local_blur",
+    "salt_pepper", "coarse_dropout", "grayscale", "jpeg", "local_blur", "local_noise",
 )
 
 
@@ -251,6 +267,12 @@ class TrainParams(_Strict):
     ncut_sigma: float = Field(1.0, gt=0)  # w(u, v) = exp(-|u - v|^2 / (sigma^2 * latent))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0)  # 0 = every core
+    # fully convolutional models (unet_ae) train on random crops of data/prepared instead:
+    crop: int = Field(48, ge=8)  # crop side in pixels (random position, random flips)
+    steps: int = Field(2000, ge=1)  # updates of batch_size crops
+    warmup: float = Field(0.05, ge=0, lt=1)  # share of the steps with a linear warm-up, then cosine to 0
+    eval_every: int = Field(250, ge=1)  # steps between two validations on whole val images
+    damage_weight: float = Field(0.1, ge=0)  # weight of the damage head's cross entropy (0 = off)
 
 
 class ArchParams(_Strict):
@@ -261,7 +283,7 @@ class ArchParams(_Strict):
 
 # ------------------------------------------------------------------------ cluster
 class ClusterParams(_Strict):
-    method: Literal["soft_kmeans", "ncut_head"] = "soft_kmeans"
+    method: Literal["soft_kmeans", "ncut_head", "damage_head"] = "soft_kmeans"  # damage_head: unet_ae only
     k: int = Field(2, ge=1)
     beta: float = Field(5.0, gt=0)  # responsibilities ~ exp(-beta * d^2 / s^2), s^2 = latent total variance
     tol: float = Field(1e-4, gt=0)
@@ -274,6 +296,10 @@ class DecodersParams(_Strict):
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(128, ge=1)
     min_blocks: int = Field(256, ge=1)  # smaller clusters fall back to the control decoder
+    # fully convolutional models (unet_ae): decoders fine-tuned on crops of data/prepared
+    steps: int = Field(300, ge=1)  # updates of each cluster decoder (the control: their sum)
+    crop_batch: int = Field(16, ge=1)  # crops per update (side: the arch's train.crop)
+    eval_every: int = Field(2048, ge=1)  # block updates between two points of the fine-tuning curves
 
 
 CLASSICAL = ("nlmeans", "tv", "bilateral", "wiener", "richardson_lucy", "biharmonic")

@@ -15,9 +15,13 @@ Conventions
 * Randomness: each op of the list gets its own child generator
   (``rng.spawn(len(ops))``), so switching one op on or off, or changing its
   probability, does not change what the other ops draw.
-* The returned mask is the local-blur weight map (0..255): the maximum, over the
-  ``local_blur`` ops that were applied, of the weight ``w(x)`` in ``[0, 1]`` with which
-  the blurred copies were blended in at pixel ``x``. All zero when no local blur ran.
+* The returned mask has one channel per kind of local damage
+  (:data:`aerestore.data.layout.DAMAGE_KINDS`: ``blur``, ``noise``), 0..255: channel
+  ``blur`` is the maximum, over the ``local_blur`` ops that were applied, of the weight
+  ``w(x)`` in ``[0, 1]`` with which the blurred copies were blended in at pixel ``x``;
+  channel ``noise`` the same for ``local_noise`` (the noise amplitude's share of its
+  peak). All zero where no local op touched the pixel ("clean", though a global op such
+  as ``gaussian_noise`` may still have).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from aerestore.data.layout import DAMAGE_KINDS
 from aerestore.params import (
     BilateralOp,
     CoarseDropoutOp,
@@ -37,6 +42,7 @@ from aerestore.params import (
     GrayscaleOp,
     JpegOp,
     LocalBlurOp,
+    LocalNoiseOp,
     MotionBlurOp,
     SaltPepperOp,
     as_range,
@@ -207,6 +213,29 @@ def local_blur(
     return out, weights
 
 
+def local_noise(
+    img: np.ndarray, op: LocalNoiseOp, rng: np.random.Generator, free: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian noise only in soft-edged regions: ``out = img + w(x) * S * 255 * n(x)``,
+    ``n ~ N(0, 1)`` per pixel and channel, ``S`` drawn from ``op.std``, ``w`` =
+    :func:`blob_weights` rounded to 1/255 steps (so the saved mask is exactly the weight).
+
+    ``free`` (``H x W`` in [0, 1]), when given, multiplies ``w``: with ``op.exclusive`` the
+    caller passes ``1 - `` the other local masks, so noisy regions keep off blurred ones
+    and every pixel has one kind of damage. Returns ``(image, w)``.
+    """
+    h, w_, c = img.shape
+    weights = blob_weights(h, w_, rng, op.regions, op.radius, op.feather)
+    if free is not None:
+        weights = weights * free
+    weights = np.rint(weights * np.float32(255.0)) / np.float32(255.0)
+    std = draw_float(rng, op.std) * 255.0
+    noise = rng.standard_normal((h, w_, c), dtype=np.float32)
+    if not weights.any() or std <= 0:
+        return img, weights
+    return img + noise * (weights * np.float32(std))[..., None], weights
+
+
 # ---------------------------------------------------------------- the ops
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
@@ -232,7 +261,8 @@ def apply_op(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply one op (unconditionally) to a float32 HWC image in the 0..255 scale.
 
-    Returns ``(image, weights)``; ``weights`` is the local-blur map or None.
+    Returns ``(image, weights)``; ``weights`` is the local-blur map or None
+    (``local_noise`` is applied by :func:`degrade_image`, which knows the other masks).
     """
     h, w, c = img.shape
     if isinstance(op, GaussianBlurOp):
@@ -277,6 +307,8 @@ def apply_op(
         return jpeg(img, draw_int(rng, op.quality)), None
     if isinstance(op, LocalBlurOp):
         return local_blur(img, op, rng)
+    if isinstance(op, LocalNoiseOp):
+        return local_noise(img, op, rng)
     raise TypeError(f"unknown degradation op {op!r}")
 
 
@@ -286,21 +318,28 @@ def degrade_image(
     """Degrade ``clean`` (uint8 ``H x W x C``, C = 1 or 3) by ``ops`` in order.
 
     Op ``i`` runs with probability ``ops[i].prob`` and draws from its own child of
-    ``rng``. Returns ``(degraded uint8 H x W x C, mask uint8 H x W)``: the mask is
-    ``round(255 * max_i w_i(x))`` over the applied local blurs (see :func:`local_blur`).
-    ``clean`` is never modified.
+    ``rng``. Returns ``(degraded uint8 H x W x C, mask uint8 H x W x K)``, ``K =
+    len(DAMAGE_KINDS)``: channel ``k`` is ``round(255 * max_i w_i(x))`` over the applied
+    local ops of kind ``k`` (see :func:`local_blur`, :func:`local_noise`). An exclusive
+    ``local_noise`` only reaches pixels that no earlier local op damaged (its weight is
+    multiplied by ``1 -`` the largest weight so far). ``clean`` is never modified.
     """
     if clean.dtype != np.uint8 or clean.ndim != 3 or clean.shape[2] not in (1, 3):
         raise ValueError(f"expected a uint8 (H, W, 1|3) image, got {clean.dtype} {clean.shape}")
     h, w, _ = clean.shape
     img = clean.astype(np.float32)
-    weights = np.zeros((h, w), np.float32)
+    weights = np.zeros((len(DAMAGE_KINDS), h, w), np.float32)
     for op, op_rng in zip(ops, rng.spawn(len(ops))):
         if op_rng.random() >= op.prob:
             continue
-        img, op_weights = apply_op(img, op, op_rng)
+        if isinstance(op, LocalNoiseOp):
+            free = 1.0 - weights.max(0) if op.exclusive else None
+            img, op_weights = local_noise(img, op, op_rng, free)
+        else:
+            img, op_weights = apply_op(img, op, op_rng)
         img = np.clip(img, 0.0, 255.0).astype(np.float32, copy=False)
         if op_weights is not None:
-            np.maximum(weights, op_weights, out=weights)
-    mask = np.clip(np.rint(weights * 255.0), 0, 255).astype(np.uint8)
-    return _to_uint8(img), mask
+            kind = DAMAGE_KINDS.index("noise" if isinstance(op, LocalNoiseOp) else "blur")
+            np.maximum(weights[kind], op_weights, out=weights[kind])
+    mask = np.clip(np.rint(weights * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return _to_uint8(img), np.ascontiguousarray(mask)

@@ -12,7 +12,8 @@ height, sha256``):
 3. **Augment** (train split only): ``prepare.augment_copies`` extra copies through
    :mod:`aerestore.data.augment`; copy 0 is always the unaugmented image.
 4. **Degrade** the input copy (:func:`aerestore.data.degrade.degrade_image`); the clean
-   image is kept as the target, the local-blur weight map as the mask.
+   image is kept as the target, the local damage weight maps (one channel per kind in
+   :data:`aerestore.data.layout.DAMAGE_KINDS`) as the mask.
 
 Determinism: the randomness of copy ``c`` of an image comes only from
 ``SeedSequence([seed mod 2^64, int(sha256, 16), c])`` (spawned into one stream for the
@@ -21,7 +22,7 @@ order of the manifest rows within a split, the chunk size or the number of worke
 processes. (Two byte-identical files therefore get the same degradation.)
 
 Outputs, under ``out_dir/{train,val,test}/``: ``clean.npy`` and ``degraded.npy``
-(``N, H, W, C`` uint8) and ``mask.npy`` (``N, H, W, 1`` uint8), rows in manifest order,
+(``N, H, W, C`` uint8) and ``mask.npy`` (``N, H, W, K`` uint8, K damage kinds), rows in manifest order,
 ``1 + augment_copies`` consecutive rows per train image. They are written through
 memory maps ``prepare.chunk`` images at a time, in a temporary sibling folder renamed
 onto ``out_dir`` at the end, so a failure leaves the previous output intact.
@@ -48,7 +49,7 @@ from tqdm import tqdm
 
 from aerestore.data.augment import Augmenter
 from aerestore.data.degrade import LUMA, degrade_image
-from aerestore.data.layout import SPLITS, PrepareError
+from aerestore.data.layout import DAMAGE_CLASSES, DAMAGE_KINDS, SPLITS, PrepareError, damage_labels
 from aerestore.io import atomic_dir, NpyWriter, atomic_path, open_array, write_json
 from aerestore.params import Params
 
@@ -280,7 +281,7 @@ class _Result:
     index: int
     clean: np.ndarray  # (copies, H, W, C)
     degraded: np.ndarray
-    mask: np.ndarray  # (copies, H, W, 1)
+    mask: np.ndarray  # (copies, H, W, K)
     psnr: list[float]
     ssim: list[float]
 
@@ -305,7 +306,7 @@ class _Worker:
             degraded, mask = degrade_image(clean, p.prepare.degrade, rng)
             cleans.append(clean)
             degs.append(degraded)
-            masks.append(mask[..., None])
+            masks.append(mask)
             psnrs.append(psnr(clean, degraded))
             ssims.append(ssim(clean, degraded))
         return _Result(task.index, np.stack(cleans), np.stack(degs), np.stack(masks), psnrs, ssims)
@@ -345,6 +346,20 @@ def _tile(img: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
 
 
+# the colour of each damage kind in pictures of the masks (DAMAGE_KINDS order)
+DAMAGE_COLOURS = {"blur": (255, 140, 0), "noise": (40, 120, 255)}
+
+
+def mask_rgb(mask: np.ndarray) -> np.ndarray:
+    """uint8 masks ``(..., K)`` -> RGB ``(..., 3)``: each kind in its colour of
+    :data:`DAMAGE_COLOURS` scaled by its weight (black = clean)."""
+    m = np.asarray(mask, dtype=np.float32) / 255.0
+    out = np.zeros(m.shape[:-1] + (3,), np.float32)
+    for k, kind in enumerate(DAMAGE_KINDS[: m.shape[-1]]):
+        out += m[..., k : k + 1] * np.asarray(DAMAGE_COLOURS.get(kind, (255, 255, 255)), np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def make_grid(rows: Sequence[np.ndarray], min_tile: int = GRID_TILE, gap: int = 2) -> np.ndarray:
     """Tile image rows into one uint8 RGB picture (rows of ``(n, H, W, C)`` arrays).
 
@@ -381,8 +396,11 @@ def run_prepare(
     Metrics per split: ``images`` (manifest rows), ``n`` (array rows), ``psnr`` and
     ``ssim`` of the degraded input against the clean target (per image, then the mean;
     PSNR with data range 1, identical images counted as :data:`PSNR_CAP` dB),
-    ``mask_share`` (share of pixels with a nonzero local-blur mask) and ``mask_mean``
-    (mean mask weight in [0, 1]).
+    ``mask_share`` (share of pixels with a nonzero mask of any kind), ``mask_mean`` (mean
+    of the largest weight in [0, 1]) and, per damage class of
+    :func:`aerestore.data.layout.damage_labels` (clean, blur, noise), ``<class>_share``
+    (share of pixels) and ``psnr_<class>`` (PSNR of the degraded input over those pixels
+    of the split, pooled): the damage the networks face, kind by kind.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     manifest = read_manifest(raw_dir)
@@ -411,10 +429,12 @@ def run_prepare(
                 shape = (n, size, size, channels)
                 folder = tmp / split
                 sums = {"psnr": 0.0, "ssim": 0.0, "masked": 0, "mask_sum": 0.0}
+                class_px = np.zeros(len(DAMAGE_CLASSES))
+                class_se = np.zeros(len(DAMAGE_CLASSES))
                 with (
                     NpyWriter(folder / "clean.npy", shape) as w_clean,
                     NpyWriter(folder / "degraded.npy", shape) as w_deg,
-                    NpyWriter(folder / "mask.npy", (n, size, size, 1)) as w_mask,
+                    NpyWriter(folder / "mask.npy", (n, size, size, len(DAMAGE_KINDS))) as w_mask,
                 ):
                     for start in range(0, len(rows), p.chunk):
                         tasks = [
@@ -434,8 +454,16 @@ def run_prepare(
                             w_mask.write(row, res.mask)
                             sums["psnr"] += sum(res.psnr)
                             sums["ssim"] += sum(res.ssim)
-                            sums["masked"] += int(np.count_nonzero(res.mask))
-                            sums["mask_sum"] += float(res.mask.sum(dtype=np.float64)) / 255.0
+                            top = res.mask.max(axis=-1)
+                            sums["masked"] += int(np.count_nonzero(top))
+                            sums["mask_sum"] += float(top.sum(dtype=np.float64)) / 255.0
+                            labels = damage_labels(res.mask)
+                            se = ((res.clean.astype(np.float64) - res.degraded) / 255.0) ** 2
+                            se = se.mean(-1)
+                            for c in range(len(DAMAGE_CLASSES)):
+                                sel = labels == c
+                                class_px[c] += sel.sum()
+                                class_se[c] += se[sel].sum()
                         bar.update(len(tasks))
                         del results
                 pixels = n * size * size
@@ -447,6 +475,12 @@ def run_prepare(
                     "mask_share": sums["masked"] / pixels if n else None,
                     "mask_mean": sums["mask_sum"] / pixels if n else None,
                 }
+                for c, name in enumerate(DAMAGE_CLASSES):
+                    px = class_px[c]
+                    mse = class_se[c] / px if px else None
+                    metrics["splits"][split][f"{name}_share"] = px / pixels if n else None
+                    metrics["splits"][split][f"psnr_{name}"] = (
+                        None if mse is None else PSNR_CAP if mse <= 0 else min(PSNR_CAP, 10 * math.log10(1 / mse)))
             grid_rows = _grid_rows(tmp)
     except BaseException:
         if pool is not None:
@@ -471,5 +505,5 @@ def _grid_rows(folder: Path) -> list[np.ndarray] | None:
             idx = np.unique(np.linspace(0, len(clean) - 1, min(GRID_IMAGES, len(clean))).round().astype(int))
             degraded = open_array(folder / split / "degraded.npy")
             mask = open_array(folder / split / "mask.npy")
-            return [np.asarray(clean[idx]), np.asarray(degraded[idx]), np.asarray(mask[idx])]
+            return [np.asarray(clean[idx]), np.asarray(degraded[idx]), mask_rgb(np.asarray(mask[idx]))]
     return None

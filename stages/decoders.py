@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
 
-from aerestore.decoders import curves_plot, save_decoders, train_decoders  # noqa: E402
-from aerestore.io import write_json  # noqa: E402
+from aerestore.decoders import curve_rows, curves_plot, save_decoders, train_decoders  # noqa: E402
+from aerestore.io import write_csv, write_json  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
 from aerestore.stage import arch_argument, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
@@ -26,16 +26,19 @@ def run(params, args):
 
     with stage_run(f"decoders@{arch}", params, arch=arch) as mlrun:
         result = train_decoders(restorer.model, restorer.route, k, train, val, dp.epochs, dp.lr,
-                                dp.batch_size, dp.min_blocks, params.seed)
+                                dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every)
         save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch})
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
         curves_plot(result.histories, plot, f"{arch}: per-cluster decoders and the control")
+        write_csv(Path(f"metrics/decoders/{arch}_curve.csv"), curve_rows(result.histories))
         for name, hist in result.histories.items():
-            for row in hist:
-                mlrun.log_metrics({f"{name}.{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            for row in hist:  # step = block updates of that decoder so far
+                mlrun.log_metrics({f"{name}.{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
         mlrun.log_metrics({"val_loss": result.summary["val_loss"]})
+        mlrun.log_metrics({f"val_loss_by_cluster.{c}": row for c, row in enumerate(result.summary["val_loss_by_cluster"])})
         mlrun.log_artifact(plot)
+        mlrun.log_artifact(Path(f"metrics/decoders/{arch}_curve.csv"))
         for c, fb in enumerate(result.fallback):
             if fb:
                 print(f"  cluster {c}: too few blocks, uses the control decoder", file=sys.stderr)

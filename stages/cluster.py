@@ -21,6 +21,8 @@ def run(params, args):
     set_threads(params.train_for(arch).threads)
     seed_everything(params.seed)
     model, _ = load_model(Path(f"models/{arch}/model.pt"))
+    if getattr(model, "fully_conv", False):
+        return run_locations(params, arch, model)
     train = BlockData.load("data/blocks", "train")
     if cp.k > len(train):
         raise StageError(f"cluster.k ({cp.k}) is larger than the number of training blocks ({len(train)})")
@@ -34,8 +36,8 @@ def run(params, args):
             centroids, scale = fitted.centroids, fitted.scale
             labels = C.responsibilities(z, centroids, cp.beta, scale).argmax(1)
             iterations, converged = fitted.iterations, fitted.converged
-        else:  # ncut_head: the head's argmax; centroids = mean latent per head cluster
-            labels = C.head_assign(model, train.degraded)
+        else:  # ncut_head / damage_head: the head's argmax; centroids = mean latent per head cluster
+            labels = C.head_assign(model, train.degraded, head=cp.method)
             scale = C.latent_scale(z)
             centroids = np.stack([z[labels == c].mean(0) if (labels == c).any() else z.mean(0)
                                   for c in range(cp.k)]).astype(np.float32)
@@ -71,6 +73,70 @@ def run(params, args):
                            **{f"cluster_{i['cluster']}.size": i["size"] for i in info},
                            **{f"cluster_{i['cluster']}.{name}_share": i.get(f"{name}_share")
                               for i in info for name in C.DAMAGE_CLASSES}})
+        mlrun.log_artifact(plot)
+
+
+def run_locations(params, arch, model):
+    """Fully convolutional models: every bottleneck location of the training images is a
+    sample; soft k-means on its code vector, or the damage head's class."""
+    from aerestore.cropdata import ImageData, location_features
+
+    cp = params.cluster
+    train = ImageData.load("data/prepared", "train")
+    with stage_run(f"cluster@{arch}", params, arch=arch) as mlrun:
+        z, damage = location_features(model, train)
+        rng = np.random.default_rng(params.seed)
+        fit_idx = np.sort(rng.choice(len(z), size=min(cp.max_blocks, len(z)), replace=False))
+        if cp.method == "soft_kmeans":
+            if cp.k > len(z):
+                raise StageError(f"cluster.k ({cp.k}) is larger than the number of code locations ({len(z)})")
+            fitted = C.soft_kmeans(z[fit_idx], cp.k, cp.beta, cp.tol, cp.max_iter, params.seed)
+            centroids, scale, k = fitted.centroids, fitted.scale, cp.k
+            labels = C.responsibilities(z, centroids, cp.beta, scale).argmax(1)
+            iterations, converged = fitted.iterations, fitted.converged
+        elif cp.method == "damage_head":  # K = the damage classes; centroids for the plot only
+            import torch
+
+            k = len(C.DAMAGE_CLASSES)
+            with torch.no_grad():
+                labels = model.damage_logits(torch.from_numpy(z)[:, :, None, None]).argmax(1)[:, 0, 0].numpy()
+            scale = C.latent_scale(z[fit_idx])
+            centroids = np.stack([z[labels == c].mean(0) if (labels == c).any() else z.mean(0)
+                                  for c in range(k)]).astype(np.float32)
+            iterations, converged = 0, True
+        else:
+            raise StageError(f"cluster.method {cp.method!r} does not apply to {arch} (fully convolutional): "
+                             "use soft_kmeans or damage_head")
+        sizes = [int((labels == c).sum()) for c in range(k)]
+        info = [{"cluster": c, "size": sizes[c], "share": sizes[c] / max(len(labels), 1)} for c in range(k)]
+        metrics = {"method": cp.method, "k": k, "samples": "code locations", "locations": len(z),
+                   "silhouette": C.silhouette(z, labels, seed=params.seed), "iterations": iterations,
+                   "converged": converged, "clusters": info}
+        if damage is not None and hasattr(C, "damage_report"):
+            report = C.damage_report(labels, damage)
+            metrics.update(report)
+            for c, row in enumerate(info):
+                sel = labels == c
+                for j, name in enumerate(C.DAMAGE_CLASSES[: damage.shape[1]]):
+                    row[f"{name}_share"] = float(damage[sel, j].mean()) if sel.any() else None
+        for row in info:
+            shares = {n: row.get(f"{n}_share") for n in C.DAMAGE_CLASSES}
+            known = {n: v for n, v in shares.items() if v is not None}
+            row["label"] = max(known, key=known.get) if known else "unlabelled"
+        with atomic_path(Path(f"models/{arch}/clusters.npz")) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, centroids=centroids, scale=np.float64(scale), beta=np.float64(cp.beta),
+                         method=np.str_(cp.method), labels=np.array([i["label"] for i in info]),
+                         sizes=np.array(sizes), fully_conv=np.bool_(True))
+        write_json(Path(f"metrics/cluster/{arch}.json"), metrics)
+        plot = Path(f"metrics/cluster/{arch}_latent.png")
+        C.scatter_plot(z, labels, info, plot, f"{arch}: code vectors per location (PCA), {cp.method} k={k}",
+                       seed=params.seed)
+        for row in info:
+            print(f"  cluster {row['cluster']}: {row['label']:10s} {row['size']:8d} locations", file=sys.stderr)
+        mlrun.log_metrics({"silhouette": metrics["silhouette"], "iterations": iterations,
+                           "ami_majority_damage": metrics.get("ami_majority_damage"),
+                           **{f"cluster_{i['cluster']}.size": i["size"] for i in info}})
         mlrun.log_artifact(plot)
 
 

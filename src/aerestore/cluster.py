@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .data.layout import DAMAGE_CLASSES, damage_labels
+from .data.layout import DAMAGE_CLASSES, damage_shares  # noqa: F401  (damage_shares: re-exported)
 from .io import atomic_path
 
 LABEL_MARGIN = 1.25  # a cluster is 'blurred' / 'clear' only if it departs this much from all blocks
@@ -242,30 +242,24 @@ def scatter_plot(
 
 
 @torch.no_grad()
-def head_assign(model, blocks: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """Argmax of the n-cut cluster head for uint8 blocks."""
+def head_assign(model, blocks: np.ndarray, batch_size: int = 2048, head: str = "ncut_head") -> np.ndarray:
+    """Argmax of the n-cut cluster head (``head='ncut_head'``) or of the damage head
+    (``'damage_head'``: cluster c = damage class c of DAMAGE_CLASSES) for uint8 blocks."""
     from .blockdata import to_float
 
-    if getattr(model, "cluster_head", None) is None:
-        raise ValueError("cluster.method 'ncut_head' needs a model trained with train.ncut_weight > 0")
+    module = getattr(model, "cluster_head" if head == "ncut_head" else "damage_head", None)
+    if module is None:
+        need = "train.ncut_weight" if head == "ncut_head" else "train.damage_weight"
+        raise ValueError(f"cluster.method {head!r} needs a model trained with {need} > 0")
     model.eval()
     out = []
     for start in range(0, len(blocks), batch_size):
         x = to_float(blocks[start : start + batch_size])
-        out.append(model.cluster_head(model.latent_vector(x)).argmax(1).cpu().numpy())
+        out.append(module(model.latent_vector(x)).argmax(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 # ------------------------------------------------------------- do clusters follow damage?
-def damage_shares(mask: np.ndarray) -> np.ndarray:
-    """Share of each damage class (:data:`DAMAGE_CLASSES`: clean, then each kind) among the
-    pixels of each block; uint8 masks ``(N, K, s, s)`` -> float ``(N, 1 + K)``, rows sum to 1."""
-    labels = damage_labels(mask, axis=1).reshape(len(mask), -1)
-    n_classes = mask.shape[1] + 1
-    counts = np.stack([(labels == c).sum(1) for c in range(n_classes)], axis=1)
-    return counts / np.maximum(counts.sum(1, keepdims=True), 1)
-
-
 def damage_report(labels: np.ndarray, damage: np.ndarray, classes: tuple[str, ...] = DAMAGE_CLASSES) -> dict:
     """Whether clusters follow the damage: per cluster, the share of its pixels of each
     damage class, and over all samples the adjusted mutual information (AMI, sklearn)

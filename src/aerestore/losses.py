@@ -39,7 +39,7 @@ class LossConfig:
     """The loss terms a model minimises; the ``train.*`` keys of ``params.yaml``.
 
     ``loss = w_r * recon + beta * kl + l1 * sum|w| + l2 * sum w^2
-    + sharpness_weight * sharpness + ncut_weight * ncut``, where ``w_r = alpha`` for
+    + sharpness_weight * sharpness + ncut_weight * ncut + damage_weight * damage``, where ``w_r = alpha`` for
     variational models and 1 otherwise; terms whose weight is 0 are not computed.
     """
 
@@ -54,6 +54,9 @@ class LossConfig:
     ncut_weight: float = 0.0  # 0 = off, and no cluster head is built
     ncut_k: int = 2  # clusters of the cluster head
     ncut_sigma: float = 1.0  # w(u, v) = exp(-|z_u - z_v|^2 / (sigma^2 * D))
+    # weight of the damage head's cross entropy (semi-supervised: the head predicts each
+    # block's damage from its latent, so the latent carries the damage); 0 = no head
+    damage_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.recon not in RECON_KINDS:
@@ -63,7 +66,7 @@ class LossConfig:
                 f"loss.sharpness_variant must be one of {SHARPNESS_VARIANTS}, "
                 f"got {self.sharpness_variant!r}"
             )
-        for key in ("alpha", "beta", "l1", "l2", "sharpness_weight", "ncut_weight"):
+        for key in ("alpha", "beta", "l1", "l2", "sharpness_weight", "ncut_weight", "damage_weight"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"loss.{key} must be a number >= 0, got {value!r}")
@@ -79,7 +82,7 @@ class LossConfig:
     @classmethod
     def from_train(cls, train: Any) -> LossConfig:
         """Take the loss fields of an :class:`aerestore.params.TrainParams`."""
-        return cls(**{f.name: getattr(train, f.name) for f in dataclasses.fields(cls)})
+        return cls(**{f.name: getattr(train, f.name) for f in dataclasses.fields(cls) if hasattr(train, f.name)})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LossConfig:
@@ -265,3 +268,9 @@ def soft_ncut(z: Tensor, probs: Tensor, sigma: float = 1.0, eps: float = 1e-8) -
 def _same_shape(a: Tensor, b: Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}")
+
+
+def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross entropy against target distributions: ``mean_i -sum_c t_ic log softmax(l_i)_c``
+    (``target`` rows sum to 1, e.g. each block's share of pixels of each damage class)."""
+    return -(target * torch.log_softmax(logits, dim=1)).sum(1).mean()

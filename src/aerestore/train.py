@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .blockdata import BlockData, to_float
+from .data.layout import damage_shares
 from .params import TrainParams
 from .stage import set_threads
 
@@ -30,15 +31,23 @@ def iterate_batches(
     rng: np.random.Generator | None = None,
     limit: int = 0,
     device: torch.device | str = "cpu",
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (degraded, clean) float batches; shuffled when ``rng`` is given."""
+    damage: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (degraded, clean) float batches; shuffled when ``rng`` is given. With
+    ``damage`` (and masks in ``data``), a third element: each block's share of pixels of
+    each damage class (:func:`aerestore.data.layout.damage_shares`), the damage head's target."""
     n = len(data)
     order = rng.permutation(n) if rng is not None else np.arange(n)
     if limit:
         order = order[:limit]
+    damage = damage and data.mask is not None
     for start in range(0, len(order), batch_size):
         idx = np.sort(order[start : start + batch_size])
-        yield to_float(data.degraded[idx], device), to_float(data.clean[idx], device)
+        batch = (to_float(data.degraded[idx], device), to_float(data.clean[idx], device))
+        if damage:
+            shares = torch.from_numpy(damage_shares(data.mask[idx])).to(device=device, dtype=torch.float32)
+            batch = batch + (shares,)
+        yield batch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,14 +58,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _wants_damage(model) -> bool:
+    return getattr(model, "damage_head", None) is not None
+
+
 @torch.no_grad()
 def evaluate_loss(model, data: BlockData, batch_size: int, device) -> dict[str, float]:
     """Mean of each loss term over ``data`` (eval mode, no gradient)."""
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    for xb, yb in iterate_batches(data, batch_size, device=device):
-        terms = model.loss((xb, yb))
+    for batch in iterate_batches(data, batch_size, device=device, damage=_wants_damage(model)):
+        xb = batch[0]
+        terms = model.loss(batch)
         for k, v in terms.items():
             sums[k] += float(v) * len(xb)
         count += len(xb)
@@ -113,10 +127,11 @@ def fit(
         t0 = time.perf_counter()
         bar = tqdm(total=n_batches, desc=f"train {model.name} {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, mininterval=0.5)
-        for xb, yb in iterate_batches(train, cfg.batch_size, rng, n_per_epoch, device):
+        for batch in iterate_batches(train, cfg.batch_size, rng, n_per_epoch, device, _wants_damage(model)):
+            xb = batch[0]
             if len(xb) < 2 and count:  # batch norm cannot train on one block: skip a last singleton
                 continue
-            terms = model.train_step((xb, yb), optimizers)
+            terms = model.train_step(batch, optimizers)
             for k, v in terms.items():
                 sums[k] += float(v) * len(xb)
             count += len(xb)

@@ -33,3 +33,14 @@ def damage_labels(mask, axis: int = -1):
     top = m.max(axis=axis)
     kind = m.argmax(axis=axis)
     return np.where(top > DAMAGE_THRESHOLD, kind + 1, 0).astype(np.int64)
+
+
+def damage_shares(mask):
+    """Share of each damage class (:data:`DAMAGE_CLASSES`: clean, then each kind) among the
+    pixels of each block; uint8 masks ``(N, K, s, s)`` -> float ``(N, 1 + K)``, rows sum to 1."""
+    import numpy as np
+
+    labels = damage_labels(mask, axis=1).reshape(len(mask), -1)
+    n_classes = mask.shape[1] + 1
+    counts = np.stack([(labels == c).sum(1) for c in range(n_classes)], axis=1)
+    return counts / np.maximum(counts.sum(1, keepdims=True), 1)

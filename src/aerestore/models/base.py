@@ -19,9 +19,19 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from aerestore.losses import LossConfig, kl_divergence, reconstruction, sharpness_loss, soft_ncut, weight_penalties
+from aerestore.data.layout import DAMAGE_CLASSES
+from aerestore.losses import (
+    LossConfig,
+    kl_divergence,
+    reconstruction,
+    sharpness_loss,
+    soft_cross_entropy,
+    soft_ncut,
+    weight_penalties,
+)
 
 CLUSTER_HEAD_HIDDEN = 64  # width of the cluster head's hidden ReLU layer
+DAMAGE_HEAD_HIDDEN = 64  # width of the damage head's hidden ReLU layer
 
 
 @dataclass
@@ -68,6 +78,7 @@ class RestorationModel(nn.Module):
         self.overrides: dict[str, Any] = {}
         self.epoch = 0
         self.cluster_head: nn.Module | None = None
+        self.damage_head: nn.Module | None = None
         self.latent_shape: tuple[int, ...] = ()
         self.latent_dim = 0
 
@@ -96,6 +107,15 @@ class RestorationModel(nn.Module):
                 nn.Linear(CLUSTER_HEAD_HIDDEN, self.loss_config.ncut_k),
                 nn.Softmax(dim=1),
             )
+        if self.loss_config.damage_weight > 0 and self.damage_head is None:
+            # semi-supervised, as the CelebA study's cluster labels were "associated in a
+            # semi-supervised manner": the latent vector predicts the block's damage
+            self.damage_head = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(self.latent_dim, DAMAGE_HEAD_HIDDEN),
+                nn.ReLU(),
+                nn.Linear(DAMAGE_HEAD_HIDDEN, len(DAMAGE_CLASSES)),
+            )
 
     # ------------------------------------------------------------------ the interface
     def encode(self, x: Tensor) -> Tensor:
@@ -118,8 +138,12 @@ class RestorationModel(nn.Module):
         z = self.encode(x)
         return ForwardOut(x_hat=self.decode(z), z=z)
 
-    def loss(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+    def loss(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         """Loss terms of a ``(degraded, clean)`` batch; ``'loss'`` is the total to minimise.
+
+        A third element, each block's share of pixels of each damage class ``(N,
+        len(DAMAGE_CLASSES))``, adds the damage head's term ``'damage'`` (soft cross
+        entropy, weight ``damage_weight``) when the model has a damage head.
 
         Keys: ``'loss'``; ``'recon'`` (as it enters the loss, before its weight);
         ``'mse'`` (the pixel mean squared error, comparable across architectures, not
@@ -127,8 +151,13 @@ class RestorationModel(nn.Module):
         ``'sharpness'``, ``'ncut'`` when their weights are > 0 (sharpness only from
         ``sharpness_start_epoch``). See :meth:`assemble`.
         """
-        degraded, clean = batch
-        return self.assemble(self.run(degraded), clean)
+        degraded, clean = batch[0], batch[1]
+        out = self.run(degraded)
+        terms = self.assemble(out, clean)
+        if len(batch) > 2 and self.damage_head is not None:
+            terms["damage"] = soft_cross_entropy(self.damage_head(out.z.flatten(1)), batch[2])
+            terms["loss"] = terms["loss"] + self.loss_config.damage_weight * terms["damage"]
+        return terms
 
     def assemble(self, out: ForwardOut, clean: Tensor) -> dict[str, Tensor]:
         """Sum the configured terms for a forward pass ``out`` against ``clean``.

@@ -140,6 +140,11 @@ class VAEGAN(VariationalModel):
         dense: int = 2048,
     ) -> None:
         super().__init__(latent, block, channels, loss)
+        if self.loss_config.damage_weight > 0:
+            raise ValueError(
+                "vae_gan: train.damage_weight must be 0 (its three-optimiser update of Larsen et al. "
+                "has no damage term); set arch.vae_gan.train.damage_weight: 0"
+            )
         width = positive("width", width)
         self.gamma = float(positive("gamma", gamma))
         dense = max(1, round(positive("dense", dense, integer=True) * width))
@@ -163,8 +168,8 @@ class VAEGAN(VariationalModel):
     def _feature(self, feat_rec: Tensor, feat_real: Tensor, n: float) -> Tensor:
         return n * (feat_rec - feat_real.detach()).pow(2).flatten(1).mean(1).mean()
 
-    def loss(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
-        degraded, clean = batch
+    def loss(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        degraded, clean = batch[0], batch[1]  # a damage target, if any, is not used here
         out = self.run(degraded)
         terms = self.assemble(out, clean)
         with torch.no_grad():
@@ -190,7 +195,7 @@ class VAEGAN(VariationalModel):
         """The three updates of Larsen et al.'s algorithm 1 (see the module docstring)."""
         if len(optimizers) != 3:
             raise ValueError(f"vae_gan needs 3 optimizers (encoder, decoder, discriminator), got {len(optimizers)}")
-        degraded, clean = batch
+        degraded, clean = batch[0], batch[1]
         mu, logvar = self.encoder(degraded)
         x_rec = self.decode(reparameterise(mu, logvar))
         x_p = self.decode(torch.randn_like(mu))

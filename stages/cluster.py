@@ -114,7 +114,8 @@ def run_locations(params, arch, model):
                    "converged": converged, "clusters": info}
         if damage is not None and hasattr(C, "damage_report"):
             report = C.damage_report(labels, damage)
-            metrics.update(report)
+            metrics["ami_majority_damage"] = report["ami_majority_damage"]
+            metrics["by_damage"] = report["by_damage"]
             for c, row in enumerate(info):
                 sel = labels == c
                 for j, name in enumerate(C.DAMAGE_CLASSES[: damage.shape[1]]):

@@ -20,6 +20,8 @@ def run(params, args):
     seed_everything(params.seed)
     # model + clusters only (routing = nearest centroid); the old decoders.pt is being replaced
     restorer = Restorer.load(Path(f"models/{arch}"), decoders=False)
+    if getattr(restorer.model, "fully_conv", False):
+        return run_maps(params, arch, restorer)
     train = BlockData.load("data/blocks", "train")
     val = BlockData.load("data/blocks", "val")
     k = len(restorer.centroids)
@@ -42,6 +44,45 @@ def run(params, args):
         for c, fb in enumerate(result.fallback):
             if fb:
                 print(f"  cluster {c}: too few blocks, uses the control decoder", file=sys.stderr)
+
+
+def run_maps(params, arch, restorer):
+    """Fully convolutional models: decoders fine-tuned on crops, the loss weighted per
+    pixel by the routing maps; the control on all pixels for their summed updates."""
+    import numpy as np
+
+    from aerestore.cropdata import ImageData, location_features
+    from aerestore.mapdecoders import train_map_decoders
+
+    dp = params.decoders
+    crop = params.train_for(arch).crop
+    train = ImageData.load("data/prepared", "train")
+    val = ImageData.load("data/prepared", "val")
+    z, _ = location_features(restorer.model, train)
+    import torch
+
+    with torch.no_grad():
+        code = torch.from_numpy(z)[:, :, None, None]
+        labels = restorer.route_maps(code)[:, :, 0, 0].argmax(1).numpy()
+    k = int(restorer.route_maps(code[:1]).shape[1])
+    sizes = [int((labels == c).sum()) for c in range(k)]
+    eval_every = max(1, round(dp.eval_every / dp.crop_batch))  # decoders.eval_every counts samples
+    with stage_run(f"decoders@{arch}", params, arch=arch) as mlrun:
+        result = train_map_decoders(restorer.model, restorer.route_maps, k, train, val, steps=dp.steps, lr=dp.lr,
+                                    batch_size=dp.crop_batch, crop=crop, eval_every=eval_every,
+                                    min_locations=dp.min_blocks, seed=params.seed, sizes=sizes)
+        save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch, "fully_conv": True})
+        write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
+        plot = Path(f"metrics/decoders/{arch}_curve.png")
+        curves_plot(result.histories, plot, f"{arch}: per-cluster decoders (map-weighted) and the control")
+        write_csv(Path(f"metrics/decoders/{arch}_curve.csv"), curve_rows(result.histories))
+        for name, hist in result.histories.items():
+            for row in hist:
+                mlrun.log_metrics({f"{name}.{key}": v for key, v in row.items()
+                                   if key != "step" and np.isfinite(v)}, step=row["step"])
+        mlrun.log_metrics({"val_loss": result.summary["val_loss"]})
+        mlrun.log_artifact(plot)
+        mlrun.log_artifact(Path(f"metrics/decoders/{arch}_curve.csv"))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 
 from aerestore.io import write_csv, write_json  # noqa: E402
 from aerestore.losses import LossConfig  # noqa: E402
-from aerestore.models import create_model, save_model  # noqa: E402
+from aerestore.models import create_model, model_class, save_model  # noqa: E402
 from aerestore.stage import arch_argument, main, seed_everything  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
@@ -19,6 +19,8 @@ from aerestore.train import fit  # noqa: E402
 def run(params, args):
     arch = arch_argument(params, args, "train")
     cfg = params.train_for(arch)
+    if getattr(model_class(arch), "fully_conv", False):
+        return run_crops(params, arch, cfg)
     train = BlockData.load("data/blocks", "train")
     val = BlockData.load("data/blocks", "val")
     _, channels, block, _ = train.degraded.shape
@@ -49,6 +51,43 @@ def run(params, args):
         mlrun.log_metrics({k: v for k, v in metrics.items() if k != "stopped_early"})
         mlrun.log_artifact(curve)
         example = np.ascontiguousarray(val.degraded[:2] if len(val) else train.degraded[:2]).astype(np.float32) / 255
+        mlrun.log_torch_model(model, "model", input_example=example)
+
+
+def run_crops(params, arch, cfg):
+    """Fully convolutional models: random crops of data/prepared, whole validation images."""
+    from aerestore.cropdata import ImageData
+    from aerestore.croptrain import fit_crops
+
+    train = ImageData.load("data/prepared", "train")
+    val = ImageData.load("data/prepared", "val")
+    seed_everything(params.seed)
+    model = create_model(arch, latent=params.latent_for(arch), block=cfg.crop, channels=train.channels,
+                         loss=LossConfig.from_train(cfg), **params.arch_params(arch).model)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"train@{arch}: {n_params:,} parameters, {cfg.steps} steps of {cfg.batch_size} random "
+          f"{cfg.crop} px crops from {len(train):,} training images", file=sys.stderr)
+    with stage_run(f"train@{arch}", params, arch=arch) as mlrun:
+        result = fit_crops(model, train, val, cfg, params.seed,
+                           on_eval=lambda row: mlrun.log_metrics(row, step=int(row["step"])))
+        save_model(model, Path(f"models/{arch}/model.pt"),
+                   extra={"arch": arch, "overlap": 0, "best_epoch": result.best_epoch, "fully_conv": True})
+        metrics = {
+            "best_val_loss": result.best_val_loss,  # pixel MSE on whole validation images
+            "best_epoch": result.best_epoch,  # the validation point (every train.eval_every steps)
+            "epochs_run": result.epochs_run,
+            "stopped_early": False,
+            "parameters": n_params,
+            "latent": params.latent_for(arch),
+            "seconds": round(result.seconds, 2),
+            "blocks_per_second": round(result.blocks_per_second, 1),  # crops per second
+        }
+        curve = Path(f"metrics/curves/train_{arch}.csv")
+        write_csv(curve, result.history)
+        write_json(Path(f"metrics/train/{arch}.json"), metrics)
+        mlrun.log_metrics({k: v for k, v in metrics.items() if k != "stopped_early"})
+        mlrun.log_artifact(curve)
+        example = (val.degraded[:2] if len(val) else train.degraded[:2]).numpy().astype(np.float32) / 255
         mlrun.log_torch_model(model, "model", input_example=example)
 
 

@@ -30,6 +30,7 @@ SMALL: dict[str, dict] = {
     "conv_ae_v2": {"filters": (4, 4, 8)},
     "fcn_ae": {"filters": (4, 4, 8), "dec_filters": (4, 4, 4)},
     "resnet_vae": {"width": 4},
+    "unet_ae": {"width": 4},
     "vae": {"filters": (4, 4, 4, 4, 8), "dense": 8},
     "vae_gan": {"width": 0.0625},
     "vae_lfw": {"filters": (4, 4, 8, 8)},
@@ -84,6 +85,10 @@ def test_shapes_for_every_block_size_and_channel_count(name):
             assert 0 <= y.min() and y.max() <= 1
             model.eval()
             with torch.no_grad():
+                if getattr(model, "fully_conv", False):  # tests/test_unet_ae.py: features, maps
+                    assert model.encode(x).shape[1:] == model.latent_shape
+                    assert model.latent_vector(x).shape == (2, model.latent_dim)
+                    continue
                 z = model.encode(x)
                 assert z.shape[1:] == model.latent_shape
                 v = model.latent_vector(x)
@@ -98,8 +103,8 @@ def test_shapes_for_every_block_size_and_channel_count(name):
 def test_latent_length_follows_latent(name):
     for block in (16, 18, 32):
         model = small(name, block)
-        if model.latent_shape == (LATENT,):  # dense code: exactly `latent` numbers
-            continue
+        if model.latent_shape == (LATENT,) or getattr(model, "fully_conv", False):
+            continue  # dense code: exactly `latent` numbers; fully conv: `latent` channels, any size
         # fully convolutional codes: c x h x h with c = max(1, round(latent / h^2))
         c, h, w = model.latent_shape
         assert h == w and c == max(1, round(LATENT / h**2))

@@ -278,7 +278,8 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     rows: dict[str, RowFn] = {"degraded": lambda d: d}
     for arch in archs:
         restorer = Restorer.load(models_dir / arch, routing=ep.routing, batch_size=ep.batch_size)
-        if restorer.overlap != params.blocks.overlap or restorer.block != params.blocks.size:
+        if not getattr(restorer.model, "fully_conv", False) and (
+                restorer.overlap != params.blocks.overlap or restorer.block != params.blocks.size):
             raise ValueError(f"{models_dir / arch}: trained on {restorer.block} px blocks, overlap "
                              f"{restorer.overlap}; params say {params.blocks.size}/{params.blocks.overlap}")
         for mode in MODES:

@@ -77,6 +77,8 @@ class Restorer:
             raise FileNotFoundError(f"{model_path}: missing (run `dvc repro` first)")
         model, extra = load_model(model_path)
         extra = extra or {}
+        if getattr(model, "fully_conv", False):
+            return ConvRestorer.from_dir(model, extra, model_dir, routing, batch_size, decoders)
         files = [model_path]
         kwargs: dict = {"arch": extra.get("arch", model.name), "overlap": int(extra.get("overlap", 0))}
         clusters_path = model_dir / "clusters.npz"
@@ -114,6 +116,8 @@ class Restorer:
         flat = z.flatten(1)
         if self.method == "ncut_head" and getattr(self.model, "cluster_head", None) is not None:
             return self.model.cluster_head(flat)
+        if self.method == "damage_head" and getattr(self.model, "damage_head", None) is not None:
+            return torch.softmax(self.model.damage_head(flat), dim=1)
         d2 = torch.cdist(flat.double(), self.centroids.double()) ** 2
         return torch.softmax(-self.beta * d2 / self.scale, dim=1).float()
 
@@ -123,7 +127,7 @@ class Restorer:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "base":
             return self.model.decode(z)
-        if mode == "single" or not self.cluster_decoders or self.centroids is None and self.method != "ncut_head":
+        if mode == "single" or not self.cluster_decoders or self.centroids is None and self.method not in ("ncut_head", "damage_head"):
             return self.control(z)
         r = self.route(z)
         if self.routing == "hard":
@@ -180,3 +184,138 @@ class Restorer:
         x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float().div_(255.0)
         y = self.restore_float(x, mode)[0].permute(1, 2, 0).numpy()
         return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+
+
+class ConvRestorer(Restorer):
+    """The restorer of a fully convolutional model (``unet_ae``): whole images, no blocks.
+
+    The encoder runs once on the whole image (reflect-padded by the model to a multiple of
+    its downsampling factor; tiled with a margin only above ``tile`` x ``tile`` pixels),
+    every decoder decodes the same features, and their outputs are blended per pixel by
+    the routing maps: per code location the damage head's softmax
+    (``method='damage_head'``) or the soft k-means responsibilities of the code vector,
+    upsampled bilinearly to the pixels (``routing='soft'``), or the one-hot argmax of
+    those smooth maps (``'hard'``). No block grid, no seams. Same public API as
+    :class:`Restorer`; ``block`` is the training crop size, ``overlap`` 0.
+    """
+
+    tile = 512  # larger images are restored in tiles of this side
+    margin = 32  # context around each tile, cropped off after restoring
+
+    def __init__(self, model, *, arch: str, method: str = "soft_kmeans", centroids=None,
+                 scale: float = 1.0, beta: float = 1.0, control=None, cluster_decoders=None,
+                 routing: str = "hard", batch_size: int = 2048, files=None):
+        super().__init__(model, arch=arch, overlap=0, centroids=centroids, scale=scale, beta=beta,
+                         method=method, control=control, cluster_decoders=cluster_decoders,
+                         routing=routing, batch_size=batch_size, files=files)
+        self.images_per_batch = max(1, batch_size // 256)
+
+    @classmethod
+    def from_dir(cls, model, extra: dict, model_dir: Path, routing: str | None, batch_size: int,
+                 decoders: bool) -> "ConvRestorer":
+        files = [model_dir / "model.pt"]
+        kwargs: dict = {"arch": extra.get("arch", model.name)}
+        clusters_path = model_dir / "clusters.npz"
+        if clusters_path.exists():
+            with np.load(clusters_path, allow_pickle=False) as c:
+                kwargs.update(centroids=c["centroids"], scale=float(c["scale"]), beta=float(c["beta"]),
+                              method=str(c["method"]))
+            files.append(clusters_path)
+        decoders_path = model_dir / "decoders.pt"
+        if decoders and decoders_path.exists():
+            state = torch.load(decoders_path, map_location="cpu", weights_only=True)
+            control = copy.deepcopy(model.decoder)
+            control.load_state_dict(state["control"])
+            decs = []
+            for sd in state["clusters"]:
+                d = None
+                if sd is not None:
+                    d = copy.deepcopy(model.decoder)
+                    d.load_state_dict(sd)
+                decs.append(d)
+            kwargs.update(control=control, cluster_decoders=decs)
+            files.append(decoders_path)
+        return cls(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
+
+    # ------------------------------------------------------------------ routing
+    @torch.no_grad()
+    def route_maps(self, code: torch.Tensor) -> torch.Tensor:
+        """Routing maps ``(N, K, h, w)`` at the code's resolution (each location sums to 1)."""
+        return route_maps(self.model, code, self.method, self.centroids, self.beta, self.scale)
+
+    def pixel_maps(self, code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The routing maps upsampled to the pixels ``(N, K, H, W)``: soft, or one-hot
+        argmax of the smooth upsampled maps for ``routing='hard'``."""
+        maps = upsample_maps(self.route_maps(code), self.model.multiple, size)
+        if self.routing == "hard":
+            maps = torch.nn.functional.one_hot(maps.argmax(1), maps.shape[1]).permute(0, 3, 1, 2).to(maps.dtype)
+        return maps
+
+    @torch.no_grad()
+    def decode(self, f, mode: str = "multi") -> torch.Tensor:  # type: ignore[override]
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "base":
+            return self.model.decoder(f)
+        if mode == "single" or not self.cluster_decoders or (self.centroids is None and self.method != "damage_head"):
+            return self.control(f)
+        maps = self.pixel_maps(f.code, f.size)
+        out = 0
+        for k, dec in enumerate(self.cluster_decoders):
+            w = maps[:, k : k + 1]
+            if self.routing == "hard" and not bool(w.any()):
+                continue
+            out = out + w * dec(f)
+        return out
+
+    # ------------------------------------------------------------------ restoring
+    @torch.no_grad()
+    def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        return self.decode(self.model.features(x), mode)
+
+    @torch.no_grad()
+    def restore_float(self, images: torch.Tensor, mode: str = "multi") -> torch.Tensor:
+        """Restore float images (N, C, H, W) in [0, 1] of any size."""
+        n, c, h, w = images.shape
+        if c != self.channels:
+            raise ValueError(f"the {self.arch} restorer takes {self.channels} channel(s), got {c}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        images = images.float()
+        if h * w <= self.tile * self.tile:
+            parts = [self._restore_whole(images[s : s + self.images_per_batch], mode)
+                     for s in range(0, n, self.images_per_batch)]
+            return torch.cat(parts).clamp_(0.0, 1.0)
+        out = torch.empty_like(images)
+        t, m = self.tile, self.margin
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                ya, xa = max(0, y0 - m), max(0, x0 - m)
+                yb, xb = min(h, y1 + m), min(w, x1 + m)
+                for s in range(0, n, self.images_per_batch):
+                    part = self._restore_whole(images[s : s + self.images_per_batch, :, ya:yb, xa:xb], mode)
+                    out[s : s + len(part), :, y0:y1, x0:x1] = part[:, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out.clamp_(0.0, 1.0)
+
+
+def route_maps(model, code: torch.Tensor, method: str, centroids, beta: float, scale: float) -> torch.Tensor:
+    """Per code location: the damage head's softmax or the soft k-means responsibilities,
+    ``(N, K, h, w)``."""
+    if method == "damage_head":
+        return torch.softmax(model.damage_logits(code), dim=1)
+    if method != "soft_kmeans" or centroids is None:
+        raise ValueError(f"routing maps need method 'damage_head' or 'soft_kmeans' with centroids, got {method!r}")
+    n, d, h, w = code.shape
+    flat = code.permute(0, 2, 3, 1).reshape(-1, d)
+    d2 = torch.cdist(flat.double(), torch.as_tensor(centroids).double()) ** 2
+    r = torch.softmax(-beta * d2 / scale, dim=1).float()
+    return r.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def upsample_maps(maps: torch.Tensor, multiple: int, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of code-resolution maps to the padded image, cropped to ``size``."""
+    h, w = maps.shape[-2:]
+    up = torch.nn.functional.interpolate(maps, size=(h * multiple, w * multiple), mode="bilinear",
+                                         align_corners=False)
+    return up[..., : size[0], : size[1]]

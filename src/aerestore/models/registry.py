@@ -59,6 +59,11 @@ def model_options(cls_or_name: type[RestorationModel] | str) -> dict[str, Any]:
     return {**options, **preset}
 
 
+def model_class(name: str) -> type[RestorationModel]:
+    """The class behind a registered name (e.g. to read ``fully_conv`` before building)."""
+    return _entry(name).cls
+
+
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered names, sorted; ``pattern`` is an fnmatch pattern such as ``'vae*'``."""
     names = sorted(_REGISTRY)

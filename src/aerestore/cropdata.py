@@ -1,0 +1,129 @@
+"""Whole prepared images (``data/prepared/<split>/``) and random crops of them.
+
+What the fully convolutional models (``unet_ae``) train, cluster and fine-tune on, in a
+module of its own (as :mod:`aerestore.blockdata` for blocks) so that editing the training
+loop does not rerun the clustering. Masks are uint8 ``(N, H, W, K)`` with one channel per
+damage kind (:data:`aerestore.data.layout.DAMAGE_KINDS`; an older single-channel mask is
+the blur channel); they become per-pixel damage classes with
+:func:`aerestore.data.layout.damage_labels`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data.layout import DAMAGE_CLASSES, damage_labels
+from .io import open_array
+
+
+@dataclass
+class ImageData:
+    """Degraded and clean images of one split as uint8 tensors (N, C, H, W); ``classes``
+    int64 (N, H, W) per-pixel damage class, or None without masks."""
+
+    degraded: torch.Tensor
+    clean: torch.Tensor
+    classes: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, prepared_dir: str | Path, split: str, limit: int = 0) -> "ImageData":
+        d = Path(prepared_dir) / split
+        arrays = {}
+        for name in ("degraded", "clean", "mask"):
+            path = d / f"{name}.npy"
+            if not path.exists():
+                if name == "mask":
+                    arrays[name] = None
+                    continue
+                raise FileNotFoundError(f"{path}: missing (run the prepare stage)")
+            arr = open_array(path)
+            arrays[name] = np.ascontiguousarray(arr[:limit] if limit else arr)
+        return cls.from_arrays(arrays["degraded"], arrays["clean"], arrays["mask"])
+
+    @classmethod
+    def from_arrays(cls, degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray | None = None) -> "ImageData":
+        """uint8 (N, H, W, C) images and (N, H, W, K) or (N, H, W) masks."""
+        def chw(a: np.ndarray) -> torch.Tensor:
+            a = a[..., None] if a.ndim == 3 else a
+            return torch.from_numpy(np.array(a, copy=True)).permute(0, 3, 1, 2).contiguous()
+
+        classes = None
+        if mask is not None and mask.size:
+            m = mask[..., None] if mask.ndim == 3 else mask
+            classes = torch.from_numpy(damage_labels(m, axis=-1))
+        return cls(chw(degraded), chw(clean), classes)
+
+    def __len__(self) -> int:
+        return len(self.degraded)
+
+    @property
+    def channels(self) -> int:
+        return int(self.degraded.shape[1])
+
+
+def one_hot_classes(classes: torch.Tensor) -> torch.Tensor:
+    """int (N, H, W) damage classes -> float (N, len(DAMAGE_CLASSES), H, W)."""
+    return F.one_hot(classes.long(), len(DAMAGE_CLASSES)).permute(0, 3, 1, 2).float()
+
+
+def sample_crops(
+    data: ImageData, n: int, crop: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``n`` random ``crop``-px crops with random horizontal / vertical flips: float
+    (degraded, clean) in [0, 1] and the one-hot damage classes (None without masks).
+    Images smaller than ``crop`` give whole-image crops (``crop = min(crop, H, W)``)."""
+    _, _, h, w = data.degraded.shape
+    ch, cw = min(crop, h), min(crop, w)
+    idx = rng.integers(0, len(data), n)
+    ys = rng.integers(0, h - ch + 1, n)
+    xs = rng.integers(0, w - cw + 1, n)
+    flips = rng.random((n, 2)) < 0.5
+    deg, cln, cls = [], [], []
+    for i, y, x, (fh, fv) in zip(idx, ys, xs, flips):
+        parts = [data.degraded[i, :, y : y + ch, x : x + cw], data.clean[i, :, y : y + ch, x : x + cw]]
+        if data.classes is not None:
+            parts.append(data.classes[i, y : y + ch, x : x + cw][None])
+        dims = [d for d, f in ((-1, fh), (-2, fv)) if f]
+        if dims:
+            parts = [p.flip(dims) for p in parts]
+        deg.append(parts[0])
+        cln.append(parts[1])
+        if data.classes is not None:
+            cls.append(parts[2][0])
+    degraded = torch.stack(deg).to(device=device, dtype=torch.float32).div_(255.0)
+    clean = torch.stack(cln).to(device=device, dtype=torch.float32).div_(255.0)
+    damage = one_hot_classes(torch.stack(cls)).to(device) if cls else None
+    return degraded, clean, damage
+
+
+def image_batches(data: ImageData, batch_size: int, device: torch.device | str = "cpu"):
+    """Whole images in order: float (degraded, clean) batches and the one-hot damage."""
+    for s in range(0, len(data), batch_size):
+        deg = data.degraded[s : s + batch_size].to(device=device, dtype=torch.float32).div_(255.0)
+        cln = data.clean[s : s + batch_size].to(device=device, dtype=torch.float32).div_(255.0)
+        dmg = None if data.classes is None else one_hot_classes(data.classes[s : s + batch_size]).to(device)
+        yield deg, cln, dmg
+
+
+@torch.no_grad()
+def location_features(model, data: ImageData, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray | None]:
+    """Code vectors of every bottleneck location of ``data``'s degraded images, float32
+    ``(N * h * w, latent)``, and each location's damage-class shares ``(N * h * w,
+    len(DAMAGE_CLASSES))`` (None without masks)."""
+    from .models.unet_ae import pool_damage
+
+    model.eval()
+    zs, shares = [], []
+    for deg, _, dmg in image_batches(data, batch_size):
+        code = model.encode(deg)
+        zs.append(code.permute(0, 2, 3, 1).reshape(-1, code.shape[1]).numpy())
+        if dmg is not None:
+            p = pool_damage(dmg, code.shape[-2:], model.multiple)
+            shares.append(p.permute(0, 2, 3, 1).reshape(-1, p.shape[1]).numpy())
+    z = np.concatenate(zs).astype(np.float32) if zs else np.zeros((0, model.latent), np.float32)
+    return z, (np.concatenate(shares) if shares else None)

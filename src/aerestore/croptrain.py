@@ -1,0 +1,131 @@
+"""Training of fully convolutional models (``unet_ae``) on random crops of whole images.
+
+Beside :func:`aerestore.train.fit` (blocks, epochs): ``train.steps`` updates of
+``train.batch_size`` random ``train.crop``-px crops with random flips drawn from
+``data/prepared/train``; the learning rate follows a one-cycle-like schedule suited to a
+short budget (linear warm-up over ``train.warmup`` of the steps to ``train.lr``, then a
+cosine decay to 0; Smith & Topin 2017, Loshchilov & Hutter 2017); every
+``train.eval_every`` steps (and at the end) the loss on whole validation images; the best
+weights are restored at the end. ``train.damage_weight`` weights the damage head's
+cross entropy against the masks (semi-supervised). Seeded: the same params give the same
+weights on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .cropdata import ImageData, image_batches, sample_crops
+from .params import TrainParams
+from .stage import set_threads
+from .train import TrainResult, resolve_device
+
+
+def lr_at(step: int, total: int, lr: float, warmup: float) -> float:
+    """Linear warm-up over ``warmup * total`` steps, then cosine decay to 0 (step 0-based)."""
+    n_warm = max(1, int(round(warmup * total))) if warmup > 0 else 0
+    if step < n_warm:
+        return lr * (step + 1) / n_warm
+    span = max(1, total - n_warm)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(step - n_warm, span) / span))
+
+
+@torch.no_grad()
+def evaluate_images(model, data: ImageData, batch_size: int = 16, device="cpu") -> dict[str, float]:
+    """Mean of each loss term over whole images (eval mode)."""
+    model.eval()
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    for deg, cln, dmg in image_batches(data, batch_size, device):
+        terms = model.loss((deg, cln, dmg) if dmg is not None else (deg, cln))
+        for k, v in terms.items():
+            sums[k] += float(v) * len(deg)
+        count += len(deg)
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def fit_crops(
+    model,
+    train: ImageData,
+    val: ImageData,
+    cfg: TrainParams,
+    seed: int,
+    progress: bool = True,
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a fully convolutional ``model`` on random crops; restore its best weights.
+
+    ``TrainResult.history`` has one row per evaluation (``epoch`` = its number, ``step``,
+    ``lr``, train / val loss and terms); ``blocks_per_second`` counts crops.
+    """
+    if len(train) == 0:
+        raise ValueError("no training images: the train split is empty")
+    from tqdm import tqdm
+
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    optimizers = model.configure_optimizers(cfg.lr)
+    monitor = val if len(val) else train
+    result = TrainResult()
+    best_state = copy.deepcopy(model.state_dict())
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    t_start = time.perf_counter()
+    train_seconds = 0.0
+    t_seg = time.perf_counter()
+    crops_seen = 0
+    bar = tqdm(total=cfg.steps, desc=f"train {model.name} (crops)", disable=not progress, leave=False,
+               mininterval=0.5)
+    for step in range(cfg.steps):
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        model.train()
+        deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crop, rng, device)
+        terms = model.train_step((deg, cln, dmg) if dmg is not None else (deg, cln), optimizers)
+        for k, v in terms.items():
+            sums[k] += v
+        count += 1
+        crops_seen += len(deg)
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            seconds = time.perf_counter() - t_seg
+            train_seconds += seconds
+            val_terms = evaluate_images(model, monitor, device=device)
+            row = {"epoch": len(result.history) + 1, "step": step + 1, "lr": lr,
+                   "train_loss": sums["loss"] / count, "val_loss": val_terms["loss"]}
+            row.update({f"train_{k}": v / count for k, v in sums.items() if k != "loss"})
+            row.update({f"val_{k}": v for k, v in val_terms.items() if k != "loss"})
+            row["seconds"] = seconds
+            result.history.append(row)
+            if progress:
+                tqdm.write(f"  step {step + 1}: train {row['train_loss']:.5f}  val {row['val_loss']:.5f}")
+            if on_eval is not None:
+                on_eval(row)
+            # the best by pixel MSE: the damage term does not restore anything
+            score = val_terms.get("mse", val_terms["loss"])
+            if score < result.best_val_loss:
+                result.best_val_loss = score
+                result.best_epoch = row["epoch"]
+                best_state = copy.deepcopy(model.state_dict())
+            sums, count = defaultdict(float), 0
+            t_seg = time.perf_counter()
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    result.epochs_run = len(result.history)
+    result.seconds = time.perf_counter() - t_start
+    result.blocks_per_second = crops_seen / max(train_seconds, 1e-9)
+    return result

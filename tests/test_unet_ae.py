@@ -1,0 +1,193 @@
+"""unet_ae: the residual U-Net autoencoder, crop training, map-weighted decoders and the
+fully convolutional restorer (small widths: seconds on one thread)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from aerestore.cropdata import ImageData, location_features, sample_crops
+from aerestore.data.layout import DAMAGE_CLASSES, DAMAGE_KINDS
+from aerestore.losses import LossConfig
+from aerestore.mapdecoders import train_map_decoders, weighted_mse
+from aerestore.models import create_model, load_model, save_model
+from aerestore.restore import ConvRestorer, Restorer, upsample_maps
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small(seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return create_model("unet_ae", latent=8, block=16, channels=3, **{"width": 4, "levels": 2, **kw})
+
+
+def images(n: int = 6, size: int = 24, seed: int = 0) -> ImageData:
+    """Smooth clean images, noisy copies and K-channel masks (left half blurred, a noisy corner)."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+    clean = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    clean = (clean.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    degraded = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((n, size, size, len(DAMAGE_KINDS)), np.uint8)
+    mask[:, :, : size // 2, 0] = 255
+    mask[:, size - 6 :, size - 6 :, 1] = 200
+    return ImageData.from_arrays(degraded, clean, mask)
+
+
+def test_shapes_parameter_count_and_any_size():
+    m = create_model("unet_ae", latent=64, block=32, channels=3)  # defaults: width 32, levels 2
+    assert m.fully_conv and m.multiple == 4
+    assert sum(p.numel() for p in m.parameters()) == 646_150
+    m2 = create_model("unet_ae", latent=64, block=32, channels=3, unshuffle=2)
+    assert m2.multiple == 8
+    x = torch.rand(2, 3, 37, 53)
+    for model in (m, m2, small()):
+        model.eval()
+        with torch.no_grad():
+            f = model.features(x)
+            assert f.code.shape[2:] == (-(-37 // model.multiple), -(-53 // model.multiple))
+            assert model.encode(x).shape == f.code.shape
+            assert model.latent_vector(x).shape == (2, model.latent)
+            assert torch.equal(model.latent_vector(x), f.code.mean((2, 3)))
+            assert model(x).shape == x.shape
+            assert model.damage_logits(f.code).shape[1] == len(DAMAGE_CLASSES)
+    assert small().latent_shape == (8, 4, 4)
+
+
+def test_zero_correction_is_identity():
+    m = small().eval()
+    torch.nn.init.zeros_(m.decoder.tail.weight)
+    torch.nn.init.zeros_(m.decoder.tail.bias)
+    x = torch.rand(2, 3, 21, 30)
+    with torch.no_grad():
+        assert torch.equal(m(x), x)
+
+
+def test_decoder_copy_and_weighted_loss_start_equal():
+    m = small().eval()
+    x = torch.rand(3, 3, 16, 16)
+    y = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        f = m.features(x)
+        dec = copy.deepcopy(m.decoder)
+        assert torch.equal(dec(f), m.decoder(f))
+        w = upsample_maps(torch.softmax(m.damage_logits(f.code), 1), m.multiple, f.size)[:, 1:2]
+        assert torch.equal(weighted_mse(dec(f), y, w), weighted_mse(m.decoder(f), y, w))
+        assert torch.allclose(weighted_mse(dec(f), y, torch.ones_like(w)), weighted_mse(dec(f), y, None))
+
+
+def test_damage_term_and_training_lowers_the_loss():
+    torch.manual_seed(0)
+    m = create_model("unet_ae", latent=8, block=16, channels=3, loss=LossConfig(damage_weight=0.5), width=4)
+    data = images()
+    rng = np.random.default_rng(0)
+    batch = sample_crops(data, 4, 16, rng)
+    assert batch[2].shape == (4, len(DAMAGE_CLASSES), 16, 16)
+    terms = m.loss(batch)
+    assert {"loss", "recon", "mse", "damage"} <= set(terms)
+    assert torch.allclose(terms["loss"], terms["recon"] + 0.5 * terms["damage"])
+    opt = m.configure_optimizers(3e-3)
+    before = float(m.loss(batch)["loss"].detach())
+    for _ in range(5):
+        m.train_step(batch, opt)
+    assert float(m.loss(batch)["loss"].detach()) < before
+
+
+def test_crop_training_is_deterministic_and_keeps_the_best():
+    from aerestore.croptrain import fit_crops, lr_at
+    from aerestore.params import TrainParams
+
+    assert lr_at(0, 100, 1.0, 0.1) == pytest.approx(0.1) and lr_at(10, 100, 1.0, 0.1) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0, 0.1) < 0.01
+    cfg = TrainParams(batch_size=4, crop=16, steps=6, eval_every=3, lr=2e-3, threads=1, device="cpu")
+    runs = []
+    for _ in range(2):
+        m = small()
+        res = fit_crops(m, images(), images(2, seed=1), cfg, seed=3, progress=False)
+        runs.append((res, m.state_dict()))
+    assert [r["step"] for r in runs[0][0].history] == [3, 6]
+    assert runs[0][0].best_val_loss == min(r["val_mse"] for r in runs[0][0].history)
+    for k, v in runs[0][1].items():
+        assert torch.equal(v, runs[1][1][k]), k
+
+
+def _save(tmp_path, m, data, method="damage_head"):
+    save_model(m, tmp_path / "model.pt", extra={"arch": "unet_ae", "overlap": 0})
+    z, shares = location_features(m, data)
+    assert shares.shape == (len(z), len(DAMAGE_CLASSES))
+    assert np.allclose(shares.sum(1), 1)
+    if method == "soft_kmeans":
+        centroids, k = z[:2], 2
+    else:
+        centroids, k = np.zeros((3, z.shape[1]), np.float32), 3
+    np.savez(tmp_path / "clusters.npz", centroids=centroids, scale=np.float64(float(z.var(0).sum()) + 1e-6),
+             beta=np.float64(5.0), method=np.str_(method))
+    return k
+
+
+@pytest.mark.parametrize("method", ["damage_head", "soft_kmeans"])
+def test_map_decoders_and_the_restorer(tmp_path, method):
+    m = small().eval()
+    data = images()
+    k = _save(tmp_path, m, data, method)
+    r = Restorer.load(tmp_path, decoders=False)
+    assert isinstance(r, ConvRestorer)
+    result = train_map_decoders(r.model, r.route_maps, k, data, images(2, seed=1), steps=2, lr=1e-3,
+                                batch_size=2, crop=16, eval_every=1, min_locations=1, seed=0,
+                                sizes=[10] * k, progress=False)
+    assert result.summary["updates"] == {"clusters": 2 * k, "control": 2 * k}
+    hist = result.histories["cluster_0"]
+    assert [h["step"] for h in hist] == [0, 1, 2] and set(hist[0]) == {"step", "train_loss", "val_loss"}
+    assert hist[0]["val_loss"] == pytest.approx(result.summary["val_loss_by_cluster"][0]["shared"])
+    from aerestore.decoders import save_decoders
+
+    save_decoders(result, tmp_path / "decoders.pt")
+    for routing in ("soft", "hard"):
+        r = Restorer.load(tmp_path, routing=routing)
+        x = torch.rand(2, 3, 37, 53)
+        for mode in ("multi", "single", "base"):
+            y = r.restore_float(x, mode)
+            assert y.shape == x.shape
+        with torch.no_grad():
+            assert torch.equal(r.restore_float(x, "base"), m(x).clamp(0, 1))
+        img = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)
+        assert r.restore(img).shape == (37, 53, 3)
+        assert np.array_equal(r.restore(img), r.restore(img))  # deterministic
+
+
+def test_restorer_tiles_large_images_like_whole_ones(tmp_path):
+    m = small().eval()
+    save_model(m, tmp_path / "model.pt", extra={"arch": "unet_ae"})
+    r = Restorer.load(tmp_path)
+    x = torch.rand(1, 3, 70, 90)
+    whole = r.restore_float(x, "base")
+    r.tile, r.margin = 32, 16  # receptive field of the small model < 16 px
+    tiled = r.restore_float(x, "base")
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path):
+    m = small(unshuffle=2)
+    save_model(m, tmp_path / "model.pt")
+    loaded, _ = load_model(tmp_path / "model.pt")
+    x = torch.rand(1, 3, 19, 27)
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+    assert loaded.config() == m.config()
+
+
+def test_single_channel_masks_are_blur():
+    data = images()
+    old = ImageData.from_arrays(data.degraded.permute(0, 2, 3, 1).numpy(), data.clean.permute(0, 2, 3, 1).numpy(),
+                                np.full((6, 24, 24, 1), 255, np.uint8))
+    assert (old.classes == 1).all()

@@ -25,15 +25,15 @@ SMALL: dict[str, dict] = {
     "ccp_ae": {"filters": (4, 4, 8)},
     "ccp_ae_convt2": {"filters": (4, 4, 8)},
     "ccp_ae_upsample": {"filters": (4, 4, 8)},
-    "conv_ae": {"filters": (4, 4, 4, 4, 8), "dense": 8},
+    "conv_ae": {"filters": (4, 4, 4, 4, 8), "dense": 8, "dec_filters": (8, 8, 4, 4, 4, 4)},
     "conv_ae_v1": {"filters": (4, 8)},
     "conv_ae_v2": {"filters": (4, 4, 8)},
     "fcn_ae": {"filters": (4, 4, 8), "dec_filters": (4, 4, 4)},
     "resnet_vae": {"width": 4},
     "unet_ae": {"width": 4},
-    "vae": {"filters": (4, 4, 4, 4, 8), "dense": 8},
+    "vae": {"filters": (4, 8), "dense": 8, "dec_filters": (8, 8, 4)},
     "vae_gan": {"width": 0.0625},
-    "vae_lfw": {"filters": (4, 4, 8, 8)},
+    "vae_lfw": {"filters": (4, 4, 8, 8), "dec_filters": (8, 8, 8, 8)},
     "vgg_vae": {"width": 0.0625},
 }
 NAMES = list_models()
@@ -327,7 +327,7 @@ def test_list_models_and_options():
     assert list_models("nothing*") == []
     assert model_options("ccp_ae_upsample")["decoder"] == "upsample"
     assert model_options("vae_lfw")["form"] == "lfw"
-    assert small("vae_lfw").config()["overrides"] == {"filters": [4, 4, 8, 8]}
+    assert small("vae_lfw").config()["overrides"] == {"filters": [4, 4, 8, 8], "dec_filters": [8, 8, 8, 8]}
 
 
 # ------------------------------------------------------------------------- vgg weights

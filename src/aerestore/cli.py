@@ -5,6 +5,7 @@
     aerestore ui                  # print the `mlflow ui` command for this repository's store
     aerestore to-json IMAGE       # input.json for `mlflow models predict`
     aerestore from-json OUT.json  # its predictions back to a PNG
+    aerestore seeds --all -o metrics/seeds.md  # per-cluster vs control over the seeds' experiments
 
 Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and sets
 ``func``, the function that runs it and returns the exit code. Adding one is a new
@@ -331,6 +332,66 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------- seeds
+def _add_seeds(sub: Any) -> None:
+    p = sub.add_parser(
+        "seeds",
+        help="per-cluster vs control decoders over several seeds (one DVC experiment each)",
+        description="For each SOURCE (a DVC experiment name or git revision of --repo, an "
+        "evaluate_details.json file, or a folder holding metrics/evaluate_details.json), compare "
+        "the per-image metrics of <arch>.multi and <arch>.single; then print, per architecture and "
+        "metric, the mean and spread over the seeds of the mean difference, of the share of images "
+        "won by multi and of the Wilcoxon p-value, and whether the targets hold in every seed. "
+        "Queue the seeds with: dvc exp run --queue -S 'seed=1,2,3' && dvc queue start -j 1",
+    )
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="experiment names / revisions, evaluate_details.json files or folders")
+    p.add_argument("--all", action="store_true",
+                   help="add every finished experiment of the baseline (HEAD) of --repo")
+    p.add_argument("--repo", default=".", help="the DVC repository of the experiments (default: .)")
+    p.add_argument("--out", "-o", type=Path, default=None, metavar="MD",
+                   help="also write the table to MD, and MD's .json and .png beside it "
+                        "(e.g. metrics/seeds.md)")
+    p.add_argument("--json", type=Path, default=None, help="JSON report path (default: MD with .json)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG plot path (default: MD with .png)")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated metrics to compare (default: every one with a direction)")
+    p.add_argument("--blur-metric", default="psnr_blur", help="target metric inside the blur (psnr_blur)")
+    p.add_argument("--clean-metric", default="psnr_clean", help="target metric in clean regions (psnr_clean)")
+    p.add_argument("--min-share", type=float, default=0.75, help="blur target: share won (0.75)")
+    p.add_argument("--max-p", type=float, default=0.01, help="blur target: Wilcoxon p below (0.01)")
+    p.add_argument("--min-clean-diff", type=float, default=-0.05,
+                   help="clean target: mean difference at least (-0.05 dB)")
+    p.add_argument("--check", action="store_true",
+                   help="exit code 1 unless the targets hold in every seed for every architecture")
+    p.set_defaults(func=cmd_seeds)
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    from aerestore import seeds as SD
+
+    sources = list(args.sources)
+    if args.all:
+        sources += [name for name in SD.baseline_experiments(args.repo) if name not in sources]
+    if not sources:
+        raise CliError("no SOURCE given and --all found no experiment "
+                       "(dvc exp run --queue -S 'seed=1,2,3' && dvc queue start -j 1)")
+    runs = [SD.load_source(s, args.repo) for s in sources]
+    runs.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.label))
+    targets = SD.Targets(blur_metric=args.blur_metric, clean_metric=args.clean_metric,
+                         min_share=args.min_share, max_p=args.max_p, min_clean_diff=args.min_clean_diff)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    report = SD.analyse(runs, metrics=metrics, targets=targets)
+    print(SD.markdown(report), end="")
+    json_path, png_path = args.json, args.plot
+    if args.out is not None:
+        json_path = json_path or args.out.with_suffix(".json")
+        png_path = png_path or args.out.with_suffix(".png")
+    for path in SD.write_report(report, args.out, json_path, png_path):
+        print(f"wrote {path}", file=sys.stderr)
+    return 1 if args.check and not all(report["holds"].values()) else 0
+
+
 SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_restore,
     _add_init_store,
@@ -339,6 +400,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_from_json,
     _add_models,
     _add_summary,
+    _add_seeds,
 ]
 
 

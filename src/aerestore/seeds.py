@@ -1,0 +1,497 @@
+"""The per-cluster vs control comparison over several seeds (``aerestore seeds``).
+
+One run's noise must not flip the verdict: the pipeline is run once per seed (a DVC
+experiment each, ``dvc exp run --queue -S 'seed=1,2,3'``), and for every seed and
+architecture the per-image metrics of the per-cluster decoders (``<arch>.multi``) are compared
+with those of the equal-budget control decoder (``<arch>.single``) on that seed's test images:
+
+* ``mean_diff``: mean over images of ``multi - single`` (pairs with a ``nan`` or ``inf`` left
+  out; for ``blur_percent`` the difference of ``|blur %|``, so negative is better);
+* ``share``: share of images on which multi wins, ties half (:func:`aerestore.stats.share_better`);
+* ``p_value``: paired two-sided Wilcoxon test (:func:`aerestore.stats.wilcoxon_paired`).
+
+Then, per architecture and metric, the mean, standard deviation (``ddof=1``), min and max of
+each over the seeds, and whether the targets (:class:`Targets`) hold in every seed.
+
+Input: what the ``evaluate`` stage leaves in ``metrics/evaluate_details.json`` under
+``"per_image"``: ``{row: {metric: [value per test image]}}``, rows such as ``conv_ae.multi``
+and ``conv_ae.single``, metrics such as ``psnr``, ``ssim``, ``psnr_blur``, ``psnr_noise``,
+``psnr_clean`` (``null``/``NaN`` where an image has no such region). A source is such a JSON
+file, a folder holding it (``<folder>/metrics/evaluate_details.json`` or
+``<folder>/evaluate_details.json``), or a DVC experiment name / git revision of a repository.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import stats as S
+
+DETAILS = "metrics/evaluate_details.json"
+PARAMS = "params.yaml"
+
+# Direction of "better" of the per-image metrics; a region metric ``<base>_<region>`` takes its
+# base's. blur_percent is compared as |blur %| (0 = as sharp as the clean image), lower better.
+# Metrics without a direction (laplacian_var, hf_share: noise raises them too) are left out.
+HIGHER_IS_BETTER: dict[str, bool | None] = {
+    "psnr": True,
+    "ssim": True,
+    "uqi": True,
+    "blur_percent": False,
+    "laplacian_var": None,
+    "hf_share": None,
+}
+ABSOLUTE = ("blur_percent",)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The issue's verdict, checked seed by seed: inside the blurred regions the per-cluster
+    decoders win on at least ``min_share`` of the images with ``p < max_p`` (paired Wilcoxon),
+    and in the clean regions the mean difference is at least ``min_clean_diff`` (dB)."""
+
+    blur_metric: str = "psnr_blur"
+    min_share: float = 0.75
+    max_p: float = 0.01
+    clean_metric: str = "psnr_clean"
+    min_clean_diff: float = -0.05
+
+    def describe(self) -> str:
+        return (f"{self.blur_metric}: share won >= {self.min_share:g} and p < {self.max_p:g}; "
+                f"{self.clean_metric}: mean difference >= {self.min_clean_diff:g}")
+
+
+@dataclass
+class SeedRun:
+    """The per-image results of one run: ``per_image[row][metric]`` float arrays."""
+
+    label: str
+    per_image: dict[str, dict[str, np.ndarray]]
+    seed: int | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------ loading
+def base_metric(metric: str) -> str:
+    """``psnr_blur`` -> ``psnr``, ``blur_percent_clean`` -> ``blur_percent``; unknown names as
+    they are."""
+    for base in sorted(HIGHER_IS_BETTER, key=len, reverse=True):
+        if metric == base or metric.startswith(base + "_"):
+            return base
+    return metric
+
+
+def direction(metric: str) -> bool | None:
+    """True: higher is better; False: lower; None: no direction (not compared by default)."""
+    return HIGHER_IS_BETTER.get(base_metric(metric))
+
+
+def parse_per_image(details: dict, source: str = "details") -> dict[str, dict[str, np.ndarray]]:
+    """``details["per_image"]`` as float arrays (``null`` -> ``nan``)."""
+    if not isinstance(details, dict) or "per_image" not in details:
+        raise ValueError(f"{source}: no 'per_image' key (an evaluate_details.json written before "
+                         "evaluate kept per-image metrics? rerun the evaluate stage)")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for row, metrics in details["per_image"].items():
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{source}: per_image[{row!r}] is not a {{metric: [values]}} object")
+        out[row] = {}
+        for k, v in metrics.items():
+            arr = np.asarray([math.nan if x is None else x for x in v], dtype=np.float64)
+            if arr.ndim != 1:
+                raise ValueError(f"{source}: per_image[{row!r}][{k!r}] is not a list of numbers")
+            out[row][k] = arr
+    return out
+
+
+def _seed_of(params_text: str | None) -> int | None:
+    if not params_text:
+        return None
+    import yaml
+
+    try:
+        seed = (yaml.safe_load(params_text) or {}).get("seed")
+    except yaml.YAMLError:
+        return None
+    return int(seed) if isinstance(seed, (int, float)) else None
+
+
+def load_file(path: str | Path, label: str | None = None) -> SeedRun:
+    """A run from an evaluate_details.json file, or a folder holding one (the folder's
+    ``params.yaml``, if any, gives the seed; else a top-level ``"seed"`` key of the JSON)."""
+    path = Path(path)
+    folder = None
+    if path.is_dir():
+        folder = path
+        for candidate in (path / DETAILS, path / Path(DETAILS).name):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise FileNotFoundError(f"{folder}: holds neither {DETAILS} nor {Path(DETAILS).name}")
+    try:
+        details = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    seed = details.get("seed") if isinstance(details, dict) else None
+    if seed is None and folder is not None and (folder / PARAMS).is_file():
+        seed = _seed_of((folder / PARAMS).read_text())
+    return SeedRun(label=label or str(folder or path), per_image=parse_per_image(details, str(path)),
+                   seed=None if seed is None else int(seed), source=str(path))
+
+
+def load_rev(rev: str, repo: str | Path = ".") -> SeedRun:
+    """A run from a DVC experiment (name, e.g. ``moody-lahs``) or git revision of ``repo``:
+    its ``metrics/evaluate_details.json`` and the seed of its ``params.yaml``."""
+    import dvc.api
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+    from dvc.scm import RevError, SCMError, resolve_rev
+
+    try:
+        with Repo(str(repo)) as r:
+            sha = resolve_rev(r.scm, rev)
+    except (NotDvcRepoError, SCMError, RevError, AssertionError):  # AssertionError: no git (NoSCM)
+        raise ValueError(f"{rev}: not a file, folder, experiment or git revision of {repo}") from None
+    try:
+        text = dvc.api.read(DETAILS, repo=str(repo), rev=sha)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{rev} ({sha[:7]}): has no {DETAILS} (did its evaluate stage run?)") from None
+    try:
+        params = dvc.api.read(PARAMS, repo=str(repo), rev=sha)
+    except FileNotFoundError:
+        params = None
+    details = json.loads(text)
+    return SeedRun(label=rev, per_image=parse_per_image(details, f"{rev}:{DETAILS}"),
+                   seed=_seed_of(params), source=f"{rev} ({sha[:7]})", meta={"rev": sha})
+
+
+def load_source(source: str, repo: str | Path = ".") -> SeedRun:
+    """A file or folder if ``source`` exists as a path, else an experiment/revision of ``repo``."""
+    if Path(source).exists():
+        return load_file(source)
+    return load_rev(source, repo)
+
+
+def baseline_experiments(repo: str | Path = ".") -> list[str]:
+    """Names of the finished experiments of ``repo``'s baseline (HEAD), as ``dvc exp list``."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        found = r.experiments.ls()
+    names = []
+    for entries in found.values():
+        for entry in entries:
+            name, sha = entry if isinstance(entry, tuple) else (entry, True)
+            if sha:  # queued or running ones have no commit yet
+                names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------- comparing
+def architectures(per_image: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """The architectures with both a ``.multi`` and a ``.single`` row, in row order."""
+    return [r[: -len(".multi")] for r in per_image
+            if r.endswith(".multi") and r[: -len(".multi")] + ".single" in per_image]
+
+
+def compared_metrics(multi: dict[str, np.ndarray], single: dict[str, np.ndarray]) -> list[str]:
+    """The metrics both rows have that have a direction of "better", in the rows' order."""
+    return [k for k in multi if k in single and direction(k) is not None]
+
+
+def compare_metric(metric: str, multi: Any, single: Any) -> dict[str, float | int]:
+    """``mean_diff`` (multi - single over the finite pairs), ``median_diff``, ``share`` (multi
+    wins, ties half, pairs with ``nan`` dropped), ``p_value`` (Wilcoxon), ``n`` (finite pairs)."""
+    a, b = np.asarray(multi, dtype=np.float64), np.asarray(single, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"{metric}: multi has {a.size} images, single {b.size}")
+    higher = direction(metric)
+    if base_metric(metric) in ABSOLUTE:
+        a, b = np.abs(a), np.abs(b)
+    if higher is None:
+        higher = True
+    d = a - b
+    d = d[np.isfinite(d)]
+    w = S.wilcoxon_paired(a, b)
+    return {
+        "mean_diff": float(d.mean()) if d.size else math.nan,
+        "median_diff": float(np.median(d)) if d.size else math.nan,
+        "share": S.share_better(a, b, higher_is_better=bool(higher)),
+        "p_value": float(w["p_value"]),
+        "n": int(d.size),
+    }
+
+
+def compare_run(per_image: dict[str, dict[str, np.ndarray]], arch: str,
+                metrics: Iterable[str] | None = None) -> dict[str, dict[str, float | int]]:
+    """:func:`compare_metric` for each metric of ``arch``'s multi vs single rows."""
+    multi, single = per_image[f"{arch}.multi"], per_image[f"{arch}.single"]
+    keys = compared_metrics(multi, single) if metrics is None else [k for k in metrics if k in multi and k in single]
+    return {k: compare_metric(k, multi[k], single[k]) for k in keys}
+
+
+def check_targets(cmp: dict[str, dict], targets: Targets = Targets()) -> dict[str, Any]:
+    """Whether one seed's comparison meets the targets. Each check is True/False, or None when
+    its metric is missing or undefined (no image with that region): then ``holds`` is False."""
+    blur, clean = cmp.get(targets.blur_metric), cmp.get(targets.clean_metric)
+
+    def ok(value: float | None, test) -> bool | None:
+        return None if value is None or not np.isfinite(value) else bool(test(value))
+
+    out: dict[str, Any] = {
+        "blur_share": ok(blur and blur["share"], lambda s: s >= targets.min_share),
+        "blur_p": ok(blur and blur["p_value"], lambda p: p < targets.max_p),
+        "clean_diff": ok(clean and clean["mean_diff"], lambda d: d >= targets.min_clean_diff),
+    }
+    out["holds"] = all(v is True for v in out.values())
+    return out
+
+
+def spread(values: Iterable[float]) -> dict[str, float | int]:
+    """``mean``, ``std`` (ddof 1; ``nan`` for fewer than 2), ``min``, ``max`` of the finite
+    values and ``n`` (how many)."""
+    arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if not arr.size:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else math.nan,
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "n": int(arr.size),
+    }
+
+
+def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
+            targets: Targets = Targets()) -> dict[str, Any]:
+    """Every run compared, then aggregated over the runs, per architecture and metric.
+
+    Returns (JSON-ready) ``runs`` (label, seed, source), ``targets``, ``per_seed[arch][label]``
+    = ``{"metrics": {metric: compare_metric(...)}, "targets": check_targets(...)}``,
+    ``aggregate[arch][metric][stat]`` = :func:`spread` of ``stat`` in ``mean_diff``, ``share``,
+    ``p_value`` over the runs, ``holds[arch]`` (targets met in every run of ``arch``), and
+    ``warnings``.
+    """
+    if not runs:
+        raise ValueError("no runs to compare")
+    metrics = None if metrics is None else list(metrics)
+    warnings: list[str] = []
+    labels = [r.label for r in runs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"the same source twice: {labels}")
+    seeds = [r.seed for r in runs if r.seed is not None]
+    if len(set(seeds)) != len(seeds):
+        warnings.append(f"some runs share a seed ({sorted(seeds)}): they are not independent")
+    if len(runs) < 2:
+        warnings.append("one run only: no spread over seeds")
+    archs: list[str] = []
+    for r in runs:
+        for a in architectures(r.per_image):
+            if a not in archs:
+                archs.append(a)
+    if not archs:
+        raise ValueError("no architecture has both a <arch>.multi and a <arch>.single row")
+    per_seed: dict[str, dict[str, Any]] = {}
+    aggregate: dict[str, dict[str, Any]] = {}
+    holds: dict[str, bool] = {}
+    for arch in archs:
+        per_seed[arch] = {}
+        for r in runs:
+            if f"{arch}.multi" not in r.per_image or f"{arch}.single" not in r.per_image:
+                warnings.append(f"{r.label}: no {arch}.multi/{arch}.single rows")
+                continue
+            cmp = compare_run(r.per_image, arch, metrics)
+            per_seed[arch][r.label] = {"seed": r.seed, "metrics": cmp, "targets": check_targets(cmp, targets)}
+        keys: list[str] = []
+        for entry in per_seed[arch].values():
+            keys += [k for k in entry["metrics"] if k not in keys]
+        aggregate[arch] = {
+            k: {stat: spread(e["metrics"][k][stat] for e in per_seed[arch].values() if k in e["metrics"])
+                for stat in ("mean_diff", "share", "p_value")}
+            for k in keys
+        }
+        holds[arch] = bool(per_seed[arch]) and all(e["targets"]["holds"] for e in per_seed[arch].values())
+    return {
+        "runs": [{"label": r.label, "seed": r.seed, "source": r.source} for r in runs],
+        "targets": asdict(targets),
+        "per_seed": per_seed,
+        "aggregate": aggregate,
+        "holds": holds,
+        "warnings": warnings,
+    }
+
+
+# ------------------------------------------------------------------------ outputs
+def _num(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return format(v, fmt)
+
+
+def _pm(s: dict, fmt: str) -> str:
+    if not s["n"]:
+        return "–"
+    text = _num(s["mean"], fmt)
+    return text + (f" ± {_num(s['std'], fmt)}" if s["n"] > 1 else "")
+
+
+def _range(s: dict, fmt: str) -> str:
+    return "–" if not s["n"] else f"[{_num(s['min'], fmt)}, {_num(s['max'], fmt)}]"
+
+
+def _check(v: bool | None) -> str:
+    return "–" if v is None else ("yes" if v else "**no**")
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown: the aggregate table, then the targets seed by seed."""
+    runs = report["runs"]
+    t = report["targets"]
+    seeds = ", ".join(f"{r['label']} (seed {r['seed']})" if r["seed"] is not None else r["label"] for r in runs)
+    lines = [f"## Per-cluster vs control decoders over {len(runs)} seed(s)", "", f"Runs: {seeds}.", "",
+             "Per metric, over the seeds: mean ± standard deviation [min, max] of the mean per-image "
+             "difference multi − single, of the share of test images won by multi (ties half) and "
+             "of the paired Wilcoxon p-value. Δ in dB for PSNR; for blur_percent the difference of "
+             "|blur %| (negative: multi sharper, closer to the clean image).", "",
+             "| architecture | metric | Δ mean | Δ [min, max] | share won | share [min, max] | p | p max |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for arch, metrics in report["aggregate"].items():
+        for k, s in metrics.items():
+            fmt = {"psnr": ".3f", "blur_percent": ".2f"}.get(base_metric(k), ".4f")
+            lines.append(
+                f"| {arch} | {k} | {_pm(s['mean_diff'], fmt)} | {_range(s['mean_diff'], fmt)} "
+                f"| {_pm(s['share'], '.1%')} | {_range(s['share'], '.1%')} "
+                f"| {_pm(s['p_value'], '.2g')} | {_num(s['p_value']['max'], '.2g')} |")
+    lines += ["", f"Targets, seed by seed: {t['blur_metric']} won on ≥ {t['min_share']:.0%} of the images "
+              f"with p < {t['max_p']:g}; {t['clean_metric']} mean difference ≥ {t['min_clean_diff']:g} dB.", "",
+              f"| architecture | run | seed | {t['blur_metric']} share | p | {t['clean_metric']} Δ | holds |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for arch, entries in report["per_seed"].items():
+        for label, e in entries.items():
+            b = e["metrics"].get(t["blur_metric"], {})
+            c = e["metrics"].get(t["clean_metric"], {})
+            ch = e["targets"]
+            lines.append(
+                f"| {arch} | {label} | {_num(e['seed'], 'd')} "
+                f"| {_num(b.get('share'), '.1%')} ({_check(ch['blur_share'])}) "
+                f"| {_num(b.get('p_value'), '.2g')} ({_check(ch['blur_p'])}) "
+                f"| {_num(c.get('mean_diff'), '+.3f')} ({_check(ch['clean_diff'])}) "
+                f"| {'yes' if ch['holds'] else '**no**'} |")
+    lines.append("")
+    for arch, ok in report["holds"].items():
+        n = len(report["per_seed"][arch])
+        met = sum(e["targets"]["holds"] for e in report["per_seed"][arch].values())
+        verdict = "hold in every run" if ok else "do **not** hold in every run"
+        lines.append(f"- **{arch}**: the targets {verdict} ({met} of {n}).")
+    for w in report["warnings"]:
+        lines.append(f"- warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_png(report: dict, path: str | Path) -> None:
+    """Per architecture (columns): the mean PSNR difference multi − single (top) and the share
+    of images won (bottom) per whole-image / region PSNR, one dot per seed, with the mean over
+    seeds ± standard deviation; dashed lines at the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    t = report["targets"]
+    archs = list(report["aggregate"])
+    width = max([5.5] + [3.5 + 0.7 * len(m) for m in report["aggregate"].values()])
+    fig, axes = plt.subplots(2, len(archs), figsize=(width * len(archs), 6.4), dpi=100, squeeze=False)
+    labels = [r["label"] for r in report["runs"]]
+    colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    for j, arch in enumerate(archs):
+        keys = [k for k in report["aggregate"][arch] if base_metric(k) == "psnr"]
+        if not keys:
+            keys = list(report["aggregate"][arch])
+        for i, (stat, title) in enumerate((("mean_diff", "mean PSNR difference multi − single (dB)"),
+                                            ("share", "share of images won by multi"))):
+            ax = axes[i, j]
+            x = np.arange(len(keys))
+            for s, (label, e) in enumerate(report["per_seed"][arch].items()):
+                off = (s - (len(labels) - 1) / 2) * 0.08 - 0.1
+                ys = [e["metrics"].get(k, {}).get(stat, math.nan) for k in keys]
+                seed = e["seed"]
+                ax.scatter(x + off, ys, s=22, color=colours.get(label, "0.5"), zorder=3,
+                           label=f"{label}" + (f" (seed {seed})" if seed is not None else ""))
+            agg = [report["aggregate"][arch][k][stat] for k in keys]
+            mean = np.array([a["mean"] for a in agg], dtype=float)
+            sd = np.nan_to_num(np.array([a["std"] for a in agg], dtype=float))
+            ax.errorbar(x + 0.22, mean, yerr=sd, fmt="D", color="k", ms=5, capsize=4, zorder=4,
+                        label="mean ± sd over seeds")
+            if stat == "mean_diff":
+                ax.axhline(0.0, color="0.5", lw=0.8)
+                if t["clean_metric"] in keys:
+                    c = keys.index(t["clean_metric"])
+                    ax.hlines(t["min_clean_diff"], c - 0.4, c + 0.4, colors="C3", linestyles="--")
+                    ax.annotate(f"target ≥ {t['min_clean_diff']:g}", (c - 0.4, t["min_clean_diff"]),
+                                xytext=(0, -10), textcoords="offset points", fontsize=7, color="C3")
+                    lo, hi = ax.get_ylim()
+                    ax.set_ylim(min(lo, t["min_clean_diff"] - 0.15 * (hi - lo)), hi)
+            else:
+                ax.axhline(0.5, color="0.5", lw=0.8)
+                if t["blur_metric"] in keys:
+                    b = keys.index(t["blur_metric"])
+                    ax.hlines(t["min_share"], b - 0.4, b + 0.4, colors="C3", linestyles="--")
+                    ax.annotate(f"target ≥ {t['min_share']:g}", (b - 0.4, t["min_share"]),
+                                xytext=(0, -10), textcoords="offset points", fontsize=7, color="C3")
+                ax.set_ylim(-0.02, 1.02)
+            ax.set_xticks(x, keys, fontsize=8)
+            ax.set_xlim(-0.6, len(keys) - 0.4)
+            ax.set_title(f"{arch}: {title}", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7, loc="best")
+    verdict = "; ".join(f"{a}: {'holds' if ok else 'does not hold'}" for a, ok in report["holds"].items())
+    fig.suptitle(f"per-cluster vs control over {len(labels)} seed(s) — targets {verdict}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready: numpy scalars as Python numbers, nan/inf as null."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def write_report(report: dict, markdown_path: str | Path | None = None, json_path: str | Path | None = None,
+                 png_path: str | Path | None = None) -> list[Path]:
+    """Write whichever of the markdown, JSON and PNG paths are given; returns the written paths."""
+    from .io import write_text
+
+    written = []
+    if markdown_path:
+        write_text(markdown_path, markdown(report))
+        written.append(Path(markdown_path))
+    if json_path:
+        write_text(json_path, json.dumps(_clean(report), indent=2) + "\n")
+        written.append(Path(json_path))
+    if png_path:
+        plot_png(report, png_path)
+        written.append(Path(png_path))
+    return written

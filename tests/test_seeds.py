@@ -1,0 +1,289 @@
+"""`aerestore seeds`: per-cluster vs control over several seeds (aerestore.seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aerestore import cli
+from aerestore import seeds as SD
+
+from pipeline_utils import REPO, env, make_repo, run
+
+N = 20
+
+
+def _per_image(wins: int, win: float, loss: float, clean_diff: float, seed: int = 0) -> dict:
+    """Per-image rows of one run with known results: multi - single PSNR inside the blur is
+    ``+win`` on ``wins`` of the N images and ``-loss`` on the others; the whole-image PSNR the
+    same halved; in the clean regions exactly ``clean_diff``. Two images have no blur region
+    (None) and one has no clean region."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(20, 30, N)
+    d_blur = np.where(np.arange(N) < wins, win, -loss)
+    blur_single = rng.uniform(18, 25, N)
+    blur_multi = blur_single + d_blur
+    blur_single_l = blur_single.tolist() + [None, None]
+    blur_multi_l = blur_multi.tolist() + [None, None]
+    clean_single = rng.uniform(25, 35, N + 2)
+    clean_multi = clean_single + clean_diff
+    clean_single_l = clean_single.tolist()
+    clean_multi_l = clean_multi.tolist()
+    clean_single_l[-1] = clean_multi_l[-1] = None
+    psnr_single = np.concatenate([base, [22.0, 23.0]])
+    psnr_multi = psnr_single + np.concatenate([d_blur / 2, [0.0, 0.0]])  # two ties
+    ssim_single = rng.uniform(0.6, 0.9, N + 2)
+    blur_pct_single = np.full(N + 2, 10.0)
+    blur_pct_multi = np.full(N + 2, -5.0)  # |-5| < |10|: multi better everywhere
+    return {
+        "conv_ae.single": {"psnr": psnr_single.tolist(), "ssim": ssim_single.tolist(),
+                           "blur_percent": blur_pct_single.tolist(), "laplacian_var": [1.0] * (N + 2),
+                           "psnr_blur": blur_single_l, "psnr_clean": clean_single_l},
+        "conv_ae.multi": {"psnr": psnr_multi.tolist(), "ssim": (ssim_single - 0.01).tolist(),
+                          "blur_percent": blur_pct_multi.tolist(), "laplacian_var": [2.0] * (N + 2),
+                          "psnr_blur": blur_multi_l, "psnr_clean": clean_multi_l},
+        "conv_ae.base": {"psnr": psnr_single.tolist()},
+        "degraded": {"psnr": (psnr_single - 3).tolist()},
+    }
+
+
+def _run(label: str, seed: int, **kw) -> SD.SeedRun:
+    return SD.SeedRun(label=label, seed=seed, per_image=SD.parse_per_image({"per_image": _per_image(seed=seed, **kw)}))
+
+
+def test_base_metric_and_direction():
+    assert SD.base_metric("psnr_blur") == "psnr"
+    assert SD.base_metric("blur_percent_clean") == "blur_percent"
+    assert SD.base_metric("blur_percent") == "blur_percent"
+    assert SD.direction("ssim_noise") is True
+    assert SD.direction("blur_percent") is False
+    assert SD.direction("laplacian_var_blur") is None
+
+
+def test_compare_run_known_values():
+    per = _run("a", 1, wins=16, win=1.0, loss=0.5, clean_diff=-0.01).per_image
+    cmp = SD.compare_run(per, "conv_ae")
+    # laplacian_var has no direction: not compared; every other metric of both rows is
+    assert list(cmp) == ["psnr", "ssim", "blur_percent", "psnr_blur", "psnr_clean"]
+    blur = cmp["psnr_blur"]
+    assert blur["n"] == N  # the two images without a blur region are left out
+    assert blur["share"] == pytest.approx(16 / N)
+    assert blur["mean_diff"] == pytest.approx((16 * 1.0 - 4 * 0.5) / N)
+    assert blur["median_diff"] == pytest.approx(1.0)
+    assert blur["p_value"] < 0.05
+    whole = cmp["psnr"]
+    assert whole["share"] == pytest.approx((16 + 0.5 * 2) / (N + 2))  # two ties count half
+    assert whole["mean_diff"] == pytest.approx((16 * 0.5 - 4 * 0.25) / (N + 2))
+    assert cmp["psnr_clean"]["mean_diff"] == pytest.approx(-0.01)
+    assert cmp["psnr_clean"]["share"] == 0.0 and cmp["psnr_clean"]["n"] == N + 1
+    assert cmp["ssim"]["share"] == 0.0 and cmp["ssim"]["mean_diff"] == pytest.approx(-0.01)
+    # |blur %|: 5 - 10, lower is better, so multi wins everywhere
+    assert cmp["blur_percent"]["mean_diff"] == pytest.approx(-5.0)
+    assert cmp["blur_percent"]["share"] == 1.0
+    only = SD.compare_run(per, "conv_ae", metrics=["psnr_blur", "missing"])
+    assert list(only) == ["psnr_blur"]
+
+
+def test_check_targets_each_condition():
+    t = SD.Targets()
+    good = {"psnr_blur": {"share": 0.8, "p_value": 0.001, "mean_diff": 1.0},
+            "psnr_clean": {"share": 0.4, "p_value": 0.3, "mean_diff": -0.04}}
+    assert SD.check_targets(good, t) == {"blur_share": True, "blur_p": True, "clean_diff": True, "holds": True}
+    for metric, key, value, failed in [("psnr_blur", "share", 0.74, "blur_share"),
+                                       ("psnr_blur", "p_value", 0.01, "blur_p"),
+                                       ("psnr_clean", "mean_diff", -0.06, "clean_diff")]:
+        bad = json.loads(json.dumps(good))
+        bad[metric][key] = value
+        checks = SD.check_targets(bad, t)
+        assert checks[failed] is False and not checks["holds"]
+        assert sum(v is False for v in checks.values()) == 2  # that check and holds
+    # a missing region metric (no image with a clean region, or old evaluate output): undecided
+    checks = SD.check_targets({"psnr_blur": good["psnr_blur"]}, t)
+    assert checks["clean_diff"] is None and checks["holds"] is False
+    nan = {"psnr_blur": {**good["psnr_blur"], "p_value": math.nan}, "psnr_clean": good["psnr_clean"]}
+    assert SD.check_targets(nan, t)["blur_p"] is None
+    custom = SD.Targets(clean_metric="psnr", min_clean_diff=-2.0)
+    assert SD.check_targets({**good, "psnr": {"mean_diff": -1.0}}, custom)["holds"]
+
+
+def test_analyse_means_and_spreads_over_seeds():
+    runs = [_run("s1", 1, wins=16, win=1.0, loss=0.5, clean_diff=-0.01),
+            _run("s2", 2, wins=18, win=1.0, loss=0.5, clean_diff=-0.03),
+            _run("s3", 3, wins=14, win=1.0, loss=0.5, clean_diff=0.04)]
+    report = SD.analyse(runs)
+    agg = report["aggregate"]["conv_ae"]
+    shares = [16 / N, 18 / N, 14 / N]
+    diffs = [(w * 1.0 - (N - w) * 0.5) / N for w in (16, 18, 14)]
+    assert agg["psnr_blur"]["share"]["mean"] == pytest.approx(np.mean(shares))
+    assert agg["psnr_blur"]["share"]["std"] == pytest.approx(np.std(shares, ddof=1))
+    assert agg["psnr_blur"]["share"]["min"] == pytest.approx(0.7)
+    assert agg["psnr_blur"]["mean_diff"]["mean"] == pytest.approx(np.mean(diffs))
+    assert agg["psnr_blur"]["mean_diff"]["std"] == pytest.approx(np.std(diffs, ddof=1))
+    assert agg["psnr_clean"]["mean_diff"]["mean"] == pytest.approx(0.0)
+    assert agg["psnr_clean"]["mean_diff"]["std"] == pytest.approx(np.std([-0.01, -0.03, 0.04], ddof=1))
+    assert agg["psnr_blur"]["p_value"]["n"] == 3
+    per_seed = report["per_seed"]["conv_ae"]
+    assert [per_seed[s]["targets"]["holds"] for s in ("s1", "s2", "s3")] == [True, True, False]  # 70 % < 75 %
+    assert report["holds"] == {"conv_ae": False}
+    assert report["runs"][0] == {"label": "s1", "seed": 1, "source": ""}
+    assert not report["warnings"]
+    assert SD.analyse(runs[:2])["holds"] == {"conv_ae": True}
+
+    text = SD.markdown(report)
+    assert "| conv_ae | psnr_blur |" in text and "| conv_ae | s3 | 3 |" in text
+    assert "do **not** hold in every run (2 of 3)" in text
+
+
+def test_analyse_warnings_and_errors():
+    one = _run("a", 1, wins=16, win=1.0, loss=0.5, clean_diff=0.0)
+    twin = _run("b", 1, wins=16, win=1.0, loss=0.5, clean_diff=0.0)
+    report = SD.analyse([one, twin])
+    assert any("share a seed" in w for w in report["warnings"])
+    assert any("one run only" in w for w in SD.analyse([one])["warnings"])
+    assert math.isnan(SD.analyse([one])["aggregate"]["conv_ae"]["psnr"]["share"]["std"])
+    with pytest.raises(ValueError, match="same source twice"):
+        SD.analyse([one, one])
+    with pytest.raises(ValueError, match="no architecture"):
+        SD.analyse([SD.SeedRun("x", {"degraded": {"psnr": np.ones(3)}})])
+    with pytest.raises(ValueError, match="no 'per_image' key"):
+        SD.parse_per_image({"rows": {}}, "old.json")
+
+
+def _write_details(path: Path, seed: int | None, **kw) -> Path:
+    doc = {"rows": {}, "per_image": _per_image(seed=seed or 0, **kw)}
+    if seed is not None:
+        doc["seed"] = seed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_cli_seeds_on_json_files_and_folders(tmp_path, capsys):
+    f1 = _write_details(tmp_path / "one.json", 11, wins=16, win=1.0, loss=0.5, clean_diff=-0.01)
+    f2 = _write_details(tmp_path / "two.json", 12, wins=17, win=0.8, loss=0.5, clean_diff=0.0)
+    folder = tmp_path / "exp3"  # a folder: metrics/evaluate_details.json, seed from params.yaml
+    _write_details(folder / "metrics" / "evaluate_details.json", None, wins=18, win=0.9, loss=0.5, clean_diff=0.01)
+    (folder / "params.yaml").write_text("seed: 3\nlatent: 8\n")
+    md = tmp_path / "out" / "seeds.md"
+
+    code = cli.main(["seeds", str(f2), str(folder), str(f1), "-o", str(md), "--check"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "over 3 seed(s)" in out and "| conv_ae | psnr_blur |" in out
+    assert "hold in every run (3 of 3)" in out
+    assert md.read_text() == out
+    report = json.loads(md.with_suffix(".json").read_text())
+    assert [r["seed"] for r in report["runs"]] == [3, 11, 12]  # sorted by seed
+    assert report["holds"] == {"conv_ae": True}
+    blur = report["aggregate"]["conv_ae"]["psnr_blur"]["share"]
+    assert blur["mean"] == pytest.approx(np.mean([16, 17, 18]) / N)
+    assert blur["std"] == pytest.approx(np.std([16, 17, 18], ddof=1) / N)
+    with Image.open(md.with_suffix(".png")) as im:
+        assert im.size[0] > 300 and im.size[1] > 300
+    assert f"wrote {md.with_suffix('.png')}" in err
+
+    # a seed that misses the blur target: --check fails; --min-share lowers the bar
+    f4 = _write_details(tmp_path / "four.json", 14, wins=14, win=1.0, loss=0.5, clean_diff=0.0)
+    assert cli.main(["seeds", str(f1), str(f4), "--check"]) == 1
+    assert "do **not** hold in every run (1 of 2)" in capsys.readouterr().out
+    assert cli.main(["seeds", str(f1), str(f4), "--check", "--min-share", "0.7",
+                     "--metrics", "psnr_blur,psnr_clean", "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report["aggregate"]["conv_ae"]) == ["psnr_blur", "psnr_clean"]
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_cli_seeds_errors(tmp_path, capsys):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"rows": {"conv_ae.multi": {"psnr": 27.0}}}))
+    assert cli.main(["seeds", str(old)]) == 2
+    assert "no 'per_image' key" in capsys.readouterr().err
+    assert cli.main(["seeds", str(tmp_path / "missing.json"), "--repo", str(tmp_path)]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert cli.main(["seeds"]) == 2
+    assert "no SOURCE given" in capsys.readouterr().err
+
+
+MAKE = """import json, os, yaml
+from tests_fixture import per_image
+seed = yaml.safe_load(open("params.yaml"))["seed"]
+os.makedirs("metrics", exist_ok=True)
+json.dump({"per_image": per_image(seed)}, open("metrics/evaluate_details.json", "w"))
+"""
+
+FIXTURE = """def per_image(seed):
+    wins = {1: 16, 2: 18}.get(seed, 10)
+    single = [20.0 + i for i in range(20)]
+    multi = [s + (1.0 if i < wins else -0.5) for i, s in enumerate(single)]
+    return {"conv_ae.multi": {"psnr": multi, "psnr_blur": multi, "psnr_clean": single},
+            "conv_ae.single": {"psnr": single, "psnr_blur": single, "psnr_clean": single}}
+"""
+
+DVC_YAML = """stages:
+  evaluate:
+    cmd: python make.py
+    deps: [make.py, tests_fixture.py]
+    params: [seed]
+    outs:
+      - metrics/evaluate_details.json:
+          cache: false
+"""
+
+
+def test_cli_seeds_reads_dvc_experiments(tmp_path, capsys):
+    """Sources as DVC experiment names (git refs under refs/exps) and --all, on a one-stage
+    stand-in for the pipeline (the real one: test_seeds_on_two_pipeline_experiments)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("seed: 42\n")
+    (repo / "make.py").write_text(MAKE)
+    (repo / "tests_fixture.py").write_text(FIXTURE)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    run(["git", "init", "-q", "-b", "main"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "stand-in"], repo)
+    for seed in (1, 2):
+        run(["dvc", "exp", "run", "-q", "-S", f"seed={seed}", "-n", f"seed-{seed}"], repo)
+
+    assert cli.main(["seeds", "seed-1", "seed-2", "--repo", str(repo), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "seed-1 (seed 1), seed-2 (seed 2)" in out
+    assert "| conv_ae | seed-1 | 1 | 80.0% (yes)" in out and "| conv_ae | seed-2 | 2 | 90.0% (yes)" in out
+
+    md = repo / "metrics" / "seeds.md"
+    assert cli.main(["seeds", "--all", "--repo", str(repo), "-o", str(md)]) == 0
+    assert "over 2 seed(s)" in capsys.readouterr().out
+    assert md.with_suffix(".png").is_file() and md.with_suffix(".json").is_file()
+
+    assert cli.main(["seeds", "no-such-exp", "--repo", str(repo)]) == 2
+    assert "no-such-exp: not a file, folder, experiment or git revision" in capsys.readouterr().err
+
+
+def _evaluate_keeps_per_image() -> bool:
+    return '"per_image"' in (REPO / "src" / "aerestore" / "evaluate.py").read_text()
+
+
+@pytest.mark.pipeline
+@pytest.mark.skipif(not _evaluate_keeps_per_image(),
+                    reason="evaluate does not write per_image into metrics/evaluate_details.json yet")
+def test_seeds_on_two_pipeline_experiments(tmp_path):
+    """The real pipeline, tiny, once per seed as DVC experiments, then `aerestore seeds`."""
+    repo = make_repo(tmp_path / "repo", {"architectures": ["conv_ae"]})
+    for seed in (1, 2):
+        run(["dvc", "exp", "run", "-S", f"seed={seed}", "-n", f"seed-{seed}"], repo)
+    proc = subprocess.run(["aerestore", "seeds", "--all", "-o", "metrics/seeds.md"], cwd=repo, env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "over 2 seed(s)" in proc.stdout and "| conv_ae | psnr |" in proc.stdout
+    report = json.loads((repo / "metrics" / "seeds.json").read_text())
+    assert sorted(r["seed"] for r in report["runs"]) == [1, 2]
+    assert report["aggregate"]["conv_ae"]["psnr"]["share"]["n"] == 2
+    assert (repo / "metrics" / "seeds.png").is_file()

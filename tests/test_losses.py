@@ -13,6 +13,7 @@ from aerestore.losses import (
     max_variation,
     mse,
     neighbour_variations,
+    pixel_kl,
     reconstruction,
     rmse,
     sharpness_loss,
@@ -188,3 +189,42 @@ def test_loss_config_from_train_params_and_dict():
         LossConfig(beta=-1.0)
     with pytest.raises(ValueError, match="ncut_k"):
         LossConfig(ncut_k=1)
+    assert LossConfig.from_train(TrainParams(pixel_kl=0.3)).pixel_kl == 0.3
+    with pytest.raises(ValueError, match="pixel_kl"):
+        LossConfig(pixel_kl=-1.0)
+
+
+def test_pixel_kl_by_hand_as_keras_computes_it():
+    # one sample, 2 channels, 1 x 2 pixels; t = clean target, y = output
+    t = torch.tensor([[[[0.5, 0.0]], [[0.25, 1.0]]]])
+    y = torch.tensor([[[[0.25, 0.5]], [[0.5, 1.0]]]])
+    # pixel 1: 0.5*log(0.5/0.25) + 0.25*log(0.25/0.5) = 0.25*log 2
+    # pixel 2: t = 0 is clamped to 1e-7: 1e-7*log(1e-7/0.5) + 1*log(1/1) ~ -1.5e-6
+    p1 = 0.25 * math.log(2)
+    p2 = 1e-7 * math.log(1e-7 / 0.5)
+    assert pixel_kl(y, t).item() == pytest.approx((p1 + p2) / 2, rel=1e-5)  # sum over channels, mean over pixels
+    assert pixel_kl(t, t).item() == pytest.approx(0.0, abs=1e-6)
+    # finite at an output of exactly 0 (clamped), with finite gradients
+    y0 = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    value = pixel_kl(y0, torch.full((1, 3, 4, 4), 0.5))
+    value.backward()
+    assert math.isfinite(value.item()) and torch.isfinite(y0.grad).all()
+
+
+def test_pixel_kl_enters_every_model_loss():
+    from aerestore.models import create_model
+
+    torch.manual_seed(0)
+    clean = torch.rand(4, 3, 16, 16)
+    degraded = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
+    for name, n in (("conv_ae", 1.0), ("vae", 3 * 16 * 16)):
+        torch.manual_seed(1)
+        model = create_model(name, latent=8, block=16, loss=LossConfig(pixel_kl=0.5, alpha=2.0))
+        model.eval()
+        terms = model.loss((degraded, clean))
+        x_hat = model(degraded)
+        assert terms["pixel_kl"].item() == pytest.approx(n * pixel_kl(x_hat, clean).item(), rel=1e-5)
+        w_r = 2.0 if model.variational else 1.0
+        expected = w_r * terms["recon"] + w_r * 0.5 * terms["pixel_kl"] + (terms["kl"] if "kl" in terms else 0)
+        assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert "pixel_kl" not in create_model("conv_ae", latent=8, block=16).loss((degraded, clean))

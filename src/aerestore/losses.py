@@ -39,7 +39,8 @@ class LossConfig:
     """The loss terms a model minimises; the ``train.*`` keys of ``params.yaml``.
 
     ``loss = w_r * recon + beta * kl + l1 * sum|w| + l2 * sum w^2
-    + sharpness_weight * sharpness + ncut_weight * ncut + damage_weight * damage``, where ``w_r = alpha`` for
+    + sharpness_weight * sharpness + ncut_weight * ncut + damage_weight * damage
+    + w_r * pixel_kl * pixel-KL``, where ``w_r = alpha`` for
     variational models and 1 otherwise; terms whose weight is 0 are not computed.
     """
 
@@ -57,6 +58,9 @@ class LossConfig:
     # weight of the damage head's cross entropy (semi-supervised: the head predicts each
     # block's damage from its latent, so the latent carries the damage); 0 = no head
     damage_weight: float = 0.0
+    # weight of the CelebA study's pixel-wise KL term t * log(t / y) (:func:`pixel_kl`),
+    # added to the reconstruction of every network in its "basic loss"; 0 = off
+    pixel_kl: float = 0.0
 
     def __post_init__(self) -> None:
         if self.recon not in RECON_KINDS:
@@ -66,7 +70,7 @@ class LossConfig:
                 f"loss.sharpness_variant must be one of {SHARPNESS_VARIANTS}, "
                 f"got {self.sharpness_variant!r}"
             )
-        for key in ("alpha", "beta", "l1", "l2", "sharpness_weight", "ncut_weight", "damage_weight"):
+        for key in ("alpha", "beta", "l1", "l2", "sharpness_weight", "ncut_weight", "damage_weight", "pixel_kl"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"loss.{key} must be a number >= 0, got {value!r}")
@@ -124,6 +128,30 @@ def reconstruction(output: Tensor, target: Tensor, kind: str) -> Tensor:
     if kind == "rmse":
         return rmse(output, target)
     raise ValueError(f"reconstruction loss must be one of {RECON_KINDS}, got {kind!r}")
+
+
+# Keras' backend epsilon: keras.losses.kl_divergence clips both arguments to [1e-7, 1].
+PIXEL_KL_EPS = 1e-7
+
+
+def pixel_kl(output: Tensor, target: Tensor) -> Tensor:
+    """The CelebA block study's pixel-wise "KL divergence" (its Equation 2), as Keras computes it.
+
+    The study writes ``KL(x, x_hat) = x_hat * log(x_hat / x)`` with x the reconstruction
+    and x_hat the "true label" image, i.e. ``t * log(t / y)`` for target (clean block) t
+    and output y: Keras' ``kl_divergence(y_true, y_pred)``, which clips both to
+    ``[1e-7, 1]`` and sums over the last axis (the channels of an NHWC batch). So here:
+    ``mean_{i,h,w} sum_c t' * log(t' / y')`` with ``t' = clamp(t, 1e-7, 1)``,
+    ``y' = clamp(y, 1e-7, 1)``; the clamp keeps the log finite where a pixel is 0.
+
+    It is not a divergence between distributions (pixels are not normalised): for a fixed
+    t it falls as y grows, and can be negative; with the MSE it pulls dark outputs up.
+    It is the study's term, as an option (``train.pixel_kl``).
+    """
+    _same_shape(output, target)
+    t = target.clamp(PIXEL_KL_EPS, 1.0)
+    y = output.clamp(PIXEL_KL_EPS, 1.0)
+    return (t * (t.log() - y.log())).sum(1).mean()
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -265,6 +265,7 @@ class TrainParams(_Strict):
     ncut_weight: float = Field(0.0, ge=0)  # 0 = off (no cluster head)
     ncut_k: int = Field(2, ge=2)
     ncut_sigma: float = Field(1.0, gt=0)  # w(u, v) = exp(-|u - v|^2 / (sigma^2 * latent))
+    pixel_kl: float = Field(0.0, ge=0)  # the CelebA study's pixel-wise KL t*log(t/y) (0 = off)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0)  # 0 = every core
     # fully convolutional models (unet_ae) train on random crops of data/prepared instead:

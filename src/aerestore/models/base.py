@@ -23,6 +23,7 @@ from aerestore.data.layout import DAMAGE_CLASSES
 from aerestore.losses import (
     LossConfig,
     kl_divergence,
+    pixel_kl,
     reconstruction,
     sharpness_loss,
     soft_cross_entropy,
@@ -147,8 +148,8 @@ class RestorationModel(nn.Module):
 
         Keys: ``'loss'``; ``'recon'`` (as it enters the loss, before its weight);
         ``'mse'`` (the pixel mean squared error, comparable across architectures, not
-        part of the loss); ``'kl'`` (variational models); and ``'l1'``, ``'l2'``,
-        ``'sharpness'``, ``'ncut'`` when their weights are > 0 (sharpness only from
+        part of the loss); ``'kl'`` (variational models); and ``'pixel_kl'``, ``'l1'``,
+        ``'l2'``, ``'sharpness'``, ``'ncut'`` when their weights are > 0 (sharpness only from
         ``sharpness_start_epoch``). See :meth:`assemble`.
         """
         degraded, clean = batch[0], batch[1]
@@ -162,18 +163,22 @@ class RestorationModel(nn.Module):
     def assemble(self, out: ForwardOut, clean: Tensor) -> dict[str, Tensor]:
         """Sum the configured terms for a forward pass ``out`` against ``clean``.
 
-        ``loss = w_r * n * recon + beta * kl + l1 * sum|w| + l2 * sum w^2
-        + sharpness_weight * n * sharpness + ncut_weight * ncut`` where, for variational
+        ``loss = w_r * n * recon + w_r * pixel_kl * n * pixel-KL + beta * kl + l1 * sum|w|
+        + l2 * sum w^2 + sharpness_weight * n * sharpness + ncut_weight * ncut`` where, for variational
         models, ``w_r = alpha`` and ``n = C * s * s`` (per-sample sums, the scale of the
         KL term) and, for the others, ``w_r = 1`` and ``n = 1`` (means over pixels).
-        ``recon`` and ``sharpness`` are the per-pixel means of :mod:`aerestore.losses`;
-        the returned ``'recon'`` and ``'sharpness'`` include the factor ``n``.
+        ``recon``, ``sharpness`` and the pixel-KL (:func:`aerestore.losses.pixel_kl`) are
+        the per-pixel means of :mod:`aerestore.losses`; the returned ``'recon'``,
+        ``'pixel_kl'`` and ``'sharpness'`` include the factor ``n``.
         """
         cfg = self.loss_config
         n = float(clean[0].numel()) if self.variational else 1.0
         recon = n * reconstruction(out.x_hat, clean, cfg.recon)
         terms: dict[str, Tensor] = {"recon": recon}
         total = (cfg.alpha if self.variational else 1.0) * recon
+        if cfg.pixel_kl > 0:  # the CelebA study's basic loss: MSE + pixel-wise KL, every network
+            terms["pixel_kl"] = n * pixel_kl(out.x_hat, clean)
+            total = total + (cfg.alpha if self.variational else 1.0) * cfg.pixel_kl * terms["pixel_kl"]
         if self.variational:
             assert out.mu is not None and out.logvar is not None
             terms["kl"] = kl_divergence(out.mu, out.logvar)

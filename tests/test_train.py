@@ -73,3 +73,44 @@ def test_empty_training_split_is_an_error():
     empty = BlockData(np.zeros((0, 3, 16, 16), np.uint8), np.zeros((0, 3, 16, 16), np.uint8))
     with pytest.raises(ValueError, match="no training blocks"):
         fit(tiny_model(), empty, empty, TrainParams(epochs=1), seed=0, progress=False)
+
+
+def _fake_losses(monkeypatch, values):
+    losses = iter(values)
+    snapshots = []
+
+    def fake_eval(m, d, bs, dev):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"loss": next(losses)}
+
+    monkeypatch.setattr("aerestore.train.evaluate_loss", fake_eval)
+    return snapshots
+
+
+def test_late_sharpness_compares_only_epochs_under_the_same_objective(monkeypatch):
+    from aerestore.losses import LossConfig
+    from aerestore.models import create_model
+
+    data = block_data()
+    torch.manual_seed(0)
+    loss = LossConfig(sharpness_weight=0.5, sharpness_start_epoch=3)
+    model = create_model("conv_ae", latent=8, block=16, channels=3, loss=loss)
+    # epochs 1-3 under MSE alone (their losses are lower: no sharpness term), then 4-7 with
+    # the sharpness term. Epoch 1 is the lowest overall, but another objective's.
+    snapshots = _fake_losses(monkeypatch, [0.1, 0.2, 0.3, 0.5, 0.4, 0.45, 0.46, 0.47])
+    cfg = TrainParams(epochs=8, batch_size=32, patience=2, threads=1, sharpness_weight=0.5, sharpness_start_epoch=3)
+    res = fit(model, data, data, cfg, seed=0, progress=False)
+    # patience did not stop the run before the switch (epochs 2 and 3 were "worse")
+    assert res.compared_from == 4 and res.best_epoch == 5 and res.best_val_loss == 0.4
+    assert res.stopped_early and res.epochs_run == 7
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[4][k]), k
+
+
+def test_no_switch_without_a_late_sharpness_loss(monkeypatch):
+    data = block_data()
+    _fake_losses(monkeypatch, [0.1, 0.2, 0.3, 0.5])
+    # the model's loss has no sharpness term: cfg's start epoch alone changes nothing
+    cfg = TrainParams(epochs=4, batch_size=32, patience=2, threads=1, sharpness_start_epoch=1)
+    res = fit(tiny_model(), data, data, cfg, seed=0, progress=False)
+    assert res.compared_from == 1 and res.best_epoch == 1 and res.stopped_early and res.epochs_run == 3

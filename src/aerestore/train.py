@@ -4,6 +4,14 @@ Batches are sliced from the memory-mapped uint8 block arrays and converted to fl
 bulk (no per-sample ``__getitem__``). Adam (from the model's ``configure_optimizers``),
 learning rate ``lr * lr_decay ** epoch`` (the study's 0.001 * 0.9^epoch), early stopping
 on the validation loss with ``patience``, and the best weights restored at the end.
+
+A late-start sharpness loss (``sharpness_weight > 0``, ``sharpness_start_epoch = e > 0``,
+the sharpness study's variant (d)) changes the objective at epoch e, so validation losses
+before and after e measure different things and must not be compared: before e, patience
+does not stop the run (it must reach the objective it is meant to end with); at e, the
+best-so-far is reset, so the weights restored at the end are the best epoch under the full
+objective. (Comparing every epoch on a fixed metric, such as the pixel MSE, would instead
+tend to pick a pre-sharpness epoch, undoing the term that variant adds.)
 """
 
 from __future__ import annotations
@@ -86,6 +94,23 @@ class TrainResult:
     seconds: float = 0.0
     blocks_per_second: float = 0.0
     stopped_early: bool = False
+    # the first epoch (1-based) whose validation loss competed for best_epoch: 1, or the
+    # epoch a late-start sharpness loss switched on (earlier epochs had another objective)
+    compared_from: int = 1
+
+
+def objective_switch_epoch(model, cfg: TrainParams) -> int:
+    """The 0-based epoch at which the training objective changes, or 0 if it never does.
+
+    That is ``sharpness_start_epoch`` when the sharpness loss is on (weight > 0) and
+    starts after the first epoch and before the last; read from the model's loss config
+    (what its loss uses), else from ``cfg``.
+    """
+    loss_cfg = getattr(model, "loss_config", None) or cfg
+    start = loss_cfg.sharpness_start_epoch
+    if loss_cfg.sharpness_weight > 0 and 0 < start < cfg.epochs:
+        return start
+    return 0
 
 
 def fit(
@@ -115,7 +140,12 @@ def fit(
     t_start = time.perf_counter()
     train_seconds = 0.0
     blocks_seen = 0
+    switch = objective_switch_epoch(model, cfg)
     for epoch in range(cfg.epochs):
+        if switch and epoch == switch:  # a new objective: compare only the epochs under it
+            result.best_val_loss = math.inf
+            result.compared_from = epoch + 1
+            bad_epochs = 0
         lr = cfg.lr * cfg.lr_decay**epoch
         for opt in optimizers:
             for group in opt.param_groups:
@@ -165,7 +195,7 @@ def fit(
             bad_epochs = 0
         else:
             bad_epochs += 1
-            if cfg.patience and bad_epochs >= cfg.patience:
+            if cfg.patience and bad_epochs >= cfg.patience and epoch >= switch:
                 result.stopped_early = True
                 break
     model.load_state_dict(best_state)

@@ -125,3 +125,36 @@ def test_vae_lfw_is_the_lfw_study_summaries():
         (32, 32, 32), (64, 16, 16), (64, 8, 8), (64, 8, 8), (1024,), (1024,),
         (4096,), (64, 8, 8), (64, 16, 16), (64, 32, 32), (3, 32, 32),
     ]
+
+
+# Figure 5 (16 x 16 x 3 in), the residual encoder:
+#   conv_a 3->32 (s2):   3*9*32 + 32  =    896  (8x8)
+#   batch norm 32:       2*32         =     64  (table: 128)
+#   shortcut 3->32 (s2): 3*9*32 + 32  =    896  (8x8, from the input)
+#   conv_b 32->32:      32*9*32 + 32  =  9,248  (8x8)
+#   dense 2048->16:   2048*16 + 16    = 32,784
+RESIDUAL_ENCODER = 896 + 64 + 896 + 9248 + 32784
+
+
+def test_resnet_vae_is_the_celeba_study_figure_5():
+    model = create_model("resnet_vae", latent=2, block=16)
+    #   + z_mean, z_log_var: 2 * (16*2 + 2) = 68 -> 43,956 (table: 44,020 with 64 running stats)
+    assert count(model.encoder) == RESIDUAL_ENCODER + 68 == 43956
+    assert count(model.decoder) == 59331  # the vae's decoder (test_vae_is_the_celeba_study_figure_6)
+    assert layer_shapes(model, torch.rand(2, 3, 16, 16)) == [
+        (32, 8, 8), (32, 8, 8), (32, 8, 8), (16,), (2,), (2,),  # conv_a, conv_b, shortcut, dense
+        (1024,), (64, 8, 8), (32, 16, 16), (3, 16, 16),
+    ]
+
+
+def test_resnet_ncut_is_figure_5_with_the_basic_networks_decoder():
+    model = create_model("resnet_ncut", latent=2, block=16)
+    assert not model.variational
+    #   + the code, dense 16->2: 16*2 + 2 = 34 -> 43,922
+    assert count(model.encoder) == RESIDUAL_ENCODER + 34 == 43922
+    # Figure 3's decoder at 16 px (3 -> 6 -> 16), latent 2: dense 2*1296 + 1296 = 3,888,
+    # then the same transposed convs as at 18 px: 378,155 - 79,056 (Figure 3's dense) = 299,099
+    assert count(model.decoder) == 3888 + 299099 == 302987
+    model = create_model("resnet_ncut", latent=60, block=18)
+    assert count(model.decoder) == 378155  # exactly Figure 3 at the study's 18 px
+    assert layer_shapes(model, torch.rand(2, 3, 18, 18))[:5] == [(32, 9, 9), (32, 9, 9), (32, 9, 9), (16,), (60,)]

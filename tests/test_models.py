@@ -21,13 +21,13 @@ from aerestore.models import (
 
 # Narrow widths keep every architecture quick on two shared cores.
 SMALL: dict[str, dict] = {
-    "accordion": {"filters": (4, 4, 8)},
+    "accordion": {"filters": (4, 4, 8), "dec_filters": (4, 4)},
     "ccp_ae": {"filters": (4, 4, 8)},
     "ccp_ae_convt2": {"filters": (4, 4, 8)},
     "ccp_ae_upsample": {"filters": (4, 4, 8)},
     "conv_ae": {"filters": (4, 4, 4, 4, 8), "dense": 8, "dec_filters": (8, 8, 4, 4, 4, 4)},
     "conv_ae_v1": {"filters": (4, 8)},
-    "conv_ae_v2": {"filters": (4, 4, 8)},
+    "conv_ae_v2": {"filters": (4, 4, 8), "dec_filters": (4, 4)},
     "fcn_ae": {"filters": (4, 4, 8), "dec_filters": (4, 4, 4)},
     "resnet_ncut": {"width": 4, "dense": 8, "dec_filters": (8, 8, 4, 4, 4, 4)},
     "resnet_vae": {"width": 4, "dec_filters": (8, 8, 4)},
@@ -105,7 +105,12 @@ def test_latent_length_follows_latent(name):
     for block in (16, 18, 32):
         model = small(name, block)
         if model.latent_shape == (LATENT,) or getattr(model, "fully_conv", False):
-            continue  # dense code: exactly `latent` numbers; fully conv: `latent` channels, any size
+            continue
+        if name in ("conv_ae_v1", "conv_ae_v2", "accordion"):  # the blur study's code: the last map
+            assert model.latent_shape[0] == SMALL[name]["filters"][-1]
+            model = small(name, block, code=True)  # the earlier versions: `latent` sets the code
+            if model.latent_shape == (LATENT,):
+                continue  # dense code: exactly `latent` numbers; fully conv: `latent` channels, any size
         # fully convolutional codes: c x h x h with c = max(1, round(latent / h^2))
         c, h, w = model.latent_shape
         assert h == w and c == max(1, round(LATENT / h**2))

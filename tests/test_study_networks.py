@@ -158,3 +158,32 @@ def test_resnet_ncut_is_figure_5_with_the_basic_networks_decoder():
     model = create_model("resnet_ncut", latent=60, block=18)
     assert count(model.decoder) == 378155  # exactly Figure 3 at the study's 18 px
     assert layer_shapes(model, torch.rand(2, 3, 18, 18))[:5] == [(32, 9, 9), (32, 9, 9), (32, 9, 9), (16,), (60,)]
+
+
+def test_conv_ae_v1_is_the_blur_study_version_1():
+    model = create_model("conv_ae_v1", block=128)
+    # 128 x 128 x 3 in; conv 3->64 (s2): 3*9*64 + 64 = 1,792; conv 64->32 (s2): 64*9*32 + 32
+    # = 18,464; convT 32->32 (s2): 32*9*32 + 32 = 9,248; convT 32->64 (s2): 32*9*64 + 64 =
+    # 18,496; conv 64->3: 64*9*3 + 3 = 1,731; total 49,731 (the summary's)
+    assert count(model) == 1792 + 18464 + 9248 + 18496 + 1731 == 49731
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert model.latent_shape == (32, 8, 8)
+    assert layer_shapes(model, torch.rand(1, 3, 128, 128), (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.Upsample)) == [
+        (64, 64, 64), (64, 32, 32), (32, 16, 16), (32, 8, 8),
+        (32, 16, 16), (32, 32, 32), (64, 64, 64), (64, 128, 128), (3, 128, 128),
+    ]
+
+
+def test_conv_ae_v2_and_the_accordion_are_the_blur_study_version_2():
+    model = create_model("conv_ae_v2", block=128)
+    # conv 3->128 (s2): 27*128 + 128 = 3,584; conv 128->128 (s2): 1152*128 + 128 = 147,584;
+    # conv 128->256 (s2): 1152*256 + 256 = 295,168; batch norm 256: 512 (the summary's 1,024
+    # less 512 running stats); convT 256->128 (s2): 2304*128 + 128 = 295,040; convT 128->64
+    # (s2): 1152*64 + 64 = 73,792; convT 64->3 (s2): 576*3 + 3 = 1,731; total 817,411
+    assert count(model) == 3584 + 147584 + 295168 + 512 + 295040 + 73792 + 1731 == 817411
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 1
+    assert layer_shapes(model, torch.rand(1, 3, 128, 128)) == [
+        (128, 64, 64), (128, 32, 32), (256, 16, 16), (128, 32, 32), (64, 64, 64), (3, 128, 128),
+    ]
+    # Accordion V1: two of them, 1,634,822 trainable (the summary's 1,635,846 less 1,024)
+    assert count(create_model("accordion", block=128)) == 2 * 817411 == 1634822

@@ -25,7 +25,7 @@ setup() {
     python -m pip install -q --upgrade pip
     # torch first, pinned: an open range would pull several GB of CUDA packages
     python -m pip install -q torch==2.13.0
-    python -m pip install -q -e '.[test]'
+    python -m pip install -q -e '.[test,bm3d]'
     echo "$want" > "$stamp"
   fi
   if [ ! -d .git ]; then

@@ -1,5 +1,6 @@
 """Restoring one image: split -> encode -> route -> decode -> merge, in megapixels per second
-on 2 cores, beside the classical restorers on the same image.
+on 2 cores, beside the classical restorers on the same image (bm3d too when its optional
+package is installed; otherwise its row is skipped with a note).
 
     python benchmarks/bench_restore.py [--arch conv_ae] [--size 256] [--repeats 5]
 
@@ -70,12 +71,19 @@ def main() -> None:
             t = best_time(lambda: restorer.restore(img, mode), args.repeats)
             rows.append((f"{args.arch} {mode}" + (f" ({routing} routing)" if mode == "multi" else ""), t))
     x = img.astype(np.float64) / 255
+    skipped = []
     for name, r in RESTORERS.items():
+        why = r.missing()  # bm3d: an optional package (non-commercial licence)
+        if why is not None:
+            skipped.append(f"{name}: skipped, {why}")
+            continue
         rows.append((f"{name} (classical)", best_time(lambda: r(x), max(1, args.repeats // 2))))
     print(f"Restoring one {img.shape[1]}x{img.shape[0]} RGB image, {args.threads} threads; restorer: {what}\n")
     print("| restorer | ms | Mpx/s |\n|---|--:|--:|")
     for name, t in rows:
-        print(f"| {name} | {t * 1000:.1f} | {mpx / t:.2f} |")
+        print(f"| {name} | {t * 1000:.1f} | {mpx / t:.3g} |")
+    for line in skipped:
+        print(f"\n{line}")
 
 
 if __name__ == "__main__":

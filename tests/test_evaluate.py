@@ -1,14 +1,19 @@
-"""The evaluate stage: whole-image scoring, the multi-vs-single comparison, the outputs."""
+"""The evaluate stage: whole-image scoring, regions per damage kind, the multi-vs-single
+comparison, the slow restorers' anchor subset, the outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
 
+from aerestore import classical as C
 from aerestore import evaluate as E
 from aerestore import metrics as M
+from aerestore.data.layout import DAMAGE_KINDS
 from aerestore.params import parse_params
 
 from helpers import degrade, photo_images, save_tiny_restorer
@@ -16,9 +21,40 @@ from helpers import degrade, photo_images, save_tiny_restorer
 
 @pytest.fixture(scope="module")
 def test_split():
+    """6 images, 32 px: the left half blurred (blur channel), a band of local noise at the
+    bottom (noise channel, synthetic until the prepare stage writes it), light noise
+    everywhere."""
     clean = photo_images(6, 32, seed=4)
     degraded, mask = degrade(clean, seed=4)
+    rng = np.random.default_rng(4)
+    noisy = degraded.astype(np.float64)
+    noisy[:, 24:30] += rng.normal(0, 40, noisy[:, 24:30].shape)
+    degraded = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    mask[:, 24:30, :, DAMAGE_KINDS.index("noise")] = 255
     return clean, degraded, mask
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, test_split):
+    root = tmp_path_factory.mktemp("evaluate")
+    prepared = root / "prepared" / "test"
+    prepared.mkdir(parents=True)
+    for name, arr in zip(("clean", "degraded", "mask"), test_split):
+        np.save(prepared / f"{name}.npy", arr)
+    save_tiny_restorer(root / "models" / "conv_ae")
+    return root
+
+
+def _run(root, out, **evaluate):
+    params = parse_params({"architectures": ["conv_ae"], "data": {"image_size": 32},
+                           "blocks": {"size": 16, "overlap": 4},
+                           "evaluate": {"grid_images": 2, **evaluate}})
+    out.mkdir(parents=True, exist_ok=True)
+    result, summary = E.run_evaluate(params, root / "prepared", root / "models", out / "evaluate.json",
+                                     out / "details.json", out / "summary.md", out / "plots", progress=False)
+    details = json.loads((out / "details.json").read_text())
+    assert json.loads((out / "evaluate.json").read_text()) == json.loads(json.dumps(result))
+    return result, summary, details
 
 
 def test_identity_restorer_reproduces_the_degraded_row(test_split):
@@ -30,46 +66,152 @@ def test_identity_restorer_reproduces_the_degraded_row(test_split):
     direct = M.batch_metrics(degraded, clean, mask)
     assert np.allclose(metrics["degraded"]["psnr"], direct["psnr"])
     assert np.array_equal(images["identity"], degraded[:3])
-    assert "psnr_inside" in metrics["degraded"]
+    for region in M.REGIONS:
+        assert np.isfinite(metrics["degraded"][f"psnr_{region}"]).all(), region
+    # damage lowers PSNR: the noisy band and the blurred half score below the clean pixels
+    d = metrics["degraded"]
+    assert d["psnr_noise"].mean() < d["psnr_clean"].mean()
+    assert d["psnr_blur"].mean() < d["psnr_clean"].mean()
+    # masks without any damaged pixel: no region metrics, unless asked for
+    none = np.zeros_like(mask)
+    assert "psnr_clean" not in E.score_rows(clean, degraded, none, rows, progress=False)[0]["degraded"]
+    assert "psnr_clean" in E.score_rows(clean, degraded, none, rows, progress=False, regions=True)[0]["degraded"]
 
 
 def test_compare_counts_wins_and_tests_significance():
     better = {"psnr": np.arange(10.0) + 1, "ssim": np.full(10, 0.5), "uqi": np.full(10, 0.5),
-              "blur_percent": np.full(10, -5.0)}
+              "blur_percent": np.full(10, -5.0), "psnr_blur": np.arange(10.0) + 2,
+              "psnr_noise": np.full(10, np.nan), "ssim_clean": np.full(10, 0.9)}
     worse = {"psnr": np.arange(10.0), "ssim": np.full(10, 0.5), "uqi": np.full(10, 0.4),
-             "blur_percent": np.full(10, 10.0)}
+             "blur_percent": np.full(10, 10.0), "psnr_blur": np.arange(10.0),
+             "psnr_noise": np.full(10, np.nan), "ssim_clean": np.full(10, 0.8)}
     cmp_ = E.compare(better, worse)
     assert cmp_["psnr"]["share"] == 1.0 and cmp_["psnr"]["p_value"] < 0.01
     assert cmp_["ssim"]["share"] == 0.5 and cmp_["ssim"]["p_value"] == 1.0
     assert cmp_["blur_percent"]["share"] == 1.0  # |-5| beats |10|
+    # every region metric present is compared; an empty region gives None, not NaN
+    assert cmp_["psnr_blur"]["share"] == 1.0 and cmp_["ssim_clean"]["share"] == 1.0
+    assert cmp_["psnr_noise"] == {"share": None, "p_value": None}
+    assert "psnr_clean" not in cmp_
 
 
-def test_run_evaluate_writes_table_json_and_grids(tmp_path, test_split):
+def test_anchor_indices_are_fixed_and_evenly_spaced():
+    idx = E.anchor_indices(183, 48)
+    assert len(idx) == 48 and idx[0] == 0 and idx[-1] == 182
+    assert np.all(np.diff(idx) >= 3) and np.all(np.diff(idx) <= 4)
+    assert np.array_equal(idx, E.anchor_indices(183, 48))
+    assert np.array_equal(E.anchor_indices(6, 0), np.arange(6))
+    assert np.array_equal(E.anchor_indices(6, 10), np.arange(6))
+    assert np.array_equal(E.anchor_indices(6, 3), [0, 2, 5])
+    assert np.array_equal(E.anchor_indices(6, 1), [0])
+
+
+def test_on_subset_gives_every_row_the_same_images():
+    full = {"a": {"psnr": np.arange(6.0)}, "b": {"psnr": np.arange(6.0) * 10}}
+    idx = np.array([0, 2, 5])
+    sub = E.on_subset(full, idx, {"slow": {"psnr": np.array([7.0, 8.0, 9.0])}})
+    assert np.array_equal(sub["a"]["psnr"], [0, 2, 5]) and np.array_equal(sub["b"]["psnr"], [0, 20, 50])
+    assert np.array_equal(sub["slow"]["psnr"], [7, 8, 9])
+    with pytest.raises(ValueError, match="subset"):
+        E.on_subset(full, idx, {"slow": {"psnr": np.zeros(6)}})
+
+
+def test_run_evaluate_writes_table_json_and_grids(tmp_path, workdir, test_split):
     clean, degraded, mask = test_split
-    prepared = tmp_path / "prepared" / "test"
-    prepared.mkdir(parents=True)
-    np.save(prepared / "clean.npy", clean)
-    np.save(prepared / "degraded.npy", degraded)
-    np.save(prepared / "mask.npy", mask)
-    save_tiny_restorer(tmp_path / "models" / "conv_ae")
-    params = parse_params({"architectures": ["conv_ae"], "data": {"image_size": 32},
-                           "blocks": {"size": 16, "overlap": 4},
-                           "evaluate": {"classical": ["tv", "bilateral"], "grid_images": 2}})
-    result, summary = E.run_evaluate(params, tmp_path / "prepared", tmp_path / "models",
-                                     tmp_path / "evaluate.json", tmp_path / "details.json",
-                                     tmp_path / "summary.md", tmp_path / "plots", progress=False)
-    saved = json.loads((tmp_path / "evaluate.json").read_text())
+    saved, summary, details = _run(workdir, tmp_path, classical=["tv", "bilateral"])
     assert saved["images"] == 6
     assert saved["degraded"]["psnr"] == pytest.approx(M.batch_metrics(degraded, clean)["psnr"].mean())
+    assert saved["degraded"]["psnr_noise"] == pytest.approx(M.batch_metrics(degraded, clean, mask)["psnr_noise"].mean())
     for mode in ("base", "single", "multi"):
-        assert set(saved["conv_ae"][mode]) >= {"psnr", "ssim", "uqi", "psnr_inside"}
-    assert 0 <= saved["conv_ae"]["multi_vs_single"]["psnr"]["share"] <= 1
+        assert set(saved["conv_ae"][mode]) >= {"psnr", "ssim", "uqi", "psnr_blur", "psnr_noise", "psnr_clean",
+                                               "ssim_blur", "ssim_noise", "ssim_clean"}
+    cmp_ = saved["conv_ae"]["multi_vs_single"]
+    assert 0 <= cmp_["psnr"]["share"] <= 1
+    assert set(cmp_) == set(E.COMPARED) | set(E.REGION_KEYS)
     assert set(saved["classical"]) == {"tv", "bilateral"}
-    for text in ("degraded input", "conv_ae per-cluster decoders", "tv (", "Wilcoxon"):
+    # 6 images <= anchor_images (48): the subset is the whole split, the same numbers
+    sub = saved["anchor_subset"]
+    assert sub["images"] == 6 and sub["degraded"] == saved["degraded"]
+    assert sub["classical"]["tv"]["psnr"] == saved["classical"]["tv"]["psnr"]
+    best = max(("tv", "bilateral"), key=lambda n: saved["classical"][n]["psnr"])
+    assert sub["best_classical"] == {"name": best, "psnr": saved["classical"][best]["psnr"]}
+    assert sub["conv_ae"]["multi"]["margin_db"] == pytest.approx(sub["conv_ae"]["multi"]["psnr"] - sub["best_classical"]["psnr"])
+    for text in ("degraded input", "conv_ae per-cluster decoders", "tv (", "Wilcoxon", "PSNR blur",
+                 "PSNR noise", "PSNR clean", "psnr_noise", f"Best classical restorer on the 6 anchor images: **{best}**"):
         assert text in summary
+    assert "Like for like" not in summary  # nothing ran on a subset only
+    assert "inside" not in summary and "outside" not in summary
     assert (tmp_path / "summary.md").read_text() == summary
     for name in ("grid_conv_ae.png", "bars.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    assert details["anchor_subset"]["images"] == list(range(6)) and details["skipped"] == {}
+    # per image, for `aerestore seeds`: the network rows, the compared metrics
+    per = details["per_image"]
+    assert set(per) == {"degraded", "conv_ae.base", "conv_ae.single", "conv_ae.multi"}
+    assert set(per["conv_ae.multi"]) == set(E.MAIN_METRICS) | set(E.REGION_KEYS)
+    direct = M.batch_metrics(degraded, clean, mask)
+    assert per["degraded"]["psnr_blur"] == pytest.approx(list(direct["psnr_blur"]))
+    from aerestore import seeds
+
+    parsed = seeds.parse_per_image(details)
+    assert np.allclose(parsed["conv_ae.multi"]["psnr"], per["conv_ae.multi"]["psnr"])
+
+
+def test_slow_restorers_run_on_the_anchor_subset_and_every_row_is_compared_there(
+        tmp_path, workdir, test_split, monkeypatch):
+    clean, degraded, mask = test_split
+    # tv stands in for a slow restorer (bm3d): fast, and always installed
+    monkeypatch.setitem(C.RESTORERS, "tv", dataclasses.replace(C.RESTORERS["tv"], slow=True))
+    saved, summary, details = _run(workdir, tmp_path, classical=["nlmeans", "tv"], anchor_images=3)
+    idx = [0, 2, 5]
+    assert details["anchor_subset"]["images"] == idx and details["anchor_subset"]["slow_rows"] == ["tv"]
+    assert set(saved["classical"]) == {"nlmeans"}  # tv did not run on every image
+    sub = saved["anchor_subset"]
+    assert sub["images"] == 3 and set(sub["classical"]) == {"nlmeans", "tv"}
+    # every row on the subset is scored on exactly the images idx
+    c, d, m = clean[idx], degraded[idx], mask[idx]
+    expected = {
+        "degraded": M.batch_metrics(d, c, m),
+        "nlmeans": M.batch_metrics(C.restore_all(d, ["nlmeans"], progress=False)["nlmeans"], c, m),
+        "tv": M.batch_metrics(C.restore_all(d, ["tv"], progress=False)["tv"], c, m),
+    }
+    got = {"degraded": sub["degraded"], "nlmeans": sub["classical"]["nlmeans"], "tv": sub["classical"]["tv"]}
+    for row, exp in expected.items():
+        for key in ("psnr", "ssim", "psnr_blur", "psnr_noise", "psnr_clean"):
+            assert got[row][key] == pytest.approx(exp[key].mean()), (row, key)
+    rows = details["anchor_subset"]["rows"]
+    assert rows["conv_ae.multi"]["psnr"] == pytest.approx(sub["conv_ae"]["multi"]["psnr"])
+    full_multi = details["rows"]["conv_ae.multi"]["psnr"]
+    assert sub["conv_ae"]["multi"]["psnr"] != pytest.approx(full_multi)  # a different set of images
+    best = max(("nlmeans", "tv"), key=lambda n: sub["classical"][n]["psnr"])
+    assert sub["best_classical"] == {"name": best, "psnr": sub["classical"][best]["psnr"]}
+    for mode in ("base", "single", "multi"):
+        r = sub["conv_ae"][mode]
+        assert r["margin_db"] == pytest.approx(r["psnr"] - sub["best_classical"]["psnr"])
+    assert "Like for like on the anchor subset: 3 of the 6 test images" in summary
+    assert "ran on these images only: tv" in summary and f"vs {best} (dB)" in summary
+    assert (tmp_path / "plots" / "bars_anchor.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_missing_optional_restorer_is_skipped_with_a_note(tmp_path, workdir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bm3d", None)  # `import bm3d` raises ImportError
+    saved, summary, details = _run(workdir, tmp_path, classical=["tv", "bm3d"], anchor_images=3)
+    assert "bm3d" not in saved["classical"] and "bm3d" not in saved["anchor_subset"]["classical"]
+    assert saved["anchor_subset"]["best_classical"]["name"] == "tv"
+    assert "not installed" in details["skipped"]["bm3d"]
+    assert "**bm3d (classical): skipped**" in summary and ".[bm3d]" in summary
+    assert "Like for like" not in summary  # no slow row ran
+
+
+def test_bm3d_row_on_the_anchor_subset(tmp_path, workdir, test_split):
+    pytest.importorskip("bm3d")
+    clean, degraded, mask = test_split
+    saved, summary, details = _run(workdir, tmp_path, classical=["bm3d"], anchor_images=2)
+    sub = saved["anchor_subset"]
+    assert "bm3d" not in saved.get("classical", {}) and sub["best_classical"]["name"] == "bm3d"
+    assert sub["classical"]["bm3d"]["psnr"] > sub["degraded"]["psnr"] + 1
+    assert sub["classical"]["bm3d"]["megapixels_per_s"] > 0
+    assert "bm3d (classical)" in summary and details["anchor_subset"]["images"] == [0, 5]
 
 
 def test_block_settings_must_match_the_model(tmp_path, test_split):

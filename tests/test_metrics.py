@@ -12,6 +12,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aerestore import metrics as M
+from aerestore.data.layout import DAMAGE_KINDS, damage_labels
 
 
 def _rand_pair(shape, seed=0, noise=0.1):
@@ -164,41 +165,76 @@ def test_luminance_bt601():
 
 
 # ---------------------------------------------------------------- masked / batch
-def test_masked_metrics_inside_differs_only(camera64):
-    ref = camera64
+def _damaged_camera(ref):
+    """Blur a square (blur channel 255, a feathered rim of 80), add noise to a band (noise
+    channel 200), leave the rest untouched: (x, mask uint8 (64, 64, K))."""
+    rng = np.random.default_rng(5)
     blurred = ndimage.gaussian_filter(ref, (2, 2, 0))
-    mask = np.zeros((64, 64))
-    mask[16:48, 16:48] = 1.0
-    mask[14:16, 16:48] = 0.3  # feathered edge: in neither region
+    mask = np.zeros((64, 64, len(DAMAGE_KINDS)), np.uint8)
+    b, n = DAMAGE_KINDS.index("blur"), DAMAGE_KINDS.index("noise")
+    mask[16:40, 16:48, b] = 255
+    mask[14:16, 16:48, b] = 80  # feathered rim: weight <= 127, in no region
+    mask[48:60, :, n] = 200
     x = ref.copy()
-    x[mask > 0] = blurred[mask > 0]
+    x[mask[..., b] > 0] = blurred[mask[..., b] > 0]
+    band = mask[..., n] > 0
+    x[band] = np.clip(x[band] + rng.normal(0, 0.1, x[band].shape), 0, 1)
+    return x, mask
+
+
+def test_region_metrics_per_damage_kind(camera64):
+    ref = camera64
+    x, mask = _damaged_camera(ref)
     out = M.image_metrics(x, ref, mask)
-    assert out["psnr_outside"] == math.inf
-    inside = mask > 0.5
-    mse_in = np.mean((x[inside] - ref[inside]) ** 2)
-    assert out["psnr_inside"] == pytest.approx(10 * np.log10(1 / mse_in))
-    assert out["ssim_inside"] < out["ssim_outside"] <= 1.0
-    assert out["blur_percent_inside"] > 20 and abs(out["blur_percent_outside"]) < 5
-    assert out["laplacian_var_inside"] < out["laplacian_var_outside"]
-    # uint8 mask (the prepared format, 0..255, trailing channel) gives the same numbers
-    out8 = M.image_metrics(x, ref, np.round(mask * 255).astype(np.uint8)[..., None])
-    assert out8 == pytest.approx(out)
+    labels = damage_labels(mask)
+    for i, kind in enumerate(DAMAGE_KINDS):
+        sel = labels == i + 1
+        assert sel.any()
+        mse = np.mean((x[sel] - ref[sel]) ** 2)
+        assert out[f"psnr_{kind}"] == pytest.approx(10 * np.log10(1 / mse))
+    assert out["psnr_clean"] == math.inf  # untouched pixels
+    assert out["ssim_blur"] < out["ssim_clean"] <= 1.0 and out["ssim_noise"] < out["ssim_clean"]
+    assert out["blur_percent_blur"] > 20 and abs(out["blur_percent_clean"]) < 10  # edges touch damage
+    assert out["blur_percent_noise"] < -20  # noise: more local contrast than the clean image
+    assert out["laplacian_var_blur"] < out["laplacian_var_clean"] < out["laplacian_var_noise"]
+    # the feathered rim (weight 80) is in no region: the regions do not cover the image
+    regions = M.damage_regions(mask.astype(np.float64))
+    assert set(regions) == set(M.REGIONS) == set(DAMAGE_KINDS) | {"clean"}
+    assert not any(r[14:16, 16:48].any() for r in regions.values())
+    assert sum(r.astype(int) for r in regions.values()).max() == 1  # disjoint
+    # float masks (weight / 255) give the same numbers
+    assert M.image_metrics(x, ref, mask / 255.0) == pytest.approx(out)
+
+
+def test_one_channel_masks_are_local_blur(camera64):
+    ref = camera64
+    x, mask = _damaged_camera(ref)
+    blur = mask[..., DAMAGE_KINDS.index("blur")]
+    only_blur = np.zeros_like(mask)
+    only_blur[..., DAMAGE_KINDS.index("blur")] = blur
+    expected = M.image_metrics(x, ref, only_blur)
+    assert expected["psnr_noise"] is None  # no pixel records noise
+    for legacy in (blur, blur[..., None], blur / 255.0):  # (H, W), (H, W, 1), float
+        assert M.image_metrics(x, ref, legacy) == pytest.approx(expected)
 
 
 def test_empty_region_is_none(camera64):
     x = np.clip(camera64 + 0.05, 0, 1)
-    out = M.image_metrics(x, camera64, np.zeros((64, 64)))
-    assert all(out[f"{k}_inside"] is None for k in M.REGION_METRICS)
-    assert out["psnr_outside"] == pytest.approx(out["psnr"])
-    assert "psnr_inside" not in M.image_metrics(x, camera64)
+    out = M.image_metrics(x, camera64, np.zeros((64, 64, len(DAMAGE_KINDS))))
+    for region in DAMAGE_KINDS:
+        assert all(out[f"{k}_{region}"] is None for k in M.REGION_METRICS)
+    assert out["psnr_clean"] == pytest.approx(out["psnr"])
+    assert "psnr_clean" not in M.image_metrics(x, camera64)
+    assert M.region_keys(("psnr",)) == [f"psnr_{r}" for r in M.REGIONS]
 
 
 def test_batch_matches_single_image_functions():
     rng = np.random.default_rng(4)
     ref = rng.random((3, 24, 20, 3))
     x = np.clip(ref + rng.normal(0, 0.05, ref.shape), 0, 1)
-    masks = (rng.random((3, 24, 20)) > 0.5).astype(np.float64)
-    masks[2] = 0.0
+    masks = (rng.random((3, 24, 20, len(DAMAGE_KINDS))) * 255).astype(np.uint8)
+    masks[rng.random(masks.shape) < 0.3] = 0
+    masks[2] = 0
     res = M.batch_metrics(x, ref, masks, chunk=2)
     for i in range(3):
         single = M.image_metrics(x[i], ref[i], masks[i])
@@ -213,9 +249,8 @@ def test_batch_matches_single_image_functions():
                 assert math.isnan(res[k][i])
             else:
                 assert res[k][i] == pytest.approx(v)
-    assert set(res) == set(M.METRICS) | {
-        f"{k}_{r}" for k in M.REGION_METRICS for r in ("inside", "outside")
-    }
+    assert set(res) == set(M.METRICS) | {f"{k}_{r}" for k in M.REGION_METRICS for r in M.REGIONS}
+    assert set(M.region_keys()) == set(res) - set(M.METRICS)
 
 
 def test_bad_input_is_named():
@@ -228,5 +263,9 @@ def test_bad_input_is_named():
         M.psnr(np.full_like(x, np.nan), ref)
     with pytest.raises(ValueError, match="masks"):
         M.batch_metrics(x[None], ref[None], np.zeros((1, 8, 8)))
+    with pytest.raises(ValueError, match="one channel per damage kind"):
+        M.batch_metrics(x[None], ref[None], np.zeros((1, 16, 16, len(DAMAGE_KINDS) + 1)))
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        M.batch_metrics(x[None], ref[None], np.full((1, 16, 16, len(DAMAGE_KINDS)), 2.0))
     with pytest.raises(ValueError, match="differ in shape"):
         M.psnr(x, ref[:8])

@@ -5,9 +5,18 @@ Rows: the degraded input itself, for each architecture its ``base`` (shared deco
 trained), ``single`` (the control decoder) and ``multi`` (per-cluster decoders), and the
 classical restorers of :mod:`aerestore.classical`. Per metric: the mean over images, the
 share of images on which ``multi`` beats ``single`` (the CelebA study's "Percentage"
-column; ties count half) and a paired two-sided Wilcoxon test. With local-blur masks,
-PSNR, SSIM and blur are also reported inside (mask > 0.5) and outside (mask == 0) the
-blurred regions.
+column; ties count half) and a paired two-sided Wilcoxon test. With damage masks (one
+channel per kind of local damage, :data:`aerestore.data.layout.DAMAGE_KINDS`), PSNR and SSIM
+are also reported per region (:data:`aerestore.metrics.REGIONS`): inside each kind's damage
+(``psnr_blur``, ``psnr_noise``) and in the clean pixels (``psnr_clean``).
+
+The slow classical restorers (``Restorer.slow``: bm3d) run only on a fixed subset of the test
+images, ``evaluate.anchor_images`` of them evenly spaced (:func:`anchor_indices`; 0 = all).
+Every row is also scored on that subset (the per-image metrics of the rows that ran on all
+images, taken at the subset's indices: the same images), so the "anchor subset" table compares
+like for like; ``best_classical`` is the classical row with the best PSNR there and
+``<arch>.<mode>.margin_db`` each network's PSNR minus it. A classical restorer whose optional
+package is missing (bm3d, non-commercial licence) is skipped with a note.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from .io import atomic_dir, atomic_path, open_array, write_json, write_text
 
 # The columns of metrics/evaluate.json and of the summary table (means over images).
 MAIN_METRICS = ("psnr", "ssim", "uqi", "blur_percent")
-REGION_KEYS = ("psnr_inside", "psnr_outside", "ssim_inside", "ssim_outside")
+# Per region (each damage kind, then the clean pixels): psnr_blur, ssim_blur, ..., psnr_clean.
+REGION_KEYS = tuple(M.region_keys(("psnr", "ssim")))
 COMPARED = ("psnr", "ssim", "uqi", "blur_percent")  # multi vs single, per image
 MODES = ("base", "single", "multi")
 
@@ -66,6 +76,38 @@ def classical_row(name: str) -> RowFn:
     return fn
 
 
+def has_damage(masks) -> bool:
+    """Whether any pixel of the masks records damage (then the region metrics are reported)."""
+    return masks is not None and bool(np.asarray(masks).size) and bool(np.asarray(masks).max() > 0)
+
+
+def anchor_indices(n: int, k: int) -> np.ndarray:
+    """The fixed subset of ``n`` test images for the slow restorers: ``k`` evenly spaced
+    indices ``round(linspace(0, n - 1, k))`` (first and last included), all ``n`` when
+    ``k`` is 0 or at least ``n``. Deterministic."""
+    if k <= 0 or k >= n:
+        return np.arange(n)
+    return np.unique(np.rint(np.linspace(0, n - 1, k)).astype(np.int64))
+
+
+def on_subset(
+    metrics: dict[str, dict[str, np.ndarray]],
+    indices: np.ndarray,
+    subset_metrics: dict[str, dict[str, np.ndarray]] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every row's per-image metrics on the images ``indices``: those of ``metrics`` (scored on
+    all images) taken at ``indices``, and ``subset_metrics`` (rows scored on exactly those
+    images, in that order) as they are."""
+    idx = np.asarray(indices)
+    out = {r: {k: v[idx] for k, v in m.items()} for r, m in metrics.items()}
+    for r, m in (subset_metrics or {}).items():
+        bad = [k for k, v in m.items() if len(v) != len(idx)]
+        if bad:
+            raise ValueError(f"row {r!r}: {bad[0]} has {len(m[bad[0]])} images, the subset {len(idx)}")
+        out[r] = dict(m)
+    return out
+
+
 def score_rows(
     clean: np.ndarray,
     degraded: np.ndarray,
@@ -74,18 +116,21 @@ def score_rows(
     chunk: int = 64,
     keep: int = 0,
     progress: bool = True,
+    regions: bool | None = None,
+    desc: str = "evaluate",
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float], dict[str, np.ndarray]]:
     """Run each row's restorer over the images in chunks and score every image.
 
     Returns per-image metrics ``{row: {metric: (N,)}}``, seconds per row, and the first
-    ``keep`` restored images of each row (uint8) for the grids.
+    ``keep`` restored images of each row (uint8) for the grids. ``regions``: whether to add
+    the region metrics (default: when ``masks`` has any damaged pixel).
     """
     n = len(clean)
-    use_mask = masks is not None and masks.size and bool(np.asarray(masks).max() > 0)
+    use_mask = has_damage(masks) if regions is None else bool(regions and masks is not None)
     per_image: dict[str, dict[str, list]] = {r: {} for r in rows}
     seconds = {r: 0.0 for r in rows}
     kept: dict[str, list] = {r: [] for r in rows}
-    bar = tqdm(total=n * len(rows), desc="evaluate", unit="img", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=n * len(rows), desc=desc, unit="img", disable=not progress, mininterval=0.5)
     for start in range(0, n, chunk):
         c = np.asarray(clean[start : start + chunk], dtype=np.float64) / 255.0
         d = np.asarray(degraded[start : start + chunk], dtype=np.float64) / 255.0
@@ -112,6 +157,14 @@ def _mean(v: np.ndarray) -> float | None:
     return None if m is None or not np.isfinite(m) else float(m)
 
 
+def _per_image(v: np.ndarray) -> list[float | None]:
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(v, dtype=np.float64)]
+
+
+def _finite_or_none(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
 def row_summary(per: dict[str, np.ndarray]) -> dict[str, float | None]:
     out = {k: _mean(per[k]) for k in MAIN_METRICS}
     for k in REGION_KEYS:
@@ -121,18 +174,56 @@ def row_summary(per: dict[str, np.ndarray]) -> dict[str, float | None]:
 
 
 def compare(multi: dict[str, np.ndarray], single: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Per metric: share of images where multi beats single, and the paired Wilcoxon test."""
+    """Per metric (and per region metric present): share of images where multi beats single,
+    and the paired Wilcoxon test's p-value (``None`` where no image has the value, e.g. a
+    region without pixels)."""
     out = {}
-    for k in COMPARED + tuple(key for key in ("psnr_inside", "psnr_outside") if key in multi):
-        base = k.split("_inside")[0].split("_outside")[0]
+    for k in COMPARED + tuple(key for key in REGION_KEYS if key in multi):
+        base = _base_metric(k)
         a, b = multi[k], single[k]
         if base == "blur_percent":  # better = closer to the reference's sharpness
             a, b, higher = np.abs(a), np.abs(b), False
         else:
             higher = bool(M.HIGHER_IS_BETTER.get(base, True))
         w = S.wilcoxon_paired(a, b)
-        out[k] = {"share": S.share_better(a, b, higher_is_better=higher), "p_value": w["p_value"]}
+        out[k] = {"share": _finite_or_none(S.share_better(a, b, higher_is_better=higher)),
+                  "p_value": _finite_or_none(w["p_value"])}
     return out
+
+
+def _base_metric(key: str) -> str:
+    for region in M.REGIONS:
+        if key.endswith(f"_{region}") and key[: -len(region) - 1] in M.REGION_METRICS:
+            return key[: -len(region) - 1]
+    return key
+
+
+def _rows_block(metrics, seconds, archs, classical, megapixels, with_compare: bool) -> dict:
+    block: dict = {"degraded": row_summary(metrics["degraded"])}
+    for arch in archs:
+        entry = {mode: row_summary(metrics[f"{arch}.{mode}"]) for mode in MODES if f"{arch}.{mode}" in metrics}
+        if with_compare:
+            entry["multi_vs_single"] = compare(metrics[f"{arch}.multi"], metrics[f"{arch}.single"])
+            entry["megapixels_per_s"] = megapixels / max(seconds[f"{arch}.multi"], 1e-9)
+        block[arch] = entry
+    names = [c for c in classical if c in metrics]
+    if names:
+        block["classical"] = {}
+        for name in names:
+            block["classical"][name] = row_summary(metrics[name])
+            if name in seconds:
+                block["classical"][name]["megapixels_per_s"] = megapixels / max(seconds[name], 1e-9)
+    return block
+
+
+def best_classical(block: dict) -> dict | None:
+    """``{"name", "psnr"}`` of the classical row with the highest mean PSNR in a results block
+    (``None`` when no classical row has a PSNR)."""
+    rows = [(r["psnr"], name) for name, r in block.get("classical", {}).items() if r.get("psnr") is not None]
+    if not rows:
+        return None
+    psnr, name = max(rows, key=lambda t: t[0])
+    return {"name": name, "psnr": psnr}
 
 
 def summarise(
@@ -142,19 +233,36 @@ def summarise(
     classical: list[str],
     n_images: int,
     megapixels: float,
+    anchor: dict[str, dict[str, np.ndarray]] | None = None,
+    anchor_seconds: dict[str, float] | None = None,
+    anchor_megapixels: float = 0.0,
 ) -> dict:
-    """The content of metrics/evaluate.json."""
-    result: dict = {"images": n_images, "degraded": row_summary(metrics["degraded"])}
-    for arch in archs:
-        entry = {mode: row_summary(metrics[f"{arch}.{mode}"]) for mode in MODES if f"{arch}.{mode}" in metrics}
-        entry["multi_vs_single"] = compare(metrics[f"{arch}.multi"], metrics[f"{arch}.single"])
-        entry["megapixels_per_s"] = megapixels / max(seconds[f"{arch}.multi"], 1e-9)
-        result[arch] = entry
-    if classical:
-        result["classical"] = {}
-        for name in classical:
-            result["classical"][name] = row_summary(metrics[name])
-            result["classical"][name]["megapixels_per_s"] = megapixels / max(seconds[name], 1e-9)
+    """The content of metrics/evaluate.json.
+
+    ``metrics``: the rows scored on all ``n_images``; ``anchor``: every row on the anchor
+    subset (:func:`on_subset`), with ``anchor_seconds`` / ``anchor_megapixels`` the timings of
+    the rows that ran on the subset only. The subset block ``anchor_subset`` holds every row's
+    means there, ``best_classical`` and, per architecture and mode, ``margin_db`` (PSNR minus
+    the best classical PSNR; positive = the network beats every classical restorer).
+    """
+    result: dict = {"images": n_images}
+    result.update(_rows_block(metrics, seconds, archs, classical, megapixels, with_compare=True))
+    if anchor is not None:
+        n_sub = len(anchor["degraded"]["psnr"])
+        sub = {"images": n_sub}
+        sub_seconds = {r: t * n_sub / n_images for r, t in seconds.items()}  # a share of the full run
+        sub_seconds.update(anchor_seconds or {})
+        sub_mpx = anchor_megapixels or megapixels * n_sub / n_images
+        sub.update(_rows_block(anchor, sub_seconds, archs, classical, sub_mpx, with_compare=False))
+        best = best_classical(sub)
+        if best is not None:
+            sub["best_classical"] = best
+            for arch in archs:
+                for mode in MODES:
+                    r = sub[arch].get(mode)
+                    if r is not None:
+                        r["margin_db"] = None if r["psnr"] is None else r["psnr"] - best["psnr"]
+        result["anchor_subset"] = sub
     return result
 
 
@@ -164,47 +272,98 @@ def _fmt(v, digits=3) -> str:
     return f"{v:.{digits}f}"
 
 
-def summary_markdown(result: dict, archs: list[str], classical: list[str], settings: dict[str, str]) -> str:
-    has_region = "psnr_inside" in result["degraded"]
+def _speed(v: float | None) -> str:
+    if not v:
+        return "–"
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"  # bm3d on small images: 0.0061, not 0.00
+
+
+def _shown_regions(block: dict) -> list[str]:
+    """The regions with pixels in the test images (the degraded row has a PSNR there)."""
+    return [r for r in M.REGIONS if block["degraded"].get(f"psnr_{r}") is not None]
+
+
+def _table(block: dict, archs: list[str], classical: list[str], regions: list[str],
+           margin_to: dict | None) -> list[str]:
     head = "| restorer | PSNR (dB) | SSIM | UQI | blur % |"
     sep = "|---|---:|---:|---:|---:|"
-    if has_region:
-        head += " PSNR in blur | PSNR outside |"
-        sep += "---:|---:|"
+    for r in regions:
+        head += f" PSNR {r} |"
+        sep += "---:|"
+    if margin_to is not None:
+        head += f" vs {margin_to['name']} (dB) |"
+        sep += "---:|"
     head += " Mpx/s |"
     sep += "---:|"
-    lines = [f"## aerestore: {result['images']} test images, whole-image metrics", "", head, sep]
+    lines = [head, sep]
 
     def row(label: str, r: dict, speed: float | None) -> str:
         s = (f"| {label} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'])} | {_fmt(r['uqi'])} "
              f"| {_fmt(r['blur_percent'], 1)} |")
-        if has_region:
-            s += f" {_fmt(r.get('psnr_inside'), 2)} | {_fmt(r.get('psnr_outside'), 2)} |"
-        return s + f" {_fmt(speed, 2) if speed else '–'} |"
+        for reg in regions:
+            s += f" {_fmt(r.get(f'psnr_{reg}'), 2)} |"
+        if margin_to is not None:
+            s += " – |" if r["psnr"] is None else f" {r['psnr'] - margin_to['psnr']:+.2f} |"
+        return s + f" {_speed(speed)} |"
 
-    lines.append(row("degraded input", result["degraded"], None))
+    lines.append(row("degraded input", block["degraded"], None))
     for arch in archs:
-        e = result[arch]
+        e = block[arch]
         lines.append(row(f"{arch} shared decoder (as trained)", e["base"], None))
         lines.append(row(f"{arch} single decoder (control)", e["single"], None))
-        lines.append(row(f"**{arch} per-cluster decoders**", e["multi"], e["megapixels_per_s"]))
+        lines.append(row(f"**{arch} per-cluster decoders**", e["multi"], e.get("megapixels_per_s")))
     for name in classical:
-        r = result["classical"][name]
-        lines.append(row(f"{name} (classical)", r, r["megapixels_per_s"]))
+        if name in block.get("classical", {}):
+            r = block["classical"][name]
+            lines.append(row(f"{name} (classical)", r, r.get("megapixels_per_s")))
+    return lines
+
+
+def summary_markdown(result: dict, archs: list[str], classical: list[str], settings: dict[str, str],
+                     skipped: dict[str, str] | None = None) -> str:
+    skipped = skipped or {}
+    regions = _shown_regions(result)
+    sub = result.get("anchor_subset")
+    full_classical = [c for c in classical if c in result.get("classical", {})]
+    subset_only = [c for c in classical if sub and c in sub.get("classical", {}) and c not in full_classical]
+    lines = [f"## aerestore: {result['images']} test images, whole-image metrics", ""]
+    lines += _table(result, archs, full_classical, regions, None)
+    if sub is not None and subset_only:
+        what = ", ".join(subset_only) if subset_only else "none"
+        lines += ["", f"### Like for like on the anchor subset: {sub['images']} of the {result['images']} test "
+                  f"images (evenly spaced, `evaluate.anchor_images`), every row on the same images",
+                  "", f"Slow classical restorers that ran on these images only: {what}.", ""]
+        lines += _table(sub, archs, classical, regions, sub.get("best_classical"))
+    if sub is not None and sub.get("best_classical"):
+        b = sub["best_classical"]
+        margins = "; ".join(
+            f"{arch} {mode} {sub[arch][mode]['margin_db']:+.2f} dB" for arch in archs for mode in ("single", "multi")
+            if sub[arch].get(mode, {}).get("margin_db") is not None)
+        lines += ["", f"Best classical restorer on the {sub['images']} anchor images: **{b['name']}**, "
+                  f"{b['psnr']:.2f} dB. Margin of the networks over it (PSNR): {margins or '–'}."]
+    for name, why in skipped.items():
+        lines += ["", f"**{name} (classical): skipped**: {why}."]
     lines += ["", "Share of test images on which the per-cluster decoders beat the single "
               "decoder (ties count half; p: paired two-sided Wilcoxon):", ""]
-    keys = list(COMPARED) + (["psnr_inside", "psnr_outside"] if has_region else [])
+    keys = list(COMPARED) + [f"psnr_{r}" for r in regions]
     lines.append("| architecture | " + " | ".join(keys) + " |")
     lines.append("|---|" + "---:|" * len(keys))
     for arch in archs:
         cmp_ = result[arch]["multi_vs_single"]
-        cells = [f"{cmp_[k]['share']:.0%} (p={cmp_[k]['p_value']:.2g})" if k in cmp_ else "–" for k in keys]
+        cells = [f"{cmp_[k]['share']:.0%} (p={cmp_[k]['p_value']:.2g})"
+                 if k in cmp_ and cmp_[k]["share"] is not None and cmp_[k]["p_value"] is not None else "–"
+                 for k in keys]
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
-    if classical:
-        lines += ["", "Classical restorers' settings: " + "; ".join(f"{n}: {settings.get(n, '')}" for n in classical) + "."]
+    ran = [n for n in classical if n not in skipped]
+    if ran:
+        lines += ["", "Classical restorers' settings: " + "; ".join(f"{n}: {settings.get(n, '')}" for n in ran) + "."]
     lines += ["", "PSNR/SSIM/UQI: higher is better. blur %: 100·(Z1−Z2)/Z1 against the clean image, "
               "0 = as sharp as the clean image, > 0 blurrier, < 0 noisier/over-sharpened; the "
               "comparison uses |blur %|."]
+    if regions:
+        lines += ["PSNR <kind>: over the pixels whose damage mask marks that kind (weight > "
+                  "127/255, the largest of the kinds); PSNR clean: over the pixels without any local "
+                  "damage (every mask channel 0)."]
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +393,7 @@ def grid_png(rows: list[tuple[str, np.ndarray]], path: str | Path, title: str) -
     plt.close(fig)
 
 
-def bars_png(result: dict, archs: list[str], classical: list[str], path: str | Path) -> None:
+def bars_png(result: dict, archs: list[str], classical: list[str], path: str | Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,8 +406,9 @@ def bars_png(result: dict, archs: list[str], classical: list[str], path: str | P
             labels.append(f"{a} {mode}")
             rows.append(result[a][mode])
     for c in classical:
-        labels.append(c)
-        rows.append(result["classical"][c])
+        if c in result.get("classical", {}):
+            labels.append(c)
+            rows.append(result["classical"][c])
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.35 * len(labels) + 1.2), dpi=100)
     for ax, key, name in zip(axes, ("psnr", "ssim", "uqi"), ("PSNR (dB)", "SSIM", "UQI")):
         vals = [r[key] if r[key] is not None else np.nan for r in rows]
@@ -261,6 +421,8 @@ def bars_png(result: dict, archs: list[str], classical: list[str], path: str | P
         if finite:
             lo, hi = min(finite), max(finite)
             ax.set_xlim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -274,6 +436,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
 
     ep = params.evaluate
     clean, degraded, masks = load_test(prepared_dir, ep.max_images)
+    n, h, w = clean.shape[:3]
     archs = list(params.architectures)
     rows: dict[str, RowFn] = {"degraded": lambda d: d}
     for arch in archs:
@@ -285,17 +448,47 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
         for mode in MODES:
             rows[f"{arch}.{mode}"] = restorer_row(restorer, mode)
     classical = list(ep.classical)
+    skipped = {name: why for name in classical if (why := RESTORERS[name].missing()) is not None}
+    indices = anchor_indices(n, ep.anchor_images)
+    whole = len(indices) == n  # the subset is the whole split: every row runs on every image
+    slow_rows: dict[str, RowFn] = {}
     for name in classical:
-        rows[name] = classical_row(name)
-    metrics, seconds, images = score_rows(clean, degraded, masks, rows, keep=ep.grid_images, progress=progress)
-    n, h, w = clean.shape[:3]
-    result = summarise(metrics, seconds, archs, classical, n, n * h * w / 1e6)
-    settings = {name: ", ".join(f"{k} {v}" for k, v in RESTORERS[name].settings.items()) for name in classical}
-    summary = summary_markdown(result, archs, classical, settings)
+        if name in skipped:
+            continue
+        if RESTORERS[name].slow and not whole:
+            slow_rows[name] = classical_row(name)
+        else:
+            rows[name] = classical_row(name)
+    regions = has_damage(masks)
+    metrics, seconds, images = score_rows(clean, degraded, masks, rows, keep=ep.grid_images,
+                                          progress=progress, regions=regions)
+    sub_metrics, sub_seconds = {}, {}
+    if slow_rows:
+        sub_metrics, sub_seconds, _ = score_rows(
+            np.asarray(clean[indices]), np.asarray(degraded[indices]),
+            None if masks is None else np.asarray(masks[indices]), slow_rows,
+            progress=progress, regions=regions, desc="evaluate (anchor subset)")
+    anchor = on_subset(metrics, indices, sub_metrics)
+    result = summarise(metrics, seconds, archs, classical, n, n * h * w / 1e6,
+                       anchor=anchor, anchor_seconds=sub_seconds, anchor_megapixels=len(indices) * h * w / 1e6)
+    ran = [name for name in classical if name not in skipped]
+    settings = {name: ", ".join(f"{k} {v}" for k, v in RESTORERS[name].settings.items()) for name in ran}
+    summary = summary_markdown(result, archs, classical, settings, skipped)
+    network_rows = ["degraded"] + [f"{a}.{mode}" for a in archs for mode in MODES]
     details = {
         "rows": {r: {k: _mean(v) for k, v in m.items()} for r, m in metrics.items()},
+        # per test image, for the multi-vs-single comparison over seeds (aerestore seeds)
+        "per_image": {r: {k: _per_image(v) for k, v in metrics[r].items() if k in MAIN_METRICS + REGION_KEYS}
+                      for r in network_rows},
         "seconds": seconds,
-        "classical_settings": {name: RESTORERS[name].settings for name in classical},
+        "anchor_subset": {
+            "images": indices.tolist(),
+            "rows": {r: {k: _mean(v) for k, v in m.items()} for r, m in anchor.items()},
+            "seconds": sub_seconds,
+            "slow_rows": list(slow_rows),
+        },
+        "skipped": skipped,
+        "classical_settings": {name: RESTORERS[name].settings for name in ran},
         "routing": ep.routing,
     }
     clean_u8 = np.asarray(clean[: ep.grid_images])
@@ -305,6 +498,9 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
                       ("multi", images[f"{arch}.multi"]), ("clean", clean_u8)],
                      tmp / f"grid_{arch}.png", f"{arch}: degraded | single decoder | per-cluster | clean")
         bars_png(result, archs, classical, tmp / "bars.png")
+        if slow_rows:
+            bars_png(result["anchor_subset"], archs, classical, tmp / "bars_anchor.png",
+                     f"anchor subset: {len(indices)} of {n} test images, every row on the same images")
     write_json(json_path, result)
     write_json(details_path, details)
     write_text(summary_path, summary)

@@ -9,10 +9,15 @@ Conventions (whole module)
 * The data range is 1 everywhere (PSNR peak, SSIM constants).
 * Blur measures work on the luminance ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, as
   OpenCV's ``cvtColor``); a grey image is its own luminance.
-* A local-blur mask is ``(H, W)`` or ``(H, W, 1)``, float in ``[0, 1]`` or ``uint8`` 0..255
-  (divided by 255): the blend weight of the local blur at each pixel. Region metrics are
-  reported for ``inside`` (mask > 0.5) and ``outside`` (mask == 0); pixels with
-  0 < mask <= 0.5 (the feathered edge) belong to neither.
+* A damage mask is ``(H, W, K)`` with one channel per kind of local damage, ``K =
+  len(DAMAGE_KINDS)`` in the order of :data:`aerestore.data.layout.DAMAGE_KINDS` (``blur``,
+  ``noise``): the weight (``uint8`` 0..255, or float in [0, 1] = weight / 255) with which that
+  kind was applied at each pixel. For backwards compatibility ``(H, W)`` and ``(H, W, 1)`` are
+  a one-kind mask of local blur (the other kinds 0). Region metrics are reported per region of
+  :data:`REGIONS`: ``<kind>`` = the pixels whose damage class
+  (:func:`aerestore.data.layout.damage_labels`) is that kind, i.e. whose largest weight exceeds
+  ``DAMAGE_THRESHOLD`` (127 of 255) and belongs to that kind; ``clean`` = the pixels with every
+  channel 0. Pixels with a small non-zero weight (the feathered rims) belong to no region.
 
 Metrics (per image)
 -------------------
@@ -59,11 +64,12 @@ Metrics (per image)
 
 Region metrics (with a mask): ``psnr`` (MSE over the region's pixels, all channels), ``ssim``
 (mean of the full SSIM map over the region's pixels and the channels; here the map is used up to
-the border, where skimage's reflect padding applies, so ``ssim_inside``/``ssim_outside`` do not
-average to ``ssim``), ``laplacian_var`` (variance of the Laplacian response over the region's
-interior pixels) and ``blur_percent`` (Z1, Z2 averaged over the region's interior pixels). The
-keys are ``<metric>_inside`` and ``<metric>_outside``; a region without pixels gives ``None``
-(:func:`image_metrics`) or ``nan`` (:func:`batch_metrics`). UQI and hf_share are global only.
+the border, where skimage's reflect padding applies, so the regions' SSIMs do not average to
+``ssim``), ``laplacian_var`` (variance of the Laplacian response over the region's interior
+pixels) and ``blur_percent`` (Z1, Z2 averaged over the region's interior pixels). The keys are
+``<metric>_<region>`` (``psnr_blur``, ``ssim_noise``, ``psnr_clean``, ...) for every region of
+:data:`REGIONS`; a region without pixels gives ``None`` (:func:`image_metrics`) or ``nan``
+(:func:`batch_metrics`). UQI and hf_share are global only.
 """
 
 from __future__ import annotations
@@ -74,9 +80,14 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from aerestore.data.layout import DAMAGE_KINDS, damage_labels
+
 __all__ = [
     "METRICS",
     "REGION_METRICS",
+    "REGIONS",
+    "region_keys",
+    "damage_regions",
     "HIGHER_IS_BETTER",
     "CLOSER_TO_ZERO_IS_BETTER",
     "as_float_images",
@@ -94,6 +105,8 @@ __all__ = [
 
 METRICS = ("psnr", "ssim", "uqi", "laplacian_var", "hf_share", "blur_percent")
 REGION_METRICS = ("psnr", "ssim", "laplacian_var", "blur_percent")
+# The regions of the region metrics: one per kind of local damage, then the undamaged pixels.
+REGIONS = tuple(DAMAGE_KINDS) + ("clean",)
 # Direction of "better" for the comparisons in aerestore.stats (share_better's
 # higher_is_better). None: no direction by itself. The two no-reference blur measures have no
 # "better" without a target (noise raises them too); blur_percent is best at 0 (negative means
@@ -150,25 +163,61 @@ def as_float_images(a: Any, name: str = "images", ndim: int = 4) -> np.ndarray:
 
 
 def _as_masks(m: Any, shape: tuple[int, ...], name: str = "masks") -> np.ndarray:
-    """Masks to float64 ``(N, H, W)`` in [0, 1] for images of ``shape`` (N, H, W, C)."""
+    """Damage masks to float64 weights on the 0..255 scale, ``(N, H, W, K)`` with ``K =
+    len(DAMAGE_KINDS)``, for images of ``shape`` (N, H, W, C).
+
+    Accepts ``(N, H, W, K)`` and, as a one-kind mask of local blur, ``(N, H, W)`` or
+    ``(N, H, W, 1)``; ``uint8`` 0..255, bool, or float in [0, 1] (multiplied by 255).
+    """
     arr = np.asarray(m)
-    if arr.ndim == len(shape) and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.shape != tuple(shape[:-1]):
+    k = len(DAMAGE_KINDS)
+    base = tuple(shape[:-1])
+    if arr.shape == base + (k,):
+        legacy = False
+    elif arr.shape == base or arr.shape == base + (1,):
+        legacy = True
+        if "blur" not in DAMAGE_KINDS:
+            raise ValueError(f"{name}: a one-channel mask means local blur, not one of {DAMAGE_KINDS}")
+    else:
         raise ValueError(
-            f"{name}: expected shape {tuple(shape[:-1])} (or with a trailing 1) to match the "
-            f"images {tuple(shape)}, got {np.asarray(m).shape}"
+            f"{name}: expected shape {base + (k,)} (one channel per damage kind {DAMAGE_KINDS}) or, "
+            f"for a local-blur mask, {base} or {base + (1,)}, to match the images {tuple(shape)}; "
+            f"got {arr.shape}"
         )
     if arr.dtype == np.uint8:
-        return arr.astype(np.float64) / 255.0
-    if arr.dtype == np.bool_:
-        return arr.astype(np.float64)
-    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        w = arr.astype(np.float64)
+    elif arr.dtype == np.bool_:
+        w = arr.astype(np.float64) * 255.0
+    elif np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
+        w = arr.astype(np.float64)
+        if w.size and (not np.isfinite(w).all() or w.min() < 0 or w.max() > 1):
+            raise ValueError(f"{name}: values must be finite and in [0, 1] (or uint8 0..255)")
+        w = w * 255.0
+    else:
         raise ValueError(f"{name}: expected float in [0, 1] or uint8, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
-        raise ValueError(f"{name}: values must be finite and in [0, 1] (or uint8 0..255)")
-    return arr
+    if not legacy:
+        return w
+    if w.ndim == len(base) + 1:
+        w = w[..., 0]
+    out = np.zeros(base + (k,), dtype=np.float64)
+    out[..., DAMAGE_KINDS.index("blur")] = w
+    return out
+
+
+def damage_regions(weights: np.ndarray) -> dict[str, np.ndarray]:
+    """``{region: bool (..., H, W)}`` for every region of :data:`REGIONS`, from damage weights
+    ``(..., H, W, K)`` on the 0..255 scale: ``<kind>`` where :func:`damage_labels` gives that
+    kind (largest weight > ``DAMAGE_THRESHOLD``), ``clean`` where every weight is 0."""
+    labels = damage_labels(weights, axis=-1)
+    out = {kind: labels == i + 1 for i, kind in enumerate(DAMAGE_KINDS)}
+    out["clean"] = np.all(weights == 0, axis=-1)
+    return out
+
+
+def region_keys(metrics: tuple[str, ...] = REGION_METRICS) -> list[str]:
+    """The region metric names ``<metric>_<region>``, region by region (``psnr_blur``,
+    ``ssim_blur``, ..., ``psnr_clean``, ...)."""
+    return [f"{k}_{r}" for r in REGIONS for k in metrics]
 
 
 def _pair(x: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +385,7 @@ def _chunk_metrics(
     if m is not None:
         spix = smap.mean(axis=3)
         sq_pix = sq.mean(axis=3)
-        for region, sel in (("inside", m > 0.5), ("outside", m == 0)):
+        for region, sel in damage_regions(m).items():
             wgt = sel.astype(np.float64)
             w_in = _interior(wgt)
             out[f"psnr_{region}"] = np.where(
@@ -362,8 +411,9 @@ def batch_metrics(
     """Every metric for each image of a batch: ``{name: float64 array (N,)}``.
 
     ``restored`` and ``clean`` are ``(N, H, W, C)`` (float in [0, 1] or uint8). With ``masks``
-    (``(N, H, W)`` or ``(N, H, W, 1)``, float [0, 1] or uint8 0..255), the region metrics
-    ``<m>_inside`` / ``<m>_outside`` for ``m`` in :data:`REGION_METRICS` are added; a region
+    (``(N, H, W, K)``, one channel per damage kind, or a local-blur mask ``(N, H, W)`` /
+    ``(N, H, W, 1)``; uint8 0..255 or float [0, 1]), the region metrics ``<m>_<region>`` for
+    ``m`` in :data:`REGION_METRICS` and ``region`` in :data:`REGIONS` are added; a region
     without pixels gives ``nan``. Vectorised over ``chunk`` images at a time (default: about
     16k pixels' worth, 4 images of 64x64, which keeps the intermediates in cache: ~4 ms per
     64x64 RGB image with a mask on one core). See the module docstring for the definitions.
@@ -384,7 +434,7 @@ def batch_metrics(
     chunk = max(1, int(chunk))
     keys = list(METRICS)
     if m is not None:
-        keys += [f"{k}_{r}" for r in ("inside", "outside") for k in REGION_METRICS]
+        keys += region_keys()
     result = {k: np.empty(n, dtype=np.float64) for k in keys}
     for start in range(0, n, chunk):
         sl = slice(start, start + chunk)
@@ -403,9 +453,10 @@ def image_metrics(
 ) -> dict[str, float | None]:
     """Every metric of one image ``(H, W, C)`` against its reference, as floats.
 
-    With ``mask`` ``(H, W)`` (or ``(H, W, 1)``), adds ``<m>_inside`` (mask > 0.5) and
-    ``<m>_outside`` (mask == 0) for ``m`` in :data:`REGION_METRICS`; ``None`` for a region with
-    no pixels. ``blur_percent`` is ``nan`` for a flat reference.
+    With ``mask`` ``(H, W, K)`` (one channel per damage kind; or a local-blur mask ``(H, W)`` /
+    ``(H, W, 1)``), adds ``<m>_<region>`` for ``m`` in :data:`REGION_METRICS` and ``region`` in
+    :data:`REGIONS`; ``None`` for a region with no pixels. ``blur_percent`` is ``nan`` for a
+    flat reference.
     """
     xb, rb = _pair(x, ref)
     mb = None
@@ -413,10 +464,11 @@ def image_metrics(
         mk = np.asarray(mask)
         mb = mk[None]
     res = batch_metrics(xb, rb, mb, hf_cutoff=hf_cutoff, hf_window=hf_window)
+    regional = set(region_keys())
     out: dict[str, float | None] = {}
     for k, v in res.items():
         val = float(v[0])
-        out[k] = _none_if_nan(val) if k.endswith(("_inside", "_outside")) else val
+        out[k] = _none_if_nan(val) if k in regional else val
     return out
 
 

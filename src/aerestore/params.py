@@ -303,12 +303,15 @@ class DecodersParams(_Strict):
     eval_every: int = Field(2048, ge=1)  # block updates between two points of the fine-tuning curves
 
 
-CLASSICAL = ("nlmeans", "tv", "bilateral", "wiener", "richardson_lucy", "biharmonic")
+CLASSICAL = ("nlmeans", "bm3d", "tv", "bilateral", "wiener", "richardson_lucy", "biharmonic")
 
 
 class EvaluateParams(_Strict):
     routing: Literal["hard", "soft"] = "hard"
     max_images: int = Field(0, ge=0)  # 0 = the whole test split
+    # the slow classical restorers (bm3d) run on this many evenly spaced test images, on
+    # which every row is also compared; 0 = all
+    anchor_images: int = Field(48, ge=0)
     classical: list[Literal[CLASSICAL]] = list(CLASSICAL)  # type: ignore[valid-type]
     grid_images: int = Field(6, ge=1, le=64)
     batch_size: int = Field(2048, ge=1)  # blocks per forward pass

@@ -284,7 +284,7 @@ class ArchParams(_Strict):
 
 # ------------------------------------------------------------------------ cluster
 class ClusterParams(_Strict):
-    method: Literal["soft_kmeans", "ncut_head", "damage_head"] = "soft_kmeans"  # damage_head: unet_ae only
+    method: Literal["soft_kmeans", "ncut_head", "damage_head"] = "soft_kmeans"
     k: int = Field(2, ge=1)
     beta: float = Field(5.0, gt=0)  # responsibilities ~ exp(-beta * d^2 / s^2), s^2 = latent total variance
     tol: float = Field(1e-4, gt=0)
@@ -365,6 +365,20 @@ class Params(_Strict):
                     raise ValueError(
                         f"cluster.k ({self.cluster.k}) must equal train.ncut_k ({t.ncut_k}) "
                         f"when cluster.method is 'ncut_head'"
+                    )
+        if self.cluster.method == "damage_head":
+            from aerestore.data.layout import DAMAGE_CLASSES
+
+            if self.cluster.k != len(DAMAGE_CLASSES):
+                raise ValueError(
+                    f"cluster.k ({self.cluster.k}) must be {len(DAMAGE_CLASSES)} when cluster.method is "
+                    f"'damage_head': one cluster per damage class {list(DAMAGE_CLASSES)}"
+                )
+            for name in self.architectures:
+                if self.train_for(name).damage_weight <= 0:
+                    raise ValueError(
+                        f"cluster.method 'damage_head' needs the damage head: set train.damage_weight "
+                        f"> 0 (it is 0 for {name})"
                     )
         return self
 

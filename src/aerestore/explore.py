@@ -42,7 +42,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     a = np.asarray(images)
     if a.dtype != np.uint8 or a.ndim != 4:
         raise ValueError(f"expected uint8 images (N, H, W, C), got {a.dtype} {a.shape}")
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.array(a, copy=True)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -272,3 +272,90 @@ def plausibility(frames: torch.Tensor, references: torch.Tensor) -> Plausibility
         midpoints=float(d[mids].mean()),
         all_frames=[round(float(v), 6) for v in d],
     )
+
+
+# --------------------------------------------------------------------- the stage
+def pick(n_available: int, count: int, seed: int) -> np.ndarray:
+    """``count`` distinct indices of ``range(n_available)`` (seeded), or all of them."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_available, size=min(count, n_available), replace=False))
+
+
+def explore_images(
+    model: torch.nn.Module,
+    overlap: int,
+    clean: np.ndarray,
+    degraded: np.ndarray,
+    train_clean: np.ndarray,
+    *,
+    pairs: int = 4,
+    steps: int = 8,
+    interpolation: str = "auto",
+    samples: int = 16,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The grids and metrics of ``explore@<arch>`` from uint8 ``(N, H, W, C)`` test images
+    (``clean`` and their ``degraded`` inputs) and training images.
+
+    Grids (uint8 RGB pictures), by name:
+
+    * ``interpolation``: per pair of clean test images, the image A, the ``steps`` frames
+      decoded between their codes (the first is A's reconstruction, the last B's), image B;
+    * ``interpolation_degraded``: the same from the degraded versions (what the restorer
+      sees), so the frames are restorations;
+    * ``arithmetic``: per triple (a, b, c) of test images: a, b, c, a's reconstruction, and
+      the decoded ``a + (b - c)``;
+    * ``samples`` (VAEs, ``samples > 0``): decodes of codes drawn from N(0, I), seeded.
+
+    Metrics: the interpolation method; the mean pixel MSE of the frames to their nearest
+    training image (``plausibility``: endpoints, midpoints, per step; clean and degraded
+    rows) and the colourfulness (Hasler & Süsstrunk) of test, degraded, reconstructed and
+    sampled images.
+    """
+    from .colour import colourfulness
+
+    codec = LatentCodec(model, overlap=overlap)
+    method = resolve_method(model, interpolation)
+    n = len(clean)
+    if n < 2:
+        raise ValueError(f"explore needs at least 2 test images, got {n}")
+    idx = pick(n, 2 * pairs, seed)
+    half = len(idx) // 2
+    ia, ib = idx[:half], idx[half : 2 * half]
+    c, d = to_tensor(clean), to_tensor(degraded)
+    refs = to_tensor(train_clean)
+    grids: dict[str, np.ndarray] = {}
+    metrics: dict = {"interpolation": method, "pairs": int(half), "steps": steps,
+                     "variational": codec.variational, "latent_dim": codec.latent_dim,
+                     "blocks_per_image": int(codec.encode(c[:1]).shape[1])}
+    for key, images in (("interpolation", c), ("interpolation_degraded", d)):
+        frames = interpolate(codec, images[ia], images[ib], steps, method)
+        rows = [np.concatenate([to_uint8(images[a : a + 1]), to_uint8(frames[i]), to_uint8(images[b : b + 1])])
+                for i, (a, b) in enumerate(zip(ia, ib))]
+        grids[key] = grid(rows)
+        name = "plausibility_clean" if key == "interpolation" else "plausibility_degraded"
+        metrics[name] = plausibility(frames, refs).to_dict()
+    # analogies: a + (b - c) on triples of test images
+    it = pick(n, 3 * pairs, seed + 1)
+    third = len(it) // 3
+    if third:
+        a_, b_, c_ = (c[it[k * third : (k + 1) * third]] for k in range(3))
+        result = arithmetic(codec, a_, b_, c_)
+        recon = codec.reconstruct(a_)
+        grids["arithmetic"] = grid([np.stack([to_uint8(a_[i]), to_uint8(b_[i]), to_uint8(c_[i]),
+                                              to_uint8(recon[i]), to_uint8(result[i])]) for i in range(third)])
+    recon_all = codec.reconstruct(c)
+    metrics["colourfulness"] = {
+        "clean": float(colourfulness(clean).mean()),
+        "degraded": float(colourfulness(degraded).mean()),
+        "reconstructed": float(colourfulness(to_uint8(recon_all)).mean()),
+    }
+    if codec.variational and samples > 0:
+        drawn = to_uint8(sample(model, samples, seed))
+        per_row = 8 if samples >= 8 else samples
+        grids["samples"] = grid([drawn[s : s + per_row] for s in range(0, samples, per_row)])
+        metrics["samples"] = samples
+        metrics["colourfulness"]["samples"] = float(colourfulness(drawn).mean())
+        if drawn.shape[1:3] == clean.shape[1:3]:  # whole-image samples: how far from the training set
+            metrics["samples_nearest_train_mse"] = float(nearest_mse(to_tensor(drawn), refs).mean())
+    return grids, metrics

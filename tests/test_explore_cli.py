@@ -1,0 +1,202 @@
+"""The generative side end to end: whole-image models through load_model and the restorer,
+the explore stage on tiny data, `aerestore interpolate / sample / colourise`, and the
+colourisation preset against returning the grey image."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from aerestore import cli
+from aerestore import explore as X
+from aerestore.models import load_model, save_model
+from aerestore.params import parse_params
+from aerestore.restore import Restorer
+
+from helpers import photo_images
+from test_explore import fitted
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The recipes of README "The generative side", as `dvc exp run -S` would set them.
+WHOLE_IMAGE_VAE = {
+    "architectures": ["vae_lfw"], "explore": {"architectures": ["vae_lfw"]},
+    "blocks": {"size": 64, "overlap": 0},
+}
+COLOURISE = {"prepare": {"degrade": [{"op": "grayscale", "prob": 1.0}]}}
+
+
+def _with(raw: dict, changes: dict) -> dict:
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(raw.get(k), dict):
+            _with(raw[k], v)
+        else:
+            raw[k] = v
+    return raw
+
+
+@pytest.mark.parametrize("recipe", [WHOLE_IMAGE_VAE, COLOURISE])
+def test_the_readme_recipes_are_valid_params(recipe):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = parse_params(_with(raw, recipe))
+    if recipe is WHOLE_IMAGE_VAE:
+        assert params.blocks.size == params.data.image_size and params.blocks.overlap == 0
+    readme = (REPO / "README.md").read_text()
+    assert "## The generative side" in readme
+
+
+@pytest.fixture(scope="module")
+def images():
+    return X.to_tensor(photo_images(4, 32, seed=1))
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory, images):
+    """A whole-image model folder: vae_lfw with a 32 px block = the image, overlap 0."""
+    folder = tmp_path_factory.mktemp("gen") / "models" / "vae_lfw"
+    folder.mkdir(parents=True)
+    save_model(fitted("vae_lfw", 32, images, steps=10), folder / "model.pt", extra={"arch": "vae_lfw", "overlap": 0})
+    return folder
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_whole_image_vae_loads_and_restores_any_size(vae_dir, images):
+    model, extra = load_model(vae_dir / "model.pt")
+    assert model.name == "vae_lfw" and model.block == 32 and extra["overlap"] == 0
+    restorer = Restorer.load(vae_dir)
+    photo = photo_images(1, 50, seed=2)[0][:45]  # 45 x 50: padded to two blocks a side
+    assert restorer.restore(photo).shape == (45, 50, 3)
+    codec = X.LatentCodec(model, overlap=0)
+    torch.testing.assert_close(restorer.restore_float(images[:2], "base"), codec.reconstruct(images[:2]),
+                               atol=1e-5, rtol=0)
+
+
+def test_interpolate_cli_on_user_images(vae_dir, tmp_path, capsys):
+    a = _png(tmp_path / "a.png", photo_images(1, 70, seed=3)[0][:, :60])  # any size: cropped + resized
+    b = tmp_path / "b.jpg"
+    Image.fromarray(photo_images(1, 40, seed=4)[0]).save(b, quality=90)
+    out = tmp_path / "grid.png"
+    assert cli.main(["interpolate", str(a), str(b), "--model", str(vae_dir), "-n", "5", "-o", str(out)]) == 0
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 + 64 + 2, 7 * (64 + 2) + 2, 3)  # A, 5 frames, B at 32 px, tiles 2x
+    assert "spherical" in capsys.readouterr().err
+    # the first frame is A's reconstruction
+    restorer = Restorer.load(vae_dir)
+    a_img = X.fit_image(np.asarray(Image.open(a)), 32)
+    recon = X.to_uint8(X.LatentCodec(restorer.model).reconstruct(X.to_tensor(a_img[None])))[0]
+    np.testing.assert_array_equal(grid[2:66:2, 68:132:2], recon)
+
+
+def test_interpolate_names_the_bad_file(vae_dir, tmp_path, capsys):
+    good = _png(tmp_path / "good.png", photo_images(1, 32)[0])
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    for bad, says in ((fake, "not an image file"), (missing, "no such file")):
+        code = cli.main(["interpolate", str(good), str(bad), "-m", str(vae_dir), "-o", str(tmp_path / "g.png")])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and says in err
+    assert not (tmp_path / "g.png").exists()
+    assert cli.main(["interpolate", str(good), str(good), "-m", str(vae_dir), "-o", str(good)]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert cli.main(["interpolate", str(good), str(good), "-m", str(tmp_path), "-o", str(tmp_path / "g.png")]) == 2
+    assert "not a models:/" in capsys.readouterr().err
+
+
+def test_sample_cli_is_seeded_and_vae_only(vae_dir, tmp_path, capsys):
+    outs = []
+    for name, seed in (("s1.png", 0), ("s2.png", 0), ("s3.png", 1)):
+        assert cli.main(["sample", "-m", str(vae_dir), "-n", "6", "--per-row", "3", "-o",
+                         str(tmp_path / name), "--seed", str(seed)]) == 0
+        outs.append(np.asarray(Image.open(tmp_path / name)))
+    assert outs[0].shape == (2 * 66 + 2, 3 * 66 + 2, 3)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2])
+    ae_dir = tmp_path / "conv_ae"
+    ae_dir.mkdir()
+    from helpers import tiny_model
+
+    save_model(tiny_model("conv_ae", block=16), ae_dir / "model.pt", extra={"arch": "conv_ae", "overlap": 4})
+    capsys.readouterr()
+    assert cli.main(["sample", "-m", str(ae_dir), "-o", str(tmp_path / "x.png")]) == 2
+    assert "not variational" in capsys.readouterr().err
+
+
+def _load_stage():
+    spec = importlib.util.spec_from_file_location("explore_stage", REPO / "stages" / "explore.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_explore_stage_writes_the_grids_and_metrics(vae_dir, tmp_path, monkeypatch):
+    work = tmp_path / "repo"
+    (work / "models").mkdir(parents=True)
+    (work / "models" / "vae_lfw").symlink_to(vae_dir)
+    photos = photo_images(12, 32, seed=5)
+    for split, sl in (("train", slice(0, 8)), ("test", slice(8, 12))):
+        folder = work / "data" / "prepared" / split
+        folder.mkdir(parents=True)
+        np.save(folder / "clean.npy", photos[sl])
+        np.save(folder / "degraded.npy", photos[sl][:, :, ::-1].copy())
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = parse_params(_with(raw, {
+        "architectures": ["vae_lfw"], "data": {"image_size": 32}, "blocks": {"size": 32, "overlap": 0},
+        "mlflow": {"enabled": False},
+        "explore": {"architectures": ["vae_lfw"], "pairs": 2, "steps": 4, "samples": 4},
+    }))
+    monkeypatch.chdir(work)
+    stage = _load_stage()
+    stage.run(params, ["vae_lfw"])
+    pngs = sorted(p.name for p in (work / "metrics" / "explore" / "vae_lfw").iterdir())
+    assert pngs == ["arithmetic.png", "interpolation.png", "interpolation_degraded.png", "samples.png"]
+    assert np.asarray(Image.open(work / "metrics/explore/vae_lfw/interpolation.png")).shape == (2 * 66 + 2, 6 * 66 + 2, 3)
+    metrics = yaml.safe_load((work / "metrics" / "explore" / "vae_lfw.json").read_text())
+    assert metrics["interpolation"] == "spherical" and metrics["blocks_per_image"] == 1
+    p = metrics["plausibility_clean"]
+    assert len(p["per_step_mse"]) == 4 and p["endpoints_mse"] > 0 and p["midpoints_mse"] > 0
+    assert set(metrics["colourfulness"]) == {"clean", "degraded", "reconstructed", "samples"}
+    with pytest.raises(Exception, match="not in explore.architectures"):
+        stage.run(params, ["vae"])
+
+
+def test_colourisation_beats_the_grey_image():
+    """A small residual U-Net trained grey -> colour on real photographs (the colourisation
+    preset's task) beats returning the grey input on PSNR, on held-out images."""
+    from aerestore.colour import colourfulness, to_grey
+    from aerestore.cropdata import ImageData
+    from aerestore.croptrain import fit_crops
+    from aerestore.losses import LossConfig
+    from aerestore.metrics import psnr
+    from aerestore.models import create_model
+    from aerestore.params import TrainParams
+
+    photos = photo_images(24, 48, seed=7)
+    train, test = photos[:20], photos[20:]
+    data = ImageData.from_arrays(to_grey(train), train)
+    cfg = TrainParams(crop=32, steps=60, batch_size=8, lr=3e-3, eval_every=60, threads=1, damage_weight=0.0)
+    torch.manual_seed(0)
+    model = create_model("unet_ae", latent=8, block=32, channels=3, loss=LossConfig.from_train(cfg),
+                         width=8, levels=1, unshuffle=1)
+    fit_crops(model, data, data, cfg, seed=0, progress=False)
+    model.eval()
+    grey = to_grey(test)
+    with torch.no_grad():
+        out = X.to_uint8(model(X.to_tensor(grey)))
+    ours = np.mean([psnr(o / 255.0, t / 255.0) for o, t in zip(out, test)])
+    baseline = np.mean([psnr(g / 255.0, t / 255.0) for g, t in zip(grey, test)])
+    print(f"colourisation PSNR {ours:.2f} dB vs grey {baseline:.2f} dB")
+    assert ours > baseline + 0.1, (ours, baseline)
+    assert colourfulness(out).mean() > colourfulness(grey).mean() + 1

@@ -1,5 +1,12 @@
-"""train@<arch>: train an encoder and a shared decoder, degraded blocks -> clean blocks."""
+"""train@<arch>: train an encoder and a shared decoder, degraded blocks -> clean blocks.
 
+With ``train.nproc * train.nnodes > 1`` the script re-executes itself under torchrun
+(``python -m torch.distributed.run``): every process trains on its share of each batch
+(:mod:`aerestore.distributed`) and rank 0 alone writes the outputs and logs to MLflow.
+"""
+
+import contextlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,8 +17,9 @@ import numpy as np  # noqa: E402
 from aerestore.io import write_csv, write_json  # noqa: E402
 from aerestore.losses import LossConfig  # noqa: E402
 from aerestore.models import create_model, model_class, save_model  # noqa: E402
-from aerestore.stage import arch_argument, main, seed_everything  # noqa: E402
-from aerestore.tracking import stage_run  # noqa: E402
+from aerestore import distributed  # noqa: E402
+from aerestore.stage import StageError, arch_argument, main, seed_everything  # noqa: E402
+from aerestore.tracking import StageRun, stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
 from aerestore.train import fit  # noqa: E402
 
@@ -19,8 +27,31 @@ from aerestore.train import fit  # noqa: E402
 def run(params, args):
     arch = arch_argument(params, args, "train")
     cfg = params.train_for(arch)
-    if getattr(model_class(arch), "fully_conv", False):
-        return run_crops(params, arch, cfg)
+    rdzv = distributed.rendezvous(cfg)
+    if rdzv.world_size > 1 and not distributed.under_launcher():
+        cmd = distributed.launch_command(rdzv, str(Path(__file__).resolve()), args)
+        print(f"train@{arch}: {' '.join(cmd[1:])}", file=sys.stderr)
+        code = subprocess.run(cmd).returncode
+        if code:
+            raise StageError(f"torchrun exited with code {code}")
+        return
+    distributed.init(cfg.device)
+    try:
+        if getattr(model_class(arch), "fully_conv", False):
+            return run_crops(params, arch, cfg)
+        return run_blocks(params, arch, cfg)
+    finally:
+        distributed.shutdown()
+
+
+def tracked(stage, params, arch):
+    """The stage's MLflow run on rank 0; a no-op run on the other ranks."""
+    if distributed.is_main():
+        return stage_run(stage, params, arch=arch)
+    return contextlib.nullcontext(StageRun(None))
+
+
+def run_blocks(params, arch, cfg):
     train = BlockData.load("data/blocks", "train")
     val = BlockData.load("data/blocks", "val")
     _, channels, block, _ = train.degraded.shape
@@ -28,11 +59,14 @@ def run(params, args):
     model = create_model(arch, latent=params.latent_for(arch), block=block, channels=channels,
                          loss=LossConfig.from_train(cfg), **params.arch_params(arch).model)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"train@{arch}: {n_params:,} parameters, {len(train):,} training blocks of {block} px", file=sys.stderr)
+    if distributed.is_main():
+        print(f"train@{arch}: {n_params:,} parameters, {len(train):,} training blocks of {block} px", file=sys.stderr)
 
-    with stage_run(f"train@{arch}", params, arch=arch) as mlrun:
+    with tracked(f"train@{arch}", params, arch) as mlrun:
         result = fit(model, train, val, cfg, params.seed,
                      on_epoch=lambda row: mlrun.log_metrics(row, step=int(row["epoch"])))
+        if not distributed.is_main():
+            return
         save_model(model, Path(f"models/{arch}/model.pt"),
                    extra={"arch": arch, "overlap": params.blocks.overlap, "best_epoch": result.best_epoch})
         metrics = {
@@ -67,9 +101,11 @@ def run_crops(params, arch, cfg):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"train@{arch}: {n_params:,} parameters, {cfg.steps} steps of {cfg.batch_size} random "
           f"{cfg.crop} px crops from {len(train):,} training images", file=sys.stderr)
-    with stage_run(f"train@{arch}", params, arch=arch) as mlrun:
+    with tracked(f"train@{arch}", params, arch) as mlrun:
         result = fit_crops(model, train, val, cfg, params.seed,
                            on_eval=lambda row: mlrun.log_metrics(row, step=int(row["step"])))
+        if not distributed.is_main():
+            return
         save_model(model, Path(f"models/{arch}/model.pt"),
                    extra={"arch": arch, "overlap": 0, "best_epoch": result.best_epoch, "fully_conv": True})
         metrics = {

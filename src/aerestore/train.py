@@ -29,8 +29,29 @@ from tqdm import tqdm
 
 from .blockdata import BlockData, to_float
 from .data.layout import damage_shares
+from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
 from .params import TrainParams
-from .stage import set_threads
+from .stage import cpu_count, set_threads
+
+
+def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = None,
+                  limit: int = 0) -> Iterator[np.ndarray]:
+    """Sorted block indices of each batch; shuffled when ``rng`` is given."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    if limit:
+        order = order[:limit]
+    for start in range(0, len(order), batch_size):
+        yield np.sort(order[start : start + batch_size])
+
+
+def load_batch(data: BlockData, idx: np.ndarray, device: torch.device | str = "cpu",
+               damage: bool = False) -> tuple[torch.Tensor, ...]:
+    """(degraded, clean[, damage shares]) float tensors of the blocks ``idx``."""
+    batch = (to_float(data.degraded[idx], device), to_float(data.clean[idx], device))
+    if damage and data.mask is not None:
+        shares = torch.from_numpy(damage_shares(data.mask[idx])).to(device=device, dtype=torch.float32)
+        batch = batch + (shares,)
+    return batch
 
 
 def iterate_batches(
@@ -44,18 +65,8 @@ def iterate_batches(
     """Yield (degraded, clean) float batches; shuffled when ``rng`` is given. With
     ``damage`` (and masks in ``data``), a third element: each block's share of pixels of
     each damage class (:func:`aerestore.data.layout.damage_shares`), the damage head's target."""
-    n = len(data)
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    if limit:
-        order = order[:limit]
-    damage = damage and data.mask is not None
-    for start in range(0, len(order), batch_size):
-        idx = np.sort(order[start : start + batch_size])
-        batch = (to_float(data.degraded[idx], device), to_float(data.clean[idx], device))
-        if damage:
-            shares = torch.from_numpy(damage_shares(data.mask[idx])).to(device=device, dtype=torch.float32)
-            batch = batch + (shares,)
-        yield batch
+    for idx in batch_indices(len(data), batch_size, rng, limit):
+        yield load_batch(data, idx, device, damage)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,17 +83,32 @@ def _wants_damage(model) -> bool:
 
 @torch.no_grad()
 def evaluate_loss(model, data: BlockData, batch_size: int, device) -> dict[str, float]:
-    """Mean of each loss term over ``data`` (eval mode, no gradient)."""
+    """Mean of each loss term over ``data`` (eval mode, no gradient). In a process group
+    each rank scores its part of ``data`` and the sums are all-reduced (same result on
+    every rank)."""
     model.eval()
+    rank, world = rank_and_world()
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    for batch in iterate_batches(data, batch_size, device=device, damage=_wants_damage(model)):
+    part = share(np.arange(len(data)), rank, world)
+    for start in range(0, len(part), batch_size):
+        batch = load_batch(data, part[start : start + batch_size], device, _wants_damage(model))
         xb = batch[0]
         terms = model.loss(batch)
         for k, v in terms.items():
             sums[k] += float(v) * len(xb)
         count += len(xb)
+    if world > 1:
+        keys = list(sums) if sums else _loss_keys(model, data, device)  # the same order on every rank
+        total = all_sum([sums.get(k, 0.0) for k in keys] + [count], device)
+        sums, count = dict(zip(keys, total[:-1])), int(total[-1])
     return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def _loss_keys(model, data: BlockData, device) -> list[str]:
+    """The loss terms' names (a rank with no validation block of its own still needs them)."""
+    return list(model.loss(load_batch(data, np.arange(min(2, len(data))), device, _wants_damage(model))))
 
 
 @dataclass
@@ -122,12 +148,24 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` (degraded -> clean) and restore its best weights."""
+    """Train ``model`` (degraded -> clean) and restore its best weights.
+
+    In a ``torch.distributed`` process group (``train.nproc`` > 1, launched by torchrun:
+    :mod:`aerestore.distributed`), every rank draws the same global batches and trains on
+    its contiguous share of each through DistributedDataParallel, with the gradient of the
+    global batch's mean loss: the same updates as one process, up to float rounding (and,
+    on CPU, batch norm statistics per share). Losses are all-reduced, so every rank
+    returns the same result.
+    """
     if len(train) == 0:
         raise ValueError("no training blocks: the train split is empty")
-    set_threads(cfg.threads)
+    rank, world = rank_and_world()
+    # one process per core by default: the cores are shared by this machine's processes
+    set_threads(cfg.threads or (max(1, cpu_count() // local_world()) if world > 1 else 0))
     device = resolve_device(cfg.device)
     model.to(device)
+    ddp = wrap(model, device) if world > 1 else None
+    progress = progress and rank == 0
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     optimizers = model.configure_optimizers(cfg.lr)
@@ -157,17 +195,27 @@ def fit(
         t0 = time.perf_counter()
         bar = tqdm(total=n_batches, desc=f"train {model.name} {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, mininterval=0.5)
-        for batch in iterate_batches(train, cfg.batch_size, rng, n_per_epoch, device, _wants_damage(model)):
-            xb = batch[0]
-            if len(xb) < 2 and count:  # batch norm cannot train on one block: skip a last singleton
+        local = 0  # this rank's blocks (count: the global batches')
+        for idx in batch_indices(len(train), cfg.batch_size, rng, n_per_epoch):
+            if len(idx) < max(2, world) and count:  # batch norm cannot train on one block: skip a last singleton
                 continue
-            terms = model.train_step(batch, optimizers)
+            part = share(idx, rank, world) if ddp is not None else idx
+            batch = load_batch(train, part, device, _wants_damage(model))
+            if ddp is None:
+                terms = model.train_step(batch, optimizers)
+            else:
+                ddp.train()
+                terms = ddp_step(ddp, batch, optimizers, weight=len(part) * world / len(idx))
             for k, v in terms.items():
-                sums[k] += float(v) * len(xb)
-            count += len(xb)
+                sums[k] += float(v) * len(part)
+            local += len(part)
+            count += len(idx)
             bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
+            bar.set_postfix(loss=f"{sums['loss'] / max(local, 1):.5f}", refresh=False)
         bar.close()
+        if ddp is not None:  # the epoch's sums over every rank's share
+            keys = list(sums)  # the model's order, the same on every rank
+            sums = dict(zip(keys, all_sum([sums[k] for k in keys], device)))
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         blocks_seen += count
@@ -198,6 +246,8 @@ def fit(
             if cfg.patience and bad_epochs >= cfg.patience and epoch >= switch:
                 result.stopped_early = True
                 break
+    if ddp is not None:
+        unwrap(ddp, model)
     model.load_state_dict(best_state)
     model.eval()
     result.epochs_run = len(result.history)

@@ -317,6 +317,17 @@ class EvaluateParams(_Strict):
     batch_size: int = Field(2048, ge=1)  # blocks per forward pass
 
 
+class ExploreParams(_Strict):
+    """The generative side (``explore@<arch>``, README "The generative side")."""
+
+    architectures: list[str] = []  # one explore@<arch> stage each (trained block models; VAEs also sample)
+    pairs: int = Field(4, ge=1, le=32)  # test-image pairs interpolated (one grid row each)
+    steps: int = Field(8, ge=2, le=32)  # frames per interpolation, endpoints included
+    interpolation: Literal["auto", "linear", "spherical"] = "auto"  # auto: spherical for VAEs
+    samples: int = Field(16, ge=0, le=256)  # images decoded from N(0, I) (VAEs; 0 = none)
+    max_train_images: int = Field(512, ge=1)  # training images searched for each frame's nearest
+
+
 class MlflowParams(_Strict):
     enabled: bool = True
     experiment: str = Field("aerestore", min_length=1)
@@ -334,6 +345,7 @@ class Params(_Strict):
     cluster: ClusterParams = ClusterParams()
     decoders: DecodersParams = DecodersParams()
     evaluate: EvaluateParams = EvaluateParams()
+    explore: ExploreParams = ExploreParams()
     mlflow: MlflowParams = MlflowParams()
     arch: dict[str, ArchParams] = {}
 

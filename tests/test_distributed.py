@@ -117,3 +117,46 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     assert s1.keys() == s2.keys()
     for key in s1:
         torch.testing.assert_close(s2[key], s1[key], rtol=1e-5, atol=1e-6)
+
+
+CROP_WORKER = '''
+import sys, torch
+sys.path.insert(0, {tests!r})
+from aerestore import distributed
+from test_distributed import crop_run
+distributed.init("cpu")
+result, state = crop_run()
+if distributed.is_main():
+    torch.save({{"history": result.history, "state": state}}, {out!r})
+distributed.shutdown()
+'''
+
+
+def crop_run():
+    """unet_ae on random crops (fit_crops): 6 steps of 6 crops, 2 evaluations."""
+    from test_unet_ae import images, small
+
+    from aerestore.croptrain import fit_crops
+
+    torch.manual_seed(0)
+    model = small()
+    cfg = TrainParams(batch_size=6, crop=16, steps=6, eval_every=3, lr=2e-3, threads=1, device="cpu")
+    result = fit_crops(model, images(), images(2, seed=1), cfg, seed=3, progress=False)
+    return result, model.state_dict()
+
+
+def test_crop_training_in_two_processes_equals_one(tmp_path):
+    one, state = crop_run()
+    script = tmp_path / "worker.py"
+    script.write_text(CROP_WORKER.format(tests=str(Path(__file__).parent), out=str(tmp_path / "two.pt")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = torch.load(tmp_path / "two.pt", weights_only=False)
+    assert [r["step"] for r in two["history"]] == [r["step"] for r in one.history] == [3, 6]
+    for a, b in zip(one.history, two["history"]):
+        for key in ("train_loss", "val_loss", "val_mse"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    for key in state:
+        torch.testing.assert_close(two["state"][key], state[key], rtol=1e-5, atol=1e-6)

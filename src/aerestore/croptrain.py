@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from .cropdata import ImageData, image_batches, sample_crops
+from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
 from .params import TrainParams
-from .stage import set_threads
+from .stage import cpu_count, set_threads
 from .train import TrainResult, resolve_device
 
 
@@ -64,14 +65,22 @@ def fit_crops(
 
     ``TrainResult.history`` has one row per evaluation (``epoch`` = its number, ``step``,
     ``lr``, train / val loss and terms); ``blocks_per_second`` counts crops.
+
+    In a ``torch.distributed`` process group every rank draws the same global batch of
+    crops and trains on its share through DistributedDataParallel (as
+    :func:`aerestore.train.fit`); the training terms are all-reduced at each evaluation
+    and every rank scores the whole validation set with the same weights.
     """
     if len(train) == 0:
         raise ValueError("no training images: the train split is empty")
     from tqdm import tqdm
 
-    set_threads(cfg.threads)
+    rank, world = rank_and_world()
+    set_threads(cfg.threads or (max(1, cpu_count() // local_world()) if world > 1 else 0))
     device = resolve_device(cfg.device)
     model.to(device)
+    ddp = wrap(model, device, cfg.batch_size) if world > 1 else None
+    progress = progress and rank == 0
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     optimizers = model.configure_optimizers(cfg.lr)
@@ -93,14 +102,26 @@ def fit_crops(
                 group["lr"] = lr
         model.train()
         deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crop, rng, device)
-        terms = model.train_step((deg, cln, dmg) if dmg is not None else (deg, cln), optimizers)
+        batch = (deg, cln, dmg) if dmg is not None else (deg, cln)
+        if ddp is None:
+            terms = model.train_step(batch, optimizers)
+            weight = 1.0
+        else:  # this rank's share of the global batch (every rank drew the same crops)
+            part = share(np.arange(len(deg)), rank, world)
+            weight = len(part) / len(deg)
+            ddp.train()
+            terms = ddp_step(ddp, tuple(t[part[0] : part[-1] + 1] for t in batch), optimizers,
+                             weight=weight * world)
         for k, v in terms.items():
-            sums[k] += v
+            sums[k] += v * weight  # summed over the ranks: the global batch's mean
         count += 1
         crops_seen += len(deg)
         bar.update(1)
         bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            if ddp is not None:
+                keys = list(sums)  # the model's order, the same on every rank
+                sums = defaultdict(float, zip(keys, all_sum([sums[k] for k in keys], device)))
             seconds = time.perf_counter() - t_seg
             train_seconds += seconds
             val_terms = evaluate_images(model, monitor, device=device)
@@ -123,6 +144,8 @@ def fit_crops(
             sums, count = defaultdict(float), 0
             t_seg = time.perf_counter()
     bar.close()
+    if ddp is not None:
+        unwrap(ddp, model)
     model.load_state_dict(best_state)
     model.eval()
     result.epochs_run = len(result.history)

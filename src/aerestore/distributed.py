@@ -138,12 +138,15 @@ class LossModule(torch.nn.Module):
         return self.model.loss(batch)
 
 
-def wrap(model: torch.nn.Module, device: torch.device):
+def wrap(model: torch.nn.Module, device: torch.device, batch_size: int | None = None):
     """``DistributedDataParallel`` over :class:`LossModule` ``(model)``; batch norm layers
     become :class:`~torch.nn.SyncBatchNorm` on CUDA (statistics of the global batch; on
     CPU, which SyncBatchNorm does not support, each rank normalises by its share's)."""
     from torch.nn.parallel import DistributedDataParallel
 
+    if batch_size is not None and batch_size < rank_and_world()[1]:
+        raise ValueError(f"train.batch_size ({batch_size}) is smaller than the number of processes "
+                         f"({rank_and_world()[1]}): each needs a share of every batch")
     if type(model).train_step is not _base_train_step():
         raise ValueError(f"{model.name} has its own training step (several optimizers): "
                          "train it with train.nproc = 1 and train.nnodes = 1")
@@ -152,7 +155,9 @@ def wrap(model: torch.nn.Module, device: torch.device):
                                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(LossModule(model), device_ids=ids)
+    # a head the loss does not use (a damage head without masks, unet_ae's) gets no
+    # gradient: DDP must look for such parameters at each step (a cheap graph walk)
+    return DistributedDataParallel(LossModule(model), device_ids=ids, find_unused_parameters=True)
 
 
 def unwrap(ddp, model: torch.nn.Module) -> None:

@@ -164,7 +164,7 @@ def fit(
     set_threads(cfg.threads or (max(1, cpu_count() // local_world()) if world > 1 else 0))
     device = resolve_device(cfg.device)
     model.to(device)
-    ddp = wrap(model, device) if world > 1 else None
+    ddp = wrap(model, device, cfg.batch_size) if world > 1 else None
     progress = progress and rank == 0
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)

@@ -157,7 +157,8 @@ def wrap(model: torch.nn.Module, device: torch.device, batch_size: int | None = 
     ids = [device.index] if device.type == "cuda" else None
     # a head the loss does not use (a damage head without masks, unet_ae's) gets no
     # gradient: DDP must look for such parameters at each step (a cheap graph walk)
-    return DistributedDataParallel(LossModule(model), device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(LossModule(model), device_ids=ids, find_unused_parameters=True,
+                                   gradient_as_bucket_view=True)
 
 
 def unwrap(ddp, model: torch.nn.Module) -> None:

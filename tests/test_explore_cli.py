@@ -154,7 +154,7 @@ def test_explore_stage_writes_the_grids_and_metrics(vae_dir, tmp_path, monkeypat
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     params = parse_params(_with(raw, {
         "architectures": ["vae_lfw"], "data": {"image_size": 32}, "blocks": {"size": 32, "overlap": 0},
-        "mlflow": {"enabled": False},
+        "mlflow": {"enabled": False}, "train": {"threads": 1},  # the stage sets torch's threads
         "explore": {"architectures": ["vae_lfw"], "pairs": 2, "steps": 4, "samples": 4},
     }))
     monkeypatch.chdir(work)

@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 from aerestore import cluster as C  # noqa: E402
 from aerestore.io import atomic_path, write_json  # noqa: E402
 from aerestore.models import load_model  # noqa: E402
+from aerestore.models.device import autocast, resolve_device  # noqa: E402
 from aerestore.stage import StageError, arch_argument, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
@@ -26,9 +27,13 @@ def run(params, args):
     train = BlockData.load("data/blocks", "train")
     if cp.k > len(train):
         raise StageError(f"cluster.k ({cp.k}) is larger than the number of training blocks ({len(train)})")
+    cfg = params.train_for(arch)  # train.device and train.amp: where and how the encoder runs
+    device = resolve_device(cfg.device)
+    model.to(device)
 
     with stage_run(f"cluster@{arch}", params, arch=arch) as mlrun:
-        z = C.encode_blocks(model, train.degraded)
+        with autocast(device, cfg.amp):
+            z = C.encode_blocks(model, train.degraded)
         rng = np.random.default_rng(params.seed)
         fit_idx = np.sort(rng.choice(len(z), size=min(cp.max_blocks, len(z)), replace=False))
         if cp.method == "soft_kmeans":
@@ -37,7 +42,8 @@ def run(params, args):
             labels = C.responsibilities(z, centroids, cp.beta, scale).argmax(1)
             iterations, converged = fitted.iterations, fitted.converged
         else:  # ncut_head / damage_head: the head's argmax; centroids = mean latent per head cluster
-            labels = C.head_assign(model, train.degraded, head=cp.method)
+            with autocast(device, cfg.amp):
+                labels = C.head_assign(model, train.degraded, head=cp.method)
             scale = C.latent_scale(z)
             centroids = np.stack([z[labels == c].mean(0) if (labels == c).any() else z.mean(0)
                                   for c in range(cp.k)]).astype(np.float32)

@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 from aerestore.decoders import curve_rows, curves_plot, save_decoders, train_decoders  # noqa: E402
 from aerestore.io import write_csv, write_json  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
+from aerestore.models.device import autocast, resolve_device  # noqa: E402
 from aerestore.stage import arch_argument, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
@@ -25,10 +26,14 @@ def run(params, args):
     train = BlockData.load("data/blocks", "train")
     val = BlockData.load("data/blocks", "val")
     k = len(restorer.centroids)
+    cfg = params.train_for(arch)  # train.device and train.amp: where and how the networks run
+    device = resolve_device(cfg.device)
+    restorer.to(device, cfg.amp)
 
     with stage_run(f"decoders@{arch}", params, arch=arch) as mlrun:
-        result = train_decoders(restorer.model, restorer.route, k, train, val, dp.epochs, dp.lr,
-                                dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every)
+        with autocast(device, cfg.amp):
+            result = train_decoders(restorer.model, restorer.route, k, train, val, dp.epochs, dp.lr,
+                                    dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every)
         save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch})
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         plot = Path(f"metrics/decoders/{arch}_curve.png")

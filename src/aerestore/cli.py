@@ -138,6 +138,10 @@ def _add_restore(sub: Any) -> None:
     p.add_argument("--routing", choices=("hard", "soft"), default=None,
                    help="hard: nearest centroid; soft: decoders mixed by responsibilities "
                         "(default: what the model was saved with)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the networks run (auto: CUDA when present)")
+    p.add_argument("--amp", choices=("off", "bf16"), default="off",
+                   help="bf16: bfloat16 autocast (mixed precision; for GPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_restore)
 
@@ -145,7 +149,10 @@ def _add_restore(sub: Any) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from aerestore.models.device import resolve_device
+
     restorer = load_any_restorer(args.model, routing=args.routing)
+    restorer.to(resolve_device(args.device), args.amp)
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []

@@ -254,7 +254,7 @@ def head_assign(model, blocks: np.ndarray, batch_size: int = 2048, head: str = "
     model.eval()
     out = []
     for start in range(0, len(blocks), batch_size):
-        x = to_float(blocks[start : start + batch_size])
+        x = to_float(blocks[start : start + batch_size], next(model.parameters()).device)
         out.append(module(model.latent_vector(x)).argmax(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 

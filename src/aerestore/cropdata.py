@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .data.layout import DAMAGE_CLASSES, damage_labels
 from .io import open_array
+from .models.device import to_device
 
 
 @dataclass
@@ -95,18 +96,18 @@ def sample_crops(
         cln.append(parts[1])
         if data.classes is not None:
             cls.append(parts[2][0])
-    degraded = torch.stack(deg).to(device=device, dtype=torch.float32).div_(255.0)
-    clean = torch.stack(cln).to(device=device, dtype=torch.float32).div_(255.0)
-    damage = one_hot_classes(torch.stack(cls)).to(device) if cls else None
+    degraded = to_device(torch.stack(deg), device).to(torch.float32).div_(255.0)
+    clean = to_device(torch.stack(cln), device).to(torch.float32).div_(255.0)
+    damage = to_device(one_hot_classes(torch.stack(cls)), device) if cls else None
     return degraded, clean, damage
 
 
 def image_batches(data: ImageData, batch_size: int, device: torch.device | str = "cpu"):
     """Whole images in order: float (degraded, clean) batches and the one-hot damage."""
     for s in range(0, len(data), batch_size):
-        deg = data.degraded[s : s + batch_size].to(device=device, dtype=torch.float32).div_(255.0)
-        cln = data.clean[s : s + batch_size].to(device=device, dtype=torch.float32).div_(255.0)
-        dmg = None if data.classes is None else one_hot_classes(data.classes[s : s + batch_size]).to(device)
+        deg = to_device(data.degraded[s : s + batch_size], device).to(torch.float32).div_(255.0)
+        cln = to_device(data.clean[s : s + batch_size], device).to(torch.float32).div_(255.0)
+        dmg = None if data.classes is None else to_device(one_hot_classes(data.classes[s : s + batch_size]), device)
         yield deg, cln, dmg
 
 

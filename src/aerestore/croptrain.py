@@ -26,6 +26,7 @@ from .cropdata import ImageData, image_batches, sample_crops
 from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
 from .params import TrainParams
 from .stage import cpu_count, set_threads
+from .models.device import autocast
 from .train import TrainResult, resolve_device
 
 
@@ -103,15 +104,16 @@ def fit_crops(
         model.train()
         deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crop, rng, device)
         batch = (deg, cln, dmg) if dmg is not None else (deg, cln)
-        if ddp is None:
-            terms = model.train_step(batch, optimizers)
-            weight = 1.0
-        else:  # this rank's share of the global batch (every rank drew the same crops)
-            part = share(np.arange(len(deg)), rank, world)
-            weight = len(part) / len(deg)
-            ddp.train()
-            terms = ddp_step(ddp, tuple(t[part[0] : part[-1] + 1] for t in batch), optimizers,
-                             weight=weight * world)
+        with autocast(device, cfg.amp):
+            if ddp is None:
+                terms = model.train_step(batch, optimizers)
+                weight = 1.0
+            else:  # this rank's share of the global batch (every rank drew the same crops)
+                part = share(np.arange(len(deg)), rank, world)
+                weight = len(part) / len(deg)
+                ddp.train()
+                terms = ddp_step(ddp, tuple(t[part[0] : part[-1] + 1] for t in batch), optimizers,
+                                 weight=weight * world)
         for k, v in terms.items():
             sums[k] += v * weight  # summed over the ranks: the global batch's mean
         count += 1
@@ -124,7 +126,8 @@ def fit_crops(
                 sums = defaultdict(float, zip(keys, all_sum([sums[k] for k in keys], device)))
             seconds = time.perf_counter() - t_seg
             train_seconds += seconds
-            val_terms = evaluate_images(model, monitor, device=device)
+            with autocast(device, cfg.amp):
+                val_terms = evaluate_images(model, monitor, device=device)
             row = {"epoch": len(result.history) + 1, "step": step + 1, "lr": lr,
                    "train_loss": sums["loss"] / count, "val_loss": val_terms["loss"]}
             row.update({f"train_{k}": v / count for k, v in sums.items() if k != "loss"})

@@ -56,14 +56,17 @@ from tqdm import tqdm
 
 from .io import atomic_path
 from .blockdata import BlockData, to_float
+from .models.device import module_device
 
 
 @torch.no_grad()
 def encode_all(model, blocks: np.ndarray, batch_size: int = 2048) -> torch.Tensor:
     """Latents (native shape, float32) of uint8 blocks, encoder in eval mode."""
     model.eval()
-    parts = [model.encode(to_float(blocks[s : s + batch_size])) for s in range(0, len(blocks), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0)
+    device = module_device(model)  # the latents stay on the model's device
+    parts = [model.encode(to_float(blocks[s : s + batch_size], device)).float()
+             for s in range(0, len(blocks), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, device=device)
 
 
 @torch.no_grad()
@@ -80,8 +83,8 @@ def decoder_loss(decoder, z: torch.Tensor, clean: np.ndarray, batch_size: int = 
     decoder.eval()
     total = 0.0
     for s in range(0, len(z), batch_size):
-        y = to_float(clean[s : s + batch_size])
-        total += float(F.mse_loss(decoder(z[s : s + len(y)]), y, reduction="sum")) / y[0].numel()
+        y = to_float(clean[s : s + batch_size], z.device)
+        total += float(F.mse_loss(decoder(z[s : s + len(y)]).float(), y, reduction="sum")) / y[0].numel()
     return total / len(z)
 
 
@@ -101,8 +104,8 @@ def _mean_loss(decoder, z: torch.Tensor, clean: np.ndarray, idx: np.ndarray, bat
     total = 0.0
     for s in range(0, len(idx), batch_size):
         i = np.sort(idx[s : s + batch_size])
-        y = to_float(clean[i])
-        total += float(F.mse_loss(decoder(z[i]), y, reduction="sum")) / y[0].numel()
+        y = to_float(clean[i], z.device)
+        total += float(F.mse_loss(decoder(z[i]).float(), y, reduction="sum")) / y[0].numel()
     return total / len(idx)
 
 
@@ -149,7 +152,7 @@ def train_decoder(
     next_point = eval_every
     for s in range(0, len(order), batch_size):
         idx = np.sort(order[s : s + batch_size])
-        y = to_float(clean[idx])
+        y = to_float(clean[idx], z.device)
         loss = F.mse_loss(decoder(z[idx]), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -272,9 +275,12 @@ def train_decoders(
 
 
 def save_decoders(result: DecodersResult, path, extra: dict | None = None) -> None:
+    def host(module):  # CPU tensors whatever device trained them (as save_model)
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
     state = {
-        "control": result.control.state_dict(),
-        "clusters": [None if d is None else d.state_dict() for d in result.clusters],
+        "control": host(result.control),
+        "clusters": [None if d is None else host(d) for d in result.clusters],
         "fallback": list(result.fallback),
         "sizes": list(result.sizes),
         "extra": extra or {},

@@ -433,6 +433,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
                  summary_path: Path, plots_dir: Path, progress: bool = True) -> tuple[dict, str]:
     from .classical import RESTORERS
     from .restore import Restorer
+    from .models.device import resolve_device
 
     ep = params.evaluate
     clean, degraded, masks = load_test(prepared_dir, ep.max_images)
@@ -441,6 +442,8 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     rows: dict[str, RowFn] = {"degraded": lambda d: d}
     for arch in archs:
         restorer = Restorer.load(models_dir / arch, routing=ep.routing, batch_size=ep.batch_size)
+        cfg = params.train_for(arch)  # train.device and train.amp: where and how the networks run
+        restorer.to(resolve_device(cfg.device), cfg.amp)
         if not getattr(restorer.model, "fully_conv", False) and (
                 restorer.overlap != params.blocks.overlap or restorer.block != params.blocks.size):
             raise ValueError(f"{models_dir / arch}: trained on {restorer.block} px blocks, overlap "

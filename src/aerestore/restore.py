@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .blocks import merge_blocks, split_blocks
+from .models.device import autocast, module_device, to_device
 
 MODES = ("multi", "single", "base")
 
@@ -62,6 +63,24 @@ class Restorer:
         self.routing = routing
         self.batch_size = batch_size
         self._files = files or []
+        self.amp = "off"
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.model)
+
+    def to(self, device: torch.device | str, amp: str = "off") -> "Restorer":
+        """Run on ``device`` (the networks and centroids moved there; images in and out stay
+        on the host, moved per batch), with ``amp='bf16'`` autocast; returns ``self``."""
+        autocast(device, amp)  # checks amp
+        self.model.to(device)
+        self.control.to(device)
+        for d in self.cluster_decoders:
+            d.to(device)
+        if self.centroids is not None:
+            self.centroids = self.centroids.to(device)
+        self.amp = amp
+        return self
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -155,9 +174,12 @@ class Restorer:
             raise ValueError(f"the {self.arch} restorer takes {self.channels} channel(s), got {c}")
         blocks = split_blocks(images.float(), self.block, self.overlap)
         out = torch.empty_like(blocks)
+        device = self.device
         for start in range(0, len(blocks), self.batch_size):
-            x = blocks[start : start + self.batch_size]
-            out[start : start + len(x)] = self.decode(self.model.encode(x), mode)
+            x = to_device(blocks[start : start + self.batch_size], device)
+            with autocast(device, self.amp):
+                y = self.decode(self.model.encode(x), mode)
+            out[start : start + len(x)] = y.float().cpu() if device.type != "cpu" else y
         return merge_blocks(out, h, w, self.block, self.overlap).clamp_(0.0, 1.0)
 
     def to_model_channels(self, image: np.ndarray) -> np.ndarray:
@@ -271,7 +293,10 @@ class ConvRestorer(Restorer):
     # ------------------------------------------------------------------ restoring
     @torch.no_grad()
     def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:
-        return self.decode(self.model.features(x), mode)
+        device = self.device
+        with autocast(device, self.amp):
+            y = self.decode(self.model.features(to_device(x, device)), mode)
+        return y.float().cpu() if device.type != "cpu" else y.float()
 
     @torch.no_grad()
     def restore_float(self, images: torch.Tensor, mode: str = "multi") -> torch.Tensor:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .blockdata import BlockData, to_float
 from .data.layout import damage_shares
+from .models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
 from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
 from .params import TrainParams
 from .stage import cpu_count, set_threads
@@ -67,14 +68,6 @@ def iterate_batches(
     each damage class (:func:`aerestore.data.layout.damage_shares`), the damage head's target."""
     for idx in batch_indices(len(data), batch_size, rng, limit):
         yield load_batch(data, idx, device, damage)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def _wants_damage(model) -> bool:
@@ -201,11 +194,12 @@ def fit(
                 continue
             part = share(idx, rank, world) if ddp is not None else idx
             batch = load_batch(train, part, device, _wants_damage(model))
-            if ddp is None:
-                terms = model.train_step(batch, optimizers)
-            else:
-                ddp.train()
-                terms = ddp_step(ddp, batch, optimizers, weight=len(part) * world / len(idx))
+            with autocast(device, cfg.amp):
+                if ddp is None:
+                    terms = model.train_step(batch, optimizers)
+                else:
+                    ddp.train()
+                    terms = ddp_step(ddp, batch, optimizers, weight=len(part) * world / len(idx))
             for k, v in terms.items():
                 sums[k] += float(v) * len(part)
             local += len(part)
@@ -219,7 +213,8 @@ def fit(
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         blocks_seen += count
-        val_terms = evaluate_loss(model, monitor, 2048, device)
+        with autocast(device, cfg.amp):
+            val_terms = evaluate_loss(model, monitor, 2048, device)
         row = {"epoch": epoch + 1, "lr": lr}
         row["train_loss"] = sums["loss"] / count
         row["val_loss"] = val_terms["loss"]

@@ -1,0 +1,52 @@
+"""Where the networks run: ``train.device`` and ``train.amp`` for every stage that runs them.
+
+- :func:`resolve_device`: ``auto`` is CUDA when present, else the CPU.
+- :func:`to_device`: a host tensor to the device; on CUDA through pinned (page-locked)
+  memory with a non-blocking copy, so the copy overlaps the GPU's work. On the CPU it is
+  the tensor itself (nothing copied: the CPU path is unchanged).
+- :func:`autocast`: ``amp: bf16`` runs the forward passes in bfloat16 mixed precision
+  (``torch.autocast``: matmuls and convolutions in bf16, reductions and losses in fp32; no
+  gradient scaler needed, bf16 has fp32's range); ``off`` is a no-op. On CPUs it exists too
+  (what the tests use to check the code path); it pays off on GPUs with bf16 units (Ampere
+  and later).
+
+Here, in ``models/``, because every stage that runs a network depends on this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+AMP = ("off", "bf16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` (on the host) on ``device``: pinned + non-blocking on CUDA, as is on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type == "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def autocast(device: torch.device | str, amp: str = "off"):
+    """``torch.autocast`` in bfloat16 for ``amp='bf16'``; a no-op for ``'off'``."""
+    if amp not in AMP:
+        raise ValueError(f"amp must be one of {AMP}, got {amp!r}")
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

@@ -266,7 +266,8 @@ class TrainParams(_Strict):
     ncut_k: int = Field(2, ge=2)
     ncut_sigma: float = Field(1.0, gt=0)  # w(u, v) = exp(-|u - v|^2 / (sigma^2 * latent))
     pixel_kl: float = Field(0.0, ge=0)  # the CelebA study's pixel-wise KL t*log(t/y) (0 = off)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # every stage that runs networks
+    amp: Literal["off", "bf16"] = "off"  # bf16 autocast (mixed precision) in every such stage
     threads: int = Field(0, ge=0)  # 0 = every core
     # fully convolutional models (unet_ae) train on random crops of data/prepared instead:
     crop: int = Field(48, ge=8)  # crop side in pixels (random position, random flips)
@@ -274,6 +275,13 @@ class TrainParams(_Strict):
     warmup: float = Field(0.05, ge=0, lt=1)  # share of the steps with a linear warm-up, then cosine to 0
     eval_every: int = Field(250, ge=1)  # steps between two validations on whole val images
     damage_weight: float = Field(0.1, ge=0)  # weight of the damage head's cross entropy (0 = off)
+    # data-parallel training (torchrun; aerestore.distributed): processes per machine and
+    # machines; the rendezvous keys are not DVC params (AERESTORE_<KEY> env vars override them)
+    nproc: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1, le=65535)
 
 
 class ArchParams(_Strict):

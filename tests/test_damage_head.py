@@ -48,6 +48,19 @@ def test_batches_carry_the_damage_target_and_the_loss_adds_its_term():
     torch.testing.assert_close(terms["loss"], plain["loss"] + 0.5 * terms["damage"])
 
 
+def test_vae_damage_term_is_scaled_like_its_reconstruction():
+    """A VAE's reconstruction and KL are per-sample sums (x C*s*s): the damage term gets the
+    same factor, or at a weight like 0.1 it would vanish beside them (the head collapsed)."""
+    data = block_data()
+    batch = next(iterate_batches(data, 16, damage=True))
+    model = model_with_head(0.1, name="vae").eval()
+    with torch.no_grad():
+        terms = model.loss(batch)
+        plain = model.loss(batch[:2])
+    n = 3 * 16 * 16
+    torch.testing.assert_close(terms["loss"], plain["loss"] + 0.1 * n * terms["damage"])
+
+
 def test_training_makes_the_latent_predict_the_damage():
     """Blocks from the left half are blurred (helpers.degrade): after a short training the
     head's argmax finds each block's majority damage far above chance, and the cluster
@@ -57,7 +70,7 @@ def test_training_makes_the_latent_predict_the_damage():
     assert set(np.unique(majority)) == {0, 1}  # clean and blurred blocks both present
     chance = max(np.mean(majority == c) for c in (0, 1))  # always answering the larger class
     model = model_with_head(3.0)
-    fit(model, data, data, TrainParams(epochs=30, batch_size=32, lr=3e-3, lr_decay=1.0, patience=0, threads=1),
+    fit(model, data, data, TrainParams(epochs=40, batch_size=32, lr=1e-3, lr_decay=1.0, patience=0, threads=1),
         seed=0, progress=False)
     labels = C.head_assign(model, data.degraded, head="damage_head")
     accuracy = float((labels == majority).mean())

@@ -156,8 +156,11 @@ class RestorationModel(nn.Module):
         out = self.run(degraded)
         terms = self.assemble(out, clean)
         if len(batch) > 2 and self.damage_head is not None:
+            # per sample, scaled like the reconstruction (x C*s*s for VAEs, whose terms are
+            # per-sample sums; otherwise the damage term would vanish beside them)
+            n = float(clean[0].numel()) if self.variational else 1.0
             terms["damage"] = soft_cross_entropy(self.damage_head(out.z.flatten(1)), batch[2])
-            terms["loss"] = terms["loss"] + self.loss_config.damage_weight * terms["damage"]
+            terms["loss"] = terms["loss"] + self.loss_config.damage_weight * n * terms["damage"]
         return terms
 
     def assemble(self, out: ForwardOut, clean: Tensor) -> dict[str, Tensor]:

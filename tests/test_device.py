@@ -25,6 +25,10 @@ def test_cpu_path_copies_nothing_and_amp_off_is_a_no_op():
         autocast("cpu", "fp8")
     with pytest.raises(Exception, match="amp"):
         TrainParams(amp="fp16")
+    # `dvc exp run -S` rewrites params.yaml with a bare `off`, which YAML 1.1 reads as false
+    import yaml
+
+    assert TrainParams(**yaml.safe_load("amp: off")).amp == "off"
 
 
 def _fit(amp: str):

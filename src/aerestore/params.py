@@ -283,6 +283,13 @@ class TrainParams(_Strict):
     master_addr: str = "127.0.0.1"
     master_port: int = Field(29500, ge=1, le=65535)
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false, and `dvc exp run -S` rewrites params.yaml
+        # without the quotes: false means "off"
+        return "off" if v is False else v
+
 
 class ArchParams(_Strict):
     latent: int | None = Field(None, ge=1)  # overrides the top-level latent

@@ -46,7 +46,12 @@ def images(n: int = 6, size: int = 24, seed: int = 0) -> ImageData:
 def test_shapes_parameter_count_and_any_size():
     m = create_model("unet_ae", latent=64, block=32, channels=3)  # defaults: width 32, levels 2
     assert m.fully_conv and m.multiple == 4
-    assert sum(p.numel() for p in m.parameters()) == 646_150
+    # 646,150 for the U-Net itself; the damage tower (3->16 3x3: 448, two 16->16 3x3 stride 2:
+    # 4,640, 16->16 3x3: 2,320, 16->8 1x1: 136 = 7,544), the decoder's entry reading 8 more
+    # code channels (8 * 128 * 9 = 9,216) and the head on 8 channels, not 64 (-168)
+    assert sum(p.numel() for p in m.parameters()) == 646_150 + 7_544 + 9_216 - 168
+    assert sum(p.numel() for p in create_model("unet_ae", latent=64, block=32, channels=3,
+                                               damage_channels=0).parameters()) == 646_150
     m2 = create_model("unet_ae", latent=64, block=32, channels=3, unshuffle=2)
     assert m2.multiple == 8
     x = torch.rand(2, 3, 37, 53)
@@ -56,11 +61,11 @@ def test_shapes_parameter_count_and_any_size():
             f = model.features(x)
             assert f.code.shape[2:] == (-(-37 // model.multiple), -(-53 // model.multiple))
             assert model.encode(x).shape == f.code.shape
-            assert model.latent_vector(x).shape == (2, model.latent)
+            assert model.latent_vector(x).shape == (2, model.latent + model.damage_channels)
             assert torch.equal(model.latent_vector(x), f.code.mean((2, 3)))
             assert model(x).shape == x.shape
             assert model.damage_logits(f.code).shape[1] == len(DAMAGE_CLASSES)
-    assert small().latent_shape == (8, 4, 4)
+    assert small().latent_shape == (8 + 8, 4, 4)  # the content code and the damage embedding
 
 
 def test_zero_correction_is_identity():

@@ -126,5 +126,5 @@ def location_features(model, data: ImageData, batch_size: int = 16) -> tuple[np.
         if dmg is not None:
             p = pool_damage(dmg, code.shape[-2:], model.multiple)
             shares.append(p.permute(0, 2, 3, 1).reshape(-1, p.shape[1]).numpy())
-    z = np.concatenate(zs).astype(np.float32) if zs else np.zeros((0, model.latent), np.float32)
+    z = np.concatenate(zs).astype(np.float32) if zs else np.zeros((0, model.latent_dim), np.float32)
     return z, (np.concatenate(shares) if shares else None)

@@ -28,6 +28,32 @@ from .models.device import autocast, module_device, to_device
 MODES = ("multi", "single", "base")
 
 
+def _saved_parts(model, model_dir: Path, decoders: bool = True) -> tuple[dict, list[Path]]:
+    """Restorer keyword arguments from ``clusters.npz`` and ``decoders.pt`` in ``model_dir``
+    (each only when present; ``decoders=False`` ignores ``decoders.pt``), and the files read."""
+    kwargs: dict = {}
+    files = [model_dir / "model.pt"]
+    clusters_path = model_dir / "clusters.npz"
+    if clusters_path.exists():
+        with np.load(clusters_path, allow_pickle=False) as c:
+            kwargs.update(centroids=c["centroids"], scale=float(c["scale"]), beta=float(c["beta"]),
+                          method=str(c["method"]))
+        files.append(clusters_path)
+    decoders_path = model_dir / "decoders.pt"
+    if decoders and decoders_path.exists():
+        state = torch.load(decoders_path, map_location="cpu", weights_only=True)
+
+        def copy_with(sd):  # a copy of the model's decoder with a saved state
+            d = copy.deepcopy(model.decoder)
+            d.load_state_dict(sd)
+            return d
+
+        kwargs.update(control=copy_with(state["control"]),
+                      cluster_decoders=[None if sd is None else copy_with(sd) for sd in state["clusters"]])
+        files.append(decoders_path)
+    return kwargs, files
+
+
 class Restorer:
     def __init__(
         self,
@@ -96,33 +122,11 @@ class Restorer:
             raise FileNotFoundError(f"{model_path}: missing (run `dvc repro` first)")
         model, extra = load_model(model_path)
         extra = extra or {}
-        if getattr(model, "fully_conv", False):
-            return ConvRestorer.from_dir(model, extra, model_dir, routing, batch_size, decoders)
-        files = [model_path]
-        kwargs: dict = {"arch": extra.get("arch", model.name), "overlap": int(extra.get("overlap", 0))}
-        clusters_path = model_dir / "clusters.npz"
-        if clusters_path.exists():
-            with np.load(clusters_path, allow_pickle=False) as c:
-                kwargs.update(
-                    centroids=c["centroids"], scale=float(c["scale"]), beta=float(c["beta"]),
-                    method=str(c["method"]),
-                )
-            files.append(clusters_path)
-        decoders_path = model_dir / "decoders.pt"
-        if decoders and decoders_path.exists():
-            state = torch.load(decoders_path, map_location="cpu", weights_only=True)
-            control = copy.deepcopy(model.decoder)
-            control.load_state_dict(state["control"])
-            decs = []
-            for sd in state["clusters"]:
-                if sd is None:
-                    decs.append(None)
-                else:
-                    d = copy.deepcopy(model.decoder)
-                    d.load_state_dict(sd)
-                    decs.append(d)
-            kwargs.update(control=control, cluster_decoders=decs)
-            files.append(decoders_path)
+        kwargs, files = _saved_parts(model, model_dir, decoders)
+        kwargs["arch"] = extra.get("arch", model.name)
+        if getattr(model, "fully_conv", False):  # whole images, no blocks
+            return ConvRestorer(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
+        kwargs["overlap"] = int(extra.get("overlap", 0))
         return cls(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
 
     def files(self) -> list[Path]:
@@ -231,33 +235,6 @@ class ConvRestorer(Restorer):
                          method=method, control=control, cluster_decoders=cluster_decoders,
                          routing=routing, batch_size=batch_size, files=files)
         self.images_per_batch = max(1, batch_size // 256)
-
-    @classmethod
-    def from_dir(cls, model, extra: dict, model_dir: Path, routing: str | None, batch_size: int,
-                 decoders: bool) -> "ConvRestorer":
-        files = [model_dir / "model.pt"]
-        kwargs: dict = {"arch": extra.get("arch", model.name)}
-        clusters_path = model_dir / "clusters.npz"
-        if clusters_path.exists():
-            with np.load(clusters_path, allow_pickle=False) as c:
-                kwargs.update(centroids=c["centroids"], scale=float(c["scale"]), beta=float(c["beta"]),
-                              method=str(c["method"]))
-            files.append(clusters_path)
-        decoders_path = model_dir / "decoders.pt"
-        if decoders and decoders_path.exists():
-            state = torch.load(decoders_path, map_location="cpu", weights_only=True)
-            control = copy.deepcopy(model.decoder)
-            control.load_state_dict(state["control"])
-            decs = []
-            for sd in state["clusters"]:
-                d = None
-                if sd is not None:
-                    d = copy.deepcopy(model.decoder)
-                    d.load_state_dict(sd)
-                decs.append(d)
-            kwargs.update(control=control, cluster_decoders=decs)
-            files.append(decoders_path)
-        return cls(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
 
     # ------------------------------------------------------------------ routing
     @torch.no_grad()

@@ -126,10 +126,10 @@ def run_locations(params, arch, model):
                 sel = labels == c
                 for j, name in enumerate(C.DAMAGE_CLASSES[: damage.shape[1]]):
                     row[f"{name}_share"] = float(damage[sel, j].mean()) if sel.any() else None
-        for row in info:
-            shares = {n: row.get(f"{n}_share") for n in C.DAMAGE_CLASSES}
-            known = {n: v for n, v in shares.items() if v is not None}
-            row["label"] = max(known, key=known.get) if known else "unlabelled"
+        for row in info:  # as the block clusters are labelled (cluster.describe_clusters)
+            here = [row.get(f"{n}_share") for n in C.DAMAGE_CLASSES]
+            row["label"] = ("unlabelled" if damage is None else "empty" if None in here
+                            else C.damage_label(np.array(here), damage.mean(0)))
         with atomic_path(Path(f"models/{arch}/clusters.npz")) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, centroids=centroids, scale=np.float64(scale), beta=np.float64(cp.beta),
@@ -138,7 +138,7 @@ def run_locations(params, arch, model):
         write_json(Path(f"metrics/cluster/{arch}.json"), metrics)
         plot = Path(f"metrics/cluster/{arch}_latent.png")
         C.scatter_plot(z, labels, info, plot, f"{arch}: code vectors per location (PCA), {cp.method} k={k}",
-                       seed=params.seed)
+                       seed=params.seed, damage=damage)
         for row in info:
             print(f"  cluster {row['cluster']}: {row['label']:10s} {row['size']:8d} locations", file=sys.stderr)
         mlrun.log_metrics({"silhouette": metrics["silhouette"], "iterations": iterations,

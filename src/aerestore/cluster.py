@@ -157,11 +157,9 @@ def describe_clusters(
             info["sharpness_ratio"] = ratio
             if shares is not None:
                 here = shares[sel].mean(0)
-                rel = here / np.maximum(overall, 1e-12)
                 for j, name in enumerate(names):
                     info[f"{name}_share"] = float(here[j])
-                best = int(np.argmax(np.where(overall > 0, rel, -np.inf)))
-                info["label"] = names[best] if rel[best] >= LABEL_MARGIN else "mixed"
+                info["label"] = damage_label(here, overall, names)
             else:
                 rel = overall_ratio / max(ratio, 1e-12)  # > 1: sharper detail lost than overall
                 info["label"] = ("blurred" if rel >= LABEL_MARGIN else "clear" if rel <= 1 / LABEL_MARGIN
@@ -170,6 +168,15 @@ def describe_clusters(
             info["label"] = "empty"
         out.append(info)
     return out
+
+
+def damage_label(here: np.ndarray, overall: np.ndarray, names=DAMAGE_CLASSES) -> str:
+    """The damage class whose share in a cluster (``here``) is the largest multiple of its
+    share over all samples (``overall``), if that multiple is at least ``LABEL_MARGIN``;
+    else 'mixed'."""
+    rel = np.asarray(here) / np.maximum(np.asarray(overall), 1e-12)
+    best = int(np.argmax(np.where(np.asarray(overall) > 0, rel, -np.inf)))
+    return names[best] if rel[best] >= LABEL_MARGIN else "mixed"
 
 
 def silhouette(z: np.ndarray, labels: np.ndarray, max_points: int = 4000, seed: int = 0) -> float | None:

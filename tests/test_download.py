@@ -103,7 +103,7 @@ def test_sample_gives_enough_real_tiles(sample_run) -> None:
     tmp, m = sample_run
     rows = dl.load_manifest(tmp / "out")
     assert m["source"] == "sample" and m["kept"] == len(rows)
-    assert 500 <= m["kept"] <= 2000
+    assert 400 <= m["kept"] <= 2000  # 435 at 64 px from copies at 1/2 and 1/4
     assert m["flat"] > 0  # the retina's black surround
     assert m["found"] == _balance(m)
     assert all(r["split"] for r in rows) and all(m["splits"][s] > 0 for s in dl.SPLITS)

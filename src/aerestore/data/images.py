@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import math
 import os
 import struct
 import warnings
@@ -287,14 +288,13 @@ def encode_png(pixels: np.ndarray) -> bytes:
 # dropped: the black surround of the retina, empty sky. Low-contrast photographs
 # (the moon, the cell micrograph, std 2-4) stay.
 FLAT_STD = 2.0
-# Scales at which photographs are tiled: 2 = halved (2x2 box mean), 3 = a third, 4 = a
-# quarter, so that a 64 px tile holds a face, a cup, a cat's head, as a real 64 px photo
-# does. Full-resolution tiles (factor 1) of these 300-600 px photographs were mostly
-# smooth patches: the median variance of the Laplacian of 64 px tiles was 0.0035 with
-# factors (1, 2), is 0.010 with (2, 3, 4), against 0.027 for 64 px CelebA faces; a network
-# gained about 8 dB on the smooth tiles and 2.5 dB on faces, so the default run's figures
-# said little about real photos. 567 tiles in 100 split regions.
-SAMPLE_FACTORS = (2, 3, 4)
+# Scales at which photographs are tiled: 2 = halved (2x2 box mean), 4 = a quarter, so that
+# a 64 px tile holds a face, a cup, a cat's head, as a real 64 px photo does. Full-resolution
+# tiles (factor 1) of these 300-600 px photographs were mostly smooth patches: the median
+# variance of the Laplacian of 64 px tiles was 0.0035 with factors (1, 2), is 0.0099 with
+# (2, 4), against 0.027 for 64 px CelebA faces; a network gained about 8 dB on the smooth
+# tiles and 2.5 dB on faces, so the default run's figures said little about real photos.
+SAMPLE_FACTORS = (2, 4)
 
 
 @dataclass(frozen=True)
@@ -336,10 +336,12 @@ REGION_PX = 256
 
 
 def region_side(size: int, factors: Sequence[int]) -> int:
-    """Side of a split region: the smallest multiple of the largest tile footprint
-    ``size * max(factors)`` that is at least :data:`REGION_PX` (256 px at size 32, 64
-    and 128 with factors (1, 2))."""
-    foot = size * max(factors)
+    """Side of a split region: the smallest multiple of every tile footprint ``size * f``
+    (their least common multiple) that is at least :data:`REGION_PX`, so that a tile of any
+    scale lies inside exactly one region (256 px at size 64 with factors (2, 4)). With
+    factors that do not divide each other (2 and 3) the largest footprint alone is not
+    enough: a third-scale tile would straddle two regions and leak across splits."""
+    foot = math.lcm(*(size * f for f in factors))
     return foot * max(1, -(-REGION_PX // foot))
 
 

@@ -12,11 +12,11 @@ from aerestore.models.device import autocast, resolve_device, to_device
 from aerestore.params import TrainParams
 
 
-def test_cpu_path_copies_nothing_and_amp_off_is_a_no_op():
+def test_cpu_path_copies_nothing_and_amp_fp32_is_a_no_op():
     t = torch.arange(6, dtype=torch.uint8)
     assert to_device(t, "cpu") is t
     assert resolve_device("cpu") == torch.device("cpu")
-    with autocast("cpu", "off"):
+    with autocast("cpu", "fp32"):
         assert not torch.is_autocast_enabled("cpu")
     with autocast("cpu", "bf16"):
         assert torch.is_autocast_enabled("cpu")
@@ -28,7 +28,8 @@ def test_cpu_path_copies_nothing_and_amp_off_is_a_no_op():
     # `dvc exp run -S` rewrites params.yaml with a bare `off`, which YAML 1.1 reads as false
     import yaml
 
-    assert TrainParams(**yaml.safe_load("amp: off")).amp == "off"
+    assert TrainParams(**yaml.safe_load("amp: off")).amp == "fp32"
+    assert TrainParams(**yaml.safe_load("amp: fp32")).amp == "fp32"  # no YAML reading of its own
 
 
 def _fit(amp: str):
@@ -44,7 +45,7 @@ def _fit(amp: str):
 
 
 def test_bf16_training_follows_fp32():
-    m32, r32 = _fit("off")
+    m32, r32 = _fit("fp32")
     m16, r16 = _fit("bf16")
     assert all(p.dtype == torch.float32 for p in m16.parameters())  # autocast: fp32 weights
     assert np.isfinite(r16.best_val_loss)
@@ -91,10 +92,10 @@ def test_restore_cli_takes_device_and_amp(tmp_path):
     save_tiny_restorer(tmp_path / "conv_ae")
     photo = (np.random.default_rng(1).random((30, 34, 3)) * 255).astype(np.uint8)
     Image.fromarray(photo).save(tmp_path / "p.png")
-    for amp in ("off", "bf16"):
+    for amp in ("fp32", "bf16"):
         code = main(["restore", str(tmp_path / "p.png"), "--model", str(tmp_path / "conv_ae"), "-o",
                      str(tmp_path / amp), "--device", "cpu", "--amp", amp, "--no-progress"])
         assert code in (0, None)
-    a = np.asarray(Image.open(tmp_path / "off/p.png")).astype(int)
+    a = np.asarray(Image.open(tmp_path / "fp32/p.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "bf16/p.png")).astype(int)
     assert a.shape == b.shape == photo.shape and np.abs(a - b).mean() < 3

@@ -269,21 +269,3 @@ def test_cli_seeds_reads_dvc_experiments(tmp_path, capsys):
 
 def _evaluate_keeps_per_image() -> bool:
     return '"per_image"' in (REPO / "src" / "aerestore" / "evaluate.py").read_text()
-
-
-@pytest.mark.pipeline
-@pytest.mark.skipif(not _evaluate_keeps_per_image(),
-                    reason="evaluate does not write per_image into metrics/evaluate_details.json yet")
-def test_seeds_on_two_pipeline_experiments(tmp_path):
-    """The real pipeline, tiny, once per seed as DVC experiments, then `aerestore seeds`."""
-    repo = make_repo(tmp_path / "repo", {"architectures": ["conv_ae"]})
-    for seed in (1, 2):
-        run(["dvc", "exp", "run", "-S", f"seed={seed}", "-n", f"seed-{seed}"], repo)
-    proc = subprocess.run(["aerestore", "seeds", "--all", "-o", "metrics/seeds.md"], cwd=repo, env=env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "over 2 seed(s)" in proc.stdout and "| conv_ae | psnr |" in proc.stdout
-    report = json.loads((repo / "metrics" / "seeds.json").read_text())
-    assert sorted(r["seed"] for r in report["runs"]) == [1, 2]
-    assert report["aggregate"]["conv_ae"]["psnr"]["share"]["n"] == 2
-    assert (repo / "metrics" / "seeds.png").is_file()

@@ -140,7 +140,7 @@ def _add_restore(sub: Any) -> None:
                         "(default: what the model was saved with)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run (auto: CUDA when present)")
-    p.add_argument("--amp", choices=("off", "bf16"), default="off",
+    p.add_argument("--amp", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 autocast (mixed precision; for GPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_restore)

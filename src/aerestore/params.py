@@ -267,7 +267,7 @@ class TrainParams(_Strict):
     ncut_sigma: float = Field(1.0, gt=0)  # w(u, v) = exp(-|u - v|^2 / (sigma^2 * latent))
     pixel_kl: float = Field(0.0, ge=0)  # the CelebA study's pixel-wise KL t*log(t/y) (0 = off)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # every stage that runs networks
-    amp: Literal["off", "bf16"] = "off"  # bf16 autocast (mixed precision) in every such stage
+    amp: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (mixed precision) in every such stage
     threads: int = Field(0, ge=0)  # 0 = every core
     # fully convolutional models (unet_ae) train on random crops of data/prepared instead:
     crop: int = Field(48, ge=8)  # crop side in pixels (random position, random flips)
@@ -286,9 +286,10 @@ class TrainParams(_Strict):
     @field_validator("amp", mode="before")
     @classmethod
     def _amp_off(cls, v: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as false, and `dvc exp run -S` rewrites params.yaml
-        # without the quotes: false means "off"
-        return "off" if v is False else v
+        # the value was once `off`, which YAML 1.1 reads as false once `dvc exp run -S` has
+        # rewritten params.yaml without quotes, so that DVC saw the param change (every
+        # stage out of date); `fp32` has no such reading. `off` and false still mean fp32.
+        return "fp32" if v is False or v == "off" else v
 
 
 class ArchParams(_Strict):

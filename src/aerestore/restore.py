@@ -89,13 +89,13 @@ class Restorer:
         self.routing = routing
         self.batch_size = batch_size
         self._files = files or []
-        self.amp = "off"
+        self.amp = "fp32"
 
     @property
     def device(self) -> torch.device:
         return module_device(self.model)
 
-    def to(self, device: torch.device | str, amp: str = "off") -> "Restorer":
+    def to(self, device: torch.device | str, amp: str = "fp32") -> "Restorer":
         """Run on ``device`` (the networks and centroids moved there; images in and out stay
         on the host, moved per batch), with ``amp='bf16'`` autocast; returns ``self``."""
         autocast(device, amp)  # checks amp

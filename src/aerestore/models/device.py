@@ -6,7 +6,7 @@
   the tensor itself (nothing copied: the CPU path is unchanged).
 - :func:`autocast`: ``amp: bf16`` runs the forward passes in bfloat16 mixed precision
   (``torch.autocast``: matmuls and convolutions in bf16, reductions and losses in fp32; no
-  gradient scaler needed, bf16 has fp32's range); ``off`` is a no-op. On CPUs it exists too
+  gradient scaler needed, bf16 has fp32's range); ``fp32`` is a no-op. On CPUs it exists too
   (what the tests use to check the code path); it pays off on GPUs with bf16 units (Ampere
   and later).
 
@@ -19,7 +19,7 @@ import contextlib
 
 import torch
 
-AMP = ("off", "bf16")
+AMP = ("fp32", "bf16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -43,10 +43,10 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def autocast(device: torch.device | str, amp: str = "off"):
-    """``torch.autocast`` in bfloat16 for ``amp='bf16'``; a no-op for ``'off'``."""
+def autocast(device: torch.device | str, amp: str = "fp32"):
+    """``torch.autocast`` in bfloat16 for ``amp='bf16'``; a no-op for ``'fp32'``."""
     if amp not in AMP:
         raise ValueError(f"amp must be one of {AMP}, got {amp!r}")
-    if amp == "off":
+    if amp == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

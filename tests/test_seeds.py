@@ -14,7 +14,7 @@ from PIL import Image
 from aerestore import cli
 from aerestore import seeds as SD
 
-from pipeline_utils import REPO, env, make_repo, run
+from pipeline_utils import run
 
 N = 20
 
@@ -266,6 +266,3 @@ def test_cli_seeds_reads_dvc_experiments(tmp_path, capsys):
     assert cli.main(["seeds", "no-such-exp", "--repo", str(repo)]) == 2
     assert "no-such-exp: not a file, folder, experiment or git revision" in capsys.readouterr().err
 
-
-def _evaluate_keeps_per_image() -> bool:
-    return '"per_image"' in (REPO / "src" / "aerestore" / "evaluate.py").read_text()

@@ -132,6 +132,7 @@ def test_bad_param_stops_the_stage_and_nothing_is_lost(pipeline):
     repo, _ = pipeline
     before = (repo / "metrics/evaluate.json").read_bytes()
     model_before = (repo / "models/vae/model.pt").read_bytes()
+    routing = yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]["routing"]
     # run directly, the stage script refuses the param before touching any output
     set_params(repo, {"evaluate": {"routing": "nearest"}})
     proc = run(["python", "stages/evaluate.py"], repo, check=False)
@@ -141,7 +142,7 @@ def test_bad_param_stops_the_stage_and_nothing_is_lost(pipeline):
     proc = run(["dvc", "repro", "evaluate"], repo, check=False)
     assert proc.returncode != 0 and "evaluate.routing" in proc.stdout + proc.stderr
     assert (repo / "metrics/evaluate.json").read_bytes() == before
-    set_params(repo, {"evaluate": {"routing": "hard"}, "arch": {"vae": {"train": {"lr": -1.0}}}})
+    set_params(repo, {"evaluate": {"routing": routing}, "arch": {"vae": {"train": {"lr": -1.0}}}})
     proc = run(["dvc", "repro", "train@vae"], repo, check=False)
     assert proc.returncode != 0 and "arch.vae.train.lr" in proc.stdout + proc.stderr
     assert (repo / "models/vae/model.pt").read_bytes() == model_before

@@ -20,7 +20,7 @@ import postgres_server
 from pipeline_utils import env as pipeline_env
 from pipeline_utils import make_repo
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [pytest.mark.pipeline, pytest.mark.team]  # ./run.sh test -m team
 
 STAGES = {"train@conv_ae", "cluster@conv_ae", "decoders@conv_ae", "evaluate"}
 

@@ -87,8 +87,9 @@ def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, 
 
 
 @__import__("contextlib").contextmanager
-def mlflow_server(uri: str, workdir: Path):
-    """A real `mlflow server` on a free 127.0.0.1 port over the store ``uri``; yields its URL."""
+def mlflow_server(uri: str, workdir: Path, *extra: str, workers: int = 1):
+    """A real `mlflow server` on a free 127.0.0.1 port over the store ``uri`` (``extra``:
+    more options, e.g. ``--artifacts-destination DIR``); yields its URL."""
     import os
     import signal
     import socket
@@ -102,13 +103,13 @@ def mlflow_server(uri: str, workdir: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log_path = Path(workdir) / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+         *extra, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -127,7 +128,7 @@ def mlflow_server(uri: str, workdir: Path):
             time.sleep(0.3)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker: the group we started
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: the group we started
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

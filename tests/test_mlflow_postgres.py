@@ -6,62 +6,20 @@ must then list every run, metric and registered model version: none lost."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import postgres_server
+from helpers import mlflow_server
 from pipeline_utils import env as pipeline_env
 from pipeline_utils import make_repo
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.team]  # ./run.sh test -m team
 
 STAGES = {"train@conv_ae", "cluster@conv_ae", "decoders@conv_ae", "evaluate"}
-
-
-def _server(store: str, artifacts: Path, workdir: Path):
-    """`mlflow server --backend-store-uri store --artifacts-destination artifacts`; (proc, url)."""
-    import requests
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(workdir / "mlflow-server.log", "w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited: {(workdir / 'mlflow-server.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                return proc, url
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("mlflow server did not answer /health within 180 s")
-        time.sleep(0.3)
-
-
-def _stop(proc) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: the group we started
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _run(cmd: list[str], cwd: Path, uri: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -90,56 +48,54 @@ def test_pipeline_and_parallel_queue_on_postgresql_lose_nothing(tmp_path):
         "data": {"limit": 20},
         "mlflow": {"enabled": True, "register_models": True},
     })
-    with postgres_server.postgres() as store:
-        server, url = _server(store, tmp_path / "artifacts", tmp_path)
-        try:
-            _run(["aerestore", "init-store"], repo, url)
-            _run(["dvc", "repro"], repo, url)
-            _run(["git", "add", "-A"], repo, url)
-            _run(["git", "commit", "-qm", "baseline"], repo, url)
-            # two experiments at once, each rerunning decoders@conv_ae and evaluate
-            _run(["dvc", "exp", "run", "--queue", "-S", "decoders.lr=0.0002,0.0005"], repo, url)
-            _run(["dvc", "queue", "start", "-j", "2"], repo, url)
-            status = _wait_for_queue(repo, url)
-            if status.count("Success") != 2:
-                logs = "".join(subprocess.run(["dvc", "queue", "logs", line.split()[0]], cwd=repo, env=pipeline_env(),
-                                              capture_output=True, text=True).stdout[-3000:]
-                               for line in status.splitlines()[1:] if line.strip() and "Worker" not in line)
-                pytest.fail(f"{status}\n{logs}")
+    artifacts = tmp_path / "artifacts"
+    with (postgres_server.postgres() as store,
+          mlflow_server(store, tmp_path, "--artifacts-destination", str(artifacts), workers=2) as url):
+        _run(["aerestore", "init-store"], repo, url)
+        _run(["dvc", "repro"], repo, url)
+        _run(["git", "add", "-A"], repo, url)
+        _run(["git", "commit", "-qm", "baseline"], repo, url)
+        # two experiments at once, each rerunning decoders@conv_ae and evaluate
+        _run(["dvc", "exp", "run", "--queue", "-S", "decoders.lr=0.0002,0.0005"], repo, url)
+        _run(["dvc", "queue", "start", "-j", "2"], repo, url)
+        status = _wait_for_queue(repo, url)
+        if status.count("Success") != 2:
+            logs = "".join(subprocess.run(["dvc", "queue", "logs", line.split()[0]], cwd=repo, env=pipeline_env(),
+                                          capture_output=True, text=True).stdout[-3000:]
+                           for line in status.splitlines()[1:] if line.strip() and "Worker" not in line)
+            pytest.fail(f"{status}\n{logs}")
 
-            api = f"{url}/api/2.0/mlflow"
-            exp = requests.get(f"{api}/experiments/get-by-name", params={"experiment_name": "aerestore"},
-                               timeout=30).json()["experiment"]
-            runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [exp["experiment_id"]],
-                                                              "max_results": 1000}, timeout=30).json()["runs"]
+        api = f"{url}/api/2.0/mlflow"
+        exp = requests.get(f"{api}/experiments/get-by-name", params={"experiment_name": "aerestore"},
+                           timeout=30).json()["experiment"]
+        runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [exp["experiment_id"]],
+                                                          "max_results": 1000}, timeout=30).json()["runs"]
 
-            def tag(r, key):
-                return {t["key"]: t["value"] for t in r["data"].get("tags", [])}.get(key)
+        def tag(r, key):
+            return {t["key"]: t["value"] for t in r["data"].get("tags", [])}.get(key)
 
-            by_exp: dict[str, list] = {}
-            for r in runs:
-                by_exp.setdefault(tag(r, "dvc.exp_name"), []).append(r)
-            assert len(by_exp) == 3 and "workspace" in by_exp, sorted(by_exp)
-            assert {r["info"]["run_name"] for r in by_exp.pop("workspace")} == STAGES
-            for name, mine in by_exp.items():  # each queued experiment: its two stages, once each
-                assert sorted(r["info"]["run_name"] for r in mine) == ["decoders@conv_ae", "evaluate"], name
-            assert all(r["info"]["status"] == "FINISHED" for r in runs)
-            lrs = {p["value"] for r in runs if r["info"]["run_name"] == "decoders@conv_ae"
-                   for p in r["data"]["params"] if p["key"] == "decoders.lr"}
-            assert lrs == {"0.0001", "0.0002", "0.0005"}
-            for r in runs:  # every run has its final metrics
-                keys = {m["key"] for m in r["data"].get("metrics", [])}
-                if r["info"]["run_name"] == "evaluate":
-                    assert {"conv_ae.multi.psnr", "conv_ae.single.psnr", "degraded.psnr"} <= keys
-                if r["info"]["run_name"] == "decoders@conv_ae":
-                    assert "val_loss.multi" in keys or any(k.startswith("val_loss") for k in keys)
-            # one registered version per evaluate run, each pointing at its run
-            versions = requests.get(f"{api}/model-versions/search", params={"filter": "name='aerestore-conv_ae'"},
-                                    timeout=30).json()["model_versions"]
-            evaluate_ids = {r["info"]["run_id"] for r in runs if r["info"]["run_name"] == "evaluate"}
-            assert {v["run_id"] for v in versions} == evaluate_ids and len(versions) == 3
-            assert all(v["status"] == "READY" for v in versions)
-            # the artifacts went to the server's --artifacts-destination
-            assert any((tmp_path / "artifacts").rglob("summary.md"))
-        finally:
-            _stop(server)
+        by_exp: dict[str, list] = {}
+        for r in runs:
+            by_exp.setdefault(tag(r, "dvc.exp_name"), []).append(r)
+        assert len(by_exp) == 3 and "workspace" in by_exp, sorted(by_exp)
+        assert {r["info"]["run_name"] for r in by_exp.pop("workspace")} == STAGES
+        for name, mine in by_exp.items():  # each queued experiment: its two stages, once each
+            assert sorted(r["info"]["run_name"] for r in mine) == ["decoders@conv_ae", "evaluate"], name
+        assert all(r["info"]["status"] == "FINISHED" for r in runs)
+        lrs = {p["value"] for r in runs if r["info"]["run_name"] == "decoders@conv_ae"
+               for p in r["data"]["params"] if p["key"] == "decoders.lr"}
+        assert lrs == {"0.0001", "0.0002", "0.0005"}
+        for r in runs:  # every run has its final metrics
+            keys = {m["key"] for m in r["data"].get("metrics", [])}
+            if r["info"]["run_name"] == "evaluate":
+                assert {"conv_ae.multi.psnr", "conv_ae.single.psnr", "degraded.psnr"} <= keys
+            if r["info"]["run_name"] == "decoders@conv_ae":
+                assert "val_loss.multi" in keys or any(k.startswith("val_loss") for k in keys)
+        # one registered version per evaluate run, each pointing at its run
+        versions = requests.get(f"{api}/model-versions/search", params={"filter": "name='aerestore-conv_ae'"},
+                                timeout=30).json()["model_versions"]
+        evaluate_ids = {r["info"]["run_id"] for r in runs if r["info"]["run_name"] == "evaluate"}
+        assert {v["run_id"] for v in versions} == evaluate_ids and len(versions) == 3
+        assert all(v["status"] == "READY" for v in versions)
+        # the artifacts went to the server's --artifacts-destination
+        assert any((tmp_path / "artifacts").rglob("summary.md"))

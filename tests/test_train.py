@@ -114,3 +114,24 @@ def test_no_switch_without_a_late_sharpness_loss(monkeypatch):
     cfg = TrainParams(epochs=4, batch_size=32, patience=2, threads=1, sharpness_start_epoch=1)
     res = fit(tiny_model(), data, data, cfg, seed=0, progress=False)
     assert res.compared_from == 1 and res.best_epoch == 1 and res.stopped_early and res.epochs_run == 3
+
+
+def test_split_loaders_name_the_missing_file_and_stage(tmp_path):
+    """BlockData and ImageData read a split through io.open_split: a missing array is an
+    error naming the file and the stage that writes it; a missing mask is None."""
+    import numpy as np
+    import pytest
+
+    from aerestore.blockdata import BlockData
+    from aerestore.cropdata import ImageData
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    np.save(folder / "degraded.npy", np.zeros((2, 3, 4, 4), np.uint8))
+    with pytest.raises(FileNotFoundError, match=r"train/clean\.npy: missing \(run the blocks stage\)"):
+        BlockData.load(tmp_path, "train")
+    with pytest.raises(FileNotFoundError, match=r"run the prepare stage"):
+        ImageData.load(tmp_path, "train")
+    np.save(folder / "clean.npy", np.ones((2, 3, 4, 4), np.uint8))
+    data = BlockData.load(tmp_path, "train")
+    assert data.mask is None and len(data) == 2 and data.clean.flags.c_contiguous

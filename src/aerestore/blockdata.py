@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import open_array
+from .io import open_split
 
 
 @dataclass
@@ -25,18 +25,9 @@ class BlockData:
 
     @classmethod
     def load(cls, blocks_dir: str | Path, split: str, in_memory: bool = True) -> "BlockData":
-        d = Path(blocks_dir) / split
-        arrays = {}
-        for name in ("degraded", "clean", "mask"):
-            path = d / f"{name}.npy"
-            if not path.exists():
-                if name == "mask":
-                    arrays[name] = None
-                    continue
-                raise FileNotFoundError(f"{path}: missing (run the blocks stage)")
-            arr = open_array(path)
-            # a training set of 18 px blocks is small: reading it once beats random memmap reads
-            arrays[name] = np.ascontiguousarray(arr) if in_memory else arr
+        arrays = open_split(Path(blocks_dir) / split, "blocks")
+        if in_memory:  # a training set of 18 px blocks is small: reading it once beats random memmap reads
+            arrays = {k: None if v is None else np.ascontiguousarray(v) for k, v in arrays.items()}
         return cls(**arrays)
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.layout import DAMAGE_CLASSES, damage_labels
-from .io import open_array
+from .io import open_split
 from .models.device import to_device
 
 
@@ -33,17 +33,8 @@ class ImageData:
 
     @classmethod
     def load(cls, prepared_dir: str | Path, split: str, limit: int = 0) -> "ImageData":
-        d = Path(prepared_dir) / split
-        arrays = {}
-        for name in ("degraded", "clean", "mask"):
-            path = d / f"{name}.npy"
-            if not path.exists():
-                if name == "mask":
-                    arrays[name] = None
-                    continue
-                raise FileNotFoundError(f"{path}: missing (run the prepare stage)")
-            arr = open_array(path)
-            arrays[name] = np.ascontiguousarray(arr[:limit] if limit else arr)
+        arrays = {k: None if v is None else np.ascontiguousarray(v[:limit] if limit else v)
+                  for k, v in open_split(Path(prepared_dir) / split, "prepare").items()}
         return cls.from_arrays(arrays["degraded"], arrays["clean"], arrays["mask"])
 
     @classmethod

@@ -158,6 +158,23 @@ def open_array(path: str | Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
+def open_split(folder: str | Path, stage: str) -> dict[str, np.ndarray | None]:
+    """The ``degraded``, ``clean`` and ``mask`` arrays of one split folder, memory-mapped;
+    ``mask`` is None when the file is missing, the others raise ``FileNotFoundError``
+    naming the file and the stage that writes it."""
+    folder = Path(folder)
+    arrays: dict[str, np.ndarray | None] = {}
+    for name in ("degraded", "clean", "mask"):
+        path = folder / f"{name}.npy"
+        if path.exists():
+            arrays[name] = open_array(path)
+        elif name == "mask":
+            arrays[name] = None
+        else:
+            raise FileNotFoundError(f"{path}: missing (run the {stage} stage)")
+    return arrays
+
+
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Rows of dicts as CSV (columns in first-seen order), written atomically."""
     import csv

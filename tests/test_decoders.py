@@ -63,7 +63,8 @@ def setup():
     train, lab_train = two_kinds(N_TRAIN, 1)
     val, lab_val = two_kinds(N_VAL, 2)
     torch.manual_seed(0)
-    # a decoder with batch norm (ccp_ae's has three): the study's conv_ae decoder has none
+    # a decoder with batch norm (ccp_ae's has four: after its dense layer and each transposed
+    # conv): the study's conv_ae decoder has none
     model = create_model("ccp_ae", latent=8, block=16, channels=3, loss=LossConfig(), filters=(8, 16, 16))
     fit(model, train, val, TrainParams(epochs=3, batch_size=32, lr=3e-3, threads=1, patience=0,
                                        blocks_per_epoch=0), seed=0, progress=False)

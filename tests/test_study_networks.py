@@ -187,3 +187,112 @@ def test_conv_ae_v2_and_the_accordion_are_the_blur_study_version_2():
     ]
     # Accordion V1: two of them, 1,634,822 trainable (the summary's 1,635,846 less 1,024)
     assert count(create_model("accordion", block=128)) == 2 * 817411 == 1634822
+
+
+def kinds(module: nn.Module) -> list[str]:
+    """The leaf layers' class names, in order."""
+    return [type(m).__name__ for m in module.modules() if not list(m.children())]
+
+
+POOLED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.MaxPool2d, nn.Upsample)
+CCP_BLOCK = ["Conv2d", "ReLU", "BatchNorm2d"] * 2 + ["MaxPool2d"]  # conv, ReLU, then batch norm
+# The bottleneck study's CCP encoder and code (section 2.1), 64 x 64 x 3 in:
+#   conv 3->32:      3*9*32 + 32    =      896 + bn 64  (2c: the table's trainable count)
+#   conv 32->32:    32*9*32 + 32    =    9,248 + bn 64
+#   conv 32->64:    32*9*64 + 64    =   18,496 + bn 128
+#   conv 64->64:    64*9*64 + 64    =   36,928 + bn 128
+#   conv 64->128:   64*9*128 + 128  =   73,856 + bn 256
+#   conv 128->128: 128*9*128 + 128  =  147,584 + bn 256     (convs 287,008, bn 896)
+#   dense 8192->4096: 8192*4096 + 4096 = 33,558,528 + bn 8,192 (the code: latent 4096)
+CCP_ENCODER = 287008 + 896 + 33558528 + 8192  # 33,854,624
+# decoder: dense 4096->4096 (8 x 8 x 64): 4096*4096 + 4096 = 16,781,312 + bn 8,192
+CCP_DENSE = 16781312 + 8192
+CCP_ENCODER_SHAPES = [
+    (32, 64, 64), (32, 64, 64), (32, 32, 32), (64, 32, 32), (64, 32, 32), (64, 16, 16),
+    (128, 16, 16), (128, 16, 16), (128, 8, 8), (4096,),
+]
+
+
+def ccp_at_the_study(decoder: str):
+    model = create_model("ccp_ae", latent=4096, block=64, decoder=decoder)
+    assert count(model.encoder) == CCP_ENCODER == 33854624
+    assert kinds(model.encoder) == CCP_BLOCK * 3 + ["Flatten", "Linear", "BatchNorm1d"]
+    assert kinds(model.decoder.dense) == ["Linear", "BatchNorm1d"]  # linear, no ReLU
+    shapes = layer_shapes(model, torch.rand(2, 3, 64, 64), POOLED)
+    assert shapes[:10] == CCP_ENCODER_SHAPES
+    return model, shapes[10:]  # the decoder's
+
+
+def test_ccp_ae_is_the_bottleneck_study_network_1():
+    model, shapes = ccp_at_the_study("convt")
+    # decoder type 1: convT 64->64 (s2): 64*9*64 + 64 = 36,928 + bn 128; convT 64->32 (s2):
+    # 64*9*32 + 32 = 18,464 + bn 64; convT 32->16 (s2): 32*9*16 + 16 = 4,624 + bn 32;
+    # conv 16->3: 16*9*3 + 3 = 435; sum 60,675
+    assert count(model.decoder) == CCP_DENSE + 36928 + 128 + 18464 + 64 + 4624 + 32 + 435
+    assert count(model) == 50704803  # Table 1, network 1
+    assert kinds(model.decoder.convs) == ["ConvTranspose2d", "ReLU", "BatchNorm2d"] * 3 + ["Conv2d", "Sigmoid"]
+    assert shapes == [(4096,), (64, 16, 16), (32, 32, 32), (16, 64, 64), (3, 64, 64)]
+
+
+def test_ccp_ae_upsample_is_the_bottleneck_study_network_2():
+    model, shapes = ccp_at_the_study("upsample")
+    # decoder type 2: the same widths at stride 1 (a stride-1 transposed conv that keeps
+    # the side is built as a conv: the same count), upsampling has no parameters
+    assert count(model) == 50704803  # Table 1, network 2
+    assert kinds(model.decoder.convs) == (["Conv2d", "ReLU", "BatchNorm2d", "Upsample"] * 3
+                                          + ["Conv2d", "Sigmoid"])
+    assert shapes == [(4096,), (64, 8, 8), (64, 16, 16), (32, 16, 16), (32, 32, 32),
+                      (16, 32, 32), (16, 64, 64), (3, 64, 64)]
+    assert count(create_model("ccp_ae_upsample", latent=4096, block=64)) == 50704803  # the preset
+
+
+def test_ccp_ae_convt2_is_the_bottleneck_study_network_3():
+    model, shapes = ccp_at_the_study("convt2")
+    # decoder type 3: convT 64->32 (s2): 18,464 + bn 64; convT 32->32: 9,248 + bn 64;
+    # convT 32->16 (s2): 4,624 + bn 32; convT 16->16: 2,320 + bn 32; convT 16->8 (s2):
+    # 16*9*8 + 8 = 1,160 + bn 16; convT 8->8: 584 + bn 16; conv 8->3: 8*9*3 + 3 = 219
+    assert count(model.decoder) == CCP_DENSE + 18528 + 9312 + 4656 + 2352 + 1176 + 600 + 219
+    assert count(model) == 50680971  # Table 1, network 3
+    assert count(create_model("ccp_ae_convt2", latent=4096, block=64)) == 50680971  # the preset
+    assert shapes == [(4096,), (32, 16, 16), (32, 16, 16), (16, 32, 32), (16, 32, 32),
+                      (8, 64, 64), (8, 64, 64), (3, 64, 64)]
+
+
+def test_ccp_ae_at_the_pipeline_block():
+    model = create_model("ccp_ae", latent=64, block=18)  # pools round up: 18 -> 9 -> 5 -> 3
+    assert layer_shapes(model, torch.rand(2, 3, 18, 18), POOLED) == [
+        (32, 18, 18), (32, 18, 18), (32, 9, 9), (64, 9, 9), (64, 9, 9), (64, 5, 5),
+        (128, 5, 5), (128, 5, 5), (128, 3, 3), (64,), (576,),
+        (64, 5, 5), (32, 9, 9), (16, 18, 18), (3, 18, 18),
+    ]
+
+
+def test_fcn_ae_is_the_bottleneck_study_figure_8():
+    model = create_model("fcn_ae", latent=4096, block=64)
+    # No count in the text (Figure 8 is lost); from the layers, 64 x 64 x 3 in:
+    #   conv 3->32:   3*9*32 + 32 =    896 + bn 64;  conv 32->32: 32*9*32 + 32 =  9,248 + bn 64
+    #   conv 32->48: 32*9*48 + 48 = 13,872 + bn 96;  conv 48->48: 48*9*48 + 48 = 20,784 + bn 96
+    #   conv 48->64: 48*9*64 + 64 = 27,712 + bn 128; conv 64->64: 64*9*64 + 64 = 36,928 + bn 128
+    #   = 109,440 + 576 = 110,016 (the code: the last pooled map, 8 x 8 x 64 = 4096)
+    assert count(model.encoder) == 109440 + 576 == 110016
+    assert kinds(model.encoder) == CCP_BLOCK * 3  # no 1x1 code conv at the study's latent
+    #   convT 64->32 (s2): 64*9*32 + 32 = 18,464 + bn 64; convT 32->16 (s2): 4,624 + bn 32;
+    #   convT 16->8 (s2): 16*9*8 + 8 = 1,160 + bn 16; conv 1x1 8->3: 8*3 + 3 = 27; = 24,387
+    assert count(model.decoder) == 18528 + 4656 + 1176 + 27 == 24387
+    assert count(model) == 134403
+    assert kinds(model.decoder) == ["ConvTranspose2d", "ReLU", "BatchNorm2d"] * 3 + ["Conv2d", "Sigmoid"]
+    assert model.latent_shape == (64, 8, 8)
+    assert layer_shapes(model, torch.rand(2, 3, 64, 64), POOLED) == [
+        (32, 64, 64), (32, 64, 64), (32, 32, 32), (48, 32, 32), (48, 32, 32), (48, 16, 16),
+        (64, 16, 16), (64, 16, 16), (64, 8, 8), (32, 16, 16), (16, 32, 32), (8, 64, 64), (3, 64, 64),
+    ]
+
+
+def test_fcn_ae_at_the_pipeline_block():
+    model = create_model("fcn_ae", latent=64, block=18)
+    # 18 -> 9 -> 5 -> 3; c = round(64 / 9) = 7: a 1x1 conv 64->7 (64*7 + 7 = 455) ends the encoder
+    assert count(model.encoder) == 110016 + 455
+    assert model.latent_shape == (7, 3, 3)
+    assert layer_shapes(model, torch.rand(2, 3, 18, 18), POOLED)[8:] == [
+        (64, 3, 3), (7, 3, 3), (32, 5, 5), (16, 9, 9), (8, 18, 18), (3, 18, 18),
+    ]

@@ -1,18 +1,29 @@
 """``fcn_ae``: the Animal Faces study's fully convolutional autoencoder (no dense layer).
 
-Source: the Animal Faces study's FCN autoencoder. Encoder: 3x3 stride-2 convs with 32,
-48 and 64 filters (batch norm, ReLU); decoder: 3x3 stride-2 transposed convs with 32,
-16 and 8 filters (batch norm, ReLU), then a 1x1 conv to the image and a sigmoid.
+Source: the bottleneck study (Animal Faces, 64 x 64 x 3), section 4 (Figure 8, whose
+drawing the text lost): ``ccp_ae``'s "network 1" with the dense and reshaping layers
+removed, the encoder's widths reduced to 32, 48, 64 (a code of 8 x 8 x 64 = 4096) and
+the decoder's to 32, 16, 8, the last conv 1x1 instead of 3x3. So: three conv-conv-pool
+blocks (two 3x3 convs, each + ReLU then batch norm, 2x2 max pooling; 64 -> 32 -> 16 ->
+8), the code is the last pooled map; three stride-2 3x3 transposed convs, each + ReLU
+then batch norm (8 -> 16 -> 32 -> 64), a 1x1 conv + sigmoid to the image. The study gives
+no parameter count; from the layers, 134,403 at 64 px (``tests/test_study_networks.py``
+has the sum). Taken from network 1 (the text says only "removing the dense and reshaping
+layers"): the ReLU and batch norm after every layer.
 
-Adapted, and how ``latent`` maps: a fully convolutional code is a map of
-``c x h x h`` (h = the block side after the three halvings, ceil: 18 -> 9 -> 5 -> 3).
-So that the code has about ``latent`` numbers, a linear 1x1 conv ends the encoder with
-``c = max(1, round(latent / h**2))`` channels (block 18, latent 64: c = 7, a 7x3x3 code
-of 63 numbers; block 16: 16x2x2 = 64; block 32: 4x4x4 = 64; block 64: 1x8x8 = 64).
-``encode`` returns that map ``(N, c, h, h)``; ``latent_vector`` flattens it. The
-decoder's transposed convs land on the encoder's exact sides.
+``latent``: about how many numbers the code holds. The code is a ``c x h x h`` map (h the
+encoder's last side) with ``c = max(1, round(latent / h**2))``; when ``c`` is the last
+encoder width (the study: 64 px, latent 4096, c = 64) the code is the last pooled map
+itself, the study's network; otherwise (adapted) a linear 1x1 conv to ``c`` channels ends
+the encoder (block 18, latent 64: 18 -> 9 -> 5 -> 3, c = 7, a 7x3x3 code of 63 numbers).
+``encode`` returns that map ``(N, c, h, h)``; ``latent_vector`` flattens it.
 
-Options: ``filters`` (encoder), ``dec_filters`` (decoder; same length).
+Adapted, as ``ccp_ae``, for sides that are not multiples of 8: the pools round up and
+the transposed convs land on the encoder's exact sides. This project's earlier version
+(changed to the study's): stride-2 convs instead of conv-conv-pool blocks, batch norm
+before the ReLU, and always a 1x1 code conv.
+
+Options: ``filters`` (the CCP blocks' widths), ``dec_filters`` (the decoder's; same length).
 """
 
 from __future__ import annotations
@@ -22,7 +33,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import RestorationModel, conv_stack, int_tuple, transpose_to
+from aerestore.models.base import RestorationModel, int_tuple
+from aerestore.models.ccp_ae import ccp_decoder_convs, ccp_encoder_convs
 from aerestore.models.registry import register_model
 
 
@@ -45,18 +57,10 @@ class FCNAE(RestorationModel):
         super().__init__(latent, block, channels, loss)
         filters = int_tuple("filters", filters)
         dec_filters = int_tuple("dec_filters", dec_filters, len(filters))
-        convs, sides = conv_stack(channels, filters, [2] * len(filters), block)
+        convs, sides = ccp_encoder_convs(channels, filters, block)
         code = bottleneck_channels(latent, sides[-1])
-        self.encoder = nn.Sequential(convs, nn.Conv2d(filters[-1], code, 1))
-        layers: list[nn.Module] = []
-        cin = code
-        for j, cout in enumerate(dec_filters):
-            i = len(filters) - 1 - j  # the encoder stage mirrored: sides[i + 1] -> sides[i]
-            up = transpose_to(cin, cout, sides[i + 1], sides[i], 3, 2)
-            layers += [up, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-            cin = cout
-        layers += [nn.Conv2d(cin, channels, 1), nn.Sigmoid()]
-        self.decoder = nn.Sequential(*layers)
+        self.encoder = convs if code == filters[-1] else nn.Sequential(*convs, nn.Conv2d(filters[-1], code, 1))
+        self.decoder = ccp_decoder_convs(code, dec_filters, sides, "convt", channels, out_kernel=1)
         self._finish()
 
 

@@ -9,7 +9,7 @@ from aerestore.decoders import curve_rows, curves_plot, save_decoders, train_dec
 from aerestore.io import write_csv, write_json  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
 from aerestore.models.device import autocast, resolve_device  # noqa: E402
-from aerestore.stage import arch_argument, main, seed_everything, set_threads  # noqa: E402
+from aerestore.stage import StageError, arch_argument, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
 
@@ -23,6 +23,9 @@ def run(params, args):
     restorer = Restorer.load(Path(f"models/{arch}"), decoders=False)
     if getattr(restorer.model, "fully_conv", False):
         return run_maps(params, arch, restorer)
+    if dp.method == "gate":
+        raise StageError(f"decoders.method 'gate' is built for fully convolutional models (unet_ae), not {arch}: "
+                         "run it with architectures=[unet_ae]")
     train = BlockData.load("data/blocks", "train")
     val = BlockData.load("data/blocks", "val")
     k = len(restorer.centroids)
@@ -57,7 +60,7 @@ def run_maps(params, arch, restorer):
     import numpy as np
 
     from aerestore.cropdata import ImageData, location_features
-    from aerestore.mapdecoders import train_map_decoders
+    from aerestore.mapdecoders import train_gate_decoders, train_map_decoders
 
     dp = params.decoders
     crop = params.train_for(arch).crop
@@ -73,13 +76,21 @@ def run_maps(params, arch, restorer):
     sizes = [int((labels == c).sum()) for c in range(k)]
     eval_every = max(1, round(dp.eval_every / dp.crop_batch))  # decoders.eval_every counts samples
     with stage_run(f"decoders@{arch}", params, arch=arch) as mlrun:
-        result = train_map_decoders(restorer.model, restorer.route_maps, k, train, val, steps=dp.steps, lr=dp.lr,
-                                    batch_size=dp.crop_batch, crop=crop, eval_every=eval_every,
-                                    min_locations=dp.min_blocks, seed=params.seed, sizes=sizes)
+        if dp.method == "gate":
+            result = train_gate_decoders(restorer.model, initial_gate(restorer, k), train, val, steps=dp.steps,
+                                         lr=dp.lr, gate_lr=dp.gate_lr, balance=dp.balance, batch_size=dp.crop_batch,
+                                         crop=crop, eval_every=eval_every, seed=params.seed)
+            log_gate_routing(result.summary["routing"], mlrun)
+        else:
+            result = train_map_decoders(restorer.model, restorer.route_maps, k, train, val, steps=dp.steps,
+                                        lr=dp.lr, batch_size=dp.crop_batch, crop=crop, eval_every=eval_every,
+                                        min_locations=dp.min_blocks, seed=params.seed, sizes=sizes)
         save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch, "fully_conv": True})
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
-        curves_plot(result.histories, plot, f"{arch}: per-cluster decoders (map-weighted) and the control")
+        curves_plot(result.histories, plot, f"{arch}: " + ("a learned gate over K decoders (x: decoder updates)"
+                                                           if dp.method == "gate" else
+                                                           "per-cluster decoders (map-weighted)") + " and the control")
         write_csv(Path(f"metrics/decoders/{arch}_curve.csv"), curve_rows(result.histories))
         for name, hist in result.histories.items():
             for row in hist:
@@ -88,6 +99,31 @@ def run_maps(params, arch, restorer):
         mlrun.log_metrics({"val_loss": result.summary["val_loss"]})
         mlrun.log_artifact(plot)
         mlrun.log_artifact(Path(f"metrics/decoders/{arch}_curve.csv"))
+
+
+def initial_gate(restorer, k: int):
+    """The gate before training: the damage head's logits when the routing was the damage
+    head's (its K classes), else zero weights (uniform; noisy gating breaks the symmetry)."""
+    from aerestore.gate import Gate
+
+    model = restorer.model
+    if restorer.method == "damage_head" and int(model.damage_head.out_channels) == k:
+        return Gate.from_damage_head(model)
+    return Gate(int(model.latent_dim), k)
+
+
+def log_gate_routing(routing: dict, mlrun) -> None:
+    """Do the gate's routes follow the damage? Printed and logged to MLflow, per split."""
+    for split, rep in routing.items():
+        if "ami_majority_damage" not in rep:
+            continue
+        for row in rep["clusters"]:
+            print(f"  gate route {row['cluster']} ({split}): {row['size']:8d} locations"
+                  + "".join(f", {n} {row[n]:.0%}" for n in row if n.endswith("_share")), file=sys.stderr)
+        print(f"  gate routes vs majority damage ({split}): AMI {rep['ami_majority_damage']:.3f}", file=sys.stderr)
+        mlrun.log_metrics({f"gate_{split}": {"ami_majority_damage": rep["ami_majority_damage"],
+                                             "by_damage": rep["by_damage"],
+                                             **{f"route_{row['cluster']}": row for row in rep["clusters"]}}})
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ class DecodersResult:
     fallback: list[bool]
     histories: dict[str, list[dict]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    gate: torch.nn.Module | None = None  # decoders.method 'gate': the learned gate (aerestore.gate.Gate)
 
 
 def train_decoders(
@@ -285,6 +286,8 @@ def save_decoders(result: DecodersResult, path, extra: dict | None = None) -> No
         "sizes": list(result.sizes),
         "extra": extra or {},
     }
+    if result.gate is not None:  # read back by aerestore.restore (Gate.from_state)
+        state["gate"] = result.gate.state()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

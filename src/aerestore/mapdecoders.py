@@ -42,6 +42,7 @@ class _Val:
 
     def __init__(self, model, maps_fn, data: ImageData, batch_size: int = 16) -> None:
         self.parts = []
+        self.multiple = model.multiple
         with torch.no_grad():
             for deg, cln, _ in image_batches(data, batch_size):
                 f = model.features(deg)
@@ -62,12 +63,15 @@ class _Val:
         return num / max(den, 1e-12)
 
     @torch.no_grad()
-    def blended(self, decoders, hard: bool) -> float:
-        """MSE of the outputs blended by the (soft or one-hot argmax) maps."""
+    def blended(self, decoders, hard: bool, gate=None) -> float:
+        """MSE of the outputs blended by the (soft or one-hot argmax) maps; with a
+        ``gate``, by its maps instead of the stored ones."""
         if not self.parts:
             return float("nan")
         num = n = 0.0
         for f, y, maps in self.parts:
+            if gate is not None:
+                maps = upsample_maps(gate(f.code), self.multiple, f.size)
             if hard:
                 maps = F.one_hot(maps.argmax(1), maps.shape[1]).permute(0, 3, 1, 2).to(maps.dtype)
             out = sum(maps[:, k : k + 1] * d(f) for k, d in enumerate(decoders))
@@ -111,6 +115,24 @@ def fine_tune(
     return history
 
 
+def val_losses(vset: _Val, shared, control, routed: list) -> dict:
+    """Validation MSE of the shared decoder, the control and the routed decoders blended
+    (soft and hard), and per route, its pixels weighted by its routing map: the shared
+    decoder, the control and its own decoder (where the routes should win if they pay)."""
+    return {
+        "val_loss": {
+            "shared": vset.loss(shared, None),
+            "control": vset.loss(control, None),
+            "multi_soft": vset.blended(routed, hard=False),
+            "multi_hard": vset.blended(routed, hard=True),
+        },
+        "val_loss_by_cluster": [
+            {"shared": vset.loss(shared, c), "control": vset.loss(control, c), "own": vset.loss(routed[c], c)}
+            for c in range(len(routed))
+        ],
+    }
+
+
 def train_map_decoders(
     model, maps_fn, k: int, train: ImageData, val: ImageData, *, steps: int, lr: float, batch_size: int,
     crop: int, eval_every: int, min_locations: int, seed: int, sizes: list[int] | None = None,
@@ -152,18 +174,138 @@ def train_map_decoders(
         "fallback": fallback,
         "updates": {"clusters": updates, "control": control_updates},
         "crop_updates": {"clusters": updates * batch_size, "control": control_updates * batch_size},
-        "val_loss": {
-            "shared": vset.loss(model.decoder, None),
-            "control": vset.loss(control, None),
-            "multi_soft": vset.blended(routed, hard=False),
-            "multi_hard": vset.blended(routed, hard=True),
-        },
-        # per cluster, its pixels weighted by its routing map: the shared decoder, the
-        # control and its own decoder (where the clusters should win if they pay at all)
-        "val_loss_by_cluster": [
-            {"shared": vset.loss(model.decoder, c), "control": vset.loss(control, c),
-             "own": vset.loss(routed[c], c)} for c in range(k)
-        ],
+        **val_losses(vset, model.decoder, control, routed),
     }
     return DecodersResult(control, clusters, sizes, fallback, histories, summary)
 
+
+
+# ------------------------------------------------------------------ the learned gate
+def gate_routing(model, gate, data: ImageData) -> dict:
+    """Whether the gate's routes follow the damage, as for clusters
+    (:func:`aerestore.cluster.damage_report`): every code location of ``data``'s images
+    goes to the gate's argmax; per route its size and clean / blur / noise shares, the AMI
+    with the locations' majority damage, and per damage class its route's purity and recall
+    (``{"locations", "sizes"}`` only, without masks)."""
+    from .cluster import damage_report
+
+    z, damage = location_features(model, data)
+    with torch.no_grad():
+        labels = gate(torch.from_numpy(z)[:, :, None, None])[:, :, 0, 0].argmax(1).numpy()
+    out = {"locations": int(len(z)), "sizes": [int((labels == c).sum()) for c in range(gate.k)]}
+    if damage is not None and len(z):
+        out.update(damage_report(labels, damage))
+    return out
+
+
+def train_gate_decoders(
+    model, gate, train: ImageData, val: ImageData, *, steps: int, lr: float, gate_lr: float, balance: float,
+    batch_size: int, crop: int, eval_every: int, seed: int, progress: bool = True,
+) -> DecodersResult:
+    """K decoders and a learned gate (:class:`aerestore.gate.Gate`) trained end to end, a
+    mixture of experts (``decoders.method: gate``), and the equal-budget control.
+
+    The K decoders start as copies of the shared decoder. Each of ``steps`` steps: a batch
+    of crops (the same seeded stream as every fine-tuning here), the frozen encoder's
+    features, the gate's noisy weights per code location upsampled to the pixels, the
+    mixture ``sum_k g_k * decoder_k(f)``, and one Adam update of every decoder (``lr``)
+    and the gate (``gate_lr``) on ``MSE(mixture, clean) + balance * CV(importance)^2``
+    (:func:`aerestore.gate.balance_loss`). Each decoder gets ``steps`` updates, as a
+    per-cluster decoder does, so the control (:func:`fine_tune` on all pixels, same lr,
+    batch, crop size and crop stream) gets ``K * steps``: the rule of the per-cluster
+    decoders, equal decoder updates, and the same control for the same seed.
+
+    Histories: ``gate`` (step = decoder updates so far, K per step, the control's unit):
+    ``train_loss`` (the mixture's MSE), ``val_loss`` (the soft mixture on the validation
+    images), ``balance`` (CV^2, mean over the interval) and, with masks, ``val_ami`` (the
+    gate's routes against the validation locations' majority damage); ``control``.
+    ``result.summary["gate"]`` holds the training settings; the trained gate is
+    ``result.gate`` (saved by :func:`aerestore.decoders.save_decoders`)."""
+    from .gate import balance_loss
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    k = gate.k
+    vset = _Val(model, lambda code: gate(code), val)  # stored maps: the initial gate's
+    z_val, dmg_val = location_features(model, val)
+    code_val = torch.from_numpy(z_val)[:, :, None, None]
+
+    def val_ami() -> float:
+        from .cluster import damage_report
+
+        if dmg_val is None or not len(z_val):
+            return float("nan")
+        with torch.no_grad():
+            labels = gate(code_val)[:, :, 0, 0].argmax(1).numpy()
+        return damage_report(labels, dmg_val)["ami_majority_damage"]
+
+    decoders = [copy.deepcopy(model.decoder) for _ in range(k)]
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    noise = torch.Generator().manual_seed(seed)
+    for p in [*gate.parameters(), *(q for d in decoders for q in d.parameters())]:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [q for d in decoders for q in d.parameters()], "lr": lr},
+                            {"params": list(gate.parameters()), "lr": gate_lr}])
+
+    def point(step: int, train_loss: float, bal: float) -> dict:
+        gate.eval()
+        return {"step": step * k, "train_loss": train_loss, "val_loss": vset.blended(decoders, False, gate),
+                "balance": bal, "val_ami": val_ami()}
+
+    history = [point(0, float("nan"), float("nan"))]
+    total = total_bal = 0.0
+    count = 0
+    bar = tqdm(total=steps, desc=f"gate + {k} decoders", disable=not progress, leave=False, mininterval=0.5)
+    for step in range(1, steps + 1):
+        deg, y, _ = sample_crops(train, batch_size, crop, rng)
+        with torch.no_grad():
+            f = model.features(deg)
+        gate.train()
+        for d in decoders:
+            d.train()
+        g = gate(f.code, noise)
+        maps = upsample_maps(g, model.multiple, f.size)
+        out = sum(maps[:, j : j + 1] * d(f) for j, d in enumerate(decoders))
+        mse = weighted_mse(out, y, None)
+        bal = balance_loss(g)
+        opt.zero_grad(set_to_none=True)
+        (mse + balance * bal).backward()
+        opt.step()
+        total += float(mse.detach())
+        total_bal += float(bal.detach())
+        count += 1
+        bar.update(1)
+        if step % eval_every == 0 or step == steps:
+            history.append(point(step, total / count, total_bal / count))
+            total = total_bal = 0.0
+            count = 0
+    bar.close()
+    gate.eval()
+    for d in decoders:
+        d.eval()
+    for p in gate.parameters():
+        p.requires_grad_(False)
+
+    control = copy.deepcopy(model.decoder)
+    control_updates = k * steps
+    control_history = fine_tune(control, model, None, None, train, vset, control_updates, lr, batch_size, crop,
+                                eval_every, seed, "control decoder", progress)
+    final = _Val(model, lambda code: gate(code), val)  # the trained gate's maps
+    routes = gate_routing(model, gate, train)
+    summary = {
+        "method": "gate",
+        "k": k,
+        "sizes": routes["sizes"],
+        "fallback": [False] * k,
+        "updates": {"clusters": k * steps, "control": control_updates},
+        "crop_updates": {"clusters": k * steps * batch_size, "control": control_updates * batch_size},
+        "gate": {"steps": steps, "lr": gate_lr, "balance_weight": balance,
+                 "balance_end": history[-1]["balance"]},
+        **val_losses(final, model.decoder, control, decoders),
+        # do the gate's routes follow the damage? (the cluster stage's measures)
+        "routing": {"train": routes, "val": gate_routing(model, gate, val)},
+    }
+    return DecodersResult(control, list(decoders), routes["sizes"], [False] * k,
+                          {"gate": history, "control": control_history}, summary, gate=gate)

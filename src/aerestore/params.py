@@ -309,6 +309,11 @@ class ClusterParams(_Strict):
 
 
 class DecodersParams(_Strict):
+    # clusters: one decoder per cluster of cluster@<arch>; gate: K decoders and a learned gate
+    # trained end to end (a mixture of experts, aerestore.gate; fully convolutional models only)
+    method: Literal["clusters", "gate"] = "clusters"
+    balance: float = Field(0.01, ge=0)  # gate: weight of the load-balancing term CV(importance)^2
+    gate_lr: float = Field(1e-3, gt=0)  # gate: Adam learning rate of the gate (the decoders: lr)
     epochs: int = Field(2, ge=1)
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(128, ge=1)
@@ -394,6 +399,15 @@ class Params(_Strict):
                         f"cluster.k ({self.cluster.k}) must equal train.ncut_k ({t.ncut_k}) "
                         f"when cluster.method is 'ncut_head'"
                     )
+        if self.decoders.method == "gate":
+            from aerestore.models import model_class
+
+            blocky = [name for name in self.architectures if not getattr(model_class(name), "fully_conv", False)]
+            if blocky:
+                raise ValueError(
+                    f"decoders.method 'gate' is built for fully convolutional models (unet_ae) only; "
+                    f"architectures holds {blocky}: set architectures=[unet_ae]"
+                )
         if self.cluster.method == "damage_head":
             from aerestore.data.layout import DAMAGE_CLASSES
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .blocks import merge_blocks, split_blocks
+from .gate import Gate
 from .models.device import autocast, module_device, to_device
 
 MODES = ("multi", "single", "base")
@@ -50,6 +51,8 @@ def _saved_parts(model, model_dir: Path, decoders: bool = True) -> tuple[dict, l
 
         kwargs.update(control=copy_with(state["control"]),
                       cluster_decoders=[None if sd is None else copy_with(sd) for sd in state["clusters"]])
+        if state.get("gate") is not None:  # decoders.method 'gate': routing maps from the learned gate
+            kwargs["gate"] = Gate.from_state(state["gate"], str(decoders_path))
         files.append(decoders_path)
     return kwargs, files
 
@@ -126,6 +129,9 @@ class Restorer:
         kwargs["arch"] = extra.get("arch", model.name)
         if getattr(model, "fully_conv", False):  # whole images, no blocks
             return ConvRestorer(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
+        if kwargs.pop("gate", None) is not None:
+            raise ValueError(f"{model_dir / 'decoders.pt'}: a learned gate, but the gate is built for fully "
+                             f"convolutional models only, not {kwargs['arch']}")
         kwargs["overlap"] = int(extra.get("overlap", 0))
         return cls(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
 
@@ -221,7 +227,8 @@ class ConvRestorer(Restorer):
     the routing maps: per code location the damage head's softmax
     (``method='damage_head'``) or the soft k-means responsibilities of the code vector,
     upsampled bilinearly to the pixels (``routing='soft'``), or the one-hot argmax of
-    those smooth maps (``'hard'``). No block grid, no seams. Same public API as
+    those smooth maps (``'hard'``); with a learned gate (``decoders.method: gate``, saved in
+    ``decoders.pt``) the gate's weights instead. No block grid, no seams. Same public API as
     :class:`Restorer`; ``block`` is the training crop size, ``overlap`` 0.
     """
 
@@ -230,16 +237,26 @@ class ConvRestorer(Restorer):
 
     def __init__(self, model, *, arch: str, method: str = "soft_kmeans", centroids=None,
                  scale: float = 1.0, beta: float = 1.0, control=None, cluster_decoders=None,
-                 routing: str = "hard", batch_size: int = 2048, files=None):
+                 routing: str = "hard", batch_size: int = 2048, files=None, gate: Gate | None = None):
         super().__init__(model, arch=arch, overlap=0, centroids=centroids, scale=scale, beta=beta,
                          method=method, control=control, cluster_decoders=cluster_decoders,
                          routing=routing, batch_size=batch_size, files=files)
         self.images_per_batch = max(1, batch_size // 256)
+        self.gate = None if gate is None else gate.eval()  # decoders.method 'gate': it gives the routing maps
+
+    def to(self, device: torch.device | str, amp: str = "fp32") -> "ConvRestorer":
+        super().to(device, amp)
+        if self.gate is not None:
+            self.gate.to(device)
+        return self
 
     # ------------------------------------------------------------------ routing
     @torch.no_grad()
     def route_maps(self, code: torch.Tensor) -> torch.Tensor:
-        """Routing maps ``(N, K, h, w)`` at the code's resolution (each location sums to 1)."""
+        """Routing maps ``(N, K, h, w)`` at the code's resolution (each location sums to 1):
+        the learned gate's weights when there is one."""
+        if self.gate is not None:
+            return self.gate(code)
         return route_maps(self.model, code, self.method, self.centroids, self.beta, self.scale)
 
     def pixel_maps(self, code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

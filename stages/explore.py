@@ -1,4 +1,5 @@
-"""explore@<arch>: the latent space of a trained model: interpolation, arithmetic, samples.
+"""explore@<arch>: the latent space of a trained model: interpolation, arithmetic, samples,
+and (``explore.chain``) a sharpening AE chained after it.
 
 Writes metrics/explore/<arch>/*.png (DVC plots; logged to MLflow) and
 metrics/explore/<arch>.json. Only for the names in ``explore.architectures``.
@@ -22,6 +23,28 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
     Image.fromarray(image).save(path, format="PNG", optimize=True)
+
+
+def run_chain(params, model, overlap, clean, train, prepared):
+    """VAE -> AE (``explore.chain``): train the sharpening AE on the model's reconstructions of
+    ``train``, score the model alone and the chain on the test images; -> (grid, metrics)."""
+    from aerestore.chain import chain_grid, chain_images, compare, train_chain
+    from aerestore.explore import LatentCodec
+
+    ep = params.explore
+    cfg = params.train_for(ep.chain).model_copy(update={"epochs": ep.chain_epochs})
+    val = np.load(prepared / "val" / "clean.npy", mmap_mode="r")
+    val = np.ascontiguousarray(val[pick(len(val), ep.max_train_images, params.seed)]) if len(val) else val[:0]
+    codec = LatentCodec(model, overlap=overlap)
+    ae, result = train_chain(codec, ep.chain, train, val, cfg, params.seed, latent=params.latent_for(ep.chain),
+                             **params.arch_params(ep.chain).model)
+    vae_out, chained = chain_images(codec, ae, clean)
+    scores = compare({"model": vae_out, "chained": chained}, clean)
+    metrics = {"arch": ep.chain, "train_images": len(train), "epochs_run": result.epochs_run,
+               "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1), **scores}
+    print(f"explore chain {ep.chain}: PSNR {scores['model']['psnr']:.2f} -> {scores['chained']['psnr']:.2f} dB, "
+          f"blur % {scores['model']['blur_percent']:.1f} -> {scores['chained']['blur_percent']:.1f}", file=sys.stderr)
+    return chain_grid(vae_out, chained, clean, rows=2 * ep.pairs), metrics
 
 
 def run(params, args):
@@ -52,6 +75,8 @@ def run(params, args):
             interpolation=ep.interpolation, samples=ep.samples, seed=params.seed,
         )
         metrics = {"arch": arch, "block": int(model.block), "overlap": overlap, **metrics}
+        if ep.chain:
+            grids["chain"], metrics["chain"] = run_chain(params, model, overlap, clean, train, prepared)
         out = Path(f"metrics/explore/{arch}")
         with atomic_dir(out) as tmp:
             for name, image in grids.items():

@@ -347,6 +347,20 @@ class ExploreParams(_Strict):
     interpolation: Literal["auto", "linear", "spherical"] = "auto"  # auto: spherical for VAEs
     samples: int = Field(16, ge=0, le=256)  # images decoded from N(0, I) (VAEs; 0 = none)
     max_train_images: int = Field(512, ge=1)  # training images searched for each frame's nearest
+    # VAE -> AE chaining (the blur study): a registered architecture trained on whole images to
+    # map the explored model's reconstructions to the clean images (null = off)
+    chain: str | None = None
+    chain_epochs: int = Field(10, ge=1, le=1000)  # the sharpening AE's epochs (the rest: train, arch.<chain>)
+
+    @field_validator("chain")
+    @classmethod
+    def _known_chain(cls, v: str | None) -> str | None:
+        if v is not None:
+            from aerestore.models import list_models
+
+            if v not in list_models():
+                raise ValueError(f"explore.chain {v!r} is not a registered architecture ({', '.join(list_models())})")
+        return v
 
 
 class MlflowParams(_Strict):

@@ -1,5 +1,6 @@
 """explore@<arch>: the latent space of a trained model: interpolation, arithmetic, samples,
-and (``explore.chain``) a sharpening AE chained after it.
+(``explore.chain``) a sharpening AE chained after it and (``explore.attributes``)
+attribute directions.
 
 Writes metrics/explore/<arch>/*.png (DVC plots; logged to MLflow) and
 metrics/explore/<arch>.json. Only for the names in ``explore.architectures``.
@@ -12,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 
 import numpy as np  # noqa: E402
 
+from aerestore.attributes import prepared_origins  # noqa: E402
 from aerestore.explore import explore_images, pick  # noqa: E402
 from aerestore.io import atomic_dir, write_json  # noqa: E402
 from aerestore.models import load_model  # noqa: E402
@@ -47,6 +49,25 @@ def run_chain(params, model, overlap, clean, train, prepared):
     return chain_grid(vae_out, chained, clean, rows=2 * ep.pairs), metrics
 
 
+def run_attributes(params, model, overlap, clean, train, train_files):
+    """Attribute directions (``explore.attributes``) from the training images' labels; one
+    grid per attribute on ``explore.pairs`` test images -> (grids, metrics)."""
+    from aerestore.attributes import attribute_grid, directions, read_attributes
+    from aerestore.explore import LatentCodec, to_tensor
+
+    ep = params.explore
+    labels = read_attributes(ep.attributes_file).labels(train_files, ep.attributes)
+    codec = LatentCodec(model, overlap=overlap)
+    dirs = directions(codec, to_tensor(train), labels)
+    shown = to_tensor(clean[pick(len(clean), ep.pairs, params.seed + 2)])
+    grids, metrics = {}, {"scales": ep.attribute_scales}
+    for k, name in enumerate(ep.attributes):
+        grids[f"attribute_{name}"] = attribute_grid(codec, shown, dirs[k], ep.attribute_scales)
+        metrics[name] = {"with": int(labels[:, k].sum()), "without": int((~labels[:, k]).sum()),
+                         "direction_norm": float(dirs[k].norm())}
+    return grids, metrics
+
+
 def run(params, args):
     ep = params.explore
     if len(args) != 1:
@@ -64,8 +85,9 @@ def run(params, args):
     prepared = Path("data/prepared")
     clean = np.load(prepared / "test" / "clean.npy")
     degraded = np.load(prepared / "test" / "degraded.npy")
-    train = np.load(prepared / "train" / "clean.npy", mmap_mode="r")
-    train = np.ascontiguousarray(train[pick(len(train), ep.max_train_images, params.seed)])
+    train_all = np.load(prepared / "train" / "clean.npy", mmap_mode="r")
+    train_idx = pick(len(train_all), ep.max_train_images, params.seed)
+    train = np.ascontiguousarray(train_all[train_idx])
     if clean.shape[-1] != model.channels:
         raise StageError(f"models/{arch} takes {model.channels} channel(s), the prepared data has {clean.shape[-1]}")
 
@@ -77,6 +99,11 @@ def run(params, args):
         metrics = {"arch": arch, "block": int(model.block), "overlap": overlap, **metrics}
         if ep.chain:
             grids["chain"], metrics["chain"] = run_chain(params, model, overlap, clean, train, prepared)
+        if ep.attributes:
+            origins = prepared_origins(Path("data/raw"), "train", len(train_all))
+            attribute_grids, metrics["attributes"] = run_attributes(
+                params, model, overlap, clean, train, [origins[i] for i in train_idx])
+            grids.update(attribute_grids)
         out = Path(f"metrics/explore/{arch}")
         with atomic_dir(out) as tmp:
             for name, image in grids.items():

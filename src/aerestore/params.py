@@ -7,6 +7,7 @@ names the key (dotted, as in ``params.yaml``) and the offending value.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -351,6 +352,21 @@ class ExploreParams(_Strict):
     # map the explored model's reconstructions to the clean images (null = off)
     chain: str | None = None
     chain_epochs: int = Field(10, ge=1, le=1000)  # the sharpening AE's epochs (the rest: train, arch.<chain>)
+
+    # attribute directions (CelebA's list_attr_celeba.txt): one grid per name, code + t * direction
+    attributes: list[str] = []  # attribute names, e.g. [Smiling, Eyeglasses]; [] = off
+    attributes_file: str | None = None  # the attribute file (CelebA's format), needed by `attributes`
+    attribute_scales: list[float] = [-2.0, -1.0, 0.0, 1.0, 2.0]  # the t of each grid column
+
+    @model_validator(mode="after")
+    def _attributes_need_a_file(self) -> "ExploreParams":
+        if self.attributes and not self.attributes_file:
+            raise ValueError("explore.attributes needs explore.attributes_file (e.g. list_attr_celeba.txt)")
+        if len(set(self.attributes)) != len(self.attributes):
+            raise ValueError(f"explore.attributes: names repeat in {self.attributes}")
+        if not self.attribute_scales or not all(math.isfinite(t) for t in self.attribute_scales):
+            raise ValueError(f"explore.attribute_scales: a non-empty list of numbers, got {self.attribute_scales}")
+        return self
 
     @field_validator("chain")
     @classmethod

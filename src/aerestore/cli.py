@@ -9,6 +9,8 @@
     aerestore interpolate A.jpg B.jpg --model models/vae_lfw -n 8 -o grid.png
     aerestore sample --model models/vae_lfw -n 16 -o samples.png --seed 0
     aerestore colourise grey.jpg --model models/conv_ae -o coloured/
+    aerestore report --claims 3,7 --seeds 3  # re-test the studies' claims: reports/claims.md
+    aerestore preset lfw-denoise --run     # a study's setting as one DVC experiment
 
 Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and sets
 ``func``, the function that runs it and returns the exit code. Adding one is a new
@@ -549,6 +551,82 @@ def cmd_colourise(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# ------------------------------------------------------- the studies' claims, presets
+def _claim_numbers(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CliError(f"--claims {text!r}: give claim numbers separated by commas, e.g. 3,7") from None
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="re-test the studies' claims (scaled down) and write reports/claims.md",
+        description="Train the arms each claim needs (param overrides on params.yaml, scaled down "
+        "to the offline sample data) for every seed, or reuse their cached results "
+        "(reports/cache/), then write reports/claims.md, reports/claims.json and one plot per "
+        "claim (reports/claims/). See the README section on `aerestore report`.",
+    )
+    p.add_argument("--claims", default=None, metavar="N,N", help="only these claims (e.g. 3,7; default: all ten)")
+    p.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds 1..K per arm (default 3)")
+    p.add_argument("--params", default="params.yaml", help="the base params (default params.yaml)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default reports/)")
+    p.add_argument("--cache", type=Path, default=None, help="run cache (default OUT/cache)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from aerestore import report as R
+
+    if args.seeds < 1:
+        raise CliError(f"--seeds {args.seeds}: at least 1 (3 for the report's statistics)")
+    rows = R.report(_claim_numbers(args.claims), seeds=range(1, args.seeds + 1), params_path=args.params,
+                    out_dir=args.out, cache_dir=args.cache)
+    for r in rows:
+        print(f"claim {r['claim']:2d}: {r['verdict']:14s} {r['text']}")
+    print(f"wrote {args.out / 'claims.md'}", file=sys.stderr)
+    return 0
+
+
+def _add_preset(sub: Any) -> None:
+    p = sub.add_parser(
+        "preset",
+        help="a study's setting as one `dvc exp run` (presets/NAME.yaml)",
+        description="Without NAME: list the presets. With NAME: print the `dvc exp run -S ...` "
+        "that runs presets/NAME.yaml's overrides of params.yaml as a DVC experiment (validated "
+        "first); --run runs it, --sample scales it down to the offline sample data.",
+    )
+    p.add_argument("name", nargs="?", default=None, help="preset name (a file of presets/)")
+    p.add_argument("--sample", action="store_true", help="add the preset's scaled-down overrides (sample data)")
+    p.add_argument("--queue", action="store_true", help="queue the experiment (dvc queue start runs it)")
+    p.add_argument("--run", action="store_true", help="run the command instead of printing it")
+    p.add_argument("--params", default="params.yaml", help="the base params (default params.yaml)")
+    p.add_argument("--dir", type=Path, default=Path("presets"), help="presets folder (default presets/)")
+    p.set_defaults(func=cmd_preset)
+
+
+def cmd_preset(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from aerestore import study_presets as SP
+    from aerestore.report import load_base
+
+    if args.name is None:
+        for preset in SP.list_presets(args.dir):
+            print(f"{preset.name:28s} {preset.description}  [data: {preset.data}]")
+        return 0
+    preset = SP.find_preset(args.name, args.dir)
+    cmd = SP.dvc_command(preset, load_base(args.params), sample=args.sample, queue=args.queue)
+    if not args.run:
+        print(SP.shell_line(cmd))
+        return 0
+    print(SP.shell_line(cmd), file=sys.stderr)
+    return subprocess.run(cmd).returncode
+
+
 SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_restore,
     _add_init_store,
@@ -561,6 +639,8 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_interpolate,
     _add_sample,
     _add_colourise,
+    _add_report,
+    _add_preset,
 ]
 
 

@@ -1,0 +1,169 @@
+"""The claims report (aerestore.report, `aerestore report`): statistics, verdicts, outputs,
+the run cache, and one tiny claim end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aerestore import report as R
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = R.load_base(REPO / "params.yaml")
+
+
+# ------------------------------------------------------------------ verdict rules
+@pytest.mark.parametrize("lo, hi, sign, size, kind, expected", [
+    (0.2, 0.8, +1, 0.0, "direction", "holds"),
+    (-0.8, -0.2, -1, 0.0, "direction", "holds"),
+    (-0.8, -0.2, +1, 0.0, "direction", "does not hold"),  # the other side
+    (0.2, 0.8, +1, 1.0, "direction", "does not hold"),  # smaller than the claimed size
+    (-0.2, 0.8, +1, 0.0, "direction", "inconclusive"),
+    (0.5, 1.5, +1, 1.0, "direction", "holds"),
+    (-0.3, 0.05, +1, 0.1, "none", "holds"),  # no gain of 0.1 or more
+    (0.2, 0.6, +1, 0.1, "none", "does not hold"),  # it helps
+    (-0.1, 0.3, +1, 0.1, "none", "inconclusive"),
+    (float("nan"), 1.0, +1, 0.0, "direction", "inconclusive"),
+])
+def test_verdict_rule(lo, hi, sign, size, kind, expected):
+    assert R.verdict(lo, hi, sign, size, kind) == expected
+
+
+def test_combine_measures():
+    assert R.combine(["holds", "holds"]) == "holds"
+    assert R.combine(["holds", "inconclusive"]) == "inconclusive"
+    assert R.combine(["holds", "does not hold"]) == "does not hold"
+
+
+def test_bootstrap_ci_covers_the_mean_and_narrows_with_agreeing_seeds():
+    rng = np.random.default_rng(0)
+    same = [rng.normal(1.0, 1.0, 40) for _ in range(3)]
+    lo, hi = R.bootstrap_ci(same)
+    assert lo < np.mean([g.mean() for g in same]) < hi and lo > 0
+    assert R.bootstrap_ci(same) == (lo, hi)  # seeded: deterministic
+    # one seed that disagrees: the seeds' spread widens the interval across 0
+    split = [rng.normal(1.0, 1.0, 40), rng.normal(1.0, 1.0, 40), rng.normal(-2.0, 1.0, 40)]
+    lo2, hi2 = R.bootstrap_ci(split)
+    assert lo2 < 0 < hi2
+    assert np.isnan(R.bootstrap_ci([np.array([np.nan])])[0])
+
+
+# ------------------------------------------------------------ synthetic results
+def _fake_results(effects: dict[int, float], claims=(2,), seeds=(1, 2, 3), n=30, noise=0.5) -> dict:
+    """Per-image results whose contrast for each claim has the given mean effect."""
+    rng = np.random.default_rng(1)
+    results: dict = {}
+    for c in R.select_claims(list(claims)):
+        for s in seeds:
+            for arm in c.arms:
+                rows = ("base", "single", "multi") if R.ARMS[arm].full else ("base",)
+                results.setdefault((arm, s), {"seconds": 1.0, "items": {r: {} for r in rows}})
+            for m in c.measures:
+                first_w, first_arm, first_row = m.terms[0]
+                base = rng.uniform(20, 30, n)
+                for w, arm, row in m.terms:
+                    results[(arm, s)]["items"][row][m.metric] = list(base)
+                # the first term carries the effect (its weight is +1 in every claim)
+                shifted = base + (effects[c.number] + rng.normal(0, noise, n)) / first_w
+                results[(first_arm, s)]["items"][first_row][m.metric] = list(shifted)
+    return results
+
+
+def test_synthetic_claims_get_the_three_verdicts(tmp_path):
+    # claim 2: conv_ae - vae, claimed > 1 dB; claim 7: blur % sharp - plain, claimed < 0;
+    # claim 10: strided - pooling blur %, claimed < 0
+    results = _fake_results({2: 3.0, 7: 2.0, 10: 0.0}, claims=(2, 7, 10))
+    rows = R.write_report(R.select_claims([2, 7, 10]), [1, 2, 3], results, tmp_path, BASE)
+    verdicts = {r["claim"]: r["verdict"] for r in rows}
+    assert verdicts == {2: "holds", 7: "does not hold", 10: "inconclusive"}
+    m = rows[0]["measures"][0]
+    assert 2.5 < m["effect"] < 3.5 and m["ci"][0] > 1.0 and m["p_value"] < 1e-6
+    assert set(m["per_seed"]) == {"1", "2", "3"} and m["n_items"] == 90
+
+
+def test_report_files(tmp_path):
+    results = _fake_results({5: 1.0}, claims=(5,))
+    R.write_report(R.select_claims([5]), [1, 2, 3], results, tmp_path, BASE)
+    md = (tmp_path / "claims.md").read_text()
+    data = json.loads((tmp_path / "claims.json").read_text())
+    assert "| 5 | a smaller latent gives blurrier output and colour shifts | blur study:" in md
+    assert "blur % latent 8 - 256" in md and "colour bias latent 8 - 256" in md  # both measures
+    assert "**holds**" in md and "Verdict rule" in md and "(claims/claim_5.png)" in md
+    row = data["claims"][0]
+    assert row["claim"] == 5 and len(row["measures"]) == 2 and row["verdict"] == "holds"
+    assert row["arms"]["v2_latent8"]["arch"]["conv_ae_v2"]["latent"] == 8
+    png = tmp_path / "claims" / "claim_5.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_claim_selection_and_every_arm_validates():
+    assert [c.number for c in R.CLAIMS] == list(range(1, 11))
+    with pytest.raises(ValueError, match=r"unknown claim number\(s\) \[11\]"):
+        R.select_claims([11])
+    for name, arm in R.ARMS.items():
+        params = R.arm_params(BASE, arm, 1)
+        assert params["architectures"] == [arm.arch] and params["seed"] == 1, name
+        assert params["mlflow"]["enabled"] is False and params["train"]["threads"] == 1
+
+
+# ------------------------------------------------------------------ the run cache
+def test_cached_runs_are_reused_and_a_change_reruns(tmp_path, monkeypatch):
+    calls: list[tuple[str, int]] = []
+
+    def fake_run(params, arm, work, data_dir):
+        calls.append((arm.arch, params["seed"]))
+        n = 5
+        return {"arch": arm.arch, "seed": params["seed"], "seconds": 0.1,
+                "items": {"base": {"psnr": list(np.full(n, 20.0 + params["train"]["epochs"]))}}}
+
+    monkeypatch.setattr(R, "run_arm", fake_run)
+    monkeypatch.setattr(R, "prepare_data", lambda params, folder: None)
+    claims = R.select_claims([4])  # resnet_vae vs vae
+    first = R.run_claims(claims, [1, 2], BASE, tmp_path, progress=False)
+    assert len(calls) == 4 and len(first) == 4
+    R.run_claims(claims, [1, 2], BASE, tmp_path, progress=False)
+    assert len(calls) == 4  # nothing changed: nothing reruns
+    R.run_claims(claims, [1, 2, 3], BASE, tmp_path, progress=False)
+    assert len(calls) == 6  # only the new seed
+    changed = {**BASE, "train": {**BASE["train"], "lr": 0.002}}
+    R.run_claims(claims, [1], changed, tmp_path, progress=False)
+    assert len(calls) == 8  # a param the runs use changed: both arms rerun
+
+
+def test_run_key_follows_params_and_code():
+    arm = R.ARMS["vae"]
+    p1 = R.arm_params(BASE, arm, 1)
+    assert R.run_key(p1, arm, "code-a") == R.run_key(R.arm_params(BASE, arm, 1), arm, "code-a")
+    assert R.run_key(p1, arm, "code-a") != R.run_key(p1, arm, "code-b")
+    assert R.run_key(p1, arm, "code-a") != R.run_key(R.arm_params(BASE, arm, 2), arm, "code-a")
+
+
+# ------------------------------------------------------------------ end to end
+def test_tiny_claim_end_to_end(tmp_path, monkeypatch):
+    """Claim 4 (resnet_vae vs vae) trained for real on a few sample tiles, one seed, through
+    the CLI; a second run reuses the cache."""
+    from aerestore.cli import main
+
+    tiny = R.deep_update(json.loads(json.dumps(R.SCALED)), {
+        "data": {"limit": 30, "image_size": 32},
+        "blocks": {"size": 16, "overlap": 4},
+        "train": {"epochs": 1, "blocks_per_epoch": 256},
+        "latent": 8,
+    })
+    monkeypatch.setattr(R, "SCALED", tiny)
+    out = tmp_path / "reports"
+    assert main(["report", "--claims", "4", "--seeds", "1", "--out", str(out)]) == 0
+    data = json.loads((out / "claims.json").read_text())
+    (row,) = data["claims"]
+    assert row["claim"] == 4 and row["verdict"] in ("holds", "does not hold", "inconclusive")
+    m = row["measures"][0]
+    assert m["n_items"] >= 2 and np.isfinite(m["effect"]) and np.isfinite(m["p_value"])
+    runs = sorted((out / "cache" / "runs").glob("*.json"))
+    assert len(runs) == 2
+    stamps = [p.stat().st_mtime_ns for p in runs]
+    assert main(["report", "--claims", "4", "--seeds", "1", "--out", str(out)]) == 0
+    assert [p.stat().st_mtime_ns for p in runs] == stamps  # reused, not retrained
+    assert not (out / "cache" / "work").exists() or not any((out / "cache" / "work").iterdir())

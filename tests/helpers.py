@@ -60,6 +60,18 @@ def tiny_model(name: str = "conv_ae", block: int = 16, channels: int = 3, latent
     return create_model(name, latent=latent, block=block, channels=channels, loss=LossConfig())
 
 
+def fit_to(model, blocks: torch.Tensor, steps: int, lr: float = 3e-3):
+    """``model`` fitted for ``steps`` full-batch Adam steps to reconstruct float ``blocks``
+    (N, C, s, s): a few seconds, enough for its outputs to depend on its codes."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        model.loss((blocks, blocks))["loss"].backward()
+        opt.step()
+    return model.eval()
+
+
 def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, overlap: int = 4, k: int = 2):
     """A complete restorer directory (model.pt, clusters.npz, decoders.pt) from a briefly
     trained tiny model: what the pipeline writes, made in a second."""

@@ -11,7 +11,7 @@ from aerestore import attributes as A
 from aerestore import explore as X
 from aerestore.params import ExploreParams
 
-from helpers import photo_images, tiny_model
+from helpers import fit_to, photo_images, tiny_model
 
 
 def write_attr(path, files, names, values, count=None):
@@ -75,14 +75,7 @@ def test_a_direction_moves_the_decoded_images_along_the_attribute(tmp_path):
     torch.set_num_threads(1)
     images = photo_images(32, 32, seed=5)
     x = X.to_tensor(images)
-    model = tiny_model("vae", block=32, latent=16)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(40):
-        opt.zero_grad()
-        model.loss((x, x))["loss"].backward()
-        opt.step()
-    codec = X.LatentCodec(model.eval())
+    codec = X.LatentCodec(fit_to(tiny_model("vae", block=32, latent=16), x, steps=40))
     brightness = images.reshape(32, -1).mean(1)
     files = [f"{i:06d}.jpg" for i in range(32)]
     dark = brightness < np.median(brightness)

@@ -12,7 +12,7 @@ from aerestore.losses import LossConfig
 from aerestore.models import create_model
 from aerestore.params import ExploreParams, TrainParams
 
-from helpers import photo_images
+from helpers import fit_to, photo_images
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,7 @@ def setup():
     train, held_out = images[:16], images[16:]
     torch.manual_seed(0)
     vae = create_model("vae", latent=16, block=32, channels=3, loss=LossConfig(beta=0.01))
-    x = X.to_tensor(train)
-    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
-    vae.train()
-    for _ in range(60):
-        opt.zero_grad()
-        vae.loss((x, x))["loss"].backward()
-        opt.step()
-    codec = X.LatentCodec(vae.eval())
+    codec = X.LatentCodec(fit_to(vae, X.to_tensor(train), steps=60))
     cfg = TrainParams(epochs=60, batch_size=8, lr=3e-3, patience=0, threads=1)
     ae, result = C.train_chain(codec, "unet_ae", train, train[:0], cfg, seed=0, progress=False)
     return codec, ae, result, train, held_out

@@ -13,7 +13,7 @@ from aerestore import explore as X
 from aerestore.colour import colourfulness, to_grey
 from aerestore.restore import Restorer
 
-from helpers import photo_images, tiny_model
+from helpers import fit_to, photo_images, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +26,7 @@ def fitted(name: str, block: int, images: torch.Tensor, overlap: int = 0, steps:
     depend on its codes (an untrained decoder gives about 0.5 everywhere)."""
     from aerestore.blocks import split_blocks
 
-    model = tiny_model(name, block=block)
-    blocks = split_blocks(images, block, overlap)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        model.loss((blocks, blocks))["loss"].backward()
-        opt.step()
-    return model.eval()
+    return fit_to(tiny_model(name, block=block), split_blocks(images, block, overlap), steps)
 
 
 @pytest.mark.parametrize("name,block,overlap,method", [

@@ -3,12 +3,14 @@ image (bm3d too when its optional package is installed; otherwise its row is ski
 note): the single decoder and the per-cluster restorer (every cluster decoder, blended per
 pixel by the routing maps for unet_ae, per block for the block networks).
 
-    python benchmarks/bench_restore.py [--arch unet_ae] [--size 256] [--repeats 7] [--threads 2] [--reference]
+    python benchmarks/bench_restore.py [--arch unet_ae] [--size 256] [--repeats 7] [--threads 2] [--reference] [--bf16]
 
 The variants are timed interleaved (one call of each per round, ``--repeats`` rounds after
 a warm-up) and each row gives the median, so a load that comes and goes touches them alike.
 ``--reference`` adds unet_ae's restorer as it ran before the channels-last copies (the same
-networks in NCHW), timed in the same rounds. The last line states the per-cluster figure
+networks in NCHW), timed in the same rounds; ``--bf16`` adds the per-cluster restorer under
+bfloat16 autocast (``aerestore restore --amp bf16``: an approximation, fast on CPUs with
+AVX512-BF16 or AMX, slow on others) and its largest difference from fp32. The last line states the per-cluster figure
 against the 2 Mpx/s target.
 
 Uses the trained restorer in models/<arch>/ when the pipeline has made one; otherwise an
@@ -79,6 +81,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reference", action="store_true",
                     help="also time unet_ae's restorer without the channels-last copies (NCHW, as before)")
+    ap.add_argument("--bf16", action="store_true", help="also time the per-cluster restorer under bf16 autocast")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from skimage import data
@@ -94,9 +97,14 @@ def main() -> None:
             plain = copy.copy(restorer)
             plain.channels_last = False
             variants.append((plain, ", NCHW as before"))
+        if args.bf16 and routing == "soft":
+            half = make_restorer(args.arch, 3, routing)[0].to("cpu", "bf16")
+            variants.append((half, ", bf16 autocast"))
+            bf16_diff = float(np.abs(half.restore(img, "multi").astype(int) - restorer.restore(img, "multi")).max())
         for r, note in variants:
             if routing == "soft":
-                fns[f"{args.arch} single decoder (control{note})"] = lambda r=r: r.restore(img, "single")
+                if "bf16" not in note:
+                    fns[f"{args.arch} single decoder (control{note})"] = lambda r=r: r.restore(img, "single")
             fns[f"{args.arch} per-cluster ({k} decoders, {routing} routing{note})"] = lambda r=r: r.restore(img, "multi")
     rows = list(median_times(fns, args.repeats).items())
     x = img.astype(np.float64) / 255
@@ -114,7 +122,9 @@ def main() -> None:
         print(f"| {name} | {t * 1000:.1f} | {mpx / t:.3g} |")
     for line in skipped:
         print(f"\n{line}")
-    per_cluster = next(t for name, t in rows if "per-cluster" in name and "soft" in name and "NCHW" not in name)
+    if args.bf16:
+        print(f"\nbf16 autocast: largest difference from fp32 {bf16_diff:.0f} / 255 (per-cluster, soft routing)")
+    per_cluster = next(t for name, t in rows if name == f"{args.arch} per-cluster ({k} decoders, soft routing)")
     verdict = "meets" if mpx / per_cluster >= TARGET_MPX_S else "misses"
     print(f"\nper-cluster restorer (soft routing): {mpx / per_cluster:.2f} Mpx/s, {verdict} the "
           f"{TARGET_MPX_S:g} Mpx/s target ({args.threads} threads)")

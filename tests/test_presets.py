@@ -93,3 +93,14 @@ def test_cli_lists_and_prints_the_command(capsys, monkeypatch):
     assert line.startswith("dvc exp run -n lfw-colourise-sample -S ")
     assert "'prepare.degrade=[{op:grayscale,prob:1.0}]'" in line and "data.source=sample" in line
     assert main(["preset", "nope"]) == 2
+
+
+def test_extra_overrides_and_sweeps():
+    preset = SP.load_preset(REPO / "presets" / "sharpness-mnist-vae.yaml")
+    one = SP.dvc_command(preset, BASE, extra=["train.sharpness_weight=0"])
+    assert one[:5] == ["dvc", "exp", "run", "-n", "sharpness-mnist-vae"]
+    assert one[-2:] == ["-S", "train.sharpness_weight=0"]  # last: it wins over the preset's 1.0
+    sweep = SP.dvc_command(preset, BASE, queue=True, extra=["seed=1,2,3"])
+    assert sweep[:4] == ["dvc", "exp", "run", "--queue"] and "-n" not in sweep
+    assert SP.is_sweep("seed=1,2,3") and not SP.is_sweep("architectures=[a,b]")
+    assert not SP.is_sweep('data.path="a,b"')

@@ -603,6 +603,9 @@ def _add_preset(sub: Any) -> None:
     p.add_argument("--sample", action="store_true", help="add the preset's scaled-down overrides (sample data)")
     p.add_argument("--queue", action="store_true", help="queue the experiment (dvc queue start runs it)")
     p.add_argument("--run", action="store_true", help="run the command instead of printing it")
+    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more `dvc exp run -S` override, after the preset's (e.g. 'seed=1,2,3' "
+                        "to queue one experiment per seed, or train.sharpness_weight=0 for a control)")
     p.add_argument("--params", default="params.yaml", help="the base params (default params.yaml)")
     p.add_argument("--dir", type=Path, default=Path("presets"), help="presets folder (default presets/)")
     p.set_defaults(func=cmd_preset)
@@ -619,7 +622,7 @@ def cmd_preset(args: argparse.Namespace) -> int:
             print(f"{preset.name:28s} {preset.description}  [data: {preset.data}]")
         return 0
     preset = SP.find_preset(args.name, args.dir)
-    cmd = SP.dvc_command(preset, load_base(args.params), sample=args.sample, queue=args.queue)
+    cmd = SP.dvc_command(preset, load_base(args.params), sample=args.sample, queue=args.queue, extra=args.set)
     if not args.run:
         print(SP.shell_line(cmd))
         return 0

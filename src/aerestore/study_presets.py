@@ -145,12 +145,35 @@ def set_params(preset: StudyPreset, base: dict, sample: bool = False) -> list[st
             for k, v in _leaves(preset.overrides(sample))]
 
 
-def dvc_command(preset: StudyPreset, base: dict, sample: bool = False, queue: bool = False) -> list[str]:
-    """``dvc exp run [--queue] -n <name>[-sample] -S ... -S ...`` (validated first)."""
+def is_sweep(override: str) -> bool:
+    """Whether a ``-S`` value is a sweep (``seed=1,2,3``: a comma outside brackets and quotes)."""
+    depth, quote = 0, ""
+    for ch in override.partition("=")[2]:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return True
+    return False
+
+
+def dvc_command(preset: StudyPreset, base: dict, sample: bool = False, queue: bool = False,
+                extra: list[str] | None = None) -> list[str]:
+    """``dvc exp run [--queue] [-n <name>[-sample]] -S ... -S ...`` (validated first), with the
+    ``extra`` ``-S`` overrides last (they win); a sweep among them (``seed=1,2,3``) drops the
+    name, which one experiment only can take."""
     resolve(preset, base, sample)
+    extra = list(extra or [])
     name = preset.name + ("-sample" if sample else "")
-    cmd = ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name]
-    for s in set_params(preset, base, sample):
+    cmd = ["dvc", "exp", "run", *(["--queue"] if queue else [])]
+    if not any(is_sweep(e) for e in extra):
+        cmd += ["-n", name]
+    for s in set_params(preset, base, sample) + extra:
         cmd += ["-S", s]
     return cmd
 

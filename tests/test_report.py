@@ -167,3 +167,21 @@ def test_tiny_claim_end_to_end(tmp_path, monkeypatch):
     assert main(["report", "--claims", "4", "--seeds", "1", "--out", str(out)]) == 0
     assert [p.stat().st_mtime_ns for p in runs] == stamps  # reused, not retrained
     assert not (out / "cache" / "work").exists() or not any((out / "cache" / "work").iterdir())
+
+
+def test_code_digest_follows_the_code_runs_execute(tmp_path):
+    (tmp_path / "src" / "aerestore" / "models").mkdir(parents=True)
+    (tmp_path / "stages").mkdir()
+    files = {"src/aerestore/models/m.py": "x = 1\n", "src/aerestore/report.py": "r = 1\n",
+             "src/aerestore/cli.py": "c = 1\n", "stages/train.py": "t = 1\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    d0 = R.code_digest(tmp_path)
+    (tmp_path / "src/aerestore/report.py").write_text("r = 2\n")
+    (tmp_path / "src/aerestore/cli.py").write_text("c = 2\n")
+    assert R.code_digest(tmp_path) == d0  # the report's own code: no rerun
+    (tmp_path / "src/aerestore/models/m.py").write_text("x = 2\n")
+    d1 = R.code_digest(tmp_path)
+    assert d1 != d0
+    (tmp_path / "stages/train.py").write_text("t = 2\n")
+    assert R.code_digest(tmp_path) != d1

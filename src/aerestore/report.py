@@ -37,7 +37,7 @@ per-cluster claims cluster and decoders) in a work folder, and the measures are 
 the trained model with the evaluate stage's code (:mod:`aerestore.evaluate`,
 :mod:`aerestore.metrics`). The result of each run is cached in ``reports/cache/runs/<key>.json``,
 keyed by the SHA-256 of the run's complete validated params, the stages it ran and the digest
-of the code it ran (``src/aerestore`` and ``stages/``, this module and the CLI excepted): a
+of the code it ran (``src/aerestore`` and ``stages/``, less the report, CLI and presets modules): a
 second ``aerestore report`` with nothing changed trains nothing, and a change of a param or of
 the code reruns exactly the runs it touches, as DVC would. The data stages are cached the
 same way per (data params, seed) in ``reports/cache/data/``. The full-scale settings are the
@@ -272,12 +272,16 @@ def arm_params(base: dict, arm: Arm, seed: int) -> dict:
     return parse_params(raw, source=f"report arm {arm.arch} seed {seed}").model_dump()
 
 
+# Modules of src/aerestore that a run does not execute (the report, the CLI, the presets).
+NOT_RUN = ("report.py", "cli.py", "study_presets.py")
+
+
 def code_digest(root: Path = REPO) -> str:
-    """SHA-256 over the code a run executes: src/aerestore and stages/ (not this module or the CLI)."""
+    """SHA-256 over the code a run executes: src/aerestore and stages/ (less :data:`NOT_RUN`)."""
     h = hashlib.sha256()
     files = sorted([*(root / "src" / "aerestore").rglob("*.py"), *(root / "stages").glob("*.py")])
     for f in files:
-        if f.name in ("report.py", "cli.py"):
+        if f.name in NOT_RUN:
             continue
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())

@@ -85,6 +85,19 @@ def make_repo(dest: Path, overrides: dict | None = None) -> Path:
     return dest
 
 
+def stand_in_repo(repo: Path, files: dict[str, str]) -> Path:
+    """A git + DVC repository at ``repo`` holding ``files`` (name -> text), committed: a
+    stand-in pipeline for the tests that read DVC experiments."""
+    repo.mkdir(parents=True)
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    run(["git", "init", "-q", "-b", "main"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "stand-in"], repo)
+    return repo
+
+
 def set_params(repo: Path, changes: dict) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())

@@ -14,7 +14,7 @@ from PIL import Image
 from aerestore import cli
 from aerestore import seeds as SD
 
-from pipeline_utils import run
+from pipeline_utils import run, stand_in_repo
 
 N = 20
 
@@ -240,16 +240,8 @@ DVC_YAML = """stages:
 def test_cli_seeds_reads_dvc_experiments(tmp_path, capsys):
     """Sources as DVC experiment names (git refs under refs/exps) and --all, on a one-stage
     stand-in for the pipeline (the real one: test_seeds_on_two_pipeline_experiments)."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "params.yaml").write_text("seed: 42\n")
-    (repo / "make.py").write_text(MAKE)
-    (repo / "tests_fixture.py").write_text(FIXTURE)
-    (repo / "dvc.yaml").write_text(DVC_YAML)
-    run(["git", "init", "-q", "-b", "main"], repo)
-    run(["dvc", "init", "-q"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "stand-in"], repo)
+    repo = stand_in_repo(tmp_path / "repo", {"params.yaml": "seed: 42\n", "make.py": MAKE,
+                                             "tests_fixture.py": FIXTURE, "dvc.yaml": DVC_YAML})
     for seed in (1, 2):
         run(["dvc", "exp", "run", "-q", "-S", f"seed={seed}", "-n", f"seed-{seed}"], repo)
 

@@ -551,6 +551,45 @@ def cmd_colourise(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _add_latent_sizes(sub: Any) -> None:
+    p = sub.add_parser(
+        "latent-sizes",
+        help="compare latent sizes from DVC experiments' explore outputs (a PNG and a table)",
+        description="For each EXPERIMENT (a DVC experiment name or git revision of --repo; "
+        "default: every finished experiment of HEAD), read metrics/explore/<arch>.json and "
+        "metrics/explore/<arch>/interpolation.png and write OUT.png (rows: the same test "
+        "images; columns: the test image, then each experiment's reconstruction of it, or the "
+        "interpolation's mid-point with --frame midpoint, by latent size) and OUT.md (a table "
+        "of the plausibility and colourfulness metrics per latent size).",
+    )
+    p.add_argument("experiments", nargs="*", metavar="EXPERIMENT")
+    p.add_argument("--arch", required=True, help="the explored architecture, e.g. vae_lfw")
+    p.add_argument("--repo", default=".", help="the DVC repository of the experiments (default: .)")
+    p.add_argument("--frame", choices=("reconstruction", "midpoint"), default="reconstruction")
+    p.add_argument("--out", "-o", type=Path, default=Path("metrics/latent_sizes.png"), metavar="OUT.png",
+                   help="the figure (default metrics/latent_sizes.png); the table goes beside it as .md")
+    p.set_defaults(func=cmd_latent_sizes)
+
+
+def cmd_latent_sizes(args: argparse.Namespace) -> int:
+    from aerestore import latent_sizes as LS
+    from aerestore.seeds import baseline_experiments
+
+    _check_out_file(args.out, [])
+    names = list(args.experiments) or baseline_experiments(args.repo)
+    if not names:
+        raise CliError("no EXPERIMENT given and HEAD has no finished experiment "
+                       "(dvc exp run --queue -S 'arch.vae_lfw.latent=16,128,512' ... && dvc queue start -j 1)")
+    runs = [LS.load_run(name, args.arch, args.repo) for name in names]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(args.out, LS.figure(runs, args.frame))
+    table = LS.markdown(runs)
+    args.out.with_suffix(".md").write_text(table)
+    print(table, end="")
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------- the studies' claims, presets
 def _claim_numbers(text: str | None) -> list[int] | None:
     if not text:
@@ -642,6 +681,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_interpolate,
     _add_sample,
     _add_colourise,
+    _add_latent_sizes,
     _add_report,
     _add_preset,
 ]

@@ -88,9 +88,8 @@ def run_maps(params, arch, restorer):
         save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch, "fully_conv": True})
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
-        curves_plot(result.histories, plot, f"{arch}: " + ("a learned gate over K decoders (x: decoder updates)"
-                                                           if dp.method == "gate" else
-                                                           "per-cluster decoders (map-weighted)") + " and the control")
+        what = "a learned gate over K decoders" if dp.method == "gate" else "per-cluster decoders (map-weighted)"
+        curves_plot(result.histories, plot, f"{arch}: {what} and the control")
         write_csv(Path(f"metrics/decoders/{arch}_curve.csv"), curve_rows(result.histories))
         for name, hist in result.histories.items():
             for row in hist:

@@ -68,7 +68,8 @@ def run_blocks(params, arch, cfg):
         if not distributed.is_main():
             return
         save_model(model, Path(f"models/{arch}/model.pt"),
-                   extra={"arch": arch, "overlap": params.blocks.overlap, "best_epoch": result.best_epoch})
+                   extra={"arch": arch, "overlap": params.blocks.overlap, "best_epoch": result.best_epoch,
+                          "image_size": params.data.image_size})  # what `aerestore interpolate` resizes to
         metrics = {
             "best_val_loss": result.best_val_loss,
             "best_epoch": result.best_epoch,

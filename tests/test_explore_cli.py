@@ -115,6 +115,29 @@ def test_interpolate_names_the_bad_file(vae_dir, tmp_path, capsys):
     assert "not a models:/" in capsys.readouterr().err
 
 
+def test_interpolate_uses_the_saved_image_size_of_a_block_model(tmp_path, capsys, images):
+    """A block model saved with its training image size interpolates at that size by default;
+    a file saved before the size was recorded still loads and uses its block (or --size)."""
+    from helpers import tiny_model
+
+    a = _png(tmp_path / "a.png", photo_images(1, 48, seed=3)[0])
+    model = tiny_model("conv_ae", block=16)
+    for name, extra, side in (("new", {"arch": "conv_ae", "overlap": 4, "image_size": 40}, 40),
+                              ("old", {"arch": "conv_ae", "overlap": 4}, 16)):
+        folder = tmp_path / name
+        folder.mkdir()
+        save_model(model, folder / "model.pt", extra=extra)
+        assert Restorer.load(folder).image_size == extra.get("image_size")
+        out = tmp_path / f"{name}.png"
+        assert cli.main(["interpolate", str(a), str(a), "-m", str(folder), "-n", "2", "-o", str(out)]) == 0
+        assert f"at {side} px" in capsys.readouterr().err
+        tile = -(-64 // side) * side  # upscaled to at least 64 px
+        assert np.asarray(Image.open(out)).shape == (tile + 4, 4 * (tile + 2) + 2, 3)
+    assert cli.main(["interpolate", str(a), str(a), "-m", str(tmp_path / "old"), "--size", "32", "-n", "2",
+                     "-o", str(tmp_path / "sized.png")]) == 0
+    assert "at 32 px" in capsys.readouterr().err
+
+
 def test_sample_cli_is_seeded_and_vae_only(vae_dir, tmp_path, capsys):
     outs = []
     for name, seed in (("s1.png", 0), ("s2.png", 0), ("s3.png", 1)):
@@ -141,23 +164,35 @@ def _load_stage():
     return module
 
 
-def test_explore_stage_writes_the_grids_and_metrics(vae_dir, tmp_path, monkeypatch):
-    work = tmp_path / "repo"
+def _stage_repo(work: Path, vae_dir: Path, explore: dict, monkeypatch):
+    """A working folder with models/vae_lfw, data/prepared (8 train, 2 val, 4 test photo
+    crops) and data/raw's manifest and origins (train files t0..t7.jpg); the params."""
     (work / "models").mkdir(parents=True)
     (work / "models" / "vae_lfw").symlink_to(vae_dir)
-    photos = photo_images(12, 32, seed=5)
-    for split, sl in (("train", slice(0, 8)), ("test", slice(8, 12))):
+    photos = photo_images(14, 32, seed=5)
+    for split, sl in (("train", slice(0, 8)), ("val", slice(8, 10)), ("test", slice(10, 14))):
         folder = work / "data" / "prepared" / split
         folder.mkdir(parents=True)
         np.save(folder / "clean.npy", photos[sl])
         np.save(folder / "degraded.npy", photos[sl][:, :, ::-1].copy())
+    raw_dir = work / "data" / "raw"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "manifest.csv").write_text("file,split,width,height,sha256\n" + "".join(
+        f"images/{i}.jpg,train,32,32,{i}\n" for i in range(8)))
+    (raw_dir / "origins.csv").write_text("file,origin\n" + "".join(f"images/{i}.jpg,t{i}.jpg\n" for i in range(8)))
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     params = parse_params(_with(raw, {
         "architectures": ["vae_lfw"], "data": {"image_size": 32}, "blocks": {"size": 32, "overlap": 0},
         "mlflow": {"enabled": False}, "train": {"threads": 1},  # the stage sets torch's threads
-        "explore": {"architectures": ["vae_lfw"], "pairs": 2, "steps": 4, "samples": 4},
+        "explore": {"architectures": ["vae_lfw"], "pairs": 2, "steps": 4, "samples": 4, **explore},
     }))
     monkeypatch.chdir(work)
+    return params
+
+
+def test_explore_stage_writes_the_grids_and_metrics(vae_dir, tmp_path, monkeypatch):
+    work = tmp_path / "repo"
+    params = _stage_repo(work, vae_dir, {}, monkeypatch)
     stage = _load_stage()
     stage.run(params, ["vae_lfw"])
     pngs = sorted(p.name for p in (work / "metrics" / "explore" / "vae_lfw").iterdir())
@@ -170,6 +205,33 @@ def test_explore_stage_writes_the_grids_and_metrics(vae_dir, tmp_path, monkeypat
     assert set(metrics["colourfulness"]) == {"clean", "degraded", "reconstructed", "samples"}
     with pytest.raises(Exception, match="not in explore.architectures"):
         stage.run(params, ["vae"])
+
+
+def test_explore_stage_chains_an_ae_and_draws_attribute_directions(vae_dir, tmp_path, monkeypatch):
+    """explore.chain trains the sharpening AE (1 epoch here) and scores it; explore.attributes
+    reads the attribute file by the training images' origin names."""
+    attr = tmp_path / "list_attr_celeba.txt"
+    attr.write_text("9\nSmiling Eyeglasses\n" + "".join(
+        f"t{i}.jpg {1 if i % 2 else -1} {1 if i < 3 else -1}\n" for i in range(8)) + "other.jpg 1 1\n")
+    work = tmp_path / "repo"
+    params = _stage_repo(work, vae_dir, {
+        "chain": "conv_ae", "chain_epochs": 1, "attributes": ["Smiling", "Eyeglasses"],
+        "attributes_file": str(attr), "attribute_scales": [-1.0, 0.0, 1.0]}, monkeypatch)
+    _load_stage().run(params, ["vae_lfw"])
+    out = work / "metrics" / "explore" / "vae_lfw"
+    assert {"chain.png", "attribute_Smiling.png", "attribute_Eyeglasses.png"} <= {p.name for p in out.iterdir()}
+    assert np.asarray(Image.open(out / "chain.png")).shape == (4 * 66 + 2, 3 * 66 + 2, 3)  # 4 test images
+    assert np.asarray(Image.open(out / "attribute_Smiling.png")).shape == (2 * 66 + 2, 4 * 66 + 2, 3)
+    metrics = yaml.safe_load((work / "metrics" / "explore" / "vae_lfw.json").read_text())
+    chain = metrics["chain"]
+    assert chain["arch"] == "conv_ae" and chain["epochs_run"] == 1 and chain["train_images"] == 8
+    assert set(chain) >= {"model", "chained", "clean"} and set(chain["model"]) == {
+        "psnr", "ssim", "blur_percent", "laplacian_var"}
+    assert metrics["attributes"]["Smiling"]["with"] == 4 and metrics["attributes"]["Eyeglasses"]["with"] == 3
+    assert metrics["attributes"]["scales"] == [-1.0, 0.0, 1.0]
+    bald = params.model_copy(update={"explore": params.explore.model_copy(update={"attributes": ["Bald"]})})
+    with pytest.raises(ValueError, match=r"list_attr_celeba.txt: no attribute\(s\) \['Bald'\]"):
+        _load_stage().run(bald, ["vae_lfw"])
 
 
 def test_colourisation_beats_the_grey_image():

@@ -444,8 +444,9 @@ def _add_interpolate(sub: Any) -> None:
     p.add_argument("--method", choices=("auto", "linear", "spherical"), default="auto",
                    help="auto (default): spherical for VAEs, linear otherwise")
     p.add_argument("--size", type=int, default=None,
-                   help="side the images are resized to (default: the model's block, the whole "
-                        "image of a whole-image model; e.g. 64 for an 18 px block model)")
+                   help="side the images are resized to (default: the image size the model was "
+                        "trained on, saved in model.pt; for files saved before it was recorded, the "
+                        "model's block: give e.g. --size 64 for such an 18 px block model)")
     p.set_defaults(func=cmd_interpolate)
 
 
@@ -457,7 +458,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     _check_out_file(args.out, [args.image_a, args.image_b])
     restorer = load_any_restorer(args.model)
     codec = X.LatentCodec(restorer.model, overlap=restorer.overlap)
-    size = args.size or restorer.block
+    size = args.size or restorer.image_size or restorer.block
     if size < restorer.block:
         raise CliError(f"--size {size}: smaller than the model's {restorer.block} px block")
     a = X.to_tensor(_model_image(restorer, args.image_a, size)[None])

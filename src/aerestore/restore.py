@@ -58,6 +58,10 @@ def _saved_parts(model, model_dir: Path, decoders: bool = True) -> tuple[dict, l
 
 
 class Restorer:
+    # the side of the images the model was trained on (model.pt's extra ``image_size``, written
+    # by the train stage); None for files saved before it was recorded
+    image_size: int | None = None
+
     def __init__(
         self,
         model,
@@ -133,7 +137,10 @@ class Restorer:
             raise ValueError(f"{model_dir / 'decoders.pt'}: a learned gate, but the gate is built for fully "
                              f"convolutional models only, not {kwargs['arch']}")
         kwargs["overlap"] = int(extra.get("overlap", 0))
-        return cls(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
+        restorer = cls(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
+        if extra.get("image_size") is not None:
+            restorer.image_size = int(extra["image_size"])
+        return restorer
 
     def files(self) -> list[Path]:
         return list(self._files)

@@ -34,7 +34,9 @@ def run_chain(params, model, overlap, clean, train, prepared):
     from aerestore.explore import LatentCodec
 
     ep = params.explore
-    cfg = params.train_for(ep.chain).model_copy(update={"epochs": ep.chain_epochs})
+    # no damage or n-cut head: there are no masks or clusters to train them on here
+    cfg = params.train_for(ep.chain).model_copy(
+        update={"epochs": ep.chain_epochs, "damage_weight": 0.0, "ncut_weight": 0.0})
     val = np.load(prepared / "val" / "clean.npy", mmap_mode="r")
     val = np.ascontiguousarray(val[pick(len(val), ep.max_train_images, params.seed)]) if len(val) else val[:0]
     codec = LatentCodec(model, overlap=overlap)

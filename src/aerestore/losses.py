@@ -2,8 +2,8 @@
 
 Conventions (all functions take float tensors ``(N, C, H, W)`` in [0, 1] unless stated):
 
-* Pixel losses (:func:`mse`, :func:`rmse`) are computed **per sample** and averaged over
-  the batch. A plain autoencoder minimises them as they are (a mean over pixels); a VAE
+* Pixel losses (:func:`mse`, :func:`rmse`, :func:`charbonnier`, :func:`psnr_loss`) are
+  computed **per sample** and averaged over the batch. A plain autoencoder minimises them as they are (a mean over pixels); a VAE
   multiplies them by the number of values in a block, ``n = C * H * W`` (see
   :func:`aerestore.models.base.RestorationModel.loss`), so that its reconstruction term is
   a per-sample *sum*, on the same scale as the KL divergence, which is a per-sample sum over
@@ -16,6 +16,7 @@ Conventions (all functions take float tensors ``(N, C, H, W)`` in [0, 1] unless 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,14 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ReconKind = Literal["mse", "rmse"]
+ReconKind = Literal["mse", "rmse", "charbonnier", "psnr"]
 SharpnessVariant = Literal["mean_max", "max", "mean_sq"]
-RECON_KINDS: tuple[str, ...] = ("mse", "rmse")
+RECON_KINDS: tuple[str, ...] = ("mse", "rmse", "charbonnier", "psnr")
 SHARPNESS_VARIANTS: tuple[str, ...] = ("mean_max", "max", "mean_sq")
 
 # Added under the square root of the RMSE: d sqrt(u)/du is infinite at u = 0, which a
 # perfect reconstruction (e.g. a constant block) reaches.
 RMSE_EPS = 1e-12
+# Charbonnier's epsilon (LapSRN, Lai et al. 2017, and MPRNet use 1e-3): below an error of
+# about eps the loss is quadratic, above it linear (an L1 with a smooth minimum).
+CHARBONNIER_EPS = 1e-3
+# Added to each image's MSE inside the log of :func:`psnr_loss` (NAFNet's PSNRLoss: 1e-8).
+PSNR_LOSS_EPS = 1e-8
 
 
 # --------------------------------------------------------------------------- config
@@ -44,7 +50,7 @@ class LossConfig:
     variational models and 1 otherwise; terms whose weight is 0 are not computed.
     """
 
-    recon: ReconKind = "mse"  # reconstruction loss: 'mse' or 'rmse'
+    recon: ReconKind = "mse"  # reconstruction loss: 'mse', 'rmse', 'charbonnier' or 'psnr'
     alpha: float = 1.0  # reconstruction weight (variational models)
     beta: float = 1.0  # KL weight (variational models)
     l1: float = 0.0  # weight of sum |w| over conv / linear weights
@@ -121,12 +127,42 @@ def rmse(output: Tensor, target: Tensor) -> Tensor:
     return (per_sample + RMSE_EPS).sqrt().mean()
 
 
+def charbonnier(output: Tensor, target: Tensor, eps: float = CHARBONNIER_EPS) -> Tensor:
+    """Charbonnier loss, a smooth L1: ``mean_i mean_p sqrt((y_ip - t_ip)^2 + eps^2) - eps``.
+
+    Every pixel pulls with a gradient of magnitude ~1 whatever the size of its error, so a
+    few strongly damaged pixels do not drown the small errors of the lightly damaged ones
+    (the squared error's gradient grows with the error). EDSR (Lim et al. 2017) found L1
+    better than L2 for PSNR; LapSRN (Lai et al. 2017) and MPRNet (Zamir et al. 2021) train
+    with this smooth form, ``eps = 1e-3``. ``- eps`` makes a perfect output score 0.
+    """
+    _same_shape(output, target)
+    return ((output - target).pow(2) + eps * eps).sqrt().mean() - eps
+
+
+def psnr_loss(output: Tensor, target: Tensor, eps: float = PSNR_LOSS_EPS) -> Tensor:
+    """Minus the per-image PSNR (data range 1), averaged over the batch: NAFNet's PSNRLoss
+    (Chen et al. 2022), ``mean_i 10 log10(mean_p (y_ip - t_ip)^2 + eps)``.
+
+    The log gives each image the same say whatever its error: a batch-mean MSE lets the
+    worst images (heavy noise) set the gradient; this one weights image i by ``1 / MSE_i``.
+    Negative for any error below 1 (e.g. -30 at 30 dB).
+    """
+    _same_shape(output, target)
+    per_sample = (output - target).pow(2).flatten(1).mean(1)
+    return (10.0 / math.log(10.0)) * (per_sample + eps).log().mean()
+
+
 def reconstruction(output: Tensor, target: Tensor, kind: str) -> Tensor:
-    """:func:`mse` or :func:`rmse`, by name."""
+    """:func:`mse`, :func:`rmse`, :func:`charbonnier` or :func:`psnr_loss`, by name."""
     if kind == "mse":
         return mse(output, target)
     if kind == "rmse":
         return rmse(output, target)
+    if kind == "charbonnier":
+        return charbonnier(output, target)
+    if kind == "psnr":
+        return psnr_loss(output, target)
     raise ValueError(f"reconstruction loss must be one of {RECON_KINDS}, got {kind!r}")
 
 

@@ -255,7 +255,7 @@ class TrainParams(_Strict):
     lr_decay: float = Field(0.9, gt=0, le=1)  # lr * lr_decay ** epoch
     patience: int = Field(3, ge=0)  # early stopping on val loss; 0 = off
     blocks_per_epoch: int = Field(0, ge=0)  # 0 = every training block each epoch
-    recon: Literal["mse", "rmse"] = "mse"
+    recon: Literal["mse", "rmse", "charbonnier", "psnr"] = "mse"  # aerestore.losses.reconstruction
     alpha: float = Field(1.0, ge=0)  # reconstruction weight (VAEs)
     beta: float = Field(1.0, ge=0)  # KL weight (VAEs)
     l1: float = Field(0.0, ge=0)  # weight penalties

@@ -91,7 +91,8 @@ def test_report_files(tmp_path):
     data = json.loads((tmp_path / "claims.json").read_text())
     assert "| 5 | a smaller latent gives blurrier output and colour shifts | blur study:" in md
     assert "blur % latent 8 - 256" in md and "colour bias latent 8 - 256" in md  # both measures
-    assert "**holds**" in md and "Verdict rule" in md and "(claims/claim_5.png)" in md
+    assert "**holds** (this measure: holds)" in md and "| this measure: holds |" in md
+    assert "Verdict rule" in md and "(claims/claim_5.png)" in md
     row = data["claims"][0]
     assert row["claim"] == 5 and len(row["measures"]) == 2 and row["verdict"] == "holds"
     assert row["arms"]["v2_latent8"]["arch"]["conv_ae_v2"]["latent"] == 8

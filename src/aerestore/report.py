@@ -614,7 +614,18 @@ def _fmt(v: float, unit: str = "") -> str:
 def _p(p: float) -> str:
     if p is None or not np.isfinite(p):
         return "–"
+    if p < 1e-16:  # below double precision's resolution of 1 - p: scipy returns 0
+        return "< 1e-16"
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _verdict_cell(row: dict, i: int) -> str:
+    """The claim's verdict in bold on its first line; with several measures, each line also
+    gives its own measure's."""
+    own = row["measures"][i]["verdict"]
+    if len(row["measures"]) == 1:
+        return f"**{row['verdict']}**"
+    return (f"**{row['verdict']}** (this measure: {own})" if i == 0 else f"this measure: {own}")
 
 
 VERDICT_RULE = (
@@ -651,7 +662,7 @@ def claims_markdown(rows: list[dict], seeds: list[int], seconds: float, settings
                 f"{(r['study'] + ': ' + r['source']) if first else ''} | {r['setting'] if first else ''} | "
                 f"{m['label']} | {_fmt(m['effect'])}{unit} [{_fmt(m['ci'][0])}, {_fmt(m['ci'][1])}] | "
                 f"{_p(m['p_value'])} | {m['share_claimed_direction']:.0%} | {per_seed} | "
-                f"{('**' + r['verdict'] + '**') if first else m['verdict']} |")
+                f"{_verdict_cell(r, i)} |")
     lines += ["", VERDICT_RULE, "", "## Plots", ""]
     for r in rows:
         lines.append(f"- claim {r['claim']}: [{r['text']}](claims/claim_{r['claim']}.png)")

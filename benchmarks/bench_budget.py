@@ -1,0 +1,233 @@
+"""unet_ae's quality against training minutes, beside the best classical restorer's level.
+
+Each budget in ``--steps`` is a separate, complete training run of ``unet_ae`` at the
+settings of ``params.yaml`` (``train`` with ``arch.unet_ae.train`` applied, as
+``train@unet_ae``; ``--set key=value`` overrides a ``train`` key, e.g. ``recon=mse``), with
+its own warm-up + cosine schedule over its steps, the same seed, ``--threads`` threads
+(1 by default), random crops of ``<prepared>/train`` and the best weights on ``<prepared>/val``
+(:func:`aerestore.croptrain.fit_crops`). Its shared decoder (the one ``train@unet_ae``
+saves, before any per-cluster fine-tuning) then restores ``--images`` evenly spaced whole
+images of ``--split`` (``round(linspace(0, n - 1, k))``, as the evaluate stage's anchor
+subset), scored with :func:`aerestore.metrics.batch_metrics` (PSNR over all pixels and
+inside the blurred / noisy / clean regions of the masks, SSIM). The classical restorers
+(``--classical``; BM3D is the optional extra) run once on the same images, and the best of
+them in each column is drawn as a horizontal line.
+
+Writes ``<out>.json`` (conditions, every run's metrics and training seconds, the
+classical scores, and for each run its margin over the best classical restorer in each
+column) and ``<out>.png`` (PSNR whole / blur / clean and SSIM against training minutes).
+Minutes are wall-clock training time on this machine with these threads: compare the runs
+of one invocation with each other, not with another machine's.
+
+    python benchmarks/bench_budget.py [--prepared data/prepared] [--split test] \\
+        [--steps 500 1000 2000 4000] [--threads 1] [--set recon=mse] [--out docs/benchmarks/budget]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from pydantic import ValidationError
+
+from aerestore.classical import RESTORERS, restore_all
+from aerestore.cropdata import ImageData, image_batches
+from aerestore.croptrain import fit_crops
+from aerestore.evaluate import anchor_indices
+from aerestore.io import open_split, read_json, write_json
+from aerestore.losses import LossConfig
+from aerestore.metrics import batch_metrics
+from aerestore.models import create_model
+from aerestore.params import TrainParams, load_params
+from aerestore.stage import seed_everything
+
+ARCH = "unet_ae"
+# the columns reported, and the margins of issue 10's targets (dB over the best classical)
+COLUMNS = ("psnr", "psnr_blur", "psnr_noise", "psnr_clean", "ssim")
+TARGETS = {"psnr": 1.0, "psnr_blur": 1.5}
+PANELS = (("psnr", "PSNR, whole images (dB)"), ("psnr_blur", "PSNR inside the blurred regions (dB)"),
+          ("psnr_clean", "PSNR in the clean regions (dB)"), ("ssim", "SSIM"))
+
+
+def parse_set(items: list[str]) -> dict:
+    """``key=value`` pairs -> a dict, each value read as YAML (``0.002`` a float, ``mse`` a
+    string, as ``dvc exp run -S`` reads it); :class:`TrainParams` validates them."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def train_params(params_file: Path, overrides: dict[str, str], steps: int, threads: int) -> TrainParams:
+    """unet_ae's train settings from ``params_file``, with ``overrides`` and this run's steps."""
+    base = load_params(params_file).train_for(ARCH).model_dump()
+    unknown = sorted(set(overrides) - set(base))
+    if unknown:
+        raise SystemExit(f"--set: unknown train key(s) {unknown}")
+    try:
+        return TrainParams.model_validate({**base, **overrides, "steps": steps, "threads": threads})
+    except ValidationError as exc:
+        raise SystemExit(f"--set / --steps / --threads: invalid train params for {ARCH}:\n{exc}") from None
+
+
+def scores(restored: np.ndarray, clean: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """Mean of each column over the images (a region absent from an image is left out)."""
+    m = batch_metrics(restored, clean, masks)
+    return {k: float(np.nanmean(m[k])) for k in COLUMNS}
+
+
+@torch.no_grad()
+def restore(model, data: ImageData) -> np.ndarray:
+    """The model's restoration of every image of ``data``, float (N, H, W, C) in [0, 1]."""
+    model.eval()
+    out = [model.run(deg).x_hat.permute(0, 2, 3, 1).numpy() for deg, _, _ in image_batches(data, 16)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def classical_scores(names: list[str], degraded: np.ndarray, clean: np.ndarray, masks: np.ndarray,
+                     cache: Path | None, key: dict) -> dict[str, dict[str, float]]:
+    """Each classical restorer's scores on the images; read from ``cache`` when it holds
+    the same ``key`` (prepared folder, split, indices), else computed and written there."""
+    if cache is not None and cache.exists():
+        stored = read_json(cache)
+        if stored.get("key") == key and set(names) <= set(stored["scores"]):
+            return {n: stored["scores"][n] for n in names}
+    runnable = [n for n in names if RESTORERS[n].missing() is None]
+    for n in sorted(set(names) - set(runnable)):
+        print(f"bench_budget: {n} skipped: {RESTORERS[n].missing()}")
+    restored = restore_all(degraded, runnable)
+    result = {n: scores(restored[n], clean, masks) for n in runnable}
+    if cache is not None:
+        write_json(cache, {"key": key, "scores": result})
+    return result
+
+
+def best_classical(classical: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Per column, the best classical restorer and its value."""
+    best = {}
+    for col in COLUMNS:
+        name = max(classical, key=lambda n: classical[n][col])
+        best[col] = {"name": name, "value": classical[name][col]}
+    return best
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    minutes = [r["train_seconds"] / 60 for r in runs]
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.0))
+    for ax, (col, title) in zip(axes.flat, PANELS):
+        ax.plot(minutes, [r[col] for r in runs], "o-", color="C0", label=f"{ARCH} (shared decoder)")
+        for m, r in zip(minutes, runs):
+            ax.annotate(str(r["steps"]), (m, r[col]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        best = report["best_classical"][col]
+        ax.axhline(best["value"], color="C3", ls="--", label=f"best classical ({best['name']})")
+        if col in TARGETS:
+            ax.axhline(best["value"] + TARGETS[col], color="C3", ls=":", lw=1,
+                       label=f"target: +{TARGETS[col]} dB")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"training minutes ({report['conditions']['threads']} thread(s))")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{ARCH}: quality against training budget\n({report['conditions']['images']} "
+                 f"{report['conditions']['split']} images of {report['conditions']['prepared']}; steps annotated)",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--split", default="test", help="the images scored (the settings were chosen on val)")
+    ap.add_argument("--images", type=int, default=48, help="evenly spaced images scored (0 = all)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[500, 1000, 2000, 4000])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a train key of unet_ae (repeatable)")
+    ap.add_argument("--classical", nargs="+", default=["bm3d", "tv", "nlmeans"])
+    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/budget"),
+                    help="writes <out>.json and <out>.png")
+    ap.add_argument("--classical-cache", type=Path, default=None,
+                    help="a JSON file of the classical scores, reused when it holds the same "
+                         "images (BM3D is slow), else written; default: none")
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args()
+    unknown = [n for n in args.classical if n not in RESTORERS]
+    if unknown:
+        raise SystemExit(f"--classical: unknown restorer(s) {unknown}; known: {list(RESTORERS)}")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    torch.set_num_threads(args.threads)
+
+    params = load_params(args.params)
+    overrides = parse_set(args.overrides)
+    train_params(args.params, overrides, args.steps[0], args.threads)  # bad overrides stop here, before any work
+    train = ImageData.load(args.prepared, "train")
+    val = ImageData.load(args.prepared, "val")
+    scored_all = ImageData.load(args.prepared, args.split)
+    idx = anchor_indices(len(scored_all), args.images)
+    scored = ImageData(scored_all.degraded[idx], scored_all.clean[idx],
+                       None if scored_all.classes is None else scored_all.classes[idx])
+    masks = open_split(args.prepared / args.split, "prepare")["mask"]
+    if masks is None:
+        raise SystemExit(f"{args.prepared / args.split}: no damage masks (the region columns need them)")
+    masks = np.ascontiguousarray(masks[idx])
+    clean = scored.clean.permute(0, 2, 3, 1).numpy()
+    degraded = scored.degraded.permute(0, 2, 3, 1).numpy()
+
+    key = {"prepared": str(args.prepared.resolve()), "split": args.split, "indices": idx.tolist()}
+    classical = classical_scores(args.classical, degraded, clean, masks,
+                                 args.classical_cache, key)
+    classical["degraded input"] = scores(degraded, clean, masks)
+    best = best_classical({n: v for n, v in classical.items() if n != "degraded input"})
+
+    runs = []
+    for steps in args.steps:
+        cfg = train_params(args.params, overrides, steps, args.threads)
+        seed_everything(params.seed)
+        model = create_model(ARCH, latent=params.latent_for(ARCH), block=cfg.crop, channels=train.channels,
+                             loss=LossConfig.from_train(cfg), **params.arch_params(ARCH).model)
+        t0 = time.perf_counter()
+        result = fit_crops(model, train, val, cfg, params.seed)
+        seconds = time.perf_counter() - t0
+        row = {"steps": steps, "train_seconds": round(seconds, 1), **scores(restore(model, scored), clean, masks),
+               "best_step": result.history[result.best_epoch - 1]["step"]}
+        row["margin_db"] = {c: round(row[c] - best[c]["value"], 3) for c in COLUMNS if c != "ssim"}
+        runs.append(row)
+        print(f"{steps:5d} steps {seconds / 60:5.1f} min: " + "  ".join(f"{c} {row[c]:.4g}" for c in COLUMNS)
+              + "  margin " + " ".join(f"{c} {v:+.2f}" for c, v in row["margin_db"].items()), flush=True)
+
+    report = {
+        "conditions": {"prepared": str(args.prepared), "split": args.split, "images": len(idx),
+                       "threads": args.threads, "overrides": overrides, "seed": params.seed,
+                       "train": {k: v for k, v in cfg.model_dump().items()
+                                 if k in ("batch_size", "crop", "lr", "warmup", "eval_every", "recon",
+                                          "damage_weight")},
+                       "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                       "torch": torch.__version__},
+        "classical": classical, "best_classical": best, "targets_db": TARGETS, "runs": runs,
+    }
+    write_json(args.out.with_suffix(".json"), report)
+    if not args.no_plot:
+        plot(report, args.out.with_suffix(".png"))
+    print(f"wrote {args.out.with_suffix('.json')}" + ("" if args.no_plot else f" and {args.out.with_suffix('.png')}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -64,6 +64,7 @@ def run_maps(params, arch, restorer):
 
     dp = params.decoders
     crop = params.train_for(arch).crop
+    recon = params.train_for(arch).recon  # fine-tune on the loss the shared decoder was trained on
     train = ImageData.load("data/prepared", "train")
     val = ImageData.load("data/prepared", "val")
     z, _ = location_features(restorer.model, train)
@@ -79,12 +80,12 @@ def run_maps(params, arch, restorer):
         if dp.method == "gate":
             result = train_gate_decoders(restorer.model, initial_gate(restorer, k), train, val, steps=dp.steps,
                                          lr=dp.lr, gate_lr=dp.gate_lr, balance=dp.balance, batch_size=dp.crop_batch,
-                                         crop=crop, eval_every=eval_every, seed=params.seed)
+                                         crop=crop, eval_every=eval_every, seed=params.seed, recon=recon)
             log_gate_routing(result.summary["routing"], mlrun)
         else:
             result = train_map_decoders(restorer.model, restorer.route_maps, k, train, val, steps=dp.steps,
                                         lr=dp.lr, batch_size=dp.crop_batch, crop=crop, eval_every=eval_every,
-                                        min_locations=dp.min_blocks, seed=params.seed, sizes=sizes)
+                                        min_locations=dp.min_blocks, seed=params.seed, sizes=sizes, recon=recon)
         save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch, "fully_conv": True})
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         plot = Path(f"metrics/decoders/{arch}_curve.png")

@@ -7,8 +7,9 @@ or takes the damage head's classes (``cluster.method: damage_head``); the routin
 
 Decoder ``k`` is a copy of the shared decoder fine-tuned, encoder frozen, on random crops
 with the per-pixel squared error weighted by cluster ``k``'s routing map (bilinearly
-upsampled): ``sum(w * (y_hat - y)^2) / (C * sum(w))``. The control is a copy fine-tuned on
-all pixels (plain MSE) for as many updates as all cluster decoders together, with the
+upsampled): the training stage's loss (``train.recon``, :func:`weighted_recon`; for ``mse``
+``sum(w * (y_hat - y)^2) / (C * sum(w))``). The control is a copy fine-tuned on
+all pixels (the unweighted loss) for as many updates as all cluster decoders together, with the
 same learning rate (constant), batch, crop size and crop stream (seeded alike: the
 control's first updates see the cluster decoders' crops). Without it "multi beats single"
 could just mean "more training beats less".
@@ -17,6 +18,7 @@ could just mean "more training beats less".
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import numpy as np
@@ -35,6 +37,40 @@ def weighted_mse(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -
     if w is None:
         return se.mean()
     return (w * se).sum() / (w.sum() * y.shape[1]).clamp_min(1e-8)
+
+
+def weighted_recon(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, kind: str = "mse") -> torch.Tensor:
+    """The training stage's reconstruction loss ``kind`` (``train.recon``), weighted per pixel
+    by ``w`` (N, 1, H, W; all pixels when None), so that fine-tuning optimises what the shared
+    decoder was trained on (a decoder trained on ``psnr`` and fine-tuned on MSE moved away from
+    its own objective: the control ended below the shared decoder it started from).
+
+    * ``mse``: :func:`weighted_mse` (unchanged);
+    * ``charbonnier``: the weighted mean of the per-pixel Charbonnier term;
+    * ``psnr`` / ``rmse``: per image i its weighted MSE ``m_i``, then ``10 log10(m_i + eps)``
+      (:func:`aerestore.losses.psnr_loss`) or ``sqrt(m_i)``, averaged over the images with
+      weights ``W_i = sum(w_i)``, so an image with few of cluster k's pixels has a small say
+      in decoder k. With ``w`` None every ``W_i`` is equal: exactly the unweighted loss.
+    """
+    if kind == "mse":
+        return weighted_mse(y_hat, y, w)
+    from .losses import CHARBONNIER_EPS, PSNR_LOSS_EPS
+
+    if w is None:
+        w = torch.ones_like(y[:, :1])
+    if kind == "charbonnier":
+        per = ((y_hat - y).pow(2) + CHARBONNIER_EPS**2).sqrt() - CHARBONNIER_EPS
+        return (w * per).sum() / (w.sum() * y.shape[1]).clamp_min(1e-8)
+    se = (w * (y_hat - y).pow(2)).flatten(1).sum(1)
+    weight = w.flatten(1).sum(1)
+    m = se / (weight * y.shape[1]).clamp_min(1e-8)
+    if kind == "psnr":
+        per_image = (10.0 / math.log(10.0)) * (m + PSNR_LOSS_EPS).log()
+    elif kind == "rmse":
+        per_image = m.clamp_min(1e-12).sqrt()
+    else:
+        raise ValueError(f"train.recon must be one of mse, rmse, charbonnier, psnr; got {kind!r}")
+    return (weight * per_image).sum() / weight.sum().clamp_min(1e-8)
 
 
 class _Val:
@@ -82,7 +118,7 @@ class _Val:
 
 def fine_tune(
     decoder, model, maps_fn, cluster: int | None, train: ImageData, val: _Val, steps: int, lr: float,
-    batch_size: int, crop: int, eval_every: int, seed: int, desc: str, progress: bool = True,
+    batch_size: int, crop: int, eval_every: int, seed: int, desc: str, progress: bool = True, recon: str = "mse",
 ) -> list[dict]:
     """``steps`` Adam updates of ``decoder`` on crops (weighted by cluster ``cluster``'s
     maps; all pixels when None); history rows ``{step, train_loss, val_loss}``, from step 0."""
@@ -100,7 +136,7 @@ def fine_tune(
             f = model.features(deg)
             w = None if cluster is None else upsample_maps(maps_fn(f.code), model.multiple, f.size)[:, cluster : cluster + 1]
         decoder.train()
-        loss = weighted_mse(decoder(f), y, w)
+        loss = weighted_recon(decoder(f), y, w, recon)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -136,7 +172,7 @@ def val_losses(vset: _Val, shared, control, routed: list) -> dict:
 def train_map_decoders(
     model, maps_fn, k: int, train: ImageData, val: ImageData, *, steps: int, lr: float, batch_size: int,
     crop: int, eval_every: int, min_locations: int, seed: int, sizes: list[int] | None = None,
-    progress: bool = True,
+    progress: bool = True, recon: str = "mse",
 ) -> DecodersResult:
     """Per-cluster decoders (``steps`` updates each) and the equal-budget control.
 
@@ -159,14 +195,14 @@ def train_map_decoders(
             continue
         dec = copy.deepcopy(model.decoder)
         histories[f"cluster_{c}"] = fine_tune(dec, model, maps_fn, c, train, vset, steps, lr, batch_size, crop,
-                                              eval_every, seed, f"decoder {c}", progress)
+                                              eval_every, seed, f"decoder {c}", progress, recon)
         updates += steps
         clusters.append(dec)
         fallback.append(False)
     control = copy.deepcopy(model.decoder)
     control_updates = updates or steps
     histories["control"] = fine_tune(control, model, maps_fn, None, train, vset, control_updates, lr, batch_size,
-                                     crop, eval_every, seed, "control decoder", progress)
+                                     crop, eval_every, seed, "control decoder", progress, recon)
     routed = [d if d is not None else control for d in clusters]
     summary = {
         "k": k,
@@ -200,7 +236,7 @@ def gate_routing(model, gate, data: ImageData) -> dict:
 
 def train_gate_decoders(
     model, gate, train: ImageData, val: ImageData, *, steps: int, lr: float, gate_lr: float, balance: float,
-    batch_size: int, crop: int, eval_every: int, seed: int, progress: bool = True,
+    batch_size: int, crop: int, eval_every: int, seed: int, progress: bool = True, recon: str = "mse",
 ) -> DecodersResult:
     """K decoders and a learned gate (:class:`aerestore.gate.Gate`) trained end to end, a
     mixture of experts (``decoders.method: gate``), and the equal-budget control.
@@ -209,7 +245,7 @@ def train_gate_decoders(
     of crops (the same seeded stream as every fine-tuning here), the frozen encoder's
     features, the gate's noisy weights per code location upsampled to the pixels, the
     mixture ``sum_k g_k * decoder_k(f)``, and one Adam update of every decoder (``lr``)
-    and the gate (``gate_lr``) on ``MSE(mixture, clean) + balance * CV(importance)^2``
+    and the gate (``gate_lr``) on ``recon(mixture, clean) + balance * CV(importance)^2``
     (:func:`aerestore.gate.balance_loss`). Each decoder gets ``steps`` updates, as a
     per-cluster decoder does, so the control (:func:`fine_tune` on all pixels, same lr,
     batch, crop size and crop stream) gets ``K * steps``: the rule of the per-cluster
@@ -268,7 +304,7 @@ def train_gate_decoders(
         g = gate(f.code, noise)
         maps = upsample_maps(g, model.multiple, f.size)
         out = sum(maps[:, j : j + 1] * d(f) for j, d in enumerate(decoders))
-        mse = weighted_mse(out, y, None)
+        mse = weighted_recon(out, y, None, recon)
         bal = balance_loss(g)
         opt.zero_grad(set_to_none=True)
         (mse + balance * bal).backward()
@@ -291,7 +327,7 @@ def train_gate_decoders(
     control = copy.deepcopy(model.decoder)
     control_updates = k * steps
     control_history = fine_tune(control, model, None, None, train, vset, control_updates, lr, batch_size, crop,
-                                eval_every, seed, "control decoder", progress)
+                                eval_every, seed, "control decoder", progress, recon)
     final = _Val(model, lambda code: gate(code), val)  # the trained gate's maps
     routes = gate_routing(model, gate, train)
     summary = {

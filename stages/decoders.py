@@ -63,8 +63,8 @@ def run_maps(params, arch, restorer):
     from aerestore.mapdecoders import train_gate_decoders, train_map_decoders
 
     dp = params.decoders
-    crop = params.train_for(arch).crop
-    recon = params.train_for(arch).recon  # fine-tune on the loss the shared decoder was trained on
+    tp = params.train_for(arch)
+    crop, recon = tp.crop, tp.recon  # fine-tune on the loss the shared decoder was trained on
     train = ImageData.load("data/prepared", "train")
     val = ImageData.load("data/prepared", "val")
     z, _ = location_features(restorer.model, train)

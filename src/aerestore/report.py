@@ -9,7 +9,7 @@ block, for cluster separability) compared between arms, image by image:
   e.g. ``psnr[conv_ae.multi] - psnr[conv_ae.single]``, or for claim 6 the second difference
   ``(psnr[2000] - psnr[1000]) - (psnr[1000] - psnr[500])``), averaged over the items of each
   seed, then over the seeds;
-* its **95 % confidence interval** comes from a two-level bootstrap (:func:`bootstrap_ci`):
+* its **95 % confidence interval** comes from a two-level bootstrap (:func:`aerestore.stats.bootstrap_ci`):
   the seeds are resampled with replacement, then the items within each drawn seed. Training
   noise (between seeds) and the choice of test images (within a seed) both widen it; with 3
   seeds it excludes 0 only when every seed agrees on the sign, which is the point;
@@ -72,6 +72,7 @@ import numpy as np
 import yaml
 
 from . import stats as S
+from .stats import bootstrap_ci  # noqa: F401  (aerestore.report.bootstrap_ci, as before)
 from .io import atomic_path, write_json, write_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -506,24 +507,6 @@ def run_claims(claims: list[Claim], seeds: Iterable[int], base: dict, cache_root
 
 
 # ------------------------------------------------------------------------ statistics
-def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = BOOTSTRAP, level: float = LEVEL,
-                 seed: int = 0) -> tuple[float, float]:
-    """Two-level percentile bootstrap of the mean over seeds of the per-seed mean: seeds drawn
-    with replacement, then items within each drawn seed. ``nan`` items are dropped first."""
-    groups = [np.asarray(g, dtype=np.float64) for g in per_seed]
-    groups = [g[np.isfinite(g)] for g in groups]
-    groups = [g for g in groups if g.size]
-    if not groups:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
-    for b in range(n_boot):
-        pick = rng.integers(0, len(groups), size=len(groups))
-        stats[b] = np.mean([groups[i][rng.integers(0, groups[i].size, size=groups[i].size)].mean() for i in pick])
-    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
 def verdict(lo: float, hi: float, sign: int, size: float = 0.0, kind: str = "direction") -> str:
     """``holds`` / ``does not hold`` / ``inconclusive`` from the interval [lo, hi] of the effect
     (module docstring)."""
@@ -575,7 +558,7 @@ def analyse_measure(measure: Measure, per_seed: dict[int, tuple[np.ndarray, np.n
     diffs = [per_seed[s][0] for s in seeds]
     means = [float(np.nanmean(d)) if np.isfinite(d).any() else math.nan for d in diffs]
     effect = float(np.nanmean(means)) if np.isfinite(means).any() else math.nan
-    lo, hi = bootstrap_ci(diffs)
+    lo, hi = bootstrap_ci(diffs, n_boot=BOOTSTRAP, level=LEVEL)
     pos = np.concatenate([per_seed[s][1] for s in seeds])
     neg = np.concatenate([per_seed[s][2] for s in seeds])
     w = S.wilcoxon_paired(pos, neg)

@@ -155,3 +155,22 @@ def paired_comparison(a: Any, b: Any, higher_is_better: bool = True) -> dict[str
     out["mean_a"] = mean_finite(x)
     out["mean_b"] = mean_finite(y)
     return out
+
+
+def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Two-level percentile bootstrap of the mean over seeds of the per-seed mean: seeds drawn
+    with replacement, then items within each drawn seed (so with few seeds the interval excludes 0 only when
+    every seed agrees). ``nan`` items are dropped first. Used by ``aerestore report``."""
+    groups = [np.asarray(g, dtype=np.float64) for g in per_seed]
+    groups = [g[np.isfinite(g)] for g in groups]
+    groups = [g for g in groups if g.size]
+    if not groups:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        pick = rng.integers(0, len(groups), size=len(groups))
+        stats[b] = np.mean([groups[i][rng.integers(0, groups[i].size, size=groups[i].size)].mean() for i in pick])
+    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)

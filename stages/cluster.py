@@ -8,8 +8,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 import numpy as np  # noqa: E402
 
 from aerestore import cluster as C  # noqa: E402
-from aerestore.io import atomic_path, write_json  # noqa: E402
-from aerestore.models import load_model  # noqa: E402
+from aerestore.artifacts import Clusters, ModelKey, write_clusters  # noqa: E402
+from aerestore.io import write_json  # noqa: E402
+from aerestore.models import check_model, load_model  # noqa: E402
 from aerestore.models.device import autocast, resolve_device  # noqa: E402
 from aerestore.stage import StageError, arch_argument, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
@@ -21,10 +22,13 @@ def run(params, args):
     cp = params.cluster
     set_threads(params.train_for(arch).threads)
     seed_everything(params.seed)
-    model, _ = load_model(Path(f"models/{arch}/model.pt"))
+    model_path = Path(f"models/{arch}/model.pt")
+    model, _ = load_model(model_path)
+    check_model(model, model_path, arch=arch)
     if getattr(model, "fully_conv", False):
         return run_locations(params, arch, model)
     train = BlockData.load("data/blocks", "train")
+    check_model(model, model_path, block=train.degraded.shape[-1], where="data/blocks")
     if cp.k > len(train):
         raise StageError(f"cluster.k ({cp.k}) is larger than the number of training blocks ({len(train)})")
     cfg = params.train_for(arch)  # train.device and train.amp: where and how the encoder runs
@@ -51,11 +55,9 @@ def run(params, args):
         info = C.describe_clusters(labels, cp.k, train.clean, train.degraded, train.mask)
         damage = C.damage_shares(train.mask) if train.mask is not None else None
         sil = C.silhouette(z, labels, seed=params.seed)
-        with atomic_path(Path(f"models/{arch}/clusters.npz")) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, centroids=centroids, scale=np.float64(scale), beta=np.float64(cp.beta),
-                         method=np.str_(cp.method), labels=np.array([i["label"] for i in info]),
-                         sizes=np.array([i["size"] for i in info]))
+        write_clusters(Path(f"models/{arch}/clusters.npz"),
+                       Clusters(ModelKey.of(model), centroids, scale, cp.beta, cp.method,
+                                [i["label"] for i in info], [i["size"] for i in info]))
         metrics = {"method": cp.method, "k": cp.k, "silhouette": sil, "iterations": iterations,
                    "converged": converged, "clusters": info}
         if damage is not None:
@@ -130,11 +132,9 @@ def run_locations(params, arch, model):
             here = [row.get(f"{n}_share") for n in C.DAMAGE_CLASSES]
             row["label"] = ("unlabelled" if damage is None else "empty" if None in here
                             else C.damage_label(np.array(here), damage.mean(0)))
-        with atomic_path(Path(f"models/{arch}/clusters.npz")) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, centroids=centroids, scale=np.float64(scale), beta=np.float64(cp.beta),
-                         method=np.str_(cp.method), labels=np.array([i["label"] for i in info]),
-                         sizes=np.array(sizes), fully_conv=np.bool_(True))
+        write_clusters(Path(f"models/{arch}/clusters.npz"),
+                       Clusters(ModelKey.of(model), centroids, scale, cp.beta, cp.method,
+                                [i["label"] for i in info], sizes))
         write_json(Path(f"metrics/cluster/{arch}.json"), metrics)
         plot = Path(f"metrics/cluster/{arch}_latent.png")
         C.scatter_plot(z, labels, info, plot, f"{arch}: code vectors per location (PCA), {cp.method} k={k}",

@@ -5,8 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
 
-from aerestore.decoders import curve_rows, curves_plot, save_decoders, train_decoders  # noqa: E402
+from aerestore.artifacts import write_decoders  # noqa: E402
+from aerestore.decoders import curve_rows, curves_plot, train_decoders  # noqa: E402
 from aerestore.io import write_csv, write_json  # noqa: E402
+from aerestore.models import check_model  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
 from aerestore.models.device import autocast, resolve_device  # noqa: E402
 from aerestore.stage import StageError, arch_argument, main, seed_everything, set_threads  # noqa: E402
@@ -21,6 +23,7 @@ def run(params, args):
     seed_everything(params.seed)
     # model + clusters only (routing = nearest centroid); the old decoders.pt is being replaced
     restorer = Restorer.load(Path(f"models/{arch}"), decoders=False)
+    check_model(restorer.model, Path(f"models/{arch}/model.pt"), arch=arch)
     if getattr(restorer.model, "fully_conv", False):
         return run_maps(params, arch, restorer)
     if dp.method == "gate":
@@ -28,6 +31,9 @@ def run(params, args):
                          "run it with architectures=[unet_ae]")
     train = BlockData.load("data/blocks", "train")
     val = BlockData.load("data/blocks", "val")
+    check_model(restorer.model, Path(f"models/{arch}/model.pt"), block=train.degraded.shape[-1], where="data/blocks")
+    if restorer.centroids is None:
+        raise StageError(f"models/{arch}/clusters.npz: not found (run cluster@{arch} first)")
     k = len(restorer.centroids)
     cfg = params.train_for(arch)  # train.device and train.amp: where and how the networks run
     device = resolve_device(cfg.device)
@@ -37,7 +43,7 @@ def run(params, args):
         with autocast(device, cfg.amp):
             result = train_decoders(restorer.model, restorer.route, k, train, val, dp.epochs, dp.lr,
                                     dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every)
-        save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch})
+        write_decoders(Path(f"models/{arch}/decoders.pt"), restorer.model, result)
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
         curves_plot(result.histories, plot, f"{arch}: per-cluster decoders and the control")
@@ -86,7 +92,7 @@ def run_maps(params, arch, restorer):
             result = train_map_decoders(restorer.model, restorer.route_maps, k, train, val, steps=dp.steps,
                                         lr=dp.lr, batch_size=dp.crop_batch, crop=crop, eval_every=eval_every,
                                         min_locations=dp.min_blocks, seed=params.seed, sizes=sizes, recon=recon)
-        save_decoders(result, Path(f"models/{arch}/decoders.pt"), extra={"arch": arch, "fully_conv": True})
+        write_decoders(Path(f"models/{arch}/decoders.pt"), restorer.model, result)
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
         what = "a learned gate over K decoders" if dp.method == "gate" else "per-cluster decoders (map-weighted)"

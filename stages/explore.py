@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from aerestore.attributes import prepared_origins  # noqa: E402
 from aerestore.explore import explore_images, pick  # noqa: E402
 from aerestore.io import atomic_dir, write_json  # noqa: E402
-from aerestore.models import load_model  # noqa: E402
+from aerestore.models import read_model  # noqa: E402
 from aerestore.stage import StageError, main, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 
@@ -82,8 +82,8 @@ def run(params, args):
                          f"add it to architectures {params.architectures} (params.yaml)")
     set_threads(params.train_for(arch).threads)
     seed_everything(params.seed)
-    model, extra = load_model(Path(f"models/{arch}/model.pt"))
-    overlap = int((extra or {}).get("overlap", 0))
+    saved = read_model(Path(f"models/{arch}/model.pt"))
+    model, overlap = saved.model, saved.geometry.overlap
     prepared = Path("data/prepared")
     clean = np.load(prepared / "test" / "clean.npy")
     degraded = np.load(prepared / "test" / "degraded.npy")

@@ -67,9 +67,9 @@ def run_blocks(params, arch, cfg):
                      on_epoch=lambda row: mlrun.log_metrics(row, step=int(row["epoch"])))
         if not distributed.is_main():
             return
-        save_model(model, Path(f"models/{arch}/model.pt"),
-                   extra={"arch": arch, "overlap": params.blocks.overlap, "best_epoch": result.best_epoch,
-                          "image_size": params.data.image_size})  # what `aerestore interpolate` resizes to
+        save_model(model, Path(f"models/{arch}/model.pt"), overlap=params.blocks.overlap,
+                   image_size=params.data.image_size,  # what `aerestore interpolate` resizes to
+                   extra={"best_epoch": result.best_epoch})
         metrics = {
             "best_val_loss": result.best_val_loss,
             "best_epoch": result.best_epoch,
@@ -107,8 +107,7 @@ def run_crops(params, arch, cfg):
                            on_eval=lambda row: mlrun.log_metrics(row, step=int(row["step"])))
         if not distributed.is_main():
             return
-        save_model(model, Path(f"models/{arch}/model.pt"),
-                   extra={"arch": arch, "overlap": 0, "best_epoch": result.best_epoch, "fully_conv": True})
+        save_model(model, Path(f"models/{arch}/model.pt"), extra={"best_epoch": result.best_epoch})
         metrics = {
             "best_val_loss": result.best_val_loss,  # pixel MSE on whole validation images
             "best_epoch": result.best_epoch,  # the validation point (every train.eval_every steps)

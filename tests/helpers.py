@@ -76,7 +76,8 @@ def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, 
     """A complete restorer directory (model.pt, clusters.npz, decoders.pt) from a briefly
     trained tiny model: what the pipeline writes, made in a second."""
     from aerestore import cluster as C
-    from aerestore.decoders import save_decoders, train_decoders
+    from aerestore.artifacts import Clusters, ModelKey, write_clusters, write_decoders
+    from aerestore.decoders import train_decoders
     from aerestore.models import save_model
     from aerestore.restore import Restorer
     from aerestore.train import fit
@@ -86,15 +87,14 @@ def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, 
     model = tiny_model(name, block=block)
     fit(model, data, data, TrainParams(epochs=1, batch_size=32, threads=1), seed=0, progress=False)
     model_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, model_dir / "model.pt", extra={"arch": name, "overlap": overlap})
+    save_model(model, model_dir / "model.pt", overlap=overlap)
     z = C.encode_blocks(model, data.degraded)
     res = C.soft_kmeans(z, k, 5.0, seed=0)
-    np.savez(model_dir / "clusters.npz", centroids=res.centroids, scale=np.float64(res.scale),
-             beta=np.float64(5.0), method=np.str_("soft_kmeans"), labels=np.array(["a"] * k),
-             sizes=np.array([1] * k))
+    write_clusters(model_dir / "clusters.npz", Clusters(ModelKey.of(model), res.centroids, res.scale, 5.0,
+                                                        "soft_kmeans", ["a"] * k, [1] * k))
     restorer = Restorer.load(model_dir)
     result = train_decoders(restorer.model, restorer.route, k, data, data, 1, 1e-3, 32, 1, 0, progress=False)
-    save_decoders(result, model_dir / "decoders.pt")
+    write_decoders(model_dir / "decoders.pt", restorer.model, result)
     return Restorer.load(model_dir)
 
 

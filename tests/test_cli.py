@@ -92,7 +92,7 @@ def test_restore_with_a_bad_model_says_so(tmp_path, capsys):
     broken.mkdir()
     (broken / "model.pt").write_text("junk")
     assert cli.main(["restore", str(img), "-m", str(broken), "-o", str(tmp_path / "o")]) == 2
-    assert "model.pt: not a model saved by aerestore" in capsys.readouterr().err
+    assert "model.pt: not a model file saved by aerestore: not a zip archive" in capsys.readouterr().err
 
 
 def test_read_image_converts_16_bit_and_palette(tmp_path):

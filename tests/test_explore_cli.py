@@ -15,7 +15,7 @@ from PIL import Image
 
 from aerestore import cli
 from aerestore import explore as X
-from aerestore.models import load_model, save_model
+from aerestore.models import read_model, save_model
 from aerestore.params import parse_params
 from aerestore.restore import Restorer
 
@@ -61,7 +61,7 @@ def vae_dir(tmp_path_factory, images):
     """A whole-image model folder: vae_lfw with a 32 px block = the image, overlap 0."""
     folder = tmp_path_factory.mktemp("gen") / "models" / "vae_lfw"
     folder.mkdir(parents=True)
-    save_model(fitted("vae_lfw", 32, images, steps=10), folder / "model.pt", extra={"arch": "vae_lfw", "overlap": 0})
+    save_model(fitted("vae_lfw", 32, images, steps=10), folder / "model.pt")
     return folder
 
 
@@ -72,8 +72,9 @@ def _png(path: Path, array: np.ndarray) -> Path:
 
 
 def test_whole_image_vae_loads_and_restores_any_size(vae_dir, images):
-    model, extra = load_model(vae_dir / "model.pt")
-    assert model.name == "vae_lfw" and model.block == 32 and extra["overlap"] == 0
+    saved = read_model(vae_dir / "model.pt")
+    model = saved.model
+    assert model.name == "vae_lfw" and model.block == 32 and saved.geometry.overlap == 0
     restorer = Restorer.load(vae_dir)
     photo = photo_images(1, 50, seed=2)[0][:45]  # 45 x 50: padded to two blocks a side
     assert restorer.restore(photo).shape == (45, 50, 3)
@@ -122,12 +123,11 @@ def test_interpolate_uses_the_saved_image_size_of_a_block_model(tmp_path, capsys
 
     a = _png(tmp_path / "a.png", photo_images(1, 48, seed=3)[0])
     model = tiny_model("conv_ae", block=16)
-    for name, extra, side in (("new", {"arch": "conv_ae", "overlap": 4, "image_size": 40}, 40),
-                              ("old", {"arch": "conv_ae", "overlap": 4}, 16)):
+    for name, image_size, side in (("new", 40, 40), ("old", None, 16)):
         folder = tmp_path / name
         folder.mkdir()
-        save_model(model, folder / "model.pt", extra=extra)
-        assert Restorer.load(folder).image_size == extra.get("image_size")
+        save_model(model, folder / "model.pt", overlap=4, image_size=image_size)
+        assert Restorer.load(folder).image_size == image_size
         out = tmp_path / f"{name}.png"
         assert cli.main(["interpolate", str(a), str(a), "-m", str(folder), "-n", "2", "-o", str(out)]) == 0
         assert f"at {side} px" in capsys.readouterr().err
@@ -151,7 +151,7 @@ def test_sample_cli_is_seeded_and_vae_only(vae_dir, tmp_path, capsys):
     ae_dir.mkdir()
     from helpers import tiny_model
 
-    save_model(tiny_model("conv_ae", block=16), ae_dir / "model.pt", extra={"arch": "conv_ae", "overlap": 4})
+    save_model(tiny_model("conv_ae", block=16), ae_dir / "model.pt", overlap=4)
     capsys.readouterr()
     assert cli.main(["sample", "-m", str(ae_dir), "-o", str(tmp_path / "x.png")]) == 2
     assert "not variational" in capsys.readouterr().err

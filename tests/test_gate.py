@@ -11,7 +11,7 @@ import torch
 from test_unet_ae import _save, images, small
 
 import aerestore.mapdecoders as MD
-from aerestore.decoders import save_decoders
+from aerestore.artifacts import write_decoders
 from aerestore.gate import Gate, balance_loss, cv_squared
 from aerestore.params import ParamsError, load_params
 from aerestore.restore import ConvRestorer, Restorer, upsample_maps
@@ -128,7 +128,7 @@ def test_saved_gate_is_loaded_and_routes_the_restorer(tmp_path):
     res = train(r0.model, Gate.from_damage_head(r0.model), steps=2)
     with torch.no_grad():
         res.gate.w_gate.bias.copy_(torch.tensor([0.0, 9.0, 0.0]))  # a gate unlike the damage head
-    save_decoders(res, tmp_path / "decoders.pt")
+    write_decoders(tmp_path / "decoders.pt", r0.model, res)
     x = torch.rand(2, 3, 37, 53)
     with torch.no_grad():
         code = m.encode(x)

@@ -57,7 +57,7 @@ def trained_dir(tmp_path_factory):
               seed=0, progress=False)
     folder = tmp_path_factory.mktemp("models") / "unet_ae"
     folder.mkdir()
-    save_model(model, folder / "model.pt", extra={"arch": "unet_ae", "overlap": 0})
+    save_model(model, folder / "model.pt")
     return folder
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from aerestore.artifacts import Clusters, ModelKey, write_clusters, write_decoders
 from aerestore.cropdata import ImageData, location_features, sample_crops
 from aerestore.data.layout import DAMAGE_CLASSES, DAMAGE_KINDS
 from aerestore.losses import LossConfig
@@ -126,7 +127,7 @@ def test_crop_training_is_deterministic_and_keeps_the_best():
 
 
 def _save(tmp_path, m, data, method="damage_head"):
-    save_model(m, tmp_path / "model.pt", extra={"arch": "unet_ae", "overlap": 0})
+    save_model(m, tmp_path / "model.pt")
     z, shares = location_features(m, data)
     assert shares.shape == (len(z), len(DAMAGE_CLASSES))
     assert np.allclose(shares.sum(1), 1)
@@ -134,8 +135,8 @@ def _save(tmp_path, m, data, method="damage_head"):
         centroids, k = z[:2], 2
     else:
         centroids, k = np.zeros((3, z.shape[1]), np.float32), 3
-    np.savez(tmp_path / "clusters.npz", centroids=centroids, scale=np.float64(float(z.var(0).sum()) + 1e-6),
-             beta=np.float64(5.0), method=np.str_(method))
+    write_clusters(tmp_path / "clusters.npz", Clusters(ModelKey.of(m), centroids, float(z.var(0).sum()) + 1e-6,
+                                                       5.0, method))
     return k
 
 
@@ -153,9 +154,7 @@ def test_map_decoders_and_the_restorer(tmp_path, method):
     hist = result.histories["cluster_0"]
     assert [h["step"] for h in hist] == [0, 1, 2] and set(hist[0]) == {"step", "train_loss", "val_loss"}
     assert hist[0]["val_loss"] == pytest.approx(result.summary["val_loss_by_cluster"][0]["shared"])
-    from aerestore.decoders import save_decoders
-
-    save_decoders(result, tmp_path / "decoders.pt")
+    write_decoders(tmp_path / "decoders.pt", r.model, result)
     for routing in ("soft", "hard"):
         r = Restorer.load(tmp_path, routing=routing)
         x = torch.rand(2, 3, 37, 53)
@@ -172,7 +171,7 @@ def test_map_decoders_and_the_restorer(tmp_path, method):
 
 def test_restorer_tiles_large_images_like_whole_ones(tmp_path):
     m = small().eval()
-    save_model(m, tmp_path / "model.pt", extra={"arch": "unet_ae"})
+    save_model(m, tmp_path / "model.pt")
     r = Restorer.load(tmp_path)
     x = torch.rand(1, 3, 70, 90)
     whole = r.restore_float(x, "base")

@@ -275,23 +275,6 @@ def train_decoders(
     return DecodersResult(control, clusters, sizes, fallback, histories, summary)
 
 
-def save_decoders(result: DecodersResult, path, extra: dict | None = None) -> None:
-    def host(module):  # CPU tensors whatever device trained them (as save_model)
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-    state = {
-        "control": host(result.control),
-        "clusters": [None if d is None else host(d) for d in result.clusters],
-        "fallback": list(result.fallback),
-        "sizes": list(result.sizes),
-        "extra": extra or {},
-    }
-    if result.gate is not None:  # read back by aerestore.restore (Gate.from_state)
-        state["gate"] = result.gate.state()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def curve_rows(histories: dict[str, list[dict]]) -> list[dict]:
     """The histories as one table (``metrics/decoders/<arch>_curve.csv``): a row per
     decoder and curve point, columns decoder, step, train_loss, val_loss."""

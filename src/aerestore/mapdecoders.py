@@ -256,7 +256,7 @@ def train_gate_decoders(
     images), ``balance`` (CV^2, mean over the interval) and, with masks, ``val_ami`` (the
     gate's routes against the validation locations' majority damage); ``control``.
     ``result.summary["gate"]`` holds the training settings; the trained gate is
-    ``result.gate`` (saved by :func:`aerestore.decoders.save_decoders`)."""
+    ``result.gate`` (saved by :func:`aerestore.artifacts.write_decoders`)."""
     from .gate import balance_loss
 
     for p in model.parameters():

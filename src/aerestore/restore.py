@@ -3,7 +3,8 @@
 Built from the three files the pipeline writes in ``models/<arch>/``:
 ``model.pt`` (encoder + shared decoder, ``train@<arch>``), ``clusters.npz`` (centroids,
 ``cluster@<arch>``) and ``decoders.pt`` (the control decoder and one decoder per cluster,
-``decoders@<arch>``).
+``decoders@<arch>``), each read by its format's reader (:func:`aerestore.models.read_model`,
+:mod:`aerestore.artifacts`), which refuses a damaged file or one made for another network.
 
 Modes:
 - ``multi``: each block goes to its cluster's decoder (``routing='hard'``: nearest
@@ -22,44 +23,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifacts import ArtifactError, read_clusters, read_decoders
 from .blocks import merge_blocks, split_blocks
 from .gate import Gate
 from .models.device import autocast, module_device, to_device
+from .models.registry import one_line
 
 MODES = ("multi", "single", "base")
 
 
 def _saved_parts(model, model_dir: Path, decoders: bool = True) -> tuple[dict, list[Path]]:
     """Restorer keyword arguments from ``clusters.npz`` and ``decoders.pt`` in ``model_dir``
-    (each only when present; ``decoders=False`` ignores ``decoders.pt``), and the files read."""
+    (each only when present; ``decoders=False`` ignores ``decoders.pt``), and the files read.
+    Both are checked to be made for ``model`` (:mod:`aerestore.artifacts`)."""
     kwargs: dict = {}
     files = [model_dir / "model.pt"]
     clusters_path = model_dir / "clusters.npz"
+    clusters = None
     if clusters_path.exists():
-        with np.load(clusters_path, allow_pickle=False) as c:
-            kwargs.update(centroids=c["centroids"], scale=float(c["scale"]), beta=float(c["beta"]),
-                          method=str(c["method"]))
+        clusters = read_clusters(clusters_path, model)
+        kwargs.update(centroids=clusters.centroids, scale=clusters.scale, beta=clusters.beta, method=clusters.method)
         files.append(clusters_path)
     decoders_path = model_dir / "decoders.pt"
     if decoders and decoders_path.exists():
-        state = torch.load(decoders_path, map_location="cpu", weights_only=True)
-
-        def copy_with(sd):  # a copy of the model's decoder with a saved state
-            d = copy.deepcopy(model.decoder)
-            d.load_state_dict(sd)
-            return d
-
-        kwargs.update(control=copy_with(state["control"]),
-                      cluster_decoders=[None if sd is None else copy_with(sd) for sd in state["clusters"]])
-        if state.get("gate") is not None:  # decoders.method 'gate': routing maps from the learned gate
-            kwargs["gate"] = Gate.from_state(state["gate"], str(decoders_path))
+        saved = read_decoders(decoders_path, model)
+        control, cluster_decoders = saved.modules(model, decoders_path)
+        if clusters is not None and saved.gate is None and len(cluster_decoders) != len(clusters):
+            raise ArtifactError(f"{decoders_path}: {len(cluster_decoders)} cluster decoders, but {clusters_path} "
+                                f"has {len(clusters)} clusters (`dvc repro decoders@{model.name}` remakes it)")
+        kwargs.update(control=control, cluster_decoders=cluster_decoders)
+        if saved.gate is not None:  # decoders.method 'gate': routing maps from the learned gate
+            try:
+                kwargs["gate"] = Gate.from_state(saved.gate, str(decoders_path))
+            except (KeyError, TypeError, RuntimeError) as exc:
+                raise ArtifactError(f"{decoders_path}: a damaged gate ({one_line(exc)})") from None
         files.append(decoders_path)
     return kwargs, files
 
 
 class Restorer:
-    # the side of the images the model was trained on (model.pt's extra ``image_size``, written
-    # by the train stage); None for files saved before it was recorded
+    # the side of the images the model was trained on (model.pt's geometry, written by the
+    # train stage); None for files saved before it was recorded
     image_size: int | None = None
 
     def __init__(
@@ -121,25 +125,24 @@ class Restorer:
              decoders: bool = True) -> "Restorer":
         """The restorer in ``model_dir``; ``decoders=False`` ignores ``decoders.pt`` (the
         decoders stage, which is about to replace it, routes with the model and clusters)."""
-        from .models import load_model
+        from .models import read_model
 
         model_dir = Path(model_dir)
         model_path = model_dir / "model.pt"
         if not model_path.exists():
             raise FileNotFoundError(f"{model_path}: missing (run `dvc repro` first)")
-        model, extra = load_model(model_path)
-        extra = extra or {}
+        saved = read_model(model_path)
+        model = saved.model
         kwargs, files = _saved_parts(model, model_dir, decoders)
-        kwargs["arch"] = extra.get("arch", model.name)
+        kwargs["arch"] = model.name
         if getattr(model, "fully_conv", False):  # whole images, no blocks
             return ConvRestorer(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
         if kwargs.pop("gate", None) is not None:
             raise ValueError(f"{model_dir / 'decoders.pt'}: a learned gate, but the gate is built for fully "
                              f"convolutional models only, not {kwargs['arch']}")
-        kwargs["overlap"] = int(extra.get("overlap", 0))
-        restorer = cls(model, routing=routing or "hard", batch_size=batch_size, files=files, **kwargs)
-        if extra.get("image_size") is not None:
-            restorer.image_size = int(extra["image_size"])
+        restorer = cls(model, overlap=saved.geometry.overlap, routing=routing or "hard", batch_size=batch_size,
+                       files=files, **kwargs)
+        restorer.image_size = saved.geometry.image_size
         return restorer
 
     def files(self) -> list[Path]:

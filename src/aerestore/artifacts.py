@@ -1,0 +1,237 @@
+"""The files the stages hand on after ``model.pt``: each format's writer beside its reader.
+
+``models/<arch>/clusters.npz`` (``cluster@<arch>`` writes it, the restorer and the decoders
+stage read it) and ``models/<arch>/decoders.pt`` (``decoders@<arch>`` writes it, the
+restorer reads it). ``model.pt`` and the block geometry it carries are
+:func:`aerestore.models.registry.save_model` / :func:`~aerestore.models.registry.read_model`.
+
+Both files record the network they were made for (:class:`ModelKey`: architecture, block
+side, channels, latent length) and a format ``version``; the readers check the key against
+the ``model.pt`` beside them, so a file of another architecture, block size or latent size
+is refused with one line that names it instead of failing deep inside torch. Files written
+before the version field (version 1) are still read, checked on their shapes only.
+
+clusters.npz (``np.savez``, read with ``allow_pickle=False``)::
+
+    format "aerestore.clusters", version, arch, block, channels, latent_dim,
+    centroids (K, latent_dim) float32, scale, beta, method, labels (K,) str, sizes (K,) int
+
+decoders.pt (``torch.save`` of plain values, read with ``weights_only=True``)::
+
+    {"format": "aerestore.decoders", "version", "made_for": ModelKey as a dict,
+     "control": state dict, "clusters": [state dict or None (the control stands in)],
+     "sizes", "fallback", "gate": aerestore.gate.Gate.state() or None, "extra": {...}}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io import atomic_path
+from .models.registry import archive_problem, load_archive, one_line
+
+CLUSTERS_FORMAT, CLUSTERS_VERSION = "aerestore.clusters", 2
+DECODERS_FORMAT, DECODERS_VERSION = "aerestore.decoders", 2
+
+
+class ArtifactError(ValueError):
+    """A saved file that is damaged, of another kind, or made for another network."""
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """The network a clusters or decoders file was made for."""
+
+    arch: str
+    block: int
+    channels: int
+    latent_dim: int
+
+    @classmethod
+    def of(cls, model) -> "ModelKey":
+        return cls(str(model.name), int(model.block), int(model.channels), int(model.latent_dim))
+
+    def check(self, model, path: Path) -> None:
+        """``ArtifactError`` naming ``path`` unless ``model`` is the network of this key."""
+        got = ModelKey.of(model)
+        if got == self:
+            return
+        if got.arch != self.arch:
+            raise ArtifactError(f"{path}: made for {self.arch}, but the model.pt beside it holds {got.arch} "
+                                "(files of two architectures in one folder?)")
+        if got.block != self.block:
+            why = f"on {self.block} px blocks, but model.pt was trained on {got.block} px"
+        elif got.channels != self.channels:
+            why = f"on {self.channels}-channel images, but model.pt takes {got.channels}"
+        else:
+            why = f"with latent vectors of {self.latent_dim}, but model.pt's have {got.latent_dim}"
+        raise ArtifactError(f"{path}: made for {self.arch} {why} (a model.pt retrained since: "
+                            f"`dvc repro decoders@{got.arch}` remakes the files after it)")
+
+
+def _version(path: Path, kind: str, fmt: Any, version: Any, expected: str, newest: int) -> int:
+    """The file's format version (1 for files older than the field), checked."""
+    if fmt is not None and fmt != expected:
+        raise ArtifactError(f"{path}: is {fmt!r}, not {kind}")
+    version = 1 if version is None else version
+    if not isinstance(version, int) or version > newest:
+        raise ArtifactError(f"{path}: {kind} format version {version!r}, this aerestore reads up to {newest} "
+                            "(written by a newer aerestore?)")
+    return version
+
+
+# ----------------------------------------------------------------------- clusters.npz
+@dataclass
+class Clusters:
+    """The clustering of ``cluster@<arch>``: K centroids in the latent space and how the
+    restorer routes with them (``method``: soft_kmeans, ncut_head or damage_head)."""
+
+    made_for: ModelKey | None  # None: a version-1 file, which did not record it
+    centroids: np.ndarray  # (K, latent_dim) float32
+    scale: float
+    beta: float
+    method: str
+    labels: list[str] = field(default_factory=list)  # per cluster: its damage label
+    sizes: list[int] = field(default_factory=list)  # per cluster: training samples
+
+    def __len__(self) -> int:
+        return len(self.centroids)
+
+
+def write_clusters(path: str | Path, clusters: Clusters) -> None:
+    """Write ``clusters`` atomically (temp file + rename)."""
+    if clusters.made_for is None:
+        raise ValueError("write_clusters: made_for (the model's key) is required")
+    centroids = np.asarray(clusters.centroids, np.float32)
+    if centroids.ndim != 2 or centroids.shape[1] != clusters.made_for.latent_dim:
+        raise ValueError(f"centroids of shape {centroids.shape} for latent vectors of {clusters.made_for.latent_dim}")
+    key = clusters.made_for
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, format=np.str_(CLUSTERS_FORMAT), version=np.int64(CLUSTERS_VERSION),
+                 arch=np.str_(key.arch), block=np.int64(key.block), channels=np.int64(key.channels),
+                 latent_dim=np.int64(key.latent_dim), centroids=centroids, scale=np.float64(clusters.scale),
+                 beta=np.float64(clusters.beta), method=np.str_(clusters.method),
+                 labels=np.array([str(x) for x in clusters.labels], dtype=np.str_),
+                 sizes=np.array(clusters.sizes, dtype=np.int64))
+
+
+def read_clusters(path: str | Path, model=None) -> Clusters:
+    """What :func:`write_clusters` wrote (or a version-1 file); with ``model``, checked to
+    be made for it. One-line ``ArtifactError`` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: clusters file not found")
+    problem = archive_problem(path)
+    if problem is not None:
+        raise ArtifactError(f"{path}: not a clusters file saved by aerestore: {problem}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {name: npz[name] for name in npz.files}
+    except Exception as exc:  # a damaged member, or object arrays
+        raise ArtifactError(f"{path}: not a clusters file saved by aerestore: unreadable ({one_line(exc)})") from None
+    item = {k: v.item() if v.ndim == 0 else v for k, v in data.items()}
+    version = _version(path, "clusters (clusters.npz)", item.get("format"), item.get("version"),
+                       CLUSTERS_FORMAT, CLUSTERS_VERSION)
+    try:
+        key = None if version == 1 else ModelKey(str(item["arch"]), int(item["block"]), int(item["channels"]),
+                                                  int(item["latent_dim"]))
+        clusters = Clusters(key, np.asarray(data["centroids"], np.float32), float(item["scale"]),
+                            float(item["beta"]), str(item["method"]),
+                            [str(x) for x in data.get("labels", [])], [int(x) for x in data.get("sizes", [])])
+    except KeyError as exc:
+        raise ArtifactError(f"{path}: not a clusters file saved by aerestore: no {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: a damaged clusters file ({one_line(exc)})") from None
+    if clusters.centroids.ndim != 2 or len(clusters.centroids) == 0:
+        raise ArtifactError(f"{path}: centroids of shape {clusters.centroids.shape}, expected (K >= 1, latent)")
+    if model is not None:
+        if key is not None:
+            key.check(model, path)
+        if clusters.centroids.shape[1] != int(model.latent_dim):
+            raise ArtifactError(f"{path}: centroids of dimension {clusters.centroids.shape[1]}, but the "
+                                f"{model.name} model's latent vectors have {int(model.latent_dim)} "
+                                f"(`dvc repro cluster@{model.name}` remakes it)")
+    return clusters
+
+
+# ----------------------------------------------------------------------- decoders.pt
+@dataclass
+class Decoders:
+    """The decoders of ``decoders@<arch>``: the control, one per cluster (None: too few
+    samples, the control stands in) and, for ``decoders.method: gate``, the gate."""
+
+    made_for: ModelKey | None  # None: a version-1 file
+    control: dict[str, torch.Tensor]  # state dicts of copies of the model's decoder
+    clusters: list[dict[str, torch.Tensor] | None]
+    sizes: list[int] = field(default_factory=list)
+    fallback: list[bool] = field(default_factory=list)
+    gate: dict | None = None  # aerestore.gate.Gate.state()
+    extra: dict = field(default_factory=dict)
+
+    def modules(self, model, path: Path) -> tuple[torch.nn.Module, list[torch.nn.Module | None]]:
+        """``(control, cluster decoders)`` as copies of ``model.decoder`` holding the saved
+        weights; ``ArtifactError`` naming ``path`` when they do not fit that decoder."""
+        def build(state, name):
+            decoder = copy.deepcopy(model.decoder)
+            try:
+                decoder.load_state_dict(state)
+            except (RuntimeError, TypeError, AttributeError) as exc:
+                raise ArtifactError(f"{path}: the {name} decoder's weights do not fit the {model.name} model in "
+                                    f"model.pt ({one_line(exc)})") from None
+            return decoder
+
+        return build(self.control, "control"), [
+            None if s is None else build(s, f"cluster {c}") for c, s in enumerate(self.clusters)]
+
+
+def write_decoders(path: str | Path, model, result, extra: dict | None = None) -> None:
+    """Write the decoders ``result`` (an :class:`aerestore.decoders.DecodersResult`:
+    ``control``, ``clusters``, ``sizes``, ``fallback``, ``gate``) trained on ``model``'s
+    latents, atomically, as CPU tensors whatever device trained them."""
+    def host(module):
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+    gate = getattr(result, "gate", None)
+    state = {
+        "format": DECODERS_FORMAT,
+        "version": DECODERS_VERSION,
+        "made_for": asdict(ModelKey.of(model)),
+        "control": host(result.control),
+        "clusters": [None if d is None else host(d) for d in result.clusters],
+        "sizes": [int(n) for n in result.sizes],
+        "fallback": [bool(b) for b in result.fallback],
+        "gate": None if gate is None else gate.state(),  # read back by aerestore.gate.Gate.from_state
+        "extra": extra or {},
+    }
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def read_decoders(path: str | Path, model=None) -> Decoders:
+    """What :func:`write_decoders` wrote (or a version-1 file); with ``model``, checked to
+    be made for it (:meth:`Decoders.modules` then checks that the weights fit its decoder).
+    One-line ``ArtifactError`` naming the file otherwise."""
+    path = Path(path)
+    try:
+        state = load_archive(path, "decoders")
+    except ValueError as exc:  # (FileNotFoundError passes through)
+        raise ArtifactError(str(exc)) from None
+    version = _version(path, "decoders (decoders.pt)", state.get("format"), state.get("version"),
+                       DECODERS_FORMAT, DECODERS_VERSION)
+    try:
+        key = None if version == 1 else ModelKey(**state["made_for"])
+        decoders = Decoders(key, state["control"], list(state["clusters"]), list(state.get("sizes", [])),
+                            list(state.get("fallback", [])), state.get("gate"), dict(state.get("extra") or {}))
+    except KeyError as exc:
+        raise ArtifactError(f"{path}: not a decoders file saved by aerestore: no {exc.args[0]!r}") from None
+    except TypeError as exc:
+        raise ArtifactError(f"{path}: a damaged decoders file ({one_line(exc)})") from None
+    if model is not None and key is not None:
+        key.check(model, path)
+    return decoders

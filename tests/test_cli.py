@@ -103,7 +103,7 @@ def test_read_image_converts_16_bit_and_palette(tmp_path):
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
     got = cli.read_image(tmp_path / "pal.png")
     assert got.shape == (16, 16, 3) and got.dtype == np.uint8
-    with pytest.raises(ValueError, match="nothing.png: not an image"):
+    with pytest.raises(ValueError, match="nothing.png: empty file"):
         (tmp_path / "nothing.png").write_bytes(b"")
         cli.read_image(tmp_path / "nothing.png")
 

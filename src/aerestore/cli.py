@@ -39,37 +39,13 @@ class CliError(Exception):
 
 
 # ------------------------------------------------------------------------- images
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 (H, W) or (H, W, 3|4), EXIF rotation applied.
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """A user's image as uint8 (H, W) or (H, W, 3|4): :func:`aerestore.data.images.read_image`
+    (which names the file and why it cannot be used)."""
+    from aerestore.data.images import READ_MAX_PIXELS
+    from aerestore.data.images import read_image as read
 
-    16-bit images are scaled to 8 bits (/257); palette and other modes become RGB.
-    Raises ``OSError``/``ValueError`` with a message naming the file.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder, not an image")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("L", "RGB", "RGBA"):
-                return np.asarray(im, dtype=np.uint8).copy()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                wide = np.asarray(im).astype(np.float64)
-                return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
-            if im.mode == "LA":
-                return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{path}: too large ({exc})") from None
-    except (OSError, SyntaxError) as exc:  # truncated or corrupt data
-        raise OSError(f"{path}: cannot read the image ({exc})") from None
+    return read(path, READ_MAX_PIXELS if max_pixels is None else max_pixels)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
@@ -125,8 +101,9 @@ def _add_restore(sub: Any) -> None:
     p = sub.add_parser(
         "restore",
         help="restore images of any size with a trained restorer",
-        description="Restore each IMAGE and write OUT_DIR/<name>.png. Unreadable files are "
-        "reported and skipped; the exit code is 1 if any image failed.",
+        description="Restore each IMAGE and write OUT_DIR/<name>.png. A file that is not a usable "
+        "still image (empty, not an image, truncated, corrupt, larger than --max-pixels, animated) is "
+        "named with its reason and skipped, the others are restored; the exit code is 1 if any was skipped.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--model", "-m", required=True,
@@ -144,15 +121,21 @@ def _add_restore(sub: Any) -> None:
                    help="where the networks run (auto: CUDA when present)")
     p.add_argument("--amp", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 autocast (mixed precision; for GPUs)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse larger images, from their header, before decoding (default: Pillow's "
+                        "decompression-bomb limit, 89,478,485)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_restore)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from aerestore.models.device import resolve_device
 
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise CliError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     restorer = load_any_restorer(args.model, routing=args.routing)
     restorer.to(resolve_device(args.device), args.amp)
     out_dir: Path = args.out
@@ -170,11 +153,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 raise ValueError(f"{dst} is also the output of {claimed[key]}; rename one of them")
             if src.exists() and key == src.resolve():
                 raise ValueError(f"{dst} would overwrite the input; choose another --out")
-            image = read_image(src)
+            image = read_image(src, args.max_pixels)
             write_png(dst, restorer.restore(image, mode=args.mode))
             claimed[key] = name
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, MemoryError, torch.OutOfMemoryError) as exc:
             failed.append(name)
+            if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+                exc = MemoryError("out of memory (a lower --max-pixels refuses such images from their header)")
             message = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
             tqdm.write(f"aerestore restore: skipped {message}", file=sys.stderr)
     bar.close()

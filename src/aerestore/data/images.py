@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from aerestore.data.presets import SAMPLE_PHOTOS, SamplePhoto
@@ -145,43 +146,51 @@ def pixel_digest(img: Image.Image) -> str:
 def inspect_bytes(data: bytes, max_pixels: int) -> ImageCheck:
     """Check an image held in memory; see :func:`inspect_image`."""
     sha = hashlib.sha256(data).hexdigest()
-    if not data:
-        return ImageCheck(False, "empty", None, "0 bytes", sha)
-    try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        return ImageCheck(False, "too_large", None, str(exc), sha)
-    except Exception as exc:  # Pillow raises many types for bad headers
-        reason, detail = _failure(data, exc, at_open=True)
-        return ImageCheck(False, reason, None, detail, sha)
+    img, check = decode_bytes(data, max_pixels, "data.max_pixels")
+    if img is None:
+        return dataclasses.replace(check, sha256=sha)
     with img:
-        w, h = img.size
-        fmt = img.format or ""
-        # Size first, from the header alone: a huge image is never decoded.
-        if w * h > max_pixels:
-            return ImageCheck(
-                False,
-                "too_large",
-                (w, h),
-                f"{w}x{h} = {w * h:,} pixels > data.max_pixels = {max_pixels:,}",
-                sha,
-                "",
-                fmt,
-            )
-        if w <= 0 or h <= 0:
-            return ImageCheck(False, "corrupt", (w, h), f"size {w}x{h}", sha, "", fmt)
-        try:
-            img.load()  # full decode: a cut or damaged stream fails here
-        except Image.DecompressionBombError as exc:
-            return ImageCheck(False, "too_large", (w, h), str(exc), sha, "", fmt)
-        except Exception as exc:
-            reason, detail = _failure(data, exc, at_open=False)
-            return ImageCheck(False, reason, (w, h), detail, sha, "", fmt)
+        w, h = check.size
         # Report the size as displayed: EXIF orientations 5-8 swap width and height
         # (Pillow's ImageOps.exif_transpose, which prepare applies, does the same).
         if img.getexif().get(0x0112) in (5, 6, 7, 8):
             w, h = h, w
-        return ImageCheck(True, None, (w, h), "", sha, pixel_digest(img), fmt)
+        return ImageCheck(True, None, (w, h), "", sha, pixel_digest(img), check.format)
+
+
+def decode_bytes(data: bytes, max_pixels: int, limit: str) -> tuple[Image.Image | None, ImageCheck]:
+    """``(image fully decoded, check)`` of an image file's bytes, or ``(None, why not)``
+    (the reasons of :func:`inspect_image`; no hashes; ``limit`` names ``max_pixels`` in the
+    message). The caller closes the image."""
+    if not data:
+        return None, ImageCheck(False, "empty", None, "0 bytes")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        return None, ImageCheck(False, "too_large", None, str(exc))
+    except Exception as exc:  # Pillow raises many types for bad headers
+        reason, detail = _failure(data, exc, at_open=True)
+        return None, ImageCheck(False, reason, None, detail)
+    w, h = img.size
+    fmt = img.format or ""
+    # Size first, from the header alone: a huge image is never decoded.
+    if w * h > max_pixels:
+        img.close()
+        return None, ImageCheck(False, "too_large", (w, h), f"{w}x{h} = {w * h:,} pixels > {limit} = {max_pixels:,}",
+                                "", "", fmt)
+    if w <= 0 or h <= 0:
+        img.close()
+        return None, ImageCheck(False, "corrupt", (w, h), f"size {w}x{h}", "", "", fmt)
+    try:
+        img.load()  # full decode: a cut or damaged stream fails here
+    except Image.DecompressionBombError as exc:
+        img.close()
+        return None, ImageCheck(False, "too_large", (w, h), str(exc), "", "", fmt)
+    except Exception as exc:
+        img.close()
+        reason, detail = _failure(data, exc, at_open=False)
+        return None, ImageCheck(False, reason, (w, h), detail, "", "", fmt)
+    return img, ImageCheck(True, None, (w, h), "", "", "", fmt)
 
 
 def inspect_image(path: str | Path, max_pixels: int) -> ImageCheck:
@@ -269,6 +278,81 @@ def check_images(
                     out.append(c)
                     bar.update()
     return out
+
+
+# ------------------------------------------------------------ a user's image to restore
+# Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS): larger images are
+# refused from their header, before any decoding (`aerestore restore --max-pixels` raises it).
+READ_MAX_PIXELS = 89_478_485
+
+_WHY = {  # SKIP_REASONS as a user reads them (too_large has its own message)
+    "empty": "empty file",
+    "not_image": "not an image",
+    "truncated": "truncated image",
+    "corrupt": "corrupt image",
+}
+
+
+def read_image(path: str | Path, max_pixels: int = READ_MAX_PIXELS) -> np.ndarray:
+    """Read one still image as uint8 (H, W) or (H, W, 3|4), EXIF rotation applied.
+
+    16-bit images are scaled to 8 bits (grey: /257; Pillow keeps the high byte of 16-bit
+    RGB), CMYK becomes RGB (through the file's ICC profile when it has one), palette and
+    other modes become RGB, grey with alpha grey. Refused with a one-line ``ValueError``
+    naming the file: an empty file, a file that is not an image, a truncated or corrupt one,
+    one of more than ``max_pixels`` pixels (read from the header, never decoded: a
+    decompression bomb), an animation or multi-page file (which frame would be meant?).
+    ``FileNotFoundError`` / ``IsADirectoryError`` / ``OSError`` when it cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not an image")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OSError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with pillow_checking(max_pixels):
+        Image.MAX_IMAGE_PIXELS = None  # decode_bytes refuses large images from the header, naming their size
+        img, check = decode_bytes(data, max_pixels, "--max-pixels")
+        if img is None:
+            if check.reason == "too_large":
+                raise ValueError(f"{path}: too large, {check.detail} (raise --max-pixels to restore it)")
+            raise ValueError(f"{path}: {_WHY[check.reason]} ({check.detail})")
+        with img:
+            try:
+                frames = getattr(img, "n_frames", 1)
+            except Exception as exc:  # a damaged later frame
+                raise ValueError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
+            if frames > 1:
+                raise ValueError(f"{path}: animated or multi-page ({frames} frames); aerestore restores still "
+                                 "images: save the frames as separate files first")
+            try:
+                return _pixels(ImageOps.exif_transpose(img))
+            except Exception as exc:  # corrupt EXIF, an unconvertible mode
+                raise ValueError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """uint8 pixels of a decoded image: L, RGB, RGBA as they are, the rest converted."""
+    if img.mode in ("L", "RGB", "RGBA"):
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (and 32-bit integer, clipped)
+        wide = np.asarray(img).astype(np.float64)
+        return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+    if img.mode == "LA":
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    if img.mode == "CMYK" and img.info.get("icc_profile"):
+        from PIL import ImageCms
+
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+            rgb = ImageCms.profileToProfile(img, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            return np.asarray(rgb, dtype=np.uint8).copy()
+        except (ImageCms.PyCMSError, OSError, ValueError):  # a broken profile: Pillow's plain conversion
+            pass
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
 # --------------------------------------------------------------------- PNG output

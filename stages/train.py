@@ -22,6 +22,7 @@ from aerestore.stage import StageError, arch_argument, main, seed_everything  # 
 from aerestore.tracking import StageRun, stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
 from aerestore.train import fit  # noqa: E402
+from aerestore.blocks import read_geometry  # noqa: E402
 
 
 def run(params, args):
@@ -67,8 +68,9 @@ def run_blocks(params, arch, cfg):
                      on_epoch=lambda row: mlrun.log_metrics(row, step=int(row["epoch"])))
         if not distributed.is_main():
             return
-        save_model(model, Path(f"models/{arch}/model.pt"), overlap=params.blocks.overlap,
-                   image_size=params.data.image_size,  # what `aerestore interpolate` resizes to
+        geometry = read_geometry("data/blocks")  # as the blocks stage cut them
+        save_model(model, Path(f"models/{arch}/model.pt"), overlap=geometry.overlap,
+                   image_size=geometry.image_size,  # what `aerestore interpolate` resizes to
                    extra={"best_epoch": result.best_epoch})
         metrics = {
             "best_val_loss": result.best_val_loss,

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from aerestore.blocks import (
     block_grid,
     block_window,
+    BlockGeometry,
     merge_blocks,
+    read_geometry,
     reflect_indices,
     run_blocks,
     split_blocks,
@@ -183,6 +185,18 @@ def test_run_blocks(tmp_path, monkeypatch):
             assert m["noise_blocks"] == pytest.approx(1 / (n_img * 9))
             assert m["blur_blocks"] == 0 and m["clean_blocks"] == pytest.approx(1 - 1 / (n_img * 9))
     assert metrics["splits"]["val"]["masked_share"] is None
+    assert read_geometry(out) == BlockGeometry(size=8, overlap=2, image_size=20)
+
+
+def test_read_geometry_names_a_missing_or_bad_file(tmp_path):
+    with pytest.raises(PrepareError, match=r"geometry\.json: not found .*rerun the blocks stage"):
+        read_geometry(tmp_path)
+    (tmp_path / "geometry.json").write_text('{"size": 8}')
+    with pytest.raises(PrepareError, match=r"geometry\.json: not a block geometry \(KeyError"):
+        read_geometry(tmp_path)
+    (tmp_path / "geometry.json").write_text('{"size": 8, "overlap": 8}')
+    with pytest.raises(PrepareError, match=r"geometry\.json: size 8, overlap 8"):
+        read_geometry(tmp_path)
 
 
 def test_run_blocks_bad_input_keeps_previous_output(tmp_path):

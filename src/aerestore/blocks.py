@@ -25,6 +25,8 @@ is int32 ``(image, y, x)``: the top-left corner in the padded image.
 
 from __future__ import annotations
 
+import json
+
 import math
 import sys
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ from aerestore.params import Params
 
 # Images split per chunk in run_blocks: about this many bytes of blocks in memory.
 CHUNK_BYTES = 16 * 2**20
+# data/blocks/geometry.json: how the blocks were cut (write_geometry / read_geometry)
+GEOMETRY_FILE = "geometry.json"
 
 
 @dataclass(frozen=True)
@@ -240,8 +244,44 @@ def run_blocks(
                 **{f"{name}_blocks": float(majority[j]) / n_blocks if n_blocks else None
                    for j, name in enumerate(DAMAGE_CLASSES)},
             }
+        h, w = arrays["train"][0].shape[1:3]
+        write_geometry(tmp, BlockGeometry(size, overlap, int(h) if h == w else None))
     write_json(metrics_path, metrics)
     return metrics
+
+
+@dataclass(frozen=True)
+class BlockGeometry:
+    """How the blocks of ``data/blocks`` were cut: ``size`` px squares, neighbours sharing
+    ``overlap`` px, from images of ``image_size`` px (the side of the square prepared images;
+    None if they are not square). The blocks stage writes it beside the blocks; the train
+    stage reads it (not the ``blocks.*`` params, which are not among its params) and keeps
+    it in ``model.pt`` for the restorer."""
+
+    size: int
+    overlap: int
+    image_size: int | None = None
+
+
+def write_geometry(folder: str | Path, geometry: BlockGeometry) -> None:
+    write_json(Path(folder) / GEOMETRY_FILE, {"size": geometry.size, "overlap": geometry.overlap,
+                                              "image_size": geometry.image_size})
+
+
+def read_geometry(folder: str | Path) -> BlockGeometry:
+    """The geometry the blocks stage wrote to ``folder``; a one-line error naming the file."""
+    path = Path(folder) / GEOMETRY_FILE
+    try:
+        doc = json.loads(path.read_text())
+        size, overlap = int(doc["size"]), int(doc["overlap"])
+        image_size = None if doc.get("image_size") is None else int(doc["image_size"])
+    except FileNotFoundError:
+        raise PrepareError(f"{path}: not found (blocks cut by an older version: rerun the blocks stage)") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PrepareError(f"{path}: not a block geometry ({type(exc).__name__}: {exc})") from None
+    if size < 1 or not 0 <= overlap < size:
+        raise PrepareError(f"{path}: size {size}, overlap {overlap}: need size >= 1 and 0 <= overlap < size")
+    return BlockGeometry(size, overlap, image_size)
 
 
 def _open_prepared(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

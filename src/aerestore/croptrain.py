@@ -26,8 +26,9 @@ from .cropdata import ImageData, image_batches, sample_crops
 from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
 from .params import TrainParams
 from .stage import cpu_count, set_threads
+from .losses import check_finite
 from .models.device import autocast
-from .train import TrainResult, resolve_device
+from .train import TrainResult, lr_hint, resolve_device
 
 
 def lr_at(step: int, total: int, lr: float, warmup: float) -> float:
@@ -114,6 +115,7 @@ def fit_crops(
                 ddp.train()
                 terms = ddp_step(ddp, tuple(t[part[0] : part[-1] + 1] for t in batch), optimizers,
                                  weight=weight * world)
+        check_finite(terms, f"{model.name} step {step + 1} of {cfg.steps}", lr_hint(cfg))
         for k, v in terms.items():
             sums[k] += v * weight  # summed over the ranks: the global batch's mean
         count += 1
@@ -128,6 +130,7 @@ def fit_crops(
             train_seconds += seconds
             with autocast(device, cfg.amp):
                 val_terms = evaluate_images(model, monitor, device=device)
+            check_finite(val_terms, f"{model.name} step {step + 1} of {cfg.steps}, validation", lr_hint(cfg))
             row = {"epoch": len(result.history) + 1, "step": step + 1, "lr": lr,
                    "train_loss": sums["loss"] / count, "val_loss": val_terms["loss"]}
             row.update({f"train_{k}": v / count for k, v in sums.items() if k != "loss"})

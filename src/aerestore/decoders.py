@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from .io import atomic_path
 from .blockdata import BlockData, to_float
+from .losses import check_finite
 from .models.device import module_device
 
 
@@ -157,7 +158,10 @@ def train_decoder(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss.detach()) * len(idx)
+        value = float(loss.detach())
+        check_finite({"mse": value}, f"{desc or 'decoder fine-tuning'}, block update {done + len(idx)}",
+                     f"lower decoders.lr ({lr:g})")
+        total += value * len(idx)
         since += len(idx)
         done += len(idx)
         bar.update(len(idx))

@@ -39,6 +39,26 @@ CHARBONNIER_EPS = 1e-3
 PSNR_LOSS_EPS = 1e-8
 
 
+# --------------------------------------------------------------------------- divergence
+class LossDiverged(ValueError):
+    """A training loop met a NaN or infinite loss: the run stops at once (no model is written)."""
+
+
+def check_finite(terms: dict[str, float], where: str, hint: str = "") -> None:
+    """Raise :class:`LossDiverged` if a term of ``terms`` (plain floats: the loops already
+    read them, so the check costs no device sync) is NaN or infinite. The message names
+    ``where`` (the loop, epoch or step) and the terms that diverged, the weighted parts
+    (``recon``, ``kl``, ``sharpness``...) before their sum ``loss``; ``hint`` says what to
+    change (the learning rate)."""
+    bad = [k for k, v in terms.items() if not math.isfinite(v)]
+    if not bad:
+        return
+    bad.sort(key=lambda k: k == "loss")  # the culprit first, the total it spoils last
+    named = ", ".join(f"{k} = {terms[k]}" for k in bad)
+    raise LossDiverged(f"training diverged at {where}: loss term {bad[0]!r} is {terms[bad[0]]} ({named})"
+                       + (f"; {hint}" if hint else ""))
+
+
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class LossConfig:

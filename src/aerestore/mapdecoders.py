@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .cropdata import ImageData, image_batches, location_features, sample_crops  # noqa: F401
 from .decoders import DecodersResult
+from .losses import check_finite
 from .restore import upsample_maps
 
 
@@ -140,7 +141,9 @@ def fine_tune(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss.detach())
+        value = float(loss.detach())
+        check_finite({recon: value}, f"{desc}, step {step} of {steps}", f"lower decoders.lr ({lr:g})")
+        total += value
         count += 1
         bar.update(1)
         if step % eval_every == 0 or step == steps:
@@ -309,8 +312,11 @@ def train_gate_decoders(
         opt.zero_grad(set_to_none=True)
         (mse + balance * bal).backward()
         opt.step()
-        total += float(mse.detach())
-        total_bal += float(bal.detach())
+        values = {recon: float(mse.detach()), "balance": float(bal.detach())}
+        check_finite(values, f"gate + {k} decoders, step {step} of {steps}",
+                     f"lower decoders.lr ({lr:g}) or decoders.gate_lr ({gate_lr:g})")
+        total += values[recon]
+        total_bal += values["balance"]
         count += 1
         bar.update(1)
         if step % eval_every == 0 or step == steps:

@@ -31,6 +31,7 @@ from .blockdata import BlockData, to_float
 from .data.layout import damage_shares
 from .models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
 from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
+from .losses import check_finite
 from .params import TrainParams
 from .stage import cpu_count, set_threads
 
@@ -118,6 +119,11 @@ class TrainResult:
     compared_from: int = 1
 
 
+def lr_hint(cfg: TrainParams) -> str:
+    """What to try when the training loss diverges."""
+    return f"lower train.lr ({cfg.lr:g}) or the weight of that term"
+
+
 def objective_switch_epoch(model, cfg: TrainParams) -> int:
     """The 0-based epoch at which the training objective changes, or 0 if it never does.
 
@@ -189,7 +195,7 @@ def fit(
         bar = tqdm(total=n_batches, desc=f"train {model.name} {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, mininterval=0.5)
         local = 0  # this rank's blocks (count: the global batches')
-        for idx in batch_indices(len(train), cfg.batch_size, rng, n_per_epoch):
+        for b, idx in enumerate(batch_indices(len(train), cfg.batch_size, rng, n_per_epoch)):
             if len(idx) < max(2, world) and count:  # batch norm cannot train on one block: skip a last singleton
                 continue
             part = share(idx, rank, world) if ddp is not None else idx
@@ -200,6 +206,7 @@ def fit(
                 else:
                     ddp.train()
                     terms = ddp_step(ddp, batch, optimizers, weight=len(part) * world / len(idx))
+            check_finite(terms, f"{model.name} epoch {epoch + 1}, batch {b + 1} of {n_batches}", lr_hint(cfg))
             for k, v in terms.items():
                 sums[k] += float(v) * len(part)
             local += len(part)
@@ -215,6 +222,7 @@ def fit(
         blocks_seen += count
         with autocast(device, cfg.amp):
             val_terms = evaluate_loss(model, monitor, 2048, device)
+        check_finite(val_terms, f"{model.name} epoch {epoch + 1}, validation", lr_hint(cfg))
         row = {"epoch": epoch + 1, "lr": lr}
         row["train_loss"] = sums["loss"] / count
         row["val_loss"] = val_terms["loss"]

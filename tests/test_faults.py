@@ -127,7 +127,7 @@ def leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".tmp", ".old")))
 
 
-def test_full_disk_while_saving_a_model_keeps_the_previous_one(tmp_path, monkeypatch):
+def test_full_disk_while_saving_a_model_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
     from helpers import tiny_model
 
     from aerestore.models import save_model
@@ -147,8 +147,19 @@ def test_full_disk_while_saving_a_model_keeps_the_previous_one(tmp_path, monkeyp
 
     monkeypatch.setattr(torch, "save", torch_full)
     monkeypatch.setattr(aio.shutil, "disk_usage", lambda folder: type("U", (), {"free": 4096})())
-    with pytest.raises(OSError, match=r"No space left on device: the disk is full while writing .*model\.pt"):
-        save_model(tiny_model(seed=1), path, extra={"arch": "conv_ae"})
+    # what the stage prints (relative paths, as the stages write them)
+    from aerestore.stage import main
+    from pipeline_utils import REPO
+
+    monkeypatch.setenv("AERESTORE_PARAMS", str(REPO / "params.yaml"))
+    monkeypatch.delenv("AERESTORE_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main("train", lambda params, args: save_model(tiny_model(seed=1), path.relative_to(tmp_path)), [])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "error in stage train: OSError: [Errno 28] No space left on device: the disk is full while writing "
+        "models/conv_ae/model.pt; the previous model.pt, if any, is kept (free some space and rerun)")
     assert path.read_bytes() == before and leftovers(tmp_path) == []
 
 

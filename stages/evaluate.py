@@ -21,9 +21,9 @@ def run(params, args):
         mlrun.log_metrics(result)
         for path in [Path("metrics/summary.md"), *sorted(Path("metrics/evaluate").glob("*.png"))]:
             mlrun.log_artifact(path)
-        if params.mlflow.register_models:
-            for arch in params.architectures:
-                mlrun.log_restorer(Path("models") / arch, arch, register=True, routing=params.evaluate.routing)
+        mlrun.add_note("\n\n".join(summary.split("\n\n")[:3]))  # the title, the table, the best classical
+        if params.mlflow.register_models:  # versions tagged with their test figures; alias champion
+            mlrun.register_restorers(Path("models"), params.architectures, result, routing=params.evaluate.routing)
     print(summary)
 
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from aerestore import cli
-from aerestore.mlflow_model import RestorerModel, load_restorer, registered_name
+from aerestore.mlflow_model import RestorerModel, load_restorer, mark_best_overall, registered_name, tag_version
 from aerestore.params import parse_params
 from aerestore.restore import Restorer
 from aerestore.tracking import init_store, stage_run, tracking_uri
@@ -24,6 +24,10 @@ from helpers import save_tiny_restorer
 from test_tracking import make_repo, template_db
 
 MODEL_URI = "models:/aerestore-conv_ae/latest"
+#: What evaluate.json would say (the figures are made up).
+EVALUATION = {"images": 5, "degraded": {"psnr": 20.25},
+              "conv_ae": {"multi": {"psnr": 25.5, "ssim": 0.8125, "psnr_blur": 24.0},
+                          "single": {"psnr": 25.0, "ssim": 0.75}}}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def store(tmp_path_factory):
         save_tiny_restorer(model_dir)
         params = parse_params({"architectures": ["conv_ae"], "blocks": {"size": 16}})
         with stage_run("evaluate", params, keys=["evaluate"]) as evaluate:
-            evaluate.log_restorer(model_dir, "conv_ae", register=True)
+            evaluate.register_restorers(root / "models", ["conv_ae"], EVALUATION)
         yield SimpleNamespace(root=root, model_dir=model_dir, uri=tracking_uri(),
                               experiment_id=init_store(), evaluate=evaluate.run_id)
         mlflow.set_tracking_uri(None)
@@ -127,3 +131,50 @@ def test_aerestore_restore_from_the_registry(store, tmp_path, capsys):
     assert cli.main(["restore", str(tmp_path / "photo.png"), "--model", "models:/aerestore-nope/latest",
                      "-o", str(out)]) == 2
     assert "aerestore-nope" in capsys.readouterr().err
+
+
+def test_evaluate_tags_the_version_and_names_it_champion(store):
+    client = MlflowClient(store.uri)
+    version = client.get_model_version_by_alias("aerestore-conv_ae", "champion")
+    assert str(version.version) == "1" and version.run_id == store.evaluate
+    assert {k: v for k, v in version.tags.items() if k.startswith("test.")} == {
+        "test.psnr": "25.5000", "test.ssim": "0.8125", "test.psnr_blur": "24.0000", "test.mode": "multi",
+        "test.images": "5", "test.degraded_psnr": "20.2500"}
+    assert "PSNR 25.50 dB, SSIM 0.812" in version.description
+    model = client.get_registered_model("aerestore-conv_ae")
+    assert "models:/aerestore-conv_ae@champion" in model.description
+    assert model.tags["best_overall"] == "true"
+    restorer = load_restorer("models:/aerestore-conv_ae@champion")
+    assert isinstance(restorer, Restorer)
+
+
+def test_champion_is_the_best_by_test_psnr_on_the_same_test_data(tmp_path, tmp_path_factory, monkeypatch):
+    make_repo(tmp_path / "repo", template_db(tmp_path_factory.getbasetemp()), monkeypatch)
+    uri = tracking_uri()
+    client = MlflowClient(uri)
+
+    def version(arch: str, psnr: float, data: str) -> tuple[str, bool]:
+        name = registered_name(arch)
+        if not client.search_registered_models(f"name = '{name}'"):
+            client.create_registered_model(name)
+        number = str(client.create_model_version(name, source=str(tmp_path)).version)
+        return number, tag_version(arch, number, {"multi": {"psnr": psnr, "ssim": 0.5}}, test_data=data, uri=uri)
+
+    def champion(arch: str) -> str:
+        return str(client.get_model_version_by_alias(registered_name(arch), "champion").version)
+
+    assert version("conv_ae", 25.0, "md5-a") == ("1", True)
+    assert version("conv_ae", 24.0, "md5-a") == ("2", False)  # worse on the same data
+    assert version("conv_ae", 25.00001, "md5-a") == ("3", False)  # the same as tagged (4 decimals)
+    assert champion("conv_ae") == "1"
+    assert version("conv_ae", 23.0, "md5-b") == ("4", True)  # new test data: not comparable
+    assert version("unet_ae", 30.0, "md5-b") == ("1", True)
+    assert mark_best_overall(["conv_ae", "unet_ae"], test_data="md5-b", uri=uri) == "unet_ae"
+    tags = {arch: client.get_registered_model(registered_name(arch)).tags for arch in ("conv_ae", "unet_ae")}
+    assert tags["unet_ae"]["best_overall"] == "true" and "best_overall" not in tags["conv_ae"]
+    assert tags["unet_ae"]["champion.summary"].startswith("version 1, test PSNR 30.00 dB: the best of unet_ae 30.00")
+    assert version("conv_ae", 31.0, "md5-b") == ("5", True)
+    assert mark_best_overall(["conv_ae", "unet_ae"], test_data="md5-b", uri=uri) == "conv_ae"
+    tags = {arch: client.get_registered_model(registered_name(arch)).tags for arch in ("conv_ae", "unet_ae")}
+    assert tags["conv_ae"]["best_overall"] == "true" and "best_overall" not in tags["unet_ae"]
+    assert champion("conv_ae") == "5" and champion("unet_ae") == "1"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 
 import pytest
+import yaml
 
 from pipeline_utils import make_repo, run
 
@@ -67,12 +69,42 @@ def test_every_stage_execution_is_one_run_with_params_metrics_tags(tracked):
     assert evaluate.data.metrics["conv_ae.multi.psnr"] == pytest.approx(result["conv_ae"]["multi"]["psnr"])
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     assert "summary.md" in artifacts
+    # the UI's model-training view, descriptions
+    exp = client.get_experiment(train.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development" and exp.tags["mlflow.note.content"]
+    assert all(r.data.tags["mlflow.note.content"].startswith(f"**DVC stage `{r.info.run_name}`**") for r in runs)
+    assert "| restorer | PSNR (dB)" in evaluate.data.tags["mlflow.note.content"]  # the summary table
+    # each run's data: DVC's md5 of each data dep, as dvc.lock records it after the run
+    lock = yaml.safe_load((tracked / "dvc.lock").read_text())["stages"]
+    for r in runs:
+        recorded = {d["path"]: d["md5"] for d in lock[r.info.run_name]["deps"]}
+        inputs = {d.dataset.name: d.dataset.digest for d in r.inputs.dataset_inputs}
+        assert inputs and all(recorded[path] == md5 for path, md5 in inputs.items()), r.info.run_name
+    assert {d.dataset.name for d in train.inputs.dataset_inputs} == {"data/blocks", "data/prepared"}
+    assert {d.dataset.name for d in evaluate.inputs.dataset_inputs} == {"data/prepared", "models"}
+    # the params of each run are the keys `dvc params diff` shows for what the stage lists
+    # in dvc.lock (a list of sections, prepare.degrade, is one key there)
+    diff = json.loads(run(["dvc", "params", "diff", "--all", "--json"], tracked).stdout)["params.yaml"]
+    for r in runs:
+        listed = lock[r.info.run_name]["params"]["params.yaml"]
+        expected = {k for k in diff if any(k == p or k.startswith(p + ".") for p in listed)}
+        logged = {re.sub(r"\.\d+(\..*)?$", "", k) for k in r.data.params}
+        if r.info.run_name == "evaluate":  # MLflow logs a pyfunc model's model_config as params
+            logged.discard("routing")
+        assert logged == expected, r.info.run_name
 
 
 def test_the_restorer_is_registered(tracked):
     client, _ = runs_of(tracked)
     versions = client.search_model_versions("name='aerestore-conv_ae'")
     assert versions and versions[0].status == "READY"
+    # tagged with its test figures, champion of its architecture and the best overall
+    result = json.loads((tracked / "metrics/evaluate.json").read_text())
+    champion = client.get_model_version_by_alias("aerestore-conv_ae", "champion")
+    assert float(champion.tags["test.psnr"]) == pytest.approx(result["conv_ae"]["multi"]["psnr"], abs=1e-4)
+    assert champion.tags["test.images"] == str(result["images"]) and champion.description
+    model = client.get_registered_model("aerestore-conv_ae")
+    assert model.description and model.tags["best_overall"] == "true"
 
 
 def test_the_trained_network_is_logged_and_predicts_like_the_stage_output(tracked):

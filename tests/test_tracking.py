@@ -1,10 +1,15 @@
 """MLflow tracking of the stages: where the store is, its creation under concurrency,
-the params dvc.yaml lists, the runs stage_run logs, and the pipeline id."""
+the params and data DVC gives for a stage, the runs stage_run logs, stale runs of killed
+stages, a locked or corrupt store, and the pipeline id."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,7 +22,10 @@ from mlflow.tracking import MlflowClient
 
 from aerestore import tracking
 from aerestore.params import Params, ParamsError, parse_params
+from aerestore.stage import main as stage_main
 from aerestore.tracking import (
+    TrackingError,
+    dvc_stage_io,
     dvc_stage_params,
     init_store,
     pipeline_id,
@@ -55,6 +63,8 @@ def make_repo(path: Path, template: Path | None, monkeypatch: pytest.MonkeyPatch
     directory, with the DVC variables cleared and, if given, a copy of the template db."""
     path.mkdir(parents=True, exist_ok=True)
     (path / ".dvc").mkdir(exist_ok=True)
+    # a DVC repository outside git, as `dvc init --no-scm` makes (DVC's API needs the config)
+    (path / ".dvc" / "config").write_text("[core]\n    no_scm = True\n")
     if template is not None:
         shutil.copy2(template, path / "mlflow.db")
     for name in DVC_ENV:
@@ -80,16 +90,27 @@ DVC_YAML = textwrap.dedent(
         params:
           - seed
           - prepare
+      blocks:
+        cmd: python stages/blocks.py
+        deps:
+          - stages/blocks.py
+        outs:
+          - data/blocks
       train:
         matrix:
           arch: ${architectures}
         cmd: python stages/train.py ${item.arch}
+        deps:
+          - stages/train.py
+          - data/blocks
         params:
           - seed
           - latent
           - train
           - arch.${item.arch}
           - blocks.size
+        outs:
+          - models/${item.arch}/model.pt
       cluster:
         foreach: ${architectures}
         do:
@@ -111,17 +132,35 @@ DVC_YAML = textwrap.dedent(
 )
 
 PARAMS_YAML = {
+    "seed": 7,
     "architectures": ["conv_ae", "vae"],
     "latent": 8,
-    "arch": {"conv_ae": {"latent": 4, "train": {"lr": 0.01}}, "vae": {"model": {"hidden": 16}}},
+    "train": {"lr": 0.002, "epochs": 3},
+    "blocks": {"size": 16},
+    "arch": {"conv_ae": {"latent": 4, "model": {}, "train": {"lr": 0.01}}, "vae": {"model": {"hidden": 16}}},
     "prepare": {"degrade": [{"op": "gaussian_blur", "sigma": [0.5, 2.0]}, {"op": "grayscale", "prob": 0.5}]},
 }
+
+#: What params.yaml holds for train@conv_ae, as DVC reads it (keys it lacks are left out).
+TRAIN_KEYS = ["seed", "latent", "train.lr", "train.epochs", "arch.conv_ae.latent", "arch.conv_ae.train.lr",
+              "blocks.size"]  # arch.conv_ae.model is {}: no key, as in `dvc params diff`
 
 
 def write_project(root: Path) -> Params:
     (root / "dvc.yaml").write_text(DVC_YAML)
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS_YAML))
+    (root / "other.yaml").write_text("something: 3\n")
     return parse_params(PARAMS_YAML)
+
+
+def write_blocks(root: Path) -> None:
+    """The code and data that train@conv_ae depends on, as a pipeline would leave them."""
+    (root / "stages").mkdir(exist_ok=True)
+    for name in ("blocks", "train"):
+        (root / "stages" / f"{name}.py").write_text(f"# {name}\n")
+    (root / "data" / "blocks").mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        (root / "data" / "blocks" / f"part{i}.bin").write_bytes(bytes([i]) * (100 + i))
 
 
 # ------------------------------------------------------------------- where the store is
@@ -203,6 +242,15 @@ def test_init_store_is_safe_from_parallel_processes(tmp_path, monkeypatch):
     assert experiments["Default"].artifact_location.startswith((root / "mlruns").as_uri())
 
 
+def test_init_store_tags_an_existing_experiment_and_keeps_its_description(repo):
+    client = MlflowClient(tracking_uri())
+    old = client.create_experiment("older", tags={"mlflow.note.content": "mine"})
+    assert init_store("older") == old
+    tags = client.get_experiment(old).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == "mine"
+
+
 def test_init_store_again_returns_the_same_experiment(repo):
     first = init_store("again")
     MlflowClient(tracking_uri()).delete_experiment(first)
@@ -235,41 +283,67 @@ def test_init_store_migrates_an_old_database_after_a_backup(repo):
 
 
 # ------------------------------------------------------------------- dvc.yaml params
-def test_dvc_stage_params_resolves_matrix_and_foreach(tmp_path):
-    write_project(tmp_path)
-    assert dvc_stage_params("prepare", tmp_path) == ["seed", "prepare"]
-    assert dvc_stage_params("train@conv_ae", tmp_path) == ["seed", "latent", "train", "arch.conv_ae", "blocks.size"]
-    assert dvc_stage_params("train@vae", tmp_path)[3] == "arch.vae"
-    # a params.yaml mapping is kept, other files are not in Params
-    assert dvc_stage_params("cluster@vae", tmp_path) == ["cluster", "arch.vae.latent"]
+def test_dvc_stage_params_come_from_dvc_with_matrix_and_foreach(tmp_path, monkeypatch):
+    root = make_repo(tmp_path / "repo", None, monkeypatch)
+    write_project(root)
+    assert dvc_stage_params("prepare") == ["seed", "prepare.degrade"]
+    assert sorted(dvc_stage_params("train@conv_ae")) == sorted(TRAIN_KEYS)
+    assert "arch.vae.model.hidden" in dvc_stage_params("train@vae")
     # several matrix keys: DVC joins the values with '-'
-    assert dvc_stage_params("sweep@conv_ae-0.01", tmp_path) == ["arch.conv_ae.train"]
+    assert dvc_stage_params("sweep@conv_ae-0.01") == ["arch.conv_ae.train.lr"]
+    # params_show merges the params files: a key of other.yaml comes back too, and is
+    # refused by name, since Params (params.yaml) has no such key
+    keys = dvc_stage_params("cluster@vae")
+    assert keys == ["something"]  # arch.vae.latent is listed but not in params.yaml
+    with pytest.raises(ParamsError, match="'something'"):
+        stage_params(parse_params(PARAMS_YAML), keys)
 
 
-def test_dvc_stage_params_finds_dvc_yaml_above_the_working_directory(tmp_path, monkeypatch):
-    write_project(tmp_path)
-    (tmp_path / "deep").mkdir()
-    monkeypatch.chdir(tmp_path / "deep")
-    assert dvc_stage_params("train@vae") == ["seed", "latent", "train", "arch.vae", "blocks.size"]
+def test_dvc_stage_params_of_another_folder(tmp_path, monkeypatch):
+    root = make_repo(tmp_path / "repo", None, monkeypatch)
+    write_project(root)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert sorted(dvc_stage_params("train@conv_ae", root)) == sorted(TRAIN_KEYS)
 
 
-@pytest.mark.parametrize(
-    "stage, message",
-    [("nope", "no stage 'nope'"), ("train@resnet", "not generated by 'train'"), ("prepare@x", "no matrix or foreach")],
-)
-def test_dvc_stage_params_names_a_wrong_stage(tmp_path, stage, message):
-    write_project(tmp_path)
-    with pytest.raises(ParamsError, match=message):
-        dvc_stage_params(stage, tmp_path)
+@pytest.mark.parametrize("stage", ["nope", "train@resnet", "prepare@x"])
+def test_dvc_stage_params_names_a_wrong_stage(tmp_path, monkeypatch, stage):
+    root = make_repo(tmp_path / "repo", None, monkeypatch)
+    write_project(root)
+    with pytest.raises(ParamsError, match=f"stage {stage!r}.*not found"):
+        dvc_stage_params(stage)
+
+
+def test_stage_inputs_carry_the_md5_that_dvc_lock_records(tmp_path, monkeypatch):
+    from dvc.repo import Repo
+
+    root = make_repo(tmp_path / "repo", None, monkeypatch)
+    write_project(root)
+    write_blocks(root)
+    io = dvc_stage_io("train@conv_ae")
+    assert [i.path for i in io.inputs] == ["data/blocks"]  # stages/train.py is code, not data
+    [blocks] = io.inputs
+    assert blocks.md5.endswith(".dir") and blocks.files == 3 and blocks.size == 303
+    assert io.outputs == ["models/conv_ae/model.pt"]
+    assert dvc_stage_io("prepare").inputs == [] and dvc_stage_io("nope") == tracking.DvcStageIO([], [])
+    # what DVC writes to dvc.lock for the stage once it has run
+    (root / "models" / "conv_ae").mkdir(parents=True)
+    (root / "models" / "conv_ae" / "model.pt").write_bytes(b"weights")
+    with Repo() as dvc_repo:
+        dvc_repo.commit("train@conv_ae", force=True)
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    recorded = {d["path"]: d["md5"] for d in lock["stages"]["train@conv_ae"]["deps"]}
+    assert recorded["data/blocks"] == blocks.md5
 
 
 def test_stage_params_flattens_each_listed_subtree():
     params = parse_params(PARAMS_YAML)
     flat = stage_params(params, ["seed", "train", "arch.conv_ae", "prepare.degrade", "architectures"])
-    assert flat["seed"] == "42"
-    assert flat["train.lr"] == "0.001" and flat["train.recon"] == "mse" and "train.epochs" in flat
+    assert flat["seed"] == "7"
+    assert flat["train.lr"] == "0.002" and flat["train.recon"] == "mse" and "train.epochs" in flat
     assert flat["arch.conv_ae.latent"] == "4" and flat["arch.conv_ae.train.lr"] == "0.01"
-    assert flat["arch.conv_ae.model"] == "{}"
+    assert "arch.conv_ae.model" not in flat  # {}: no param, as in `dvc params diff`
     assert flat["prepare.degrade.0.op"] == "gaussian_blur"
     assert flat["prepare.degrade.0.sigma"] == "[0.5, 2.0]"
     assert flat["prepare.degrade.1.prob"] == "0.5"
@@ -289,6 +363,7 @@ def test_stage_params_cuts_long_values_and_refuses_unknown_keys():
 # ------------------------------------------------------------------- stage_run
 def test_stage_run_logs_params_metrics_and_tags(repo, monkeypatch):
     params = write_project(repo)
+    write_blocks(repo)
     monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
     with stage_run("train@conv_ae", params, arch="conv_ae") as run:
@@ -308,9 +383,18 @@ def test_stage_run_logs_params_metrics_and_tags(repo, monkeypatch):
     assert exp.name == "aerestore"
     assert got.info.artifact_uri.startswith((repo / "mlruns").as_uri())
 
-    expected = stage_params(params, ["seed", "latent", "train", "arch.conv_ae", "blocks.size"])
-    assert got.data.params == expected
-    assert got.data.params["arch.conv_ae.train.lr"] == "0.01"
+    # exactly what params.yaml holds for the stage (DVC's view), not the schema's defaults
+    assert got.data.params == stage_params(params, TRAIN_KEYS)
+    assert got.data.params["arch.conv_ae.train.lr"] == "0.01" and "train.recon" not in got.data.params
+
+    # the stage's data: DVC's md5 of data/blocks as the dataset's digest
+    [dataset] = got.inputs.dataset_inputs
+    blocks = dvc_stage_io("train@conv_ae").inputs[0]
+    assert (dataset.dataset.name, dataset.dataset.digest) == ("data/blocks", blocks.md5)
+    assert dataset.dataset.source_type == "dvc"
+    assert json.loads(dataset.dataset.source) == {"repo": str(repo), "path": "data/blocks", "rev": None}
+    assert json.loads(dataset.dataset.profile) == {"dvc_md5": blocks.md5, "bytes": 303, "files": 3}
+    assert {(t.key, t.value) for t in dataset.tags} == {("mlflow.data.context", "training")}
 
     history = client.get_metric_history(run.run_id, "val.psnr")
     assert [(m.step, m.value) for m in history] == [(0, 20.0), (1, 21.0), (2, 22.0)]
@@ -324,6 +408,14 @@ def test_stage_run_logs_params_metrics_and_tags(repo, monkeypatch):
     assert tags["dvc.exp_name"] == "tiny-exp"
     assert tags["dvc.baseline_rev"] == "a" * 40
     assert tags["aerestore.pipeline_id"] == "exp-tiny-exp"  # no dvc process above pytest
+    assert tags["aerestore.host"] == socket.gethostname() and tags["aerestore.pid"] == str(os.getpid())
+    assert float(tags["aerestore.pid_start"]) > 0
+    note = tags["mlflow.note.content"]  # the run's description in the UI
+    assert note.startswith("**DVC stage `train@conv_ae`**: Trains the `conv_ae` autoencoder")
+    assert f"`data/blocks` `{blocks.md5}`" in note and "`models/conv_ae/model.pt`" in note
+    # the experiment opens in the UI's model-training view, with a description
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"].startswith("Image-restoration autoencoders")
 
     files = {f.path for f in client.list_artifacts(run.run_id)} | {
         f.path for f in client.list_artifacts(run.run_id, "notes")} | {
@@ -379,6 +471,100 @@ def test_log_torch_model_round_trips(repo):
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(loaded.predict(x), expected)
+
+
+# ------------------------------------------------------------------- killed stages
+def test_a_run_whose_process_is_gone_is_marked_killed_by_the_next_run_of_its_stage(repo):
+    from aerestore.tracking import HOST_TAG, PID_START_TAG, PID_TAG
+
+    params = write_project(repo)
+    client = MlflowClient(tracking_uri())
+    experiment = init_store()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid is free now
+    host = socket.gethostname()
+
+    def running(stage: str, **tags: str) -> str:
+        return client.create_run(experiment, run_name=stage, tags={"dvc.stage": stage, **tags}).info.run_id
+
+    killed = running("prepare", **{HOST_TAG: host, PID_TAG: str(gone.pid)})
+    reused = running("prepare", **{HOST_TAG: host, PID_TAG: str(os.getpid()), PID_START_TAG: "1000.0"})
+    alive = running("prepare", **tracking._process_tags())  # this very process
+    elsewhere = running("prepare", **{HOST_TAG: "another-host", PID_TAG: str(gone.pid)})
+    untagged = running("prepare")
+    other_stage = running("train@conv_ae", **{HOST_TAG: host, PID_TAG: str(gone.pid)})
+
+    with stage_run("prepare", params) as run:
+        pass
+
+    def status(run_id: str) -> str:
+        return client.get_run(run_id).info.status
+
+    assert status(killed) == status(reused) == "KILLED"
+    why = client.get_run(killed).data.tags["aerestore.stale"]
+    assert f"process {gone.pid} on {host} is gone" in why and run.run_id in why
+    assert "is now another process" in client.get_run(reused).data.tags["aerestore.stale"]
+    for left in (alive, elsewhere, untagged, other_stage):
+        assert status(left) == "RUNNING", left
+    assert status(run.run_id) == "FINISHED"
+
+
+# ------------------------------------------------------------------- a locked or corrupt store
+def _stage_writing(out: Path):
+    """A stage function like ours: its run open around the work, its output written in it."""
+    def fn(params, args):
+        with stage_run("prepare", params):
+            out.write_text("new")
+    return fn
+
+
+def test_a_locked_store_stops_the_stage_with_the_file_named_and_nothing_written(repo, monkeypatch, capsys):
+    write_project(repo)
+    out = repo / "out.txt"
+    out.write_text("previous")
+    monkeypatch.setattr(tracking, "DB_TIMEOUT_S", 0.3)
+    holder = sqlite3.connect(repo / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the timeout
+    try:
+        with pytest.raises(SystemExit) as stop:
+            stage_main("prepare", _stage_writing(out), argv=[])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error in stage prepare: MLflow store {repo / 'mlflow.db'} is locked" in err
+    assert "for more than 0.3 s" in err
+    assert "database is locked" in err and "mlflow.enabled=false" in err
+    assert out.read_text() == "previous"
+    # once the lock is gone the same stage runs
+    stage_main("prepare", _stage_writing(out), argv=[])
+    assert out.read_text() == "new"
+
+
+def test_a_corrupt_store_stops_the_stage_with_the_file_named_and_nothing_written(repo, capsys):
+    write_project(repo)
+    out = repo / "out.txt"
+    out.write_text("previous")
+    (repo / "mlflow.db").write_bytes(b"\x00garbage, not SQLite\xff" * 100)
+    with pytest.raises(SystemExit) as stop:
+        stage_main("prepare", _stage_writing(out), argv=[])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error in stage prepare: MLflow store {repo / 'mlflow.db'} is corrupt" in err
+    assert "file is not a database" in err and "mv " in err
+    assert out.read_text() == "previous"
+
+
+def test_a_store_error_during_the_stage_names_the_store(repo):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(TrackingError, match=r"mlflow\.db is locked: another process held it \(database is locked\)"):
+        with tracking._store_errors(tracking_uri()):
+            raise MlflowException("(sqlite3.OperationalError) database is locked\n[SQL: SELECT ...]")
+    with pytest.raises(ZeroDivisionError):  # the stage's own errors pass unchanged
+        with tracking._store_errors(tracking_uri()):
+            1 / 0
 
 
 # ------------------------------------------------------------------- pipeline id

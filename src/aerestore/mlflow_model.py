@@ -176,3 +176,141 @@ def load_restorer(model_uri: str, routing: str | None = None) -> "Restorer":
     if not isinstance(python_model, RestorerModel):
         raise ValueError(f"{model_uri} is not an aerestore restorer ({type(python_model).__name__})")
     return python_model.restorer
+
+
+# ----------------------------------------------------------------------- the registry
+#: The alias of an architecture's best version by test PSNR (``models:/aerestore-<arch>@champion``).
+CHAMPION = "champion"
+#: Registered-model tag on the one ``aerestore-<arch>`` whose champion is best across architectures.
+BEST_OVERALL_TAG = "best_overall"
+#: Version tags: ``evaluate.json``'s figures of the restorer in its default mode (``multi``).
+TEST_TAGS = ("psnr", "ssim", "psnr_blur", "psnr_noise", "psnr_clean", "ssim_blur", "ssim_noise", "ssim_clean")
+#: The mode a registered restorer restores in by default (``predict`` without params).
+DEFAULT_MODE = "multi"
+
+
+def _model_description(arch: str) -> str:
+    return (
+        f"The complete `{arch}` restorer of the aerestore pipeline: encoder, cluster centroids, "
+        "per-cluster decoders, block split and merge. Input: one uint8 image (H, W, C) of any "
+        "size; output: the restored image (inference param `mode`: multi, single or base).\n\n"
+        f"A new version per run of the `evaluate` stage, tagged with its test figures (`test.psnr`, "
+        f"`test.ssim`, ...). Alias `{CHAMPION}`: the best version by test PSNR among those evaluated "
+        f"on the same test data. Load it with `models:/{registered_name(arch)}@{CHAMPION}`."
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def tag_version(
+    arch: str,
+    version: str,
+    metrics: dict[str, Any],
+    run_id: str | None = None,
+    test_data: str | None = None,
+    uri: str | None = None,
+) -> bool:
+    """Tag and describe version ``version`` of ``aerestore-<arch>`` with its test figures,
+    and move the alias ``champion`` to it if it is the architecture's best by test PSNR.
+
+    ``metrics`` is the architecture's section of ``evaluate.json`` (``{"multi": {"psnr":
+    ..., ...}, "single": ..., "images": n, "degraded": {...}}``); the figures of the
+    default mode become the tags ``test.psnr``, ``test.ssim``, ... ``test_data`` is
+    DVC's md5 of the test data (``data/prepared``), tagged ``test.data``: PSNRs are
+    compared only between versions evaluated on the same data, so a champion measured
+    on other data gives way to the new version. Returns whether the new version is
+    the champion.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri, registry_uri=uri)
+    name = registered_name(arch)
+    mode = DEFAULT_MODE if DEFAULT_MODE in metrics else next(
+        (m for m in MODES if isinstance(metrics.get(m), dict)), None)
+    figures = metrics.get(mode, {}) if mode else {}
+    tags = {f"test.{k}": _fmt(figures[k]) for k in TEST_TAGS if isinstance(figures.get(k), (int, float))}
+    if mode:
+        tags["test.mode"] = mode
+    if metrics.get("images") is not None:
+        tags["test.images"] = str(metrics["images"])
+    degraded = metrics.get("degraded") or {}
+    if isinstance(degraded.get("psnr"), (int, float)):
+        tags["test.degraded_psnr"] = _fmt(degraded["psnr"])
+    if test_data:
+        tags["test.data"] = test_data
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+    psnr = figures.get("psnr")
+    lines = [f"The {arch} restorer" + (f" from evaluate run {run_id}" if run_id else "") + "."]
+    if isinstance(psnr, (int, float)):
+        lines.append(f"Test ({mode} mode, {metrics.get('images', '?')} images): PSNR {psnr:.2f} dB, "
+                     f"SSIM {figures.get('ssim', float('nan')):.3f}"
+                     + (f"; the degraded input: {degraded['psnr']:.2f} dB." if "psnr" in degraded else "."))
+    client.update_model_version(name, version, description=" ".join(lines))
+    model = client.get_registered_model(name)
+    if not model.description:
+        client.update_registered_model(name, description=_model_description(arch))
+
+    if not isinstance(psnr, (int, float)):
+        return False
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet
+        current = None
+    if current is not None and str(current.version) != str(version) and current.tags.get("test.data") == test_data:
+        try:
+            if float(current.tags.get("test.psnr", "-inf")) >= float(_fmt(float(psnr))):  # as tagged: a tie keeps it
+                return False
+        except ValueError:
+            pass
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return True
+
+
+def mark_best_overall(archs: list[str], test_data: str | None = None, uri: str | None = None) -> str | None:
+    """Tag ``best_overall`` = ``true`` on the ``aerestore-<arch>`` whose champion has the
+    highest test PSNR among ``archs`` (champions evaluated on ``test_data`` only) and
+    remove the tag from the others. An alias belongs to one registered model, so the
+    best across architectures is this tag (and the registered model's description).
+    Returns the best architecture, or None."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri, registry_uri=uri)
+    scores: dict[str, tuple[float, str]] = {}
+    for arch in archs:
+        try:
+            champion = client.get_model_version_by_alias(registered_name(arch), CHAMPION)
+        except MlflowException:
+            continue
+        if test_data and champion.tags.get("test.data") != test_data:
+            continue
+        try:
+            scores[arch] = (float(champion.tags["test.psnr"]), champion.version)
+        except (KeyError, ValueError):
+            continue
+    best = max(scores, key=lambda a: scores[a][0]) if scores else None
+    for arch in archs:
+        name = registered_name(arch)
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException:
+            continue
+        if arch == best:
+            psnr, version = scores[arch]
+            client.set_registered_model_tag(name, BEST_OVERALL_TAG, "true")
+            client.set_registered_model_tag(
+                name, "champion.summary", f"version {version}, test PSNR {psnr:.2f} dB: the best of "
+                + ", ".join(f"{a} {scores[a][0]:.2f}" for a in sorted(scores, key=lambda a: -scores[a][0])))
+        else:
+            if BEST_OVERALL_TAG in model.tags:
+                client.delete_registered_model_tag(name, BEST_OVERALL_TAG)
+            if arch in scores:
+                psnr, version = scores[arch]
+                client.set_registered_model_tag(name, "champion.summary",
+                                                f"version {version}, test PSNR {psnr:.2f} dB")
+    return best

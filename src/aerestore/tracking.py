@@ -8,9 +8,12 @@ Every stage script wraps its work in :func:`stage_run`::
         run.log_torch_model(model, "autoencoder", input_example=blocks[:4])
 
 That opens one MLflow run named after the DVC stage, logs the params the stage
-lists in ``dvc.yaml`` (exactly those, so MLflow and ``dvc params diff`` agree), and
-tags the run with the DVC experiment, the git commit and a *pipeline id* shared by
-every stage of one ``dvc repro`` / ``dvc exp run`` execution.
+lists in ``dvc.yaml`` (as DVC's API resolves them, so MLflow and ``dvc params diff``
+agree), logs the stage's data deps as MLflow datasets whose digest is DVC's md5,
+describes the run, and tags it with the DVC experiment, the git commit, the process
+(to find runs of killed stages) and a *pipeline id* shared by every stage of one
+``dvc repro`` / ``dvc exp run`` execution. A store that is locked or corrupt stops the
+stage with one line naming it (:class:`TrackingError`), before the stage writes anything.
 
 Where the runs go
 -----------------
@@ -32,19 +35,22 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
+import sys
+import tempfile
 import time
 import traceback
 import uuid
 from contextlib import contextmanager
-from itertools import product
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from urllib.parse import quote
 
-import yaml
-
 from aerestore.params import Params, ParamsError
+from aerestore.stage import StageError
 
 if TYPE_CHECKING:  # heavy imports only where they are used
     import numpy as np
@@ -60,6 +66,7 @@ PIPELINE_TAG = "aerestore.pipeline_id"
 # MLflow refuses longer param values (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH).
 _MAX_PARAM_LEN = 6000
 _MAX_TAG_LEN = 8000
+_MAX_NOTE_LEN = 5000  # a run tag's value (MLflow's limit for tags stored in SQL: 8000)
 # Characters MLflow accepts in param and metric names (see validate_param_and_metric_name).
 _BAD_NAME_CHARS = re.compile(r"[^/\w.\- :]")
 
@@ -150,7 +157,11 @@ def init_store(experiment: str = DEFAULT_EXPERIMENT) -> str:
     database at the same time would otherwise both run the migrations). Calling it
     on an existing store costs what opening the store costs anyway (MLflow checks
     the schema version) plus one query. An out-of-date database is migrated, as
-    ``mlflow db upgrade`` would, after a backup copy.
+    ``mlflow db upgrade`` would, after a backup copy. The experiment is tagged as
+    model training (``mlflow.experimentKind``) and gets a description, also when it
+    exists without them. A locked (for
+    more than :data:`DB_TIMEOUT_S`) or corrupt ``mlflow.db`` raises
+    :class:`TrackingError`, naming the file.
     """
     # Imported before taking the lock, so that processes waiting for it do not then
     # import one after the other (seconds each).
@@ -162,172 +173,92 @@ def init_store(experiment: str = DEFAULT_EXPERIMENT) -> str:
 
     uri = tracking_uri()
     root = repo_root()
-    with FileLock(str(root / LOCK_FILE), timeout=600):
+    with FileLock(str(root / LOCK_FILE), timeout=600), _store_errors(uri):
+        _check_sqlite(uri)  # a locked or corrupt mlflow.db: one clear line, at once
         if _is_db_uri(uri):
             _prepare_db(uri)
         client = MlflowClient(tracking_uri=uri)  # the store the fluent API will use too
         exp = client.get_experiment_by_name(experiment)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                client.restore_experiment(exp.experiment_id)
-            return exp.experiment_id
-        # A server picks its own artifact store; a database we own gets the
-        # repository's mlruns/<experiment>/ (runs then sit in mlruns/<experiment>/<run id>).
-        location = f"{artifact_location()}/{quote(experiment, safe='')}" if _is_db_uri(uri) else None
-        try:
-            return client.create_experiment(experiment, artifact_location=location)
-        except MlflowException:  # created meanwhile by another machine (a shared server)
+        if exp is None:
+            # A server picks its own artifact store; a database we own gets the
+            # repository's mlruns/<experiment>/ (runs then sit in mlruns/<experiment>/<run id>).
+            location = f"{artifact_location()}/{quote(experiment, safe='')}" if _is_db_uri(uri) else None
+            try:
+                client.create_experiment(experiment, artifact_location=location,
+                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: EXPERIMENT_NOTE})
+            except MlflowException:  # created meanwhile by another machine (a shared server)
+                pass
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
-                raise
-            return exp.experiment_id
+                raise TrackingError(f"MLflow store {_store_name(uri)}: cannot create the experiment {experiment!r}")
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        # Model training, not GenAI: MLflow's API and UIs before 3.17 read the kind from
+        # this tag (3.17's UI takes its "GenAI / Model training" switch instead, or
+        # ?workflowType=machine_learning in the URL). A description the user wrote is kept.
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if not exp.tags.get(NOTE_TAG):
+            client.set_experiment_tag(exp.experiment_id, NOTE_TAG, EXPERIMENT_NOTE)
+        return exp.experiment_id
 
 
 # ------------------------------------------------------------------- dvc.yaml params
-_INTERP = re.compile(r"\$\{\s*([^}]*?)\s*\}")
+def _dvc_target(stage: str, root: Path | None) -> str:
+    """DVC's address of ``stage``: its name, or ``<root>/dvc.yaml:<name>`` when the
+    ``dvc.yaml`` is not the one DVC finds from the working directory."""
+    return f"{Path(root) / 'dvc.yaml'}:{stage}" if root is not None else stage
 
 
-def _lookup(ctx: Mapping[str, Any], expr: str, where: str) -> Any:
-    cur: Any = ctx
-    for part in re.split(r"\.|\[(\d+)\]", expr):
-        if part is None or part == "":
-            continue
-        try:
-            cur = cur[int(part)] if isinstance(cur, list) else cur[part]
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise ParamsError(f"{where}: cannot resolve ${{{expr}}}") from None
-    return cur
-
-
-def _to_str(value: Any) -> str:
-    # DVC writes booleans the YAML way in generated stage names.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _interpolate(value: Any, ctx: Mapping[str, Any], where: str) -> Any:
-    """Substitute ``${...}`` in strings (recursively in lists and dicts)."""
-    if isinstance(value, str):
-        whole = _INTERP.fullmatch(value)
-        if whole:  # "${architectures}" is the value itself, possibly a list
-            return _lookup(ctx, whole.group(1), where)
-        return _INTERP.sub(lambda m: _to_str(_lookup(ctx, m.group(1), where)), value)
-    if isinstance(value, list):
-        return [_interpolate(v, ctx, where) for v in value]
-    if isinstance(value, dict):
-        return {_interpolate(k, ctx, where): _interpolate(v, ctx, where) for k, v in value.items()}
-    return value
-
-
-def _load_vars(dvc_yaml: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Values ``${...}`` can refer to: params.yaml beside dvc.yaml, then ``vars:``."""
-    ctx: dict[str, Any] = {}
-    folder = dvc_yaml.parent
-
-    def load_file(spec: str) -> None:
-        name, _, keys = spec.partition(":")
-        path = folder / name
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ParamsError(f"{dvc_yaml}: vars file {path} not found") from None
-        if keys:
-            data = {k: _lookup(data, k, str(path)) for k in keys.split(",")}
-        ctx.update(data)
-
-    if (folder / "params.yaml").exists():
-        load_file("params.yaml")
-    for item in doc.get("vars", None) or []:
-        if isinstance(item, str):
-            load_file(item)
-        elif isinstance(item, dict):
-            ctx.update(item)
-    return ctx
-
-
-def _generated(name: str, body: Mapping[str, Any], ctx: Mapping[str, Any], where: str):
-    """Yield ``(generated name, item context)`` for a ``matrix``/``foreach`` stage."""
-    if "matrix" in body:
-        matrix = {k: _interpolate(v, ctx, f"{where}.matrix.{k}") for k, v in body["matrix"].items()}
-        for key, values in matrix.items():
-            if not isinstance(values, list):
-                raise ParamsError(f"{where}.matrix.{key}: expected a list, got {values!r}")
-        for combo in product(*(list(enumerate(v)) for v in matrix.values())):
-            item, fragments = {}, []
-            for key, (i, v) in zip(matrix, combo):
-                item[key] = v
-                fragments.append(f"{key}{i}" if isinstance(v, (dict, list)) else _to_str(v))
-            yield f"{name}@{'-'.join(fragments)}", {"item": item}
-    elif "foreach" in body:
-        data = _interpolate(body["foreach"], ctx, f"{where}.foreach")
-        if isinstance(data, dict):
-            for key, value in data.items():
-                yield f"{name}@{_to_str(key)}", {"item": value, "key": key}
-        elif any(isinstance(v, (dict, list)) for v in data):
-            for i, value in enumerate(data):
-                yield f"{name}@{i}", {"item": value}
+def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``{'train': {'lr': 0.1}, 'latent': 8}`` -> ``['train.lr', 'latent']``, the keys
+    ``dvc params diff`` shows: a list is a leaf (flattened further by
+    :func:`stage_params`), an empty mapping is dropped."""
+    keys: list[str] = []
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            keys.extend(_leaf_keys(value, name))
         else:
-            for value in data:
-                yield f"{name}@{_to_str(value)}", {"item": value}
-
-
-def _find_dvc_yaml(root: Path | None) -> Path:
-    if root is not None:
-        return Path(root) / "dvc.yaml"
-    cwd = Path.cwd().resolve()
-    for folder in (cwd, *cwd.parents):
-        if (folder / "dvc.yaml").is_file():
-            return folder / "dvc.yaml"
-    raise ParamsError(f"no dvc.yaml in {cwd} or above it")
+            keys.append(name)
+    return keys
 
 
 def dvc_stage_params(stage: str, root: Path | None = None) -> list[str]:
-    """The ``params:`` keys that ``dvc.yaml`` lists for ``stage``, templates resolved.
+    """The params keys ``stage`` depends on, as DVC resolves them from ``dvc.yaml``.
 
-    ``stage`` is DVC's name of the stage: ``prepare``, or ``train@conv_ae`` for the
-    ``conv_ae`` member of a ``matrix: {arch: ${architectures}}`` (or ``foreach``)
-    stage, whose ``params:`` entries such as ``arch.${item.arch}`` become
-    ``arch.conv_ae``. Keys of files other than ``params.yaml`` are left out (they
-    are not in :class:`Params`). ``root`` is the folder holding ``dvc.yaml``; by
-    default the nearest one at or above the working directory (the workspace the
-    stage runs in, which for a temp experiment is the temporary copy).
+    ``stage`` is DVC's name of the stage: ``prepare``, or ``train@conv_ae`` for a member
+    of a ``matrix`` / ``foreach`` stage. ``dvc.api.params_show(stages=[stage],
+    deps=True)`` does the templating (``arch.${item.arch}``) and the matrix expansion;
+    its answer (the params' values, nested) is turned into dotted leaf keys
+    (``train.lr``, ``arch.conv_ae.model``, ``prepare.degrade``) that
+    :func:`stage_params` reads from the validated params. Keys the stage lists but
+    ``params.yaml`` lacks are left out, as ``dvc params diff`` leaves them out.
+    ``params_show`` merges every params file into one mapping: all of ours are in
+    ``params.yaml``; a key from another file is not a key of :class:`Params`, so
+    :func:`stage_params` refuses it by name. ``root`` is the folder holding
+    ``dvc.yaml``; by default DVC finds the repository from the working directory (the
+    workspace the stage runs in, which for a temp experiment is the temporary copy).
     """
-    path = _find_dvc_yaml(root)
+    from dvc.api import params_show
+    from dvc.exceptions import DvcException
+
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found") from None
-    stages = doc.get("stages") or {}
-    base = stage.split("@", 1)[0]
-    if base not in stages:
-        raise ParamsError(f"{path}: no stage {base!r} (stages: {', '.join(stages) or 'none'})")
-    body = stages[base]
-    where = f"{path}: stages.{base}"
-    ctx = _load_vars(path, doc)
-    if "matrix" in body or "foreach" in body:
-        members = dict(_generated(base, body, ctx, where))
-        if stage not in members:
-            raise ParamsError(f"{path}: stage {stage!r} is not generated by {base!r} "
-                              f"(it generates: {', '.join(members)})")
-        ctx = {**ctx, **members[stage]}
-        body = body.get("do", body)
-    elif stage != base:
-        raise ParamsError(f"{path}: stage {base!r} has no matrix or foreach, so no {stage!r}")
-    keys: list[str] = []
-    for entry in body.get("params") or []:
-        entry = _interpolate(entry, ctx, f"{where}.params")
-        if isinstance(entry, str):
-            keys.append(entry)
-        elif isinstance(entry, dict):
-            for file, listed in entry.items():
-                if Path(str(file)).name != "params.yaml":
-                    continue
-                if not listed:  # the whole file
-                    keys.extend(Params.model_fields)
-                else:
-                    keys.extend(str(k) for k in listed)
-    return keys
+        shown = params_show(stages=[_dvc_target(stage, root)], deps=True,
+                            repo=str(root) if root is not None else None)
+    except (DvcException, OSError) as exc:  # no such stage, a params file missing
+        where = Path(root) / "dvc.yaml" if root is not None else "dvc.yaml"
+        raise ParamsError(f"{where}: cannot read the params of stage {stage!r}: {exc}") from None
+    return _leaf_keys(shown)
+
+
+def _lookup(tree: Mapping[str, Any], key: str) -> Any:
+    cur: Any = tree
+    for part in key.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            raise KeyError(key)
+        cur = cur[part]
+    return cur
 
 
 def _param_str(value: Any) -> str:
@@ -339,7 +270,7 @@ def _param_str(value: Any) -> str:
 
 
 def _flatten_value(value: Any, key: str, out: dict[str, str]) -> None:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):  # an empty one ({}: no overrides) is no param, as in `dvc params diff`
         for k, v in value.items():
             _flatten_value(v, f"{key}.{k}", out)
     elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
@@ -354,17 +285,348 @@ def stage_params(params: Params, keys: list[str]) -> dict[str, str]:
 
     ``'train'`` -> ``{'train.lr': '0.001', 'train.epochs': '10', ...}``; lists of
     sections get an index (``prepare.degrade.0.op``); other values are JSON text
-    (``true``, ``[0.5, 2.0]``), cut at MLflow's limit of 6000 characters.
+    (``true``, ``[0.5, 2.0]``), cut at MLflow's limit of 6000 characters; an empty
+    section (``arch.conv_ae.model: {}``) gives nothing. So the names are those of
+    ``dvc params diff``, a list of sections apart (``prepare.degrade`` there).
     """
     dump = params.model_dump(mode="json")
     out: dict[str, str] = {}
     for key in keys:
         try:
-            value = _lookup(dump, key, "params.yaml")
-        except ParamsError:
+            value = _lookup(dump, key)
+        except KeyError:
             raise ParamsError(f"params.yaml: dvc.yaml lists {key!r}, which is not a key of params") from None
         _flatten_value(value, key, out)
     return out
+
+
+# ------------------------------------------------------------------- store errors
+#: How long a stage waits for a locked ``mlflow.db`` before it stops with a clear error.
+DB_TIMEOUT_S = 60.0
+
+
+class TrackingError(StageError):
+    """The MLflow store cannot be used (locked, corrupt, unreachable). The message names
+    the store; ``stage.main`` prints it as ``error in stage X: ...`` and exits 2."""
+
+
+def _store_name(uri: str) -> str:
+    """The SQLite file, or the URI without its password."""
+    if uri.startswith("sqlite:///"):
+        return uri.removeprefix("sqlite:///")
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", uri)
+
+
+def _check_sqlite(uri: str) -> None:
+    """Read an existing SQLite store once, waiting up to :data:`DB_TIMEOUT_S` for a lock.
+
+    MLflow itself would wait 5 s per statement and then retry opening the database for
+    minutes, with a traceback of SQL; this says in one line which file is locked or is
+    not a database, before the stage has written anything.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        return  # created by init_store
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(path, timeout=DB_TIMEOUT_S)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise TrackingError(_store_problem(uri, exc, waited=DB_TIMEOUT_S)) from None
+
+
+def _store_problem(uri: str, exc: BaseException, waited: float | None = None) -> str:
+    """One line naming the store and saying what is wrong with it and what to do."""
+    name = _store_name(uri)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\((?:sqlite3|psycopg\d?)\.\w+\)\s*", "", text)
+    off = "or run without tracking: dvc exp run -S mlflow.enabled=false"
+    if "database is locked" in text:
+        held = f" for more than {waited:g} s" if waited else ""
+        return (f"MLflow store {name} is locked: another process held it{held} ({text}); "
+                f"let it finish or stop it, then rerun, {off}")
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (f"MLflow store {name} is corrupt ({text}); move it away (mv {name} "
+                f"{name}.corrupt) to start a new store, or put a backup in its place, {off}")
+    return f"MLflow store {name}: {text}"
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover - mlflow depends on it
+        SQLAlchemyError = ()  # noqa: N806
+    return isinstance(exc, (MlflowException, SQLAlchemyError, sqlite3.Error))
+
+
+@contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """Turn an error of the MLflow store into a :class:`TrackingError` naming the store.
+    Wraps our calls to MLflow only, never the stage's own work."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
+        raise TrackingError(_store_problem(uri, exc)) from exc
+
+
+# ------------------------------------------------------------------- the stage's data
+@dataclass(frozen=True)
+class DvcInput:
+    """A data dependency of a stage and its hash as DVC computes it (``md5`` is what
+    ``dvc.lock`` records for that dep once the stage has run: ``<md5>.dir`` for a folder)."""
+
+    path: str
+    md5: str
+    size: int | None
+    files: int | None
+
+
+@dataclass(frozen=True)
+class DvcStageIO:
+    inputs: list[DvcInput]
+    outputs: list[str]
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
+def dvc_stage_io(stage: str, root: Path | None = None) -> DvcStageIO:
+    """The data a stage reads (with DVC's hash of each) and the outputs it writes.
+
+    The data deps are the stage's deps that are, contain or lie inside an output of a
+    pipeline stage (``data/blocks``, ``models/conv_ae/model.pt``, ``models``); code
+    deps (``stages/``, ``src/``) are not data. Each is hashed with DVC's own function
+    (``Dependency.get_hash``, the one ``dvc repro`` and ``dvc status`` use), so the
+    value is what ``dvc.lock`` will record for this run; ``dvc.lock`` itself is written
+    only after the stage and holds the previous run's hashes. Inside ``dvc repro`` the
+    hashes come from DVC's state cache (DVC has just hashed the deps to decide that the
+    stage must run): about 0.2 s in all. Without a DVC repository or a stage of that
+    name (a script run outside the pipeline): no inputs, no outputs.
+    """
+    from dvc.dependency.param import ParamsDependency
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(root) if root is not None else None)
+    except DvcException:
+        return DvcStageIO([], [])
+    with repo:
+        try:
+            [found] = repo.stage.collect(_dvc_target(stage, root))
+            produced = [out.fs_path for out in repo.index.outs]
+        except (DvcException, ValueError):
+            return DvcStageIO([], [])
+        inputs = []
+        for dep in found.deps:
+            if isinstance(dep, ParamsDependency) or not any(_overlaps(dep.fs_path, p) for p in produced):
+                continue
+            try:
+                meta, hash_info = dep._get_hash_meta()  # noqa: SLF001 - get_hash() without dropping meta
+            except (DvcException, OSError) as exc:
+                print(f"aerestore.tracking: cannot hash {dep.def_path}: {exc}", file=sys.stderr)
+                continue
+            if hash_info and hash_info.value:
+                inputs.append(DvcInput(str(dep.def_path), hash_info.value, meta.size, meta.nfiles))
+        outputs = [str(out.def_path) for out in found.outs]
+    return DvcStageIO(inputs, outputs)
+
+
+@cache
+def _dvc_dataset_classes():
+    """MLflow dataset classes for DVC-tracked data (built on first use: MLflow is
+    imported only when tracking is on)."""
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class DvcDatasetSource(DatasetSource):
+        """A path in a DVC repository at a git commit: ``dvc get`` / ``DVCFileSystem``
+        fetch it (for a run of an uncommitted workspace, the run's digest is the DVC
+        md5 to look for in the cache)."""
+
+        def __init__(self, repo: str, path: str, rev: str | None):
+            self.repo, self.path, self.rev = repo, path, rev
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "dvc"
+
+        def load(self, dst_path: str | None = None) -> str:
+            from dvc.api import DVCFileSystem
+
+            dst = dst_path or tempfile.mkdtemp(prefix="aerestore-dvc-")
+            DVCFileSystem(self.repo, rev=self.rev).get(self.path, dst, recursive=True)
+            return dst
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> "DvcDatasetSource":
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"repo": self.repo, "path": self.path, "rev": self.rev}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> "DvcDatasetSource":
+            return cls(source_dict["repo"], source_dict["path"], source_dict.get("rev"))
+
+    class DvcDataset(MetaDataset):
+        """Metadata only: the name is the path, the digest DVC's md5, the profile the
+        size and the number of files."""
+
+        def __init__(self, item: DvcInput, repo: str, rev: str | None):
+            self._item = item
+            super().__init__(DvcDatasetSource(repo, item.path, rev), name=item.path,
+                             digest=item.md5[:36])  # MLflow's limit; a DVC md5 with ".dir" is 36
+
+        @property
+        def profile(self) -> dict[str, Any] | None:
+            profile = {"dvc_md5": self._item.md5, "bytes": self._item.size, "files": self._item.files}
+            return {k: v for k, v in profile.items() if v is not None}
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    return DvcDatasetSource, DvcDataset
+
+
+def _input_context(stage: str, path: str) -> str:
+    """How MLflow's UI labels an input: ``model`` for a trained network, ``testing`` for
+    the data ``evaluate`` restores, ``training`` for the data of the other stages."""
+    if Path(path).parts[:1] == ("models",):
+        return "model"
+    return "testing" if stage.split("@", 1)[0] == "evaluate" else "training"
+
+
+# ------------------------------------------------------------------- descriptions
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # model training (not GenAI), see init_store
+NOTE_TAG = "mlflow.note.content"  # the description of an experiment or a run in the UI
+
+EXPERIMENT_NOTE = """\
+Image-restoration autoencoders trained by the aerestore DVC pipeline
+(download -> prepare -> blocks -> train@<arch> -> cluster@<arch> -> decoders@<arch> -> evaluate).
+
+Each run is one execution of one DVC stage, named after it: its params are exactly those
+dvc.yaml lists for the stage, its inputs are the stage's data with DVC's md5 as digest,
+and its tags say which DVC experiment (`dvc.exp_name`), commit (`git.commit`) and pipeline
+execution (`aerestore.pipeline_id`) it belongs to. `evaluate` registers each restorer as
+`aerestore-<arch>`; the alias `champion` marks each architecture's best version by test PSNR.
+"""
+
+#: What each stage does, for its run's description (``{arch}``: the stage's architecture).
+STAGE_NOTES = {
+    "download": "Downloads (or copies) the images and writes their manifest.",
+    "prepare": "Resizes and augments the images, damages them (blur, noise, ...) and splits "
+               "them into train / val / test with clean, degraded and mask arrays.",
+    "blocks": "Cuts the prepared images into overlapping blocks.",
+    "train": "Trains the `{arch}` autoencoder to restore degraded blocks (or crops, for a fully "
+             "convolutional network) to the clean ones; logs the per-epoch curves and the network.",
+    "cluster": "Encodes the training data with `{arch}`'s encoder and clusters the codes: one "
+               "cluster per kind of damage, ideally.",
+    "decoders": "Fine-tunes one decoder per cluster of `{arch}` (and a control decoder on all "
+                "the data) from the shared decoder.",
+    "evaluate": "Restores the test images with every architecture and with the classical "
+                "restorers, compares them image by image, and registers each restorer as "
+                "`aerestore-<arch>` (a new version, tagged with its test metrics).",
+    "explore": "Interpolations, analogies and prior samples in `{arch}`'s latent space.",
+}
+
+
+def stage_note(stage: str, arch: str | None, io: DvcStageIO) -> str:
+    """Markdown for the run's description: what the stage does, its inputs (with DVC's
+    md5) and its outputs."""
+    base = stage.split("@", 1)[0]
+    what = STAGE_NOTES.get(base, "").format(arch=arch or stage.partition("@")[2] or "?")
+    lines = [f"**DVC stage `{stage}`**" + (f": {what}" if what else "")]
+    if io.inputs:
+        lines += ["", "Inputs (DVC md5):"] + [f"- `{i.path}` `{i.md5}`" for i in io.inputs]
+    if io.outputs:
+        lines += ["", "Outputs: " + ", ".join(f"`{o}`" for o in io.outputs)]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- stale runs
+HOST_TAG = "aerestore.host"
+PID_TAG = "aerestore.pid"
+PID_START_TAG = "aerestore.pid_start"  # the process's start time (s since the epoch)
+STALE_TAG = "aerestore.stale"
+
+
+def _process_tags() -> dict[str, str]:
+    """Who runs this stage: host, pid and the process's start time (a pid is reused)."""
+    import psutil
+
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    try:
+        tags[PID_START_TAG] = repr(psutil.Process().create_time())
+    except psutil.Error:  # pragma: no cover - our own process
+        pass
+    return tags
+
+
+def _gone(tags: Mapping[str, str]) -> str | None:
+    """Why the process that opened a run is known to be gone, or None if it may be alive
+    (alive, on another host, or a run without our tags)."""
+    import psutil
+
+    host, pid = tags.get(HOST_TAG), tags.get(PID_TAG)
+    if host != socket.gethostname() or not pid or not pid.isdigit():
+        return None
+    try:
+        started = psutil.Process(int(pid)).create_time()
+    except psutil.NoSuchProcess:
+        return f"its process {pid} on {host} is gone"
+    except psutil.Error:  # alive, not ours to read
+        return None
+    recorded = tags.get(PID_START_TAG)
+    try:
+        if recorded is not None and abs(float(recorded) - started) > 1.0:
+            return f"its process {pid} on {host} is gone (pid {pid} is now another process)"
+    except ValueError:
+        return None
+    return None
+
+
+def close_stale_runs(client: Any, experiment_id: str, stage: str, current: str | None = None) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` whose process is gone (killed by
+    ``kill -9``, the machine rebooted): a run cannot end itself then, and would stay
+    RUNNING for ever. Runs of live processes and of other hosts are left alone. Returns
+    the ids marked."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`dvc.stage` = '{stage}'",
+        max_results=1000,
+    )
+    marked = []
+    for run in runs:
+        if run.info.run_id == current:
+            continue
+        reason = _gone(run.data.tags)
+        if reason is None:
+            continue
+        by = f" (found by run {current} of the same stage)" if current else ""
+        client.set_tag(run.info.run_id, STALE_TAG, f"ended KILLED: {reason}{by}")
+        client.set_terminated(run.info.run_id, "KILLED")
+        marked.append(run.info.run_id)
+    return marked
 
 
 # ----------------------------------------------------------------------- pipeline id
@@ -470,14 +732,21 @@ def _flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, flo
 
 class StageRun:
     """The MLflow run of one stage. With MLflow switched off (``run_id`` None) every
-    method does nothing, so stage scripts need no ``if``."""
+    method does nothing, so stage scripts need no ``if``. An error of the store (locked,
+    corrupt) raises :class:`TrackingError`, naming it."""
 
-    def __init__(self, run_id: str | None):
+    def __init__(self, run_id: str | None, uri: str | None = None, inputs: list[DvcInput] | None = None):
         self.run_id = run_id
+        self.uri = uri or (tracking_uri() if run_id else "")
+        self.inputs = list(inputs or [])  # the stage's data, with DVC's md5
 
     @property
     def active(self) -> bool:
         return self.run_id is not None
+
+    def input_md5(self, path: str) -> str | None:
+        """DVC's md5 of the stage's data dep ``path`` (``data/prepared``), if it has one."""
+        return next((i.md5 for i in self.inputs if i.path == path), None)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log numbers; nested dicts become ``a.b`` names. None, NaN, inf and
@@ -488,7 +757,8 @@ class StageRun:
 
         flat = _flat_metrics(metrics)
         if flat:
-            mlflow.log_metrics(flat, step=step, run_id=self.run_id)
+            with _store_errors(self.uri):
+                mlflow.log_metrics(flat, step=step, run_id=self.run_id)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file, or a folder's content, into the run's artifacts."""
@@ -497,19 +767,32 @@ class StageRun:
         import mlflow
 
         path = Path(path)
-        if path.is_dir():
-            mlflow.log_artifacts(str(path), artifact_path, run_id=self.run_id)
-        elif path.is_file():
-            mlflow.log_artifact(str(path), artifact_path, run_id=self.run_id)
-        else:
-            raise FileNotFoundError(f"log_artifact: {path} does not exist")
+        with _store_errors(self.uri):
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path, run_id=self.run_id)
+            elif path.is_file():
+                mlflow.log_artifact(str(path), artifact_path, run_id=self.run_id)
+            else:
+                raise FileNotFoundError(f"log_artifact: {path} does not exist")
 
     def log_text(self, text: str, name: str) -> None:
         if not self.active:
             return
         import mlflow
 
-        mlflow.log_text(text, name, run_id=self.run_id)
+        with _store_errors(self.uri):
+            mlflow.log_text(text, name, run_id=self.run_id)
+
+    def add_note(self, text: str) -> None:
+        """Append markdown to the run's description (``mlflow.note.content``)."""
+        if not self.active:
+            return
+        from mlflow.tracking import MlflowClient
+
+        with _store_errors(self.uri):
+            client = MlflowClient(self.uri)
+            old = client.get_run(self.run_id).data.tags.get(NOTE_TAG, "")
+            client.set_tag(self.run_id, NOTE_TAG, (f"{old}\n\n{text}" if old else text)[:_MAX_NOTE_LEN])
 
     def log_torch_model(self, model: "torch.nn.Module", name: str, input_example: "np.ndarray") -> None:
         """``mlflow.pytorch.log_model`` with a signature from ``model(input_example)``.
@@ -541,26 +824,93 @@ class StageRun:
         from aerestore.mlflow_model import pip_requirements
 
         signature = infer_signature(np.asarray(input_example), out)
-        mlflow.pytorch.log_model(
-            model,
-            name=name,
-            input_example=np.asarray(input_example),
-            signature=signature,
-            pip_requirements=pip_requirements(),
-            # MLflow would reload the saved model to run the example (about a second
-            # per stage); tests/test_tracking.py checks the round trip instead
-            validate_serving_input=False,
-        )
+        with _store_errors(self.uri):
+            mlflow.pytorch.log_model(
+                model,
+                name=name,
+                input_example=np.asarray(input_example),
+                signature=signature,
+                pip_requirements=pip_requirements(),
+                # MLflow would reload the saved model to run the example (about a second
+                # per stage); tests/test_tracking.py checks the round trip instead
+                validate_serving_input=False,
+            )
 
-    def log_restorer(self, model_dir: str | Path, arch: str, register: bool, routing: str | None = None) -> None:
+    def log_restorer(self, model_dir: str | Path, arch: str, register: bool, routing: str | None = None,
+                     test_metrics: Mapping[str, Any] | None = None) -> Any:
         """Log the restorer in ``model_dir`` as an MLflow pyfunc model named
         ``restorer-<arch>``; registered as ``aerestore-<arch>`` (a new version) when
-        ``register``. ``routing`` is the model's default routing (``hard`` if None)."""
+        ``register``. ``routing`` is the model's default routing (``hard`` if None).
+        With ``test_metrics`` (``evaluate.json``'s section of the architecture) the new
+        version is tagged with them and described, and becomes the architecture's
+        ``champion`` if it is its best by test PSNR (see
+        :func:`aerestore.mlflow_model.tag_version`). Returns MLflow's ``ModelInfo``."""
         if not self.active:
-            return
-        from aerestore.mlflow_model import log_restorer
+            return None
+        from aerestore.mlflow_model import log_restorer, tag_version
 
-        log_restorer(model_dir, arch=arch, register=register, routing=routing)
+        with _store_errors(self.uri):
+            info = log_restorer(model_dir, arch=arch, register=register, routing=routing)
+            version = getattr(info, "registered_model_version", None)
+            if register and version is not None and test_metrics is not None:
+                tag_version(arch, str(version), test_metrics, run_id=self.run_id,
+                            test_data=self.input_md5("data/prepared"), uri=self.uri)
+        return info
+
+    def register_restorers(self, models: str | Path, archs: list[str], result: Mapping[str, Any],
+                           routing: str | None = None) -> str | None:
+        """``evaluate``'s registration: each architecture's restorer in ``models/<arch>``
+        as a new version of ``aerestore-<arch>``, tagged with its section of ``result``
+        (``evaluate.json``); then the registered model whose champion is best across
+        architectures is marked (:func:`aerestore.mlflow_model.mark_best_overall`).
+        Returns the best architecture."""
+        if not self.active:
+            return None
+        from aerestore.mlflow_model import mark_best_overall
+
+        for arch in archs:
+            self.log_restorer(Path(models) / arch, arch, register=True, routing=routing,
+                              test_metrics={**result.get(arch, {}), "images": result.get("images"),
+                                            "degraded": result.get("degraded", {})})
+        with _store_errors(self.uri):
+            return mark_best_overall(archs, test_data=self.input_md5("data/prepared"), uri=self.uri)
+
+
+def _log_inputs(run_id: str, stage: str, inputs: list[DvcInput], rev: str | None) -> None:
+    if not inputs:
+        return
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.tracking import MlflowClient
+
+    _, DvcDataset = _dvc_dataset_classes()  # noqa: N806
+    root = str(repo_root())
+    datasets = []
+    for item in inputs:
+        entity = DvcDataset(item, root, rev)._to_mlflow_entity()
+        tags = [InputTag("mlflow.data.context", _input_context(stage, item.path))]
+        datasets.append(DatasetInput(entity, tags))
+    MlflowClient(tracking_uri()).log_inputs(run_id, datasets=datasets)
+
+
+def _end_failed(uri: str, exc: BaseException) -> None:
+    """End the active run FAILED (KILLED on Ctrl-C) with the error; if the store itself
+    is what failed, say so on stderr instead (the next run of the stage marks the run
+    KILLED: its process is gone)."""
+    import mlflow
+
+    status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+    try:
+        with _store_errors(uri):
+            try:
+                text = f"{type(exc).__name__}: {exc}"
+                mlflow.set_tag("error", text[:_MAX_TAG_LEN])
+                mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
+            finally:
+                mlflow.end_run(status)
+    except TrackingError as store:
+        if mlflow.active_run() is not None:  # forget the run locally; it stays RUNNING in the store
+            mlflow.tracking.fluent._active_run_stack.get().clear()  # noqa: SLF001
+        print(f"aerestore.tracking: the run could not be ended {status}: {store}", file=sys.stderr)
 
 
 @contextmanager
@@ -573,46 +923,57 @@ def stage_run(
     """One MLflow run for one DVC stage (a no-op when ``mlflow.enabled`` is false).
 
     The run is named ``stage`` and gets the stage's params (``keys``, by default
-    those ``dvc.yaml`` lists for it) and the tags ``arch``, ``dvc.stage``,
-    ``dvc.exp_name`` (``DVC_EXP_NAME`` or ``workspace``), ``dvc.baseline_rev``,
-    ``dvc.command``, ``git.commit`` and ``aerestore.pipeline_id``. If the body raises,
-    the run ends FAILED (KILLED on Ctrl-C) with the error in the tag ``error`` and
-    the traceback in ``error.txt``, and the exception propagates.
+    those ``dvc.yaml`` lists for it, from DVC), its data deps as MLflow inputs with
+    DVC's md5 as digest (:func:`dvc_stage_io`), a description (what the stage does,
+    its inputs and outputs) and the tags ``arch``, ``dvc.stage``, ``dvc.exp_name``
+    (``DVC_EXP_NAME`` or ``workspace``), ``dvc.baseline_rev``, ``dvc.command``,
+    ``git.commit``, ``aerestore.pipeline_id`` and ``aerestore.host`` / ``.pid`` /
+    ``.pid_start``. Earlier RUNNING runs of the same stage whose process is gone are
+    marked KILLED (:func:`close_stale_runs`). If the body raises, the run ends FAILED
+    (KILLED on Ctrl-C) with the error in the tag ``error`` and the traceback in
+    ``error.txt``, and the exception propagates. A store that is locked or corrupt
+    raises :class:`TrackingError` before the body runs, so the stage writes nothing.
     """
     if not params.mlflow.enabled:
         yield StageRun(None)
         return
     import mlflow
+    from mlflow.tracking import MlflowClient
 
-    logged = stage_params(params, keys if keys is not None else dvc_stage_params(stage))
-    experiment_id = init_store(params.mlflow.experiment)
-    mlflow.set_tracking_uri(tracking_uri())
+    name = os.environ.get("DVC_STAGE") or stage  # DVC's address of the running stage
+    logged = stage_params(params, keys if keys is not None else dvc_stage_params(name))
+    io = dvc_stage_io(name)
+    uri = tracking_uri()
+    commit = _git_commit(Path.cwd())
     tags = {
-        "dvc.stage": os.environ.get("DVC_STAGE", stage),
+        "dvc.stage": name,
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME") or "workspace",
         PIPELINE_TAG: pipeline_id(),
+        NOTE_TAG: stage_note(name, arch, io)[:_MAX_NOTE_LEN],
+        **_process_tags(),
     }
     optional = {
         "arch": arch,
         "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
         "dvc.command": _dvc_command(),
-        "git.commit": _git_commit(Path.cwd()),
+        "git.commit": commit,
     }
     tags.update({k: v for k, v in optional.items() if v})
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
-    handle = StageRun(run.info.run_id)
+    with _store_errors(uri):
+        experiment_id = init_store(params.mlflow.experiment)
+        mlflow.set_tracking_uri(uri)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
+    handle = StageRun(run.info.run_id, uri, io.inputs)
     try:
-        if logged:
-            mlflow.log_params(logged, run_id=handle.run_id)
+        with _store_errors(uri):
+            close_stale_runs(MlflowClient(uri), experiment_id, name, current=handle.run_id)
+            if logged:
+                mlflow.log_params(logged, run_id=handle.run_id)
+            _log_inputs(handle.run_id, name, io.inputs, commit)
         yield handle
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        try:
-            text = f"{type(exc).__name__}: {exc}"
-            mlflow.set_tag("error", text[:_MAX_TAG_LEN])
-            mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
-        finally:
-            mlflow.end_run(status)
+        _end_failed(uri, exc)
         raise
     else:
-        mlflow.end_run("FINISHED")
+        with _store_errors(uri):
+            mlflow.end_run("FINISHED")

@@ -392,12 +392,8 @@ def test_a_diverging_stage_fails_its_run_and_writes_no_model(pipeline):
 def test_the_killed_stage_s_run_is_marked_killed_when_the_stage_next_runs_tracked(pipeline):
     """The run test_kill_9_... left RUNNING: the next tracked run of train@conv_ae (the
     diverging one of the test before) found its process gone and ended it KILLED."""
-    from aerestore import tracking
-
     if "run_id" not in KILLED:
         pytest.skip("needs test_kill_9_mid_training_... and test_a_diverging_stage_... before it")
-    if not hasattr(tracking, "PID_TAG"):  # TODO(issue 15): remove once tracking.py's change has landed
-        pytest.xfail("stage_run does not yet mark the runs of dead stage processes KILLED")
     client, runs = train_runs(pipeline)
     assert client.get_run(KILLED["run_id"]).info.status == "KILLED"
     assert [r.info.status for r in runs] == ["KILLED", "FAILED"]

@@ -143,8 +143,14 @@ def test_init_store_and_ui(tmp_path, tmp_path_factory, monkeypatch, capsys):
         names = {e.name for e in MlflowClient(f"sqlite:///{root}/mlflow.db").search_experiments()}
         assert {"from-params", "named"} <= names
         assert cli.main(["ui", "--port", "5123"]) == 0
-        assert capsys.readouterr().out.strip() == (
+        printed = capsys.readouterr()
+        assert printed.out.strip() == (
             f"mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db --host 127.0.0.1 --port 5123")
+        exp_id = MlflowClient(f"sqlite:///{root}/mlflow.db").get_experiment_by_name("from-params").experiment_id
+        assert printed.err.strip() == (
+            f"then open http://127.0.0.1:5123/#/experiments/{exp_id}?workflowType=machine_learning")
+        assert cli.main(["ui", "--experiment", "no-such"]) == 0
+        assert capsys.readouterr().err.strip() == "then open http://127.0.0.1:5000/"
     finally:
         mlflow.set_tracking_uri(None)
 

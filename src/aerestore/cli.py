@@ -185,16 +185,23 @@ def _add_init_store(sub: Any) -> None:
     p.set_defaults(func=cmd_init_store)
 
 
+def _experiment_name(given: str | None, params_file: str) -> str:
+    """``given``, else ``mlflow.experiment`` of the params file, else the default."""
+    from aerestore.tracking import DEFAULT_EXPERIMENT
+
+    if given is not None:
+        return given
+    if Path(params_file).is_file():
+        from aerestore.params import load_params
+
+        return load_params(params_file).mlflow.experiment
+    return DEFAULT_EXPERIMENT
+
+
 def cmd_init_store(args: argparse.Namespace) -> int:
-    from aerestore.tracking import DEFAULT_EXPERIMENT, artifact_location, init_store, tracking_uri
+    from aerestore.tracking import artifact_location, init_store, tracking_uri
 
-    experiment = args.experiment
-    if experiment is None:
-        experiment = DEFAULT_EXPERIMENT
-        if Path(args.params).is_file():
-            from aerestore.params import load_params
-
-            experiment = load_params(args.params).mlflow.experiment
+    experiment = _experiment_name(args.experiment, args.params)
     experiment_id = init_store(experiment)
     print(f"tracking URI: {tracking_uri()}")
     print(f"experiment:   {experiment} (id {experiment_id})")
@@ -210,10 +217,35 @@ def ui_command(port: int = 5000, host: str = "127.0.0.1") -> list[str]:
     return ["mlflow", "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)]
 
 
+def ui_url(port: int, host: str, experiment: str) -> str:
+    """The address that opens ``experiment`` in the UI's model-training view.
+
+    MLflow 3.17's UI opens experiments in its GenAI view whatever their
+    ``mlflow.experimentKind`` tag; ``workflowType=machine_learning`` picks the other one.
+    The experiment is looked up without creating anything: with no store yet, or no such
+    experiment, the address is the UI's front page."""
+    base = f"http://{host}:{port}/"
+    from aerestore.tracking import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return base
+    try:
+        from mlflow.tracking import MlflowClient
+
+        exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a server that is down, a store of another version: the front page
+        return base
+    return base if exp is None else f"{base}#/experiments/{exp.experiment_id}?workflowType=machine_learning"
+
+
 def _add_ui(sub: Any) -> None:
     p = sub.add_parser("ui", help="print (or run) the `mlflow ui` command for this store")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--experiment", default=None,
+                   help="experiment to open (default: mlflow.experiment of params.yaml, or 'aerestore')")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--run", action="store_true", help="start it instead of printing it")
     p.set_defaults(func=cmd_ui)
 
@@ -222,6 +254,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import shlex
 
     cmd = ui_command(args.port, args.host)
+    url = ui_url(args.port, args.host, _experiment_name(args.experiment, args.params))
+    print(f"then open {url}", file=sys.stderr)
     if args.run:
         os.execvp(cmd[0], cmd)  # replaces this process; does not return
     print(shlex.join(cmd))

@@ -58,6 +58,8 @@ def test_models_with_their_own_training_step_are_refused():
 def _stage_dir(root: Path, nproc: int) -> Path:
     from helpers import block_data
 
+    from aerestore.blocks import BlockGeometry, write_geometry
+
     root.mkdir()
     for split, seed in (("train", 0), ("val", 1)):
         data = block_data(n_images=12 if split == "train" else 4, seed=seed)
@@ -65,6 +67,7 @@ def _stage_dir(root: Path, nproc: int) -> Path:
         d.mkdir(parents=True)
         for name in ("degraded", "clean", "mask"):
             np.save(d / f"{name}.npy", getattr(data, name))
+    write_geometry(root / "data/blocks", BlockGeometry(size=16, overlap=4))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(latent=8, architectures=["conv_ae_v1"])
     params["blocks"].update(size=16, overlap=4)

@@ -104,7 +104,7 @@ def test_interpolate_names_the_bad_file(vae_dir, tmp_path, capsys):
     fake = tmp_path / "fake.jpg"
     fake.write_text("not an image")
     missing = tmp_path / "missing.png"
-    for bad, says in ((fake, "not an image file"), (missing, "no such file")):
+    for bad, says in ((fake, "not an image"), (missing, "no such file")):
         code = cli.main(["interpolate", str(good), str(bad), "-m", str(vae_dir), "-o", str(tmp_path / "g.png")])
         assert code == 2
         err = capsys.readouterr().err

@@ -13,6 +13,7 @@ from aerestore.io import write_json  # noqa: E402
 from aerestore.models import check_model, load_model  # noqa: E402
 from aerestore.models.device import autocast, resolve_device  # noqa: E402
 from aerestore.stage import StageError, arch_argument, main, seed_everything, set_threads  # noqa: E402
+from aerestore.stage import record_machine  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
 
@@ -65,6 +66,7 @@ def run(params, args):
             metrics["ami_majority_damage"] = report["ami_majority_damage"]
             metrics["by_damage"] = report["by_damage"]
         write_json(Path(f"metrics/cluster/{arch}.json"), metrics)
+        record_machine(f"cluster_{arch}", mlrun)
         plot = Path(f"metrics/cluster/{arch}_latent.png")
         C.scatter_plot(z, labels, info, plot, f"{arch}: latent of training blocks (PCA), {cp.method} k={cp.k}",
                        seed=params.seed, damage=damage)
@@ -136,6 +138,7 @@ def run_locations(params, arch, model):
                        Clusters(ModelKey.of(model), centroids, scale, cp.beta, cp.method,
                                 [i["label"] for i in info], sizes))
         write_json(Path(f"metrics/cluster/{arch}.json"), metrics)
+        record_machine(f"cluster_{arch}", mlrun)
         plot = Path(f"metrics/cluster/{arch}_latent.png")
         C.scatter_plot(z, labels, info, plot, f"{arch}: code vectors per location (PCA), {cp.method} k={k}",
                        seed=params.seed, damage=damage)

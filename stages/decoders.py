@@ -12,6 +12,7 @@ from aerestore.models import check_model  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
 from aerestore.models.device import autocast, resolve_device  # noqa: E402
 from aerestore.stage import StageError, arch_argument, main, seed_everything, set_threads  # noqa: E402
+from aerestore.stage import record_machine  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
 
@@ -45,6 +46,7 @@ def run(params, args):
                                     dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every)
         write_decoders(Path(f"models/{arch}/decoders.pt"), restorer.model, result)
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
+        record_machine(f"decoders_{arch}", mlrun)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
         curves_plot(result.histories, plot, f"{arch}: per-cluster decoders and the control")
         write_csv(Path(f"metrics/decoders/{arch}_curve.csv"), curve_rows(result.histories))
@@ -94,6 +96,7 @@ def run_maps(params, arch, restorer):
                                         min_locations=dp.min_blocks, seed=params.seed, sizes=sizes, recon=recon)
         write_decoders(Path(f"models/{arch}/decoders.pt"), restorer.model, result)
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
+        record_machine(f"decoders_{arch}", mlrun)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
         what = "a learned gate over K decoders" if dp.method == "gate" else "per-cluster decoders (map-weighted)"
         curves_plot(result.histories, plot, f"{arch}: {what} and the control")

@@ -7,6 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 
 from aerestore.evaluate import run_evaluate  # noqa: E402
 from aerestore.stage import main, seed_everything, set_threads  # noqa: E402
+from aerestore.stage import record_machine  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 
 
@@ -19,6 +20,7 @@ def run(params, args):
             Path("metrics/evaluate_details.json"), Path("metrics/summary.md"), Path("metrics/evaluate"),
         )
         mlrun.log_metrics(result)
+        record_machine("evaluate", mlrun)
         for path in [Path("metrics/summary.md"), *sorted(Path("metrics/evaluate").glob("*.png"))]:
             mlrun.log_artifact(path)
         mlrun.add_note("\n\n".join(summary.split("\n\n")[:3]))  # the title, the table, the best classical

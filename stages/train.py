@@ -19,6 +19,7 @@ from aerestore.losses import LossConfig  # noqa: E402
 from aerestore.models import create_model, model_class, save_model  # noqa: E402
 from aerestore import distributed  # noqa: E402
 from aerestore.stage import StageError, arch_argument, main, seed_everything  # noqa: E402
+from aerestore.stage import record_machine  # noqa: E402
 from aerestore.tracking import StageRun, stage_run  # noqa: E402
 from aerestore.blockdata import BlockData  # noqa: E402
 from aerestore.train import fit  # noqa: E402
@@ -85,6 +86,7 @@ def run_blocks(params, arch, cfg):
         curve = Path(f"metrics/curves/train_{arch}.csv")
         write_csv(curve, result.history)
         write_json(Path(f"metrics/train/{arch}.json"), metrics)
+        record_machine(f"train_{arch}", mlrun)  # the CPU, threads and versions these numbers come from
         mlrun.log_metrics({k: v for k, v in metrics.items() if k != "stopped_early"})
         mlrun.log_artifact(curve)
         example = np.ascontiguousarray(val.degraded[:2] if len(val) else train.degraded[:2]).astype(np.float32) / 255
@@ -123,6 +125,7 @@ def run_crops(params, arch, cfg):
         curve = Path(f"metrics/curves/train_{arch}.csv")
         write_csv(curve, result.history)
         write_json(Path(f"metrics/train/{arch}.json"), metrics)
+        record_machine(f"train_{arch}", mlrun)  # the CPU, threads and versions these numbers come from
         mlrun.log_metrics({k: v for k, v in metrics.items() if k != "stopped_early"})
         mlrun.log_artifact(curve)
         example = (val.degraded[:2] if len(val) else train.degraded[:2]).numpy().astype(np.float32) / 255

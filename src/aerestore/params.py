@@ -269,7 +269,7 @@ class TrainParams(_Strict):
     pixel_kl: float = Field(0.0, ge=0)  # the CelebA study's pixel-wise KL t*log(t/y) (0 = off)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # every stage that runs networks
     amp: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (mixed precision) in every such stage
-    threads: int = Field(0, ge=0)  # 0 = every core
+    threads: int = Field(2, ge=0)  # CPU threads, fixed: the results do not depend on the cores (0 = every core)
     # fully convolutional models (unet_ae) train on random crops of data/prepared instead:
     crop: int = Field(48, ge=8)  # crop side in pixels (random position, random flips)
     steps: int = Field(2000, ge=1)  # updates of batch_size crops

@@ -1,11 +1,14 @@
-"""What every stage script shares: argument parsing, params, threads, seeds, clean errors."""
+"""What every stage script shares: argument parsing, params, threads, seeds, clean errors,
+and the record of the machine a stage computed on (:func:`record_machine`)."""
 
 from __future__ import annotations
 
 import os
+import platform
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -33,11 +36,88 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(threads: int = 0) -> int:
+    """Use ``threads`` CPU threads in torch and in numpy's BLAS (0 = every core) -> the count.
+
+    Floating-point sums are split between the threads, so the count is part of what is
+    computed: a fixed count (``train.threads``, 2 by default) gives the same numbers on a
+    2-core and a 16-core machine of the same CPU, and more threads than cores gives the same
+    numbers too, only slower. 0 follows the machine, and so do its results."""
     import torch
 
     n = threads or cpu_count()
     torch.set_num_threads(n)
+    try:  # numpy's BLAS (clustering, PCA, statistics) starts with one thread per core
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n, user_api="blas")
+    except ImportError:  # pragma: no cover - scikit-learn, a dependency, brings it
+        pass
     return n
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> dict[str, object]:
+    """What a stage's floating point depends on, besides the code, the data and the params:
+    the CPU and the instruction set torch's kernels use, the threads, the library versions
+    (and the GPU, when the process used one). Nothing that changes from run to run, so the
+    same machine writes the same record; written beside each stage's metrics by
+    :func:`record_machine`."""
+    import torch
+
+    info: dict[str, object] = {
+        "cpu": _cpu_model(),
+        "arch": platform.machine(),
+        "isa": torch.backends.cpu.get_cpu_capability(),  # the kernels torch dispatches to: AVX2, AVX512...
+        "cores": cpu_count(),  # logical cores this process may use (for information: results do not depend on it)
+        "threads": torch.get_num_threads(),  # torch's intra-op threads: these do change the results
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),  # data-parallel training (torchrun)
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [b for b in threadpool_info() if b.get("user_api") == "blas"]
+        info["blas"] = ", ".join(f"{b.get('internal_api')} {b.get('version') or ''} {b.get('architecture') or ''}"
+                                 .replace("  ", " ").strip() + f" ({b.get('num_threads')} threads)" for b in blas)
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # this process used the GPU
+        info["cuda"] = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})"
+    return info
+
+
+MACHINE_DIR = "metrics/machine"
+
+
+def record_machine(name: str, run=None) -> dict[str, object]:
+    """Write :func:`machine_info` to ``metrics/machine/<name>.json`` (a plain output of the
+    stage, not a DVC metric: its strings would fill ``dvc metrics diff`` and ``dvc exp show``)
+    and set it as ``machine.*`` tags of the stage's MLflow run ``run`` (a
+    :class:`aerestore.tracking.StageRun`; nothing when tracking is off). -> the record."""
+    from .io import write_json
+
+    info = machine_info()
+    write_json(Path(MACHINE_DIR) / f"{name}.json", info)
+    if getattr(run, "active", False):
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(run.uri).log_batch(run.run_id, tags=[RunTag(f"machine.{k}", str(v)) for k, v in info.items()])
+    return info
 
 
 def arch_argument(params: Params, args: list[str], stage: str) -> str:

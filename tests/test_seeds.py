@@ -140,6 +140,43 @@ def test_analyse_means_and_spreads_over_seeds():
     assert "do **not** hold in every run (2 of 3)" in text
 
 
+def test_levels_the_headline_figures_per_seed_and_their_spread(tmp_path):
+    """Each row's figure per seed (evaluate_details' "rows", the classical ones included; else
+    the per-image mean) and mean ± sd over the seeds, in the JSON and as a markdown table."""
+    runs = [_run("s1", 1, wins=16, win=1.0, loss=0.5, clean_diff=-0.01),
+            _run("s2", 2, wins=18, win=1.0, loss=0.5, clean_diff=-0.03)]
+    lv = SD.analyse(runs)["levels"]  # no "rows": the means of the per-image figures
+    means = [np.mean(r.per_image["conv_ae.multi"]["psnr"]) for r in runs]
+    assert lv["conv_ae.multi"]["psnr"]["values"] == pytest.approx({"s1": means[0], "s2": means[1]})
+    assert lv["conv_ae.multi"]["psnr"]["std"] == pytest.approx(np.std(means, ddof=1))
+    clean = [np.nanmean(np.array(r.per_image["conv_ae.multi"]["psnr_clean"], float)) for r in runs]
+    assert lv["conv_ae.multi"]["psnr_clean"]["mean"] == pytest.approx(np.mean(clean))  # images without: left out
+    assert "laplacian_var" not in lv["conv_ae.multi"]  # not a column of the results table
+    assert list(lv) == ["conv_ae.single", "conv_ae.multi", "conv_ae.base", "degraded"]
+
+    # from files: the "rows" key wins (what evaluate.json shows), classical rows come with it
+    for seed, tv in ((1, 30.0), (2, 31.0), (3, 32.5)):
+        doc = {"seed": seed, "per_image": _per_image(seed=seed, wins=16, win=1.0, loss=0.5, clean_diff=0.0),
+               "rows": {"conv_ae.multi": {"psnr": 26.0 + seed / 10, "ssim": 0.5}, "tv": {"psnr": tv, "ssim": 0.8}}}
+        if seed == 3:  # a larger test split: bm3d on the anchor subset only
+            doc["anchor_subset"] = {"slow_rows": ["bm3d"], "rows": {"bm3d": {"psnr": 27.0}, "tv": {"psnr": 0.0}}}
+        else:
+            doc["rows"]["bm3d"] = {"psnr": 26.0}
+        (tmp_path / f"{seed}.json").write_text(json.dumps(doc))
+    report = SD.analyse([SD.load_file(tmp_path / f"{s}.json") for s in (1, 2, 3)])
+    assert list(report["levels"]["bm3d"]["psnr"]["values"].values()) == [26.0, 26.0, 27.0]
+    tv = report["levels"]["tv"]["psnr"]
+    assert (tv["mean"], tv["min"], tv["max"], tv["n"]) == (pytest.approx(31.1666667), 30.0, 32.5, 3)
+    assert tv["std"] == pytest.approx(np.std([30.0, 31.0, 32.5], ddof=1))
+    text = SD.markdown(report)
+    assert "## The headline figures over 3 seed(s)" in text
+    assert "| restorer | psnr | ssim |" in text
+    assert "| tv | 31.17 ± 1.26 [30.00, 32.50] | 0.800 ± 0.000 [0.800, 0.800] |" in text
+    assert "| conv_ae.multi | 26.20 ± 0.10 [26.10, 26.30] |" in text
+    assert json.loads(json.dumps(SD._clean(report)))["levels"]["tv"]["psnr"]["values"] == {
+        str(tmp_path / f"{s}.json"): v for s, v in ((1, 30.0), (2, 31.0), (3, 32.5))}
+
+
 def test_analyse_warnings_and_errors():
     one = _run("a", 1, wins=16, win=1.0, loss=0.5, clean_diff=0.0)
     twin = _run("b", 1, wins=16, win=1.0, loss=0.5, clean_diff=0.0)

@@ -13,6 +13,13 @@ with those of the equal-budget control decoder (``<arch>.single``) on that seed'
 Then, per architecture and metric, the mean, standard deviation (``ddof=1``), min and max of
 each over the seeds, and whether the targets (:class:`Targets`) hold in every seed.
 
+Beside the comparison, the spread of the headline figures themselves (``levels``): for every
+row of the results table (``degraded``, ``<arch>.base|single|multi``, the classical restorers)
+and every column of ``metrics/summary.md`` (:data:`HEADLINE`), the value per seed and their
+mean, standard deviation, min and max: the "± over seeds" beside each figure of the README.
+The seed draws the split and the damage too, so this spread is that of the whole experiment
+(the classical rows vary for that reason alone), not of the training alone.
+
 Input: what the ``evaluate`` stage leaves in ``metrics/evaluate_details.json`` under
 ``"per_image"``: ``{row: {metric: [value per test image]}}``, rows such as ``conv_ae.multi``
 and ``conv_ae.single``, metrics such as ``psnr``, ``ssim``, ``psnr_blur``, ``psnr_noise``,
@@ -48,6 +55,8 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "hf_share": None,
 }
 ABSOLUTE = ("blur_percent",)
+# the columns of the results table (metrics/summary.md), whose spread over the seeds is reported
+HEADLINE = ("psnr", "ssim", "uqi", "blur_percent", "psnr_blur", "psnr_noise", "psnr_clean")
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class SeedRun:
     seed: int | None = None
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)  # test-set figures per row (parse_rows)
 
 
 # ------------------------------------------------------------------------ loading
@@ -111,6 +121,27 @@ def parse_per_image(details: dict, source: str = "details") -> dict[str, dict[st
     return out
 
 
+def parse_rows(details: dict, per_image: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """Each row's test-set figures: ``details["rows"]`` (what ``evaluate.json`` and the
+    summary table show, the classical restorers included) where the file has it, else the
+    mean of each per-image metric over the images that have it. A slow classical restorer
+    that ran on the anchor subset only (``bm3d`` on a test split larger than
+    ``evaluate.anchor_images``) comes from the subset's rows."""
+    def numbers(m: dict) -> dict[str, float]:
+        return {str(k): float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    rows = details.get("rows") if isinstance(details, dict) else None
+    if isinstance(rows, dict) and rows:
+        out = {str(r): numbers(m) for r, m in rows.items() if isinstance(m, dict)}
+        anchor = details.get("anchor_subset") if isinstance(details.get("anchor_subset"), dict) else {}
+        for r in anchor.get("slow_rows") or []:
+            if r not in out and isinstance((anchor.get("rows") or {}).get(r), dict):
+                out[r] = numbers(anchor["rows"][r])
+        return out
+    return {r: {k: float(v[np.isfinite(v)].mean()) for k, v in m.items() if np.isfinite(v).any()}
+            for r, m in per_image.items()}
+
+
 def _seed_of(params_text: str | None) -> int | None:
     if not params_text:
         return None
@@ -143,8 +174,9 @@ def load_file(path: str | Path, label: str | None = None) -> SeedRun:
     seed = details.get("seed") if isinstance(details, dict) else None
     if seed is None and folder is not None and (folder / PARAMS).is_file():
         seed = _seed_of((folder / PARAMS).read_text())
-    return SeedRun(label=label or str(folder or path), per_image=parse_per_image(details, str(path)),
-                   seed=None if seed is None else int(seed), source=str(path))
+    per_image = parse_per_image(details, str(path))
+    return SeedRun(label=label or str(folder or path), per_image=per_image,
+                   seed=None if seed is None else int(seed), source=str(path), rows=parse_rows(details, per_image))
 
 
 def load_rev(rev: str, repo: str | Path = ".") -> SeedRun:
@@ -169,8 +201,9 @@ def load_rev(rev: str, repo: str | Path = ".") -> SeedRun:
     except FileNotFoundError:
         params = None
     details = json.loads(text)
-    return SeedRun(label=rev, per_image=parse_per_image(details, f"{rev}:{DETAILS}"),
-                   seed=_seed_of(params), source=f"{rev} ({sha[:7]})", meta={"rev": sha})
+    per_image = parse_per_image(details, f"{rev}:{DETAILS}")
+    return SeedRun(label=rev, per_image=per_image, seed=_seed_of(params), source=f"{rev} ({sha[:7]})",
+                   meta={"rev": sha}, rows=parse_rows(details, per_image))
 
 
 def load_source(source: str, repo: str | Path = ".") -> SeedRun:
@@ -271,6 +304,23 @@ def spread(values: Iterable[float]) -> dict[str, float | int]:
     }
 
 
+def levels(runs: list[SeedRun], metrics: Iterable[str] = HEADLINE) -> dict[str, dict[str, dict]]:
+    """``levels[row][metric]``: the figure of each run (``values``, by label; a run without
+    that row or metric is left out) and their :func:`spread`, for the rows of the runs in
+    order of appearance and the ``metrics`` they have."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in runs:
+        rows = r.rows or parse_rows({}, r.per_image)
+        for row, figures in rows.items():
+            for k in metrics:
+                if k in figures:
+                    out.setdefault(row, {}).setdefault(k, {"values": {}})["values"][r.label] = figures[k]
+    for row in out.values():
+        for k, entry in row.items():
+            entry.update(spread(entry["values"].values()))
+    return out
+
+
 def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
             targets: Targets = Targets()) -> dict[str, Any]:
     """Every run compared, then aggregated over the runs, per architecture and metric.
@@ -278,8 +328,8 @@ def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
     Returns (JSON-ready) ``runs`` (label, seed, source), ``targets``, ``per_seed[arch][label]``
     = ``{"metrics": {metric: compare_metric(...)}, "targets": check_targets(...)}``,
     ``aggregate[arch][metric][stat]`` = :func:`spread` of ``stat`` in ``mean_diff``, ``share``,
-    ``p_value`` over the runs, ``holds[arch]`` (targets met in every run of ``arch``), and
-    ``warnings``.
+    ``p_value`` over the runs, ``holds[arch]`` (targets met in every run of ``arch``),
+    ``levels`` (the headline figures per run and their spread: :func:`levels`) and ``warnings``.
     """
     if not runs:
         raise ValueError("no runs to compare")
@@ -326,6 +376,7 @@ def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
         "per_seed": per_seed,
         "aggregate": aggregate,
         "holds": holds,
+        "levels": levels(runs),
         "warnings": warnings,
     }
 
@@ -394,7 +445,34 @@ def markdown(report: dict) -> str:
         lines.append(f"- **{arch}**: the targets {verdict} ({met} of {n}).")
     for w in report["warnings"]:
         lines.append(f"- warning: {w}")
+    lines += levels_markdown(report.get("levels") or {}, len(runs))
     return "\n".join(lines) + "\n"
+
+
+LEVEL_FORMAT = {"psnr": ".2f", "ssim": ".3f", "uqi": ".3f", "blur_percent": ".1f"}
+
+
+def levels_markdown(lv: dict[str, dict[str, dict]], n_runs: int) -> list[str]:
+    """The headline figures as mean ± standard deviation over the seeds, one row per restorer
+    and one column per :data:`HEADLINE` metric the rows have (lines of markdown)."""
+    if not lv:
+        return []
+    cols = [k for k in HEADLINE if any(k in m for m in lv.values())]
+    lines = ["", f"## The headline figures over {n_runs} seed(s)", "",
+             "Each row's test-set figure (as in metrics/summary.md): mean ± standard deviation [min, max] over "
+             "the seeds. The seed also draws the split and the damage, so this is the spread of the whole "
+             "experiment (the classical rows vary for that reason alone). A slow restorer that ran on the "
+             "anchor subset only (bm3d, on a test split larger than evaluate.anchor_images) counts with "
+             "that subset's figure.", "",
+             "| restorer | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for row, figures in lv.items():
+        cells = []
+        for k in cols:
+            s = figures.get(k)
+            fmt = LEVEL_FORMAT.get(base_metric(k), ".3f")
+            cells.append("–" if not s else f"{_pm(s, fmt)} {_range(s, fmt)}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_png(report: dict, path: str | Path) -> None:

@@ -163,3 +163,12 @@ def test_crop_training_in_two_processes_equals_one(tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-5), key
     for key in state:
         torch.testing.assert_close(two["state"][key], state[key], rtol=1e-5, atol=1e-6)
+
+
+def test_the_machine_s_threads_are_shared_among_its_processes(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert distributed.process_threads(2, cores=16) == 2 and distributed.process_threads(0, cores=16) == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun --nproc-per-node=2
+    assert distributed.process_threads(2, cores=2) == 1 and distributed.process_threads(0, cores=16) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert distributed.process_threads(2, cores=2) == 1  # never 0

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .cropdata import ImageData, image_batches, sample_crops
-from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
+from .distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
 from .params import TrainParams
 from .stage import cpu_count, set_threads
 from .losses import check_finite
@@ -78,7 +78,7 @@ def fit_crops(
     from tqdm import tqdm
 
     rank, world = rank_and_world()
-    set_threads(cfg.threads or (max(1, cpu_count() // local_world()) if world > 1 else 0))
+    set_threads(process_threads(cfg.threads, cpu_count()))
     device = resolve_device(cfg.device)
     model.to(device)
     ddp = wrap(model, device, cfg.batch_size) if world > 1 else None

@@ -108,6 +108,14 @@ def local_world() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+def process_threads(threads: int, cores: int) -> int:
+    """This process's CPU threads: ``threads`` (``train.threads``; 0 = the machine's
+    ``cores``) shared among this machine's processes, at least 1 each. With 2 threads and
+    ``train.nproc: 2`` each process gets 1: two processes of 2 threads on 2 cores would run
+    2.6-3.3x slower (README, Reproducibility)."""
+    return max(1, (threads or cores) // local_world())
+
+
 def share(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
     """This rank's contiguous part of a global batch ``idx`` (sizes differ by at most 1)."""
     n = len(idx)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .blockdata import BlockData, to_float
 from .data.layout import damage_shares
 from .models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
-from .distributed import all_sum, ddp_step, local_world, rank_and_world, share, unwrap, wrap
+from .distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
 from .losses import check_finite
 from .params import TrainParams
 from .stage import cpu_count, set_threads
@@ -160,7 +160,7 @@ def fit(
         raise ValueError("no training blocks: the train split is empty")
     rank, world = rank_and_world()
     # one process per core by default: the cores are shared by this machine's processes
-    set_threads(cfg.threads or (max(1, cpu_count() // local_world()) if world > 1 else 0))
+    set_threads(process_threads(cfg.threads, cpu_count()))
     device = resolve_device(cfg.device)
     model.to(device)
     ddp = wrap(model, device, cfg.batch_size) if world > 1 else None

@@ -151,3 +151,17 @@ def test_another_thread_count_computes_other_weights():
     assert not all(torch.equal(a[k], b[k]) for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
+    """DVC hashes model.pt: a retrain that changes no weight must not change the file (and
+    rerun everything after it). torch.save given a path would name its archive after the
+    random temporary name."""
+    from helpers import tiny_model
+
+    from aerestore.models import save_model
+
+    model = tiny_model(latent=16)
+    save_model(model, tmp_path / "a" / "model.pt")
+    save_model(model, tmp_path / "b" / "model.pt")
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, write_torch
 from .models.registry import archive_problem, load_archive, one_line
 
 CLUSTERS_FORMAT, CLUSTERS_VERSION = "aerestore.clusters", 2
@@ -209,8 +209,7 @@ def write_decoders(path: str | Path, model, result, extra: dict | None = None) -
         "gate": None if gate is None else gate.state(),  # read back by aerestore.gate.Gate.from_state
         "extra": extra or {},
     }
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    write_torch(path, state)
 
 
 def read_decoders(path: str | Path, model=None) -> Decoders:

@@ -222,6 +222,18 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def write_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically, the same bytes for the same ``obj``.
+
+    Through an open file: given a path, ``torch.save`` names the archive's folder after the
+    file, here a random temporary name, so two saves of the same weights would differ byte
+    for byte and DVC would rerun every stage after a retrain that changed nothing."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def _reserve(path: Path) -> None:
     """Allocate every block of ``path`` now: a memory map written on a full disk gets
     ``SIGBUS`` (the process dies), an allocation up front gets ``ENOSPC``."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from aerestore.io import atomic_path
+from aerestore.io import write_torch
 from aerestore.losses import LossConfig
 from aerestore.models.base import RestorationModel, _plain
 
@@ -194,8 +194,7 @@ def save_model(
         "geometry": {"block": geometry.block, "overlap": geometry.overlap, "image_size": geometry.image_size},
         "extra": extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    write_torch(path, checkpoint)
 
 
 def read_model(path: str | Path, map_location: str | torch.device = "cpu") -> SavedModel:

@@ -69,7 +69,7 @@ def test_every_computing_stage_sets_the_threads_records_the_machine_and_declares
         script = (ROOT / "stages" / f"{stage}.py").read_text()
         if stage == "train":
             for lib in ("train.py", "croptrain.py"):
-                assert re.search(r"set_threads\(cfg\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
+                assert re.search(r"set_threads\(process_threads\(cfg\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
         else:
             assert re.search(r"set_threads\(params\.(train|train_for\(arch\))\.threads\)", script), stage
         calls = re.findall(r"record_machine\(f?\"([^\"]+)\"", script)

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline_utils import make_repo, out_of_date, repro, run
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [pytest.mark.pipeline, pytest.mark.team]  # the team set-up: ./run.sh test -m team
 
 
 def test_push_pull_then_nothing_to_run_and_restore_works(tmp_path):

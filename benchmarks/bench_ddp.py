@@ -9,7 +9,12 @@ trained over the CPU time of every process during ``fit``, validation included) 
 depend on what else the machine runs: its ratio between N processes and 1 is the parallel
 efficiency, and N times it the speed-up N free cores would give.
 
-    python benchmarks/bench_ddp.py [--arch conv_ae vae] [--nproc 2] [--epochs 3] [--blocks 8192]
+Fully convolutional networks (``unet_ae``, the default pipeline's restorer) train with
+:func:`aerestore.croptrain.fit_crops` instead: ``--steps`` updates of ``--crop-batch`` random
+``--crop`` px crops (its defaults: 16 crops of 32 px) from 64 px tiles of the same
+photographs; "blocks" are then crops.
+
+    python benchmarks/bench_ddp.py [--arch conv_ae vae unet_ae] [--nproc 2] [--epochs 3] [--blocks 8192]
 """
 
 from __future__ import annotations
@@ -41,16 +46,55 @@ def block_data(n_blocks: int, block: int = 18, seed: int = 0):
     return BlockData(noisy, clean)
 
 
+def image_data(n_images: int, side: int = 64, seed: int = 0):
+    """``n_images`` noisy/clean ``side`` px tiles of the same photographs (crop training)."""
+    from aerestore.cropdata import ImageData
+
+    blocks = block_data(n_images, side, seed)
+    return ImageData.from_arrays(blocks.degraded.transpose(0, 2, 3, 1), blocks.clean.transpose(0, 2, 3, 1))
+
+
+def crop_worker(args, rank: int, world: int) -> None:
+    """``fit_crops`` of a fully convolutional network: crops/s, rank 0 writes the result."""
+    import time
+
+    import torch
+
+    from aerestore import distributed
+    from aerestore.croptrain import fit_crops
+    from aerestore.losses import LossConfig
+    from aerestore.models import create_model
+    from aerestore.params import TrainParams
+
+    cfg = TrainParams(steps=args.steps, crop=args.crop, batch_size=args.crop_batch, eval_every=args.steps,
+                      warmup=0, threads=1, device="cpu", patience=0, damage_weight=0)
+    train, val = image_data(512, seed=0), image_data(32, seed=1)
+    torch.manual_seed(0)
+    model = create_model(args.arch, latent=64, block=args.crop, channels=3, loss=LossConfig.from_train(cfg))
+    cpu0 = time.process_time()
+    result = fit_crops(model, train, val, cfg, seed=0, progress=False)
+    cpu = distributed.all_sum([time.process_time() - cpu0], "cpu")[0]
+    if rank == 0:
+        Path(args.out).write_text(json.dumps({
+            "processes": world, "blocks_per_second": result.blocks_per_second,
+            "val_loss": result.history[-1]["val_loss"], "seconds": result.seconds,
+            "blocks_per_cpu_second": args.steps * args.crop_batch / cpu}))
+
+
 def worker(args) -> None:
     """One process (plain, or one rank under torchrun): train, rank 0 writes the result."""
     from aerestore import distributed
     from aerestore.losses import LossConfig
-    from aerestore.models import create_model
+    from aerestore.models import create_model, model_class
     from aerestore.params import TrainParams
     from aerestore.train import fit
 
     distributed.init("cpu")
     rank, world = distributed.rank_and_world()
+    if getattr(model_class(args.arch), "fully_conv", False):
+        crop_worker(args, rank, world)
+        distributed.shutdown()
+        return
     cfg = TrainParams(epochs=args.epochs, batch_size=args.batch, blocks_per_epoch=args.blocks,
                       threads=1, device="cpu", patience=0, damage_weight=0, beta=0.001)
     train, val = block_data(args.blocks, seed=0), block_data(2048, seed=1)
@@ -74,7 +118,8 @@ def worker(args) -> None:
 def run(arch: str, nproc: int, args) -> dict:
     out = Path(tempfile.mkdtemp()) / "result.json"
     script = [str(Path(__file__).resolve()), "--worker", "--arch", arch, "--out", str(out),
-              "--epochs", str(args.epochs), "--blocks", str(args.blocks), "--batch", str(args.batch)]
+              "--epochs", str(args.epochs), "--blocks", str(args.blocks), "--batch", str(args.batch),
+              "--steps", str(args.steps), "--crop", str(args.crop), "--crop-batch", str(args.crop_batch)]
     cmd = [sys.executable, *script] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *script]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -89,6 +134,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--blocks", type=int, default=8192)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=300, help="updates (fully convolutional networks)")
+    ap.add_argument("--crop", type=int, default=32, help="crop side (fully convolutional networks)")
+    ap.add_argument("--crop-batch", type=int, default=16, help="crops per update (fully convolutional networks)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -196,3 +196,15 @@ def test_single_channel_masks_are_blur():
     old = ImageData.from_arrays(data.degraded.permute(0, 2, 3, 1).numpy(), data.clean.permute(0, 2, 3, 1).numpy(),
                                 np.full((6, 24, 24, 1), 255, np.uint8))
     assert (old.classes == 1).all()
+
+
+def test_a_share_of_the_crops_is_cut_exactly_as_in_the_whole_batch():
+    """A data-parallel rank cuts only its share (``keep``) of the global batch: the same
+    crops, and the random draws stay in step for the next batch."""
+    data = images()
+    whole_rng, part_rng = np.random.default_rng(3), np.random.default_rng(3)
+    whole = sample_crops(data, 6, 16, whole_rng)
+    part = sample_crops(data, 6, 16, part_rng, keep=np.arange(3, 6))
+    for a, b in zip(whole, part):
+        assert torch.equal(a[3:6], b)
+    assert torch.equal(sample_crops(data, 2, 16, whole_rng)[0], sample_crops(data, 2, 16, part_rng)[0])

@@ -64,17 +64,24 @@ def one_hot_classes(classes: torch.Tensor) -> torch.Tensor:
 
 
 def sample_crops(
-    data: ImageData, n: int, crop: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+    data: ImageData, n: int, crop: int, rng: np.random.Generator, device: torch.device | str = "cpu",
+    keep: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``n`` random ``crop``-px crops with random horizontal / vertical flips: float
     (degraded, clean) in [0, 1] and the one-hot damage classes (None without masks).
-    Images smaller than ``crop`` give whole-image crops (``crop = min(crop, H, W)``)."""
+    Images smaller than ``crop`` give whole-image crops (``crop = min(crop, H, W)``).
+
+    ``keep``: the crops (indices into the ``n``) to cut; the draws are those of all ``n``,
+    so that the processes of a data-parallel run, each cutting its share of one global
+    batch, stay in step without cutting the others' crops."""
     _, _, h, w = data.degraded.shape
     ch, cw = min(crop, h), min(crop, w)
     idx = rng.integers(0, len(data), n)
     ys = rng.integers(0, h - ch + 1, n)
     xs = rng.integers(0, w - cw + 1, n)
     flips = rng.random((n, 2)) < 0.5
+    if keep is not None:
+        idx, ys, xs, flips = idx[keep], ys[keep], xs[keep], flips[keep]
     deg, cln, cls = [], [], []
     for i, y, x, (fh, fv) in zip(idx, ys, xs, flips):
         parts = [data.degraded[i, :, y : y + ch, x : x + cw], data.clean[i, :, y : y + ch, x : x + cw]]

@@ -103,23 +103,23 @@ def fit_crops(
             for group in opt.param_groups:
                 group["lr"] = lr
         model.train()
-        deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crop, rng, device)
+        # every rank draws the same global batch and cuts only its share of the crops
+        part = share(np.arange(cfg.batch_size), rank, world) if ddp is not None else None
+        deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crop, rng, device, keep=part)
         batch = (deg, cln, dmg) if dmg is not None else (deg, cln)
         with autocast(device, cfg.amp):
             if ddp is None:
                 terms = model.train_step(batch, optimizers)
                 weight = 1.0
-            else:  # this rank's share of the global batch (every rank drew the same crops)
-                part = share(np.arange(len(deg)), rank, world)
-                weight = len(part) / len(deg)
+            else:
+                weight = len(part) / cfg.batch_size
                 ddp.train()
-                terms = ddp_step(ddp, tuple(t[part[0] : part[-1] + 1] for t in batch), optimizers,
-                                 weight=weight * world)
+                terms = ddp_step(ddp, batch, optimizers, weight=weight * world)
         check_finite(terms, f"{model.name} step {step + 1} of {cfg.steps}", lr_hint(cfg))
         for k, v in terms.items():
             sums[k] += v * weight  # summed over the ranks: the global batch's mean
         count += 1
-        crops_seen += len(deg)
+        crops_seen += cfg.batch_size  # the global batch
         bar.update(1)
         bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:

@@ -91,8 +91,9 @@ def machine_info() -> dict[str, object]:
         from threadpoolctl import threadpool_info
 
         blas = [b for b in threadpool_info() if b.get("user_api") == "blas"]
-        info["blas"] = ", ".join(f"{b.get('internal_api')} {b.get('version') or ''} {b.get('architecture') or ''}"
-                                 .replace("  ", " ").strip() + f" ({b.get('num_threads')} threads)" for b in blas)
+        info["blas"] = ", ".join(sorted(  # sorted: the libraries load in another order from run to run
+            f"{b.get('internal_api')} {b.get('version') or ''} {b.get('architecture') or ''}"
+            .replace("  ", " ").strip() + f" ({b.get('num_threads')} threads)" for b in blas))
     except ImportError:  # pragma: no cover
         pass
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # this process used the GPU

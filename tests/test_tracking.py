@@ -556,6 +556,15 @@ def test_a_corrupt_store_stops_the_stage_with_the_file_named_and_nothing_written
     assert out.read_text() == "previous"
 
 
+def test_tags_set_on_a_store_that_went_bad_name_the_store(repo):
+    """StageRun.set_tags (the machine record's tags) goes through the same store errors."""
+    db = repo / "mlflow.db"
+    db.write_bytes(b"\x00garbage, not SQLite\xff" * 100)
+    with pytest.raises(TrackingError, match=r"mlflow\.db is corrupt"):
+        tracking.StageRun("0123", uri=f"sqlite:///{db}").set_tags({"machine.cpu": "x"})
+    tracking.StageRun(None).set_tags({"machine.cpu": "x"})  # tracking off: nothing
+
+
 def test_a_store_error_during_the_stage_names_the_store(repo):
     from mlflow.exceptions import MlflowException
 

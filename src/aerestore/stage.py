@@ -113,11 +113,8 @@ def record_machine(name: str, run=None) -> dict[str, object]:
 
     info = machine_info()
     write_json(Path(MACHINE_DIR) / f"{name}.json", info)
-    if getattr(run, "active", False):
-        from mlflow.entities import RunTag
-        from mlflow.tracking import MlflowClient
-
-        MlflowClient(run.uri).log_batch(run.run_id, tags=[RunTag(f"machine.{k}", str(v)) for k, v in info.items()])
+    if run is not None:  # through the run, so that a locked or corrupt store is its one-line error
+        run.set_tags({f"machine.{k}": v for k, v in info.items()})
     return info
 
 

@@ -783,6 +783,16 @@ class StageRun:
         with _store_errors(self.uri):
             mlflow.log_text(text, name, run_id=self.run_id)
 
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags on the run in one call (values as text)."""
+        if not self.active:
+            return
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        with _store_errors(self.uri):
+            MlflowClient(self.uri).log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def add_note(self, text: str) -> None:
         """Append markdown to the run's description (``mlflow.note.content``)."""
         if not self.active:

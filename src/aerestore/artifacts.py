@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .io import atomic_path, write_torch
-from .models.registry import archive_problem, load_archive, one_line
+from .models.registry import archive_problem, check_format, load_archive, one_line
 
 CLUSTERS_FORMAT, CLUSTERS_VERSION = "aerestore.clusters", 2
 DECODERS_FORMAT, DECODERS_VERSION = "aerestore.decoders", 2
@@ -77,13 +77,7 @@ class ModelKey:
 
 def _version(path: Path, kind: str, fmt: Any, version: Any, expected: str, newest: int) -> int:
     """The file's format version (1 for files older than the field), checked."""
-    if fmt is not None and fmt != expected:
-        raise ArtifactError(f"{path}: is {fmt!r}, not {kind}")
-    version = 1 if version is None else version
-    if not isinstance(version, int) or version > newest:
-        raise ArtifactError(f"{path}: {kind} format version {version!r}, this aerestore reads up to {newest} "
-                            "(written by a newer aerestore?)")
-    return version
+    return check_format(path, fmt, version, expected, newest, kind=kind, error=ArtifactError)
 
 
 # ----------------------------------------------------------------------- clusters.npz

@@ -197,18 +197,29 @@ def save_model(
     write_torch(path, checkpoint)
 
 
+def check_format(path: Path, fmt: Any, version: Any, expected: str, newest: int, *, kind: str,
+                 what: str | None = None, error: type[ValueError] = ValueError) -> int:
+    """The format version of the file at ``path`` (1 for files older than the field), checked:
+    its ``fmt`` must be ``expected`` (when present) and its version at most ``newest``; else
+    ``error`` naming the file. Every aerestore file format (model.pt here, clusters.npz and
+    decoders.pt in :mod:`aerestore.artifacts`) is checked with it."""
+    if fmt is not None and fmt != expected:
+        raise error(f"{path}: is {fmt!r}, not {what or kind}")
+    version = 1 if version is None else version
+    if not isinstance(version, int) or version > newest:
+        raise error(f"{path}: {kind} format version {version!r}, this aerestore reads up to {newest} "
+                    "(written by a newer aerestore?)")
+    return version
+
+
 def read_model(path: str | Path, map_location: str | torch.device = "cpu") -> SavedModel:
     """Rebuild what :func:`save_model` wrote; ``FileNotFoundError`` if missing, else a
     one-line ``ValueError`` naming the file and what is wrong (truncated, not a model,
     written by a newer aerestore, weights that do not fit the saved config)."""
     path = Path(path)
     checkpoint = load_archive(path, "model", map_location)
-    if checkpoint.get("format", MODEL_FORMAT) != MODEL_FORMAT:
-        raise ValueError(f"{path}: is {checkpoint['format']!r}, not a model file")
-    version = checkpoint.get("version", 1)
-    if not isinstance(version, int) or version > MODEL_VERSION:
-        raise ValueError(f"{path}: model format version {version!r}, this aerestore reads up to "
-                         f"{MODEL_VERSION} (written by a newer aerestore?)")
+    version = check_format(path, checkpoint.get("format"), checkpoint.get("version"), MODEL_FORMAT, MODEL_VERSION,
+                           kind="model", what="a model file")
     if not {"config", "state_dict"} <= set(checkpoint):
         raise ValueError(f"{path}: not a model saved by aerestore (no 'config' / 'state_dict')")
     extra = dict(checkpoint.get("extra") or {})
@@ -244,7 +255,7 @@ def read_model(path: str | Path, map_location: str | torch.device = "cpu") -> Sa
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[RestorationModel, dict[str, Any]]:
     """``(network in eval mode, extra)`` of a ``model.pt``: :func:`read_model` for callers
-    that need neither the geometry nor the checks of :meth:`SavedModel.expect`."""
+    that need neither the geometry nor the checks of :func:`check_model`."""
     saved = read_model(path, map_location)
     return saved.model, saved.extra
 

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from aerestore.classical import RESTORERS, restore_all
 from aerestore.cropdata import ImageData, image_batches
 from aerestore.croptrain import fit_crops
+from aerestore.data.degrade import degrader
 from aerestore.evaluate import anchor_indices
 from aerestore.io import open_split, read_json, write_json
 from aerestore.losses import LossConfig
@@ -179,6 +180,8 @@ def main() -> None:
     overrides = parse_set(args.overrides)
     train_params(args.params, overrides, args.steps[0], args.threads)  # bad overrides stop here, before any work
     train = ImageData.load(args.prepared, "train")
+    if train_params(args.params, overrides, args.steps[0], args.threads).fresh_damage:  # as train@unet_ae
+        train = train.fresh(degrader(params.prepare.degrade))
     val = ImageData.load(args.prepared, "val")
     scored_all = ImageData.load(args.prepared, args.split)
     idx = anchor_indices(len(scored_all), args.images)
@@ -218,7 +221,7 @@ def main() -> None:
                        "threads": args.threads, "overrides": overrides, "seed": params.seed,
                        "train": {k: v for k, v in cfg.model_dump().items()
                                  if k in ("batch_size", "crop", "lr", "warmup", "eval_every", "recon",
-                                          "damage_weight")},
+                                          "damage_weight", "fresh_damage")},
                        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "torch": torch.__version__},
         "classical": classical, "best_classical": best, "targets_db": TARGETS, "runs": runs,

@@ -68,6 +68,7 @@ def run_maps(params, arch, restorer):
     import numpy as np
 
     from aerestore.cropdata import ImageData, location_features
+    from aerestore.data.degrade import degrader
     from aerestore.mapdecoders import train_gate_decoders, train_map_decoders
 
     dp = params.decoders
@@ -75,7 +76,9 @@ def run_maps(params, arch, restorer):
     crop, recon = tp.crop, tp.recon  # fine-tune on the loss the shared decoder was trained on
     train = ImageData.load("data/prepared", "train")
     val = ImageData.load("data/prepared", "val")
-    z, _ = location_features(restorer.model, train)
+    z, _ = location_features(restorer.model, train)  # the cluster sizes: on the prepared copies
+    if tp.fresh_damage:  # fine-tuned on fresh damage as the shared decoder was trained (control alike)
+        train = train.fresh(degrader(params.prepare.degrade))
     import torch
 
     with torch.no_grad():

@@ -97,15 +97,19 @@ def run_crops(params, arch, cfg):
     """Fully convolutional models: random crops of data/prepared, whole validation images."""
     from aerestore.cropdata import ImageData
     from aerestore.croptrain import fit_crops
+    from aerestore.data.degrade import degrader
 
     train = ImageData.load("data/prepared", "train")
+    if cfg.fresh_damage:  # each crop degraded anew, as prepare degrades (train.fresh_damage)
+        train = train.fresh(degrader(params.prepare.degrade))
     val = ImageData.load("data/prepared", "val")
     seed_everything(params.seed)
     model = create_model(arch, latent=params.latent_for(arch), block=cfg.crop, channels=train.channels,
                          loss=LossConfig.from_train(cfg), **params.arch_params(arch).model)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"train@{arch}: {n_params:,} parameters, {cfg.steps} steps of {cfg.batch_size} random "
-          f"{cfg.crop} px crops from {len(train):,} training images", file=sys.stderr)
+          f"{cfg.crop} px crops from {len(train):,} training images"
+          + (", each degraded anew" if cfg.fresh_damage else ""), file=sys.stderr)
     with tracked(f"train@{arch}", params, arch) as mlrun:
         result = fit_crops(model, train, val, cfg, params.seed,
                            on_eval=lambda row: mlrun.log_metrics(row, step=int(row["step"])))

@@ -198,13 +198,65 @@ def test_single_channel_masks_are_blur():
     assert (old.classes == 1).all()
 
 
-def test_a_share_of_the_crops_is_cut_exactly_as_in_the_whole_batch():
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_share_of_the_crops_is_cut_exactly_as_in_the_whole_batch(fresh):
     """A data-parallel rank cuts only its share (``keep``) of the global batch: the same
-    crops, and the random draws stay in step for the next batch."""
-    data = images()
+    crops, and the random draws stay in step for the next batch (with fresh damage too)."""
+    data = images().fresh(_default_degrader()) if fresh else images()
     whole_rng, part_rng = np.random.default_rng(3), np.random.default_rng(3)
     whole = sample_crops(data, 6, 16, whole_rng)
     part = sample_crops(data, 6, 16, part_rng, keep=np.arange(3, 6))
     for a, b in zip(whole, part):
         assert torch.equal(a[3:6], b)
     assert torch.equal(sample_crops(data, 2, 16, whole_rng)[0], sample_crops(data, 2, 16, part_rng)[0])
+
+
+def _default_degrader():
+    from aerestore.data.degrade import degrader
+    from aerestore.params import load_params
+    from pathlib import Path
+
+    return degrader(load_params(Path(__file__).resolve().parents[1] / "params.yaml").prepare.degrade)
+
+
+def test_fresh_damage_degrades_each_crop_anew_from_its_clean_image():
+    """``train.fresh_damage``: a crop's input is its clean image degraded by
+    ``prepare.degrade`` with a seed drawn from the crop stream (the same stream gives the
+    same crops), its damage classes come from that draw's masks, and two draws of one image
+    get different damage where the prepared copy would repeat."""
+    from aerestore.data.degrade import degrade_image  # noqa: F401  (what the degrader runs)
+    from aerestore.data.layout import damage_labels
+
+    degrade = _default_degrader()
+    data = images(n=1, size=32).fresh(degrade)
+    a = sample_crops(data, 4, 32, np.random.default_rng(5))  # crop = the image: no position draw matters
+    b = sample_crops(data, 4, 32, np.random.default_rng(5))
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)  # seeded by the crop stream
+    deg, clean, dmg = a
+    clean0 = data.clean[0].float() / 255
+    # flips aside, every crop's clean side is the prepared clean image
+    for i in range(4):
+        assert any(torch.equal(clean[i], clean0.flip(d) if d else clean0) for d in ([], [-1], [-2], [-2, -1]))
+    assert not torch.equal(deg[0], deg[1]) and not torch.equal(deg[0], data.degraded[0].float() / 255)
+    # the input and the classes are one draw of the degrader: replay crop 0's seed
+    rng = np.random.default_rng(5)
+    rng.integers(0, 1, 4), rng.integers(0, 1, 4), rng.integers(0, 1, 4)
+    flips = rng.random((4, 2)) < 0.5
+    seed = int(rng.integers(0, 2**63, 4)[0])
+    want, mask = degrade(np.ascontiguousarray(data.clean[0].permute(1, 2, 0).numpy()), np.random.default_rng(seed))
+    want_t = torch.from_numpy(want).permute(2, 0, 1).float() / 255
+    classes = torch.from_numpy(damage_labels(mask, axis=-1))
+    dims = [d for d, f in ((-1, flips[0, 0]), (-2, flips[0, 1])) if f]
+    if dims:
+        want_t, classes = want_t.flip(dims), classes.flip([d + 1 for d in dims])
+    assert torch.equal(deg[0], want_t)
+    assert torch.equal(dmg[0].argmax(0), classes)
+    assert (classes > 0).any()  # the default task damages some pixels of every image
+
+
+def test_fresh_damage_needs_ops():
+    from aerestore.data.degrade import degrader
+
+    with pytest.raises(ValueError, match="prepare.degrade is empty"):
+        degrader([])

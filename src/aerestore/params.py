@@ -276,6 +276,7 @@ class TrainParams(_Strict):
     warmup: float = Field(0.05, ge=0, lt=1)  # share of the steps with a linear warm-up, then cosine to 0
     eval_every: int = Field(250, ge=1)  # steps between two validations on whole val images
     damage_weight: float = Field(0.1, ge=0)  # weight of the damage head's cross entropy (0 = off)
+    fresh_damage: bool = True  # each crop's image degraded anew by prepare.degrade (False: the prepared copy)
     # data-parallel training (torchrun; aerestore.distributed): processes per machine and
     # machines; the rendezvous keys are not DVC params (AERESTORE_<KEY> env vars override them)
     nproc: int = Field(1, ge=1)

@@ -343,3 +343,16 @@ def degrade_image(
             np.maximum(weights[kind], op_weights, out=weights[kind])
     mask = np.clip(np.rint(weights * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
     return _to_uint8(img), np.ascontiguousarray(mask)
+
+
+def degrader(ops: Sequence[object]):
+    """``(clean, rng) -> (degraded, mask)``: :func:`degrade_image` with ``ops`` (e.g.
+    ``prepare.degrade``), as :meth:`aerestore.cropdata.ImageData.fresh` takes it."""
+    if not ops:
+        raise ValueError("fresh damage needs degradation ops: prepare.degrade is empty")
+    ops = tuple(ops)
+
+    def degrade(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return degrade_image(clean, ops, rng)
+
+    return degrade

@@ -5,6 +5,10 @@ pixel by the routing maps for unet_ae, per block for the block networks).
 
     python benchmarks/bench_restore.py [--arch unet_ae] [--size 256] [--repeats 7] [--threads 2] [--reference] [--bf16]
 
+unet_ae's restorer runs as ``aerestore restore`` runs it: compiled by OpenVINO
+(:mod:`aerestore.ovruntime`) when it is installed; the same restorer in PyTorch (its
+channels-last path) is timed beside it, and both are checked equal to 1e-5 first.
+
 The variants are timed interleaved (one call of each per round, ``--repeats`` rounds after
 a warm-up) and each row gives the median, so a load that comes and goes touches them alike.
 ``--reference`` adds unet_ae's restorer as it ran before the channels-last copies (the same
@@ -93,13 +97,27 @@ def main() -> None:
         restorer, what = make_restorer(args.arch, 3, routing)
         k = len(restorer.cluster_decoders)
         variants = [(restorer, "")]
+        if isinstance(restorer, ConvRestorer):
+            restorer.runtime = "auto"
+            runtime = restorer.runtime_for("multi")
+            variants = [(restorer, f", {'OpenVINO' if runtime == 'openvino' else 'PyTorch'}")]
+            if runtime == "openvino":
+                in_torch = copy.copy(restorer)
+                in_torch.runtime = "torch"
+                variants.append((in_torch, ", PyTorch"))
+                for mode in ("multi", "single"):
+                    diff = float((restorer.restore_float(torch.from_numpy(img).permute(2, 0, 1)[None] / 255.0, mode)
+                                  - in_torch.restore_float(torch.from_numpy(img).permute(2, 0, 1)[None] / 255.0, mode)
+                                  ).abs().max())
+                    if diff > 1e-5:
+                        raise SystemExit(f"OpenVINO and PyTorch differ by {diff:g} ({mode}, {routing})")
         if args.reference and isinstance(restorer, ConvRestorer):
             plain = copy.copy(restorer)
-            plain.channels_last = False
-            variants.append((plain, ", NCHW as before"))
+            plain.channels_last, plain.runtime = False, "torch"
+            variants.append((plain, ", PyTorch NCHW as before"))
         if args.bf16 and routing == "soft":
             half = make_restorer(args.arch, 3, routing)[0].to("cpu", "bf16")
-            variants.append((half, ", bf16 autocast"))
+            variants.append((half, ", PyTorch bf16 autocast"))
             bf16_diff = float(np.abs(half.restore(img, "multi").astype(int) - restorer.restore(img, "multi")).max())
         for r, note in variants:
             if routing == "soft":
@@ -124,7 +142,7 @@ def main() -> None:
         print(f"\n{line}")
     if args.bf16:
         print(f"\nbf16 autocast: largest difference from fp32 {bf16_diff:.0f} / 255 (per-cluster, soft routing)")
-    per_cluster = next(t for name, t in rows if name == f"{args.arch} per-cluster ({k} decoders, soft routing)")
+    per_cluster = next(t for name, t in rows if name.startswith(f"{args.arch} per-cluster ({k} decoders, soft routing"))
     verdict = "meets" if mpx / per_cluster >= TARGET_MPX_S else "misses"
     print(f"\nper-cluster restorer (soft routing): {mpx / per_cluster:.2f} Mpx/s, {verdict} the "
           f"{TARGET_MPX_S:g} Mpx/s target ({args.threads} threads)")

@@ -1,13 +1,21 @@
 """Tests run with one torch thread: on tiny tensors extra threads only add contention
 (and the suite itself may run in parallel processes)."""
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py, tests/pipeline_utils.py
+
+# unet_ae restorers run in PyTorch in the tests (and in the CLI and stages they start): each
+# new set of weights would cost ~2 s of OpenVINO conversion. tests/test_ovruntime.py checks
+# the OpenVINO path against this one. Its cache of converted graphs goes to a temporary folder.
+os.environ["AERESTORE_RUNTIME"] = "torch"
+os.environ["AERESTORE_CACHE"] = tempfile.mkdtemp(prefix="aerestore-test-cache-")
 
 
 @pytest.fixture(autouse=True)

@@ -121,6 +121,9 @@ def _add_restore(sub: Any) -> None:
                    help="where the networks run (auto: CUDA when present)")
     p.add_argument("--amp", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 autocast (mixed precision; for GPUs)")
+    p.add_argument("--runtime", choices=("auto", "torch", "openvino"), default=None,
+                   help="unet_ae on the CPU: openvino (compiled, ~1.7x faster, the same output to 1e-6), "
+                        "torch, or auto (OpenVINO where it applies; default: $AERESTORE_RUNTIME, else auto)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse larger images, from their header, before decoding (default: Pillow's "
                         "decompression-bomb limit, 89,478,485)")
@@ -138,6 +141,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise CliError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     restorer = load_any_restorer(args.model, routing=args.routing)
     restorer.to(resolve_device(args.device), args.amp)
+    if args.runtime is not None:
+        restorer.runtime = args.runtime
+    try:
+        restorer.runtime_for(args.mode)  # an impossible --runtime is an error before any image
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []

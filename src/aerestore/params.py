@@ -338,6 +338,8 @@ class EvaluateParams(_Strict):
     classical: list[Literal[CLASSICAL]] = list(CLASSICAL)  # type: ignore[valid-type]
     grid_images: int = Field(6, ge=1, le=64)
     batch_size: int = Field(2048, ge=1)  # blocks per forward pass
+    # unet_ae's restorer on the CPU: OpenVINO where it applies (auto), or torch / openvino
+    runtime: Literal["auto", "torch", "openvino"] = "auto"
 
 
 class ExploreParams(_Strict):

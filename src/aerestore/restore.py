@@ -18,6 +18,7 @@ Modes:
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,13 @@ class Restorer:
     def files(self) -> list[Path]:
         return list(self._files)
 
+    def runtime_for(self, mode: str) -> str:
+        """What restores ``mode``: PyTorch (a ``ConvRestorer`` may use OpenVINO)."""
+        return "torch"
+
+    def prepare(self, mode: str) -> None:
+        """Get ``mode`` ready before a timed restore (nothing to do here)."""
+
     # ------------------------------------------------------------------ routing
     @torch.no_grad()
     def route(self, z: torch.Tensor) -> torch.Tensor:
@@ -246,6 +254,10 @@ class ConvRestorer(Restorer):
     margin = 32  # context around each tile, cropped off after restoring
     channels_last = True  # on the CPU, restore with channels-last copies (see _networks)
     _copies: tuple | None = None  # (weights' key, model, control, cluster decoders)
+    # runtime: 'auto' = OpenVINO where it applies (aerestore.ovruntime.supports: fp32 on the
+    # CPU, not centroid or gate routing) and is installed, else PyTorch; 'torch'; 'openvino'
+    # (an error where it does not apply). Default: $AERESTORE_RUNTIME, else 'auto'.
+    _compiled: dict | None = None  # mode -> (weights' key, ovruntime.Compiled)
 
     def __init__(self, model, *, arch: str, method: str = "soft_kmeans", centroids=None,
                  scale: float = 1.0, beta: float = 1.0, control=None, cluster_decoders=None,
@@ -254,6 +266,7 @@ class ConvRestorer(Restorer):
                          method=method, control=control, cluster_decoders=cluster_decoders,
                          routing=routing, batch_size=batch_size, files=files)
         self.images_per_batch = max(1, batch_size // 256)
+        self.runtime = os.environ.get("AERESTORE_RUNTIME", "auto")
         self.gate = None if gate is None else gate.eval()  # decoders.method 'gate': it gives the routing maps
 
     def to(self, device: torch.device | str, amp: str = "fp32") -> "ConvRestorer":
@@ -317,9 +330,55 @@ class ConvRestorer(Restorer):
             self._copies = (key, copies[0], copies[1], copies[2:])
         return self._copies[1:]
 
+    def __getstate__(self) -> dict:
+        # compiled OpenVINO models cannot be copied or pickled: a copy compiles its own
+        return {**self.__dict__, "_compiled": None}
+
+    def _weights_key(self) -> tuple:
+        nets = [self.model, self.control, *self.cluster_decoders]
+        return tuple((id(p), p._version) for net in nets for p in net.parameters())
+
+    def runtime_for(self, mode: str) -> str:
+        """'openvino' or 'torch': what restores ``mode`` (see ``runtime``)."""
+        from . import ovruntime
+
+        if self.runtime not in ("auto", "torch", "openvino"):
+            raise ValueError(f"runtime must be 'auto', 'torch' or 'openvino', got {self.runtime!r}")
+        if self.runtime == "torch":
+            return "torch"
+        if ovruntime.supports(self, mode):
+            return "openvino"
+        if self.runtime == "openvino":
+            why = ovruntime.missing() or (
+                "it runs fp32 on the CPU, and the per-cluster mode only when routed by the damage head "
+                f"(this restorer: {self.device.type}, {self.amp}, {'a learned gate' if self.gate else self.method})")
+            raise ValueError(f"the OpenVINO runtime does not apply to the {self.arch} restorer's {mode!r} mode: {why}")
+        return "torch"
+
+    def prepare(self, mode: str) -> None:
+        """Compile ``mode`` now when OpenVINO runs it (about 1-2 s), so that a timed restore
+        does not include it; it is otherwise compiled on first use and whenever a weight
+        changes."""
+        if self.runtime_for(mode) == "openvino":
+            self._compiled_mode(mode)
+
+    def _compiled_mode(self, mode: str):
+        from . import ovruntime
+
+        key = self._weights_key()
+        if self._compiled is None:
+            self._compiled = {}
+        held = self._compiled.get(mode)
+        if held is None or held[0] != key:
+            held = (key, ovruntime.compile_mode(self, mode))
+            self._compiled[mode] = held
+        return held[1]
+
     @torch.no_grad()
     def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:
         device = self.device
+        if self.runtime_for(mode) == "openvino":
+            return self._compiled_mode(mode)(x)
         with autocast(device, self.amp):
             y = self.decode(self._networks()[0].features(to_device(x, device)), mode)
         return y.float().cpu() if device.type != "cpu" else y.float()

@@ -1,0 +1,105 @@
+"""The unet_ae restorer compiled by OpenVINO (aerestore.ovruntime) is the PyTorch restorer's
+function: every mode and routing, odd image sizes, tiles; it is cached, recompiled when a
+weight changes, and refused or skipped where it does not apply."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from aerestore import ovruntime
+from aerestore.restore import ConvRestorer
+
+pytestmark = pytest.mark.skipif(ovruntime.missing() is not None, reason="openvino is not installed")
+
+
+def restorer(routing: str = "soft", method: str = "damage_head", seed: int = 0) -> ConvRestorer:
+    from aerestore.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("unet_ae", latent=8, block=16, channels=3, width=4, levels=2).eval()
+    decs = []
+    for k in range(3):  # decoders that differ, as fine-tuned ones do
+        d = copy.deepcopy(model.decoder)
+        with torch.no_grad():
+            for p in d.parameters():
+                p.add_(0.05 * (k + 1) * torch.randn_like(p))
+        decs.append(d)
+    centroids = np.random.default_rng(0).normal(size=(3, model.latent_dim)) if method == "soft_kmeans" else None
+    r = ConvRestorer(model, arch="unet_ae", method=method, centroids=centroids, scale=1.0,
+                     control=copy.deepcopy(decs[0]), cluster_decoders=decs, routing=routing)
+    r.runtime = "auto"  # the tests' default is torch (conftest)
+    return r
+
+
+@pytest.mark.parametrize("routing", ["soft", "hard"])
+def test_openvino_restores_as_pytorch_does(routing):
+    r = restorer(routing)
+    x = torch.rand(2, 3, 37, 53)  # not a multiple of the model's 4: padded, then cropped
+    x[0, :, :10] = 1.0  # saturated pixels: each decoder's clamp happens before the blend
+    for mode in ("multi", "single", "base"):
+        r.runtime = "torch"
+        want = r.restore_float(x, mode)
+        r.runtime = "auto"
+        assert r.runtime_for(mode) == "openvino"
+        got = r.restore_float(x, mode)
+        assert got.shape == want.shape
+        assert (got - want).abs().max() < 1e-5, mode
+        assert torch.equal(got, r.restore_float(x, mode))  # deterministic
+
+
+def test_one_compiled_graph_serves_every_size_and_tiles():
+    r = restorer()
+    r.runtime = "openvino"
+    r.tile, r.margin = 32, 8  # tiles of 32 px with 8 px of context: several shapes
+    for size in [(5, 7), (64, 48), (70, 33)]:
+        x = torch.rand(1, 3, *size)
+        got = r.restore_float(x)
+        r.runtime = "torch"
+        want = r.restore_float(x)
+        r.runtime = "openvino"
+        assert (got - want).abs().max() < 1e-5, size
+    assert list(r._compiled) == ["multi"]  # compiled once, for every shape
+
+
+def test_changed_weights_are_compiled_again_and_the_cache_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("AERESTORE_CACHE", str(tmp_path))
+    r = restorer()
+    r.runtime = "openvino"
+    x = torch.rand(1, 3, 24, 24)
+    before = r.restore_float(x)
+    assert len(list((tmp_path / "openvino").glob("*.xml"))) == 1
+    with torch.no_grad():
+        for d in r.cluster_decoders:
+            d.tail.bias.add_(0.1)
+    after = r.restore_float(x)
+    r.runtime = "torch"
+    assert (after - r.restore_float(x)).abs().max() < 1e-5 and not torch.equal(after, before)
+    assert len(list((tmp_path / "openvino").glob("*.xml"))) == 2
+    # a second restorer with the same weights reads the cached graph: no conversion
+    r.runtime = "openvino"
+    r2 = copy.deepcopy(r)  # copies compile their own (compiled models cannot be copied)
+    import openvino as ov
+
+    def no_convert(*a, **k):
+        raise AssertionError("converted again despite the cache")
+
+    monkeypatch.setattr(ov, "convert_model", no_convert)
+    assert (r2.restore_float(x) - after).abs().max() < 1e-5
+
+
+def test_where_openvino_does_not_apply():
+    r = restorer(method="soft_kmeans")
+    assert r.runtime_for("multi") == "torch"  # auto: centroid routing stays in PyTorch
+    assert r.runtime_for("single") == "openvino"
+    r.runtime = "openvino"
+    with pytest.raises(ValueError, match="OpenVINO runtime does not apply.*'multi'.*soft_kmeans"):
+        r.runtime_for("multi")
+    r.runtime = "fast"
+    with pytest.raises(ValueError, match="runtime must be"):
+        r.runtime_for("single")
+    bf16 = restorer().to("cpu", "bf16")
+    assert bf16.runtime_for("multi") == "torch"

@@ -103,3 +103,15 @@ def test_where_openvino_does_not_apply():
         r.runtime_for("single")
     bf16 = restorer().to("cpu", "bf16")
     assert bf16.runtime_for("multi") == "torch"
+
+
+def test_openvino_is_refused_for_block_restorers():
+    from aerestore.models import create_model
+    from aerestore.restore import Restorer
+
+    model = create_model("conv_ae", latent=8, block=18, channels=3).eval()
+    r = Restorer(model, arch="conv_ae", overlap=4)
+    assert r.runtime_for("multi") == "torch"
+    r.runtime = "openvino"  # what `aerestore restore --runtime openvino` sets
+    with pytest.raises(ValueError, match="fully convolutional restorers.*conv_ae"):
+        r.runtime_for("multi")

@@ -448,7 +448,8 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
                 restorer.overlap != params.blocks.overlap or restorer.block != params.blocks.size):
             raise ValueError(f"{models_dir / arch}: trained on {restorer.block} px blocks, overlap "
                              f"{restorer.overlap}; params say {params.blocks.size}/{params.blocks.overlap}")
-        restorer.runtime = ep.runtime  # unet_ae on the CPU: OpenVINO or PyTorch (evaluate.runtime)
+        if getattr(restorer.model, "fully_conv", False):
+            restorer.runtime = ep.runtime  # unet_ae on the CPU: OpenVINO or PyTorch (evaluate.runtime)
         for mode in MODES:
             restorer.prepare(mode)  # compiled (OpenVINO) before the timed restoring, not during it
             rows[f"{arch}.{mode}"] = restorer_row(restorer, mode)

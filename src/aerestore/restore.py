@@ -151,6 +151,9 @@ class Restorer:
 
     def runtime_for(self, mode: str) -> str:
         """What restores ``mode``: PyTorch (a ``ConvRestorer`` may use OpenVINO)."""
+        if getattr(self, "runtime", "auto") == "openvino":
+            raise ValueError(f"the OpenVINO runtime is built for fully convolutional restorers (unet_ae), "
+                             f"not {self.arch}'s blocks")
         return "torch"
 
     def prepare(self, mode: str) -> None:

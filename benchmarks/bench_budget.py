@@ -20,7 +20,8 @@ Minutes are wall-clock training time on this machine with these threads: compare
 of one invocation with each other, not with another machine's.
 
     python benchmarks/bench_budget.py [--prepared data/prepared] [--split test] \\
-        [--steps 500 1000 2000 4000] [--threads 1] [--set recon=mse] [--out docs/benchmarks/budget]
+        [--steps 500 1000 2000 4000] [--threads 1] [--set recon=mse] [--model width=24] \\
+        [--out docs/benchmarks/budget]
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a train key of unet_ae (repeatable)")
+    ap.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a model keyword of unet_ae (arch.unet_ae.model), e.g. width=24 (repeatable)")
     ap.add_argument("--classical", nargs="+", default=["bm3d", "tv", "nlmeans"])
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/budget"),
                     help="writes <out>.json and <out>.png")
@@ -178,6 +181,7 @@ def main() -> None:
 
     params = load_params(args.params)
     overrides = parse_set(args.overrides)
+    model_kwargs = {**params.arch_params(ARCH).model, **parse_set(args.model_overrides)}
     train_params(args.params, overrides, args.steps[0], args.threads)  # bad overrides stop here, before any work
     train = ImageData.load(args.prepared, "train")
     if train_params(args.params, overrides, args.steps[0], args.threads).fresh_damage:  # as train@unet_ae
@@ -205,7 +209,7 @@ def main() -> None:
         cfg = train_params(args.params, overrides, steps, args.threads)
         seed_everything(params.seed)
         model = create_model(ARCH, latent=params.latent_for(ARCH), block=cfg.crop, channels=train.channels,
-                             loss=LossConfig.from_train(cfg), **params.arch_params(ARCH).model)
+                             loss=LossConfig.from_train(cfg), **model_kwargs)
         t0 = time.perf_counter()
         result = fit_crops(model, train, val, cfg, params.seed)
         seconds = time.perf_counter() - t0
@@ -218,7 +222,8 @@ def main() -> None:
 
     report = {
         "conditions": {"prepared": str(args.prepared), "split": args.split, "images": len(idx),
-                       "threads": args.threads, "overrides": overrides, "seed": params.seed,
+                       "threads": args.threads, "overrides": overrides, "model": model_kwargs,
+                       "seed": params.seed,
                        "train": {k: v for k, v in cfg.model_dump().items()
                                  if k in ("batch_size", "crop", "lr", "warmup", "eval_every", "recon",
                                           "damage_weight", "fresh_damage")},

@@ -115,3 +115,35 @@ def test_openvino_is_refused_for_block_restorers():
     r.runtime = "openvino"  # what `aerestore restore --runtime openvino` sets
     with pytest.raises(ValueError, match="fully convolutional restorers.*conv_ae"):
         r.runtime_for("multi")
+
+
+def test_cli_runtime_openvino_restores_as_torch_and_refuses_where_it_cannot(tmp_path, capsys):
+    """`aerestore restore --runtime openvino` writes the PNG `--runtime torch` writes (a
+    unet_ae model.pt alone: its shared decoder), and on a block network it is an error
+    naming why, before any image is read."""
+    from PIL import Image
+    from helpers import tiny_model
+
+    from aerestore import cli
+    from aerestore.models import create_model, save_model
+
+    torch.manual_seed(0)
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_model(create_model("unet_ae", latent=8, block=16, channels=3, width=4, levels=2), unet / "model.pt")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)).save(photo)
+    outs = {}
+    for runtime in ("torch", "openvino"):
+        out = tmp_path / runtime
+        assert cli.main(["restore", str(photo), "--model", str(unet), "-o", str(out), "--runtime", runtime,
+                         "--no-progress"]) == 0
+        outs[runtime] = np.asarray(Image.open(out / "photo.png"))
+    assert np.abs(outs["torch"].astype(int) - outs["openvino"]).max() <= 1  # rounding of ~1e-6
+    blocks = tmp_path / "conv"
+    blocks.mkdir()
+    save_model(tiny_model("conv_ae", block=16), blocks / "model.pt", overlap=4)
+    assert cli.main(["restore", str(photo), "--model", str(blocks), "-o", str(tmp_path / "x"),
+                     "--runtime", "openvino"]) == 2
+    assert "fully convolutional restorers (unet_ae), not conv_ae" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -125,7 +125,18 @@ def pip_requirements() -> list[str]:
         f"torch=={torch.__version__.split('+')[0]}",
         f"numpy=={np.__version__}",
         f"cloudpickle=={cloudpickle.__version__}",
+        *openvino_requirement(),
     ]
+
+
+def openvino_requirement() -> list[str]:
+    """OpenVINO, which compiles the unet_ae restorer on the CPU (aerestore.ovruntime), pinned
+    when installed; without it the served restorer runs in PyTorch."""
+    try:
+        import openvino
+    except ImportError:
+        return []
+    return [f"openvino=={openvino.__version__.split('-')[0]}"]
 
 
 def log_restorer(

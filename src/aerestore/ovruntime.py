@@ -6,7 +6,8 @@ time through oneDNN; OpenVINO (Intel's inference runtime, Apache 2.0, pip ``open
 compiles the whole function into one graph, fuses each convolution with its ReLU, bias and
 residual add, and keeps the activations in its blocked layout between them. Measured on 2
 cores, one 256 px RGB image (``benchmarks/bench_restore.py``): the per-cluster restorer at
-about 1.6-1.9x the speed of PyTorch's channels-last path, the same function to ~1e-6
+1.4x the speed of PyTorch's channels-last path on a quiet machine (2.28 against 1.60 Mpx/s;
+1.5-1.9x with other jobs on the machine), the same function to ~1e-6
 (fp32 both; ``tests/test_ovruntime.py`` checks 1e-5 on images of odd sizes). ONNX Runtime
 1.32 was measured no faster than PyTorch here (README, Benchmarks), which is why this is
 OpenVINO and not the ONNX route.
@@ -18,8 +19,9 @@ maps), every decoder's clamped output and their blend: exactly
 because the original splits the work across Python objects (features, routing, decoders) and
 Python-level shape arithmetic that a trace would freeze to the example's size (the output's
 crop). The image is padded (as the model pads) before the call and cropped after it, so one
-compiled model serves every size (dynamic height and width). Routing by soft k-means centroids or a learned
-gate is not compiled: those restorers run in PyTorch (:func:`supports`).
+compiled model serves every size (dynamic height and width). Routing by soft k-means
+centroids or a learned gate is not compiled: those restorers run in PyTorch
+(:func:`supports`).
 
 Converting the PyTorch graph takes about 2 s, compiling the converted one 0.1 s: the
 converted graph is kept in ``$AERESTORE_CACHE/openvino`` (default

@@ -129,7 +129,8 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = report["runs"]
-    minutes = [r["train_seconds"] / 60 for r in runs]
+    rate = report.get("plot_steps_per_second")
+    minutes = [r["steps"] / rate / 60 if rate else r["train_seconds"] / 60 for r in runs]
     fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.0))
     for ax, (col, title) in zip(axes.flat, PANELS):
         ax.plot(minutes, [r[col] for r in runs], "o-", color="C0", label=f"{ARCH} (shared decoder)")
@@ -141,7 +142,8 @@ def plot(report: dict, path: Path) -> None:
             ax.axhline(best["value"] + TARGETS[col], color="C3", ls=":", lw=1,
                        label=f"target: +{TARGETS[col]} dB")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel(f"training minutes ({report['conditions']['threads']} thread(s))")
+        ax.set_xlabel(f"training minutes at {rate:g} steps/s (steps / rate)" if rate else
+                      f"training minutes ({report['conditions']['threads']} thread(s))")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{ARCH}: quality against training budget\n({report['conditions']['images']} "
@@ -172,7 +174,21 @@ def main() -> None:
                     help="a JSON file of the classical scores, reused when it holds the same "
                          "images (BM3D is slow), else written; default: none")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--rate", type=float, default=None, metavar="STEPS_PER_S",
+                    help="plot minutes as steps / this rate (e.g. the default run's train@unet_ae "
+                         "steps per second on a quiet machine) instead of this run's wall clock, "
+                         "which other jobs on the machine distort")
+    ap.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                    help="redraw <out>.png from a report this script wrote (with --rate), no training")
     args = ap.parse_args()
+    if args.replot is not None:
+        report = read_json(args.replot)
+        if args.rate:
+            report["plot_steps_per_second"] = args.rate
+            write_json(args.replot, report)
+        plot(report, args.out.with_suffix(".png"))
+        print(f"wrote {args.out.with_suffix('.png')}")
+        return
     unknown = [n for n in args.classical if n not in RESTORERS]
     if unknown:
         raise SystemExit(f"--classical: unknown restorer(s) {unknown}; known: {list(RESTORERS)}")
@@ -210,10 +226,10 @@ def main() -> None:
         seed_everything(params.seed)
         model = create_model(ARCH, latent=params.latent_for(ARCH), block=cfg.crop, channels=train.channels,
                              loss=LossConfig.from_train(cfg), **model_kwargs)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fit_crops(model, train, val, cfg, params.seed)
-        seconds = time.perf_counter() - t0
-        row = {"steps": steps, "train_seconds": round(seconds, 1), **scores(restore(model, scored), clean, masks),
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        row = {"steps": steps, "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1), **scores(restore(model, scored), clean, masks),
                "best_step": result.history[result.best_epoch - 1]["step"]}
         row["margin_db"] = {c: round(row[c] - best[c]["value"], 3) for c in COLUMNS if c != "ssim"}
         runs.append(row)
@@ -231,6 +247,8 @@ def main() -> None:
                        "torch": torch.__version__},
         "classical": classical, "best_classical": best, "targets_db": TARGETS, "runs": runs,
     }
+    if args.rate:
+        report["plot_steps_per_second"] = args.rate
     write_json(args.out.with_suffix(".json"), report)
     if not args.no_plot:
         plot(report, args.out.with_suffix(".png"))

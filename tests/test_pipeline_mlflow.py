@@ -192,6 +192,7 @@ def wait_for_queue(repo, timeout: float = 600) -> str:
     pytest.fail(f"the queue did not finish in {timeout:.0f} s:\n{status}")
 
 
+@pytest.mark.team  # two experiments at once on one store, ~2 min: run with the team set-up tests (-m team)
 def test_queued_experiments_two_at_a_time_lose_no_run(tracked):
     run(["git", "add", "-A"], tracked)
     run(["git", "commit", "-qm", "baseline results"], tracked)

@@ -325,7 +325,7 @@ class ConvRestorer(Restorer):
         nets = [self.model, self.control, *self.cluster_decoders]
         if not self.channels_last or self.device.type != "cpu":
             return nets[0], nets[1], nets[2:]
-        key = tuple((id(p), p._version) for net in nets for p in net.parameters())
+        key = self._weights_key()  # the same key tells the OpenVINO graphs to recompile
         if self._copies is None or self._copies[0] != key:
             copies = copy.deepcopy(nets)  # one deepcopy: a fallback decoder stays the control
             for net in copies:
@@ -338,6 +338,8 @@ class ConvRestorer(Restorer):
         return {**self.__dict__, "_compiled": None}
 
     def _weights_key(self) -> tuple:
+        """Changes whenever a weight of any network changes (the parameters' version
+        counters): the channels-last copies and the compiled graphs are remade then."""
         nets = [self.model, self.control, *self.cluster_decoders]
         return tuple((id(p), p._version) for net in nets for p in net.parameters())
 

@@ -17,7 +17,7 @@ from aerestore.attributes import prepared_origins  # noqa: E402
 from aerestore.explore import explore_images, pick  # noqa: E402
 from aerestore.io import atomic_dir, write_json  # noqa: E402
 from aerestore.models import read_model  # noqa: E402
-from aerestore.stage import StageError, main, seed_everything, set_threads  # noqa: E402
+from aerestore.stage import StageError, main, record_machine, seed_everything, set_threads  # noqa: E402
 from aerestore.tracking import stage_run  # noqa: E402
 
 
@@ -114,6 +114,7 @@ def run(params, args):
         mlrun.log_metrics({k: v for k, v in metrics.items() if k not in ("arch", "interpolation")})
         mlrun.log_artifact(out, "explore")
         mlrun.log_artifact(Path(f"metrics/explore/{arch}.json"), "explore")
+        record_machine(f"explore_{arch}", mlrun)  # the chained AE trains: its floats depend on it
         print(f"explore@{arch}: {', '.join(sorted(grids))} in {out}; midpoints' nearest-train MSE "
               f"{metrics['plausibility_clean']['midpoints_mse']:.4f} vs endpoints' "
               f"{metrics['plausibility_clean']['endpoints_mse']:.4f}", file=sys.stderr)

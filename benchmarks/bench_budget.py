@@ -16,6 +16,12 @@ them in each column is drawn as a horizontal line.
 Writes ``<out>.json`` (conditions, every run's metrics and training seconds, the
 classical scores, and for each run its margin over the best classical restorer in each
 column) and ``<out>.png`` (PSNR whole / blur / clean and SSIM against training minutes).
+``--merge A.json B.json ...`` joins reports of separate invocations (e.g. a long run made
+later, or another seed from ``--params``) into ``<out>``: they must have scored the same
+images with the same training settings (threads aside); the runs of the first report's
+seed form the curve, those of other seeds are drawn as their own points. (A report's seed is
+the training's: initial weights, crops, fresh damage. The images scored are those of
+``--prepared``, whatever the seed.)
 Minutes are wall-clock training time on this machine with these threads: compare the runs
 of one invocation with each other, not with another machine's.
 
@@ -130,12 +136,20 @@ def plot(report: dict, path: Path) -> None:
 
     runs = report["runs"]
     rate = report.get("plot_steps_per_second")
-    minutes = [r["steps"] / rate / 60 if rate else r["train_seconds"] / 60 for r in runs]
+
+    def minutes_of(rows):
+        return [r["steps"] / rate / 60 if rate else r["train_seconds"] / 60 for r in rows]
+
+    minutes = minutes_of(runs)
+    seed = report["conditions"]["seed"]
     fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.0))
     for ax, (col, title) in zip(axes.flat, PANELS):
-        ax.plot(minutes, [r[col] for r in runs], "o-", color="C0", label=f"{ARCH} (shared decoder)")
+        ax.plot(minutes, [r[col] for r in runs], "o-", color="C0", label=f"{ARCH} (shared decoder), training seed {seed}")
         for m, r in zip(minutes, runs):
             ax.annotate(str(r["steps"]), (m, r[col]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        for i, (other, rows) in enumerate(sorted(report.get("runs_by_seed", {}).items())):
+            ax.plot(minutes_of(rows), [r[col] for r in rows], "s--", mfc="none", color=f"C{i + 1}",
+                    label=f"training seed {other}")
         best = report["best_classical"][col]
         ax.axhline(best["value"], color="C3", ls="--", label=f"best classical ({best['name']})")
         if col in TARGETS:
@@ -153,6 +167,48 @@ def plot(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# conditions that must agree for two reports' runs to share a figure (threads may differ)
+SAME = ("prepared", "split", "images", "overrides", "model", "train")
+
+
+def _same_scores(a: dict, b: dict, tol: float = 1e-4) -> bool:
+    """The same restorers and columns, equal to ``tol`` (the last bits of BM3D's FFTs may
+    differ between CPUs)."""
+    return a.keys() == b.keys() and all(
+        a[n].keys() == b[n].keys() and all(abs(a[n][c] - b[n][c]) <= tol for c in a[n]) for n in a)
+
+
+def merge(paths: list[Path]) -> dict:
+    """One report from several: the first report's conditions and classical scores; every
+    run of its seed in ``runs`` (by steps; a budget run twice keeps the later report's),
+    the runs of other seeds in ``runs_by_seed``. Reports that scored other images or
+    trained with other settings are refused, naming the file and the condition."""
+    reports = [read_json(p) for p in paths]
+    base = reports[0]
+    seed = base["conditions"]["seed"]
+    same_seed: dict[int, dict] = {}
+    by_seed: dict[str, dict[int, dict]] = {}
+    for path, report in zip(paths, reports):
+        for key in SAME:
+            if report["conditions"].get(key) != base["conditions"].get(key):
+                raise SystemExit(f"--merge: {path} has conditions.{key} = {report['conditions'].get(key)!r}, "
+                                 f"{paths[0]} {base['conditions'].get(key)!r}")
+        if not _same_scores(report["classical"], base["classical"]):
+            raise SystemExit(f"--merge: {path} scored other images or classical restorers than {paths[0]}")
+        runs = {r["steps"]: {**r, "threads": r.get("threads", report["conditions"]["threads"])}
+                for r in report["runs"]}
+        if report["conditions"]["seed"] == seed:
+            same_seed.update(runs)
+        else:
+            by_seed.setdefault(str(report["conditions"]["seed"]), {}).update(runs)
+    merged = {k: v for k, v in base.items() if k not in ("runs", "runs_by_seed")}
+    merged["runs"] = [same_seed[k] for k in sorted(same_seed)]
+    if by_seed:
+        merged["runs_by_seed"] = {s: [rows[k] for k in sorted(rows)] for s, rows in sorted(by_seed.items())}
+    merged["merged_from"] = [str(p) for p in paths]
+    return merged
 
 
 def main() -> None:
@@ -180,7 +236,17 @@ def main() -> None:
                          "which other jobs on the machine distort")
     ap.add_argument("--replot", type=Path, default=None, metavar="JSON",
                     help="redraw <out>.png from a report this script wrote (with --rate), no training")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="join reports this script wrote (same images and settings) into <out>, no training")
     args = ap.parse_args()
+    if args.merge:
+        report = merge(args.merge)
+        if args.rate:
+            report["plot_steps_per_second"] = args.rate
+        write_json(args.out.with_suffix(".json"), report)
+        plot(report, args.out.with_suffix(".png"))
+        print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+        return
     if args.replot is not None:
         report = read_json(args.replot)
         if args.rate:

@@ -105,10 +105,9 @@ def main() -> None:
                 in_torch = copy.copy(restorer)
                 in_torch.runtime = "torch"
                 variants.append((in_torch, ", PyTorch"))
+                x = torch.from_numpy(img).permute(2, 0, 1)[None] / 255.0
                 for mode in ("multi", "single"):
-                    diff = float((restorer.restore_float(torch.from_numpy(img).permute(2, 0, 1)[None] / 255.0, mode)
-                                  - in_torch.restore_float(torch.from_numpy(img).permute(2, 0, 1)[None] / 255.0, mode)
-                                  ).abs().max())
+                    diff = float((restorer.restore_float(x, mode) - in_torch.restore_float(x, mode)).abs().max())
                     if diff > 1e-5:
                         raise SystemExit(f"OpenVINO and PyTorch differ by {diff:g} ({mode}, {routing})")
         if args.reference and isinstance(restorer, ConvRestorer):

@@ -51,6 +51,29 @@ def test_openvino_restores_as_pytorch_does(routing):
         assert torch.equal(got, r.restore_float(x, mode))  # deterministic
 
 
+def test_restoring_a_uint8_image_in_numpy_gives_the_torch_glue_s_pixels(monkeypatch):
+    """ConvRestorer.restore feeds OpenVINO from NumPy (no torch thread pool beside OpenVINO's):
+    the same uint8 pixels as the generic path through restore_float, for sizes that reflect,
+    that replicate (smaller than the padding) and that need none; grey input too."""
+    from aerestore.restore import Restorer
+
+    r = restorer()
+    rng = np.random.default_rng(0)
+    for shape in [(37, 53, 3), (3, 2, 3), (64, 48, 3), (21, 30)]:
+        img = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        img[:5] = 255  # saturated rows
+        for mode in ("multi", "single"):
+            assert r.runtime_for(mode) == "openvino"
+            got = r.restore(img, mode)
+            want = Restorer.restore(r, img, mode)  # torch glue around the same compiled graph
+            assert got.dtype == np.uint8 and got.shape == want.shape == shape[:2] + (3,)
+            assert np.array_equal(got, want), (shape, mode)
+    calls = []  # larger than one tile: the generic (tiled) path
+    monkeypatch.setattr(Restorer, "restore", lambda self, image, mode="multi": calls.append(image.shape) or "tiled")
+    r.tile = 16
+    assert r.restore(img) == "tiled" and calls == [img.shape]
+
+
 def test_one_compiled_graph_serves_every_size_and_tiles():
     r = restorer()
     r.runtime = "openvino"

@@ -379,6 +379,18 @@ class ConvRestorer(Restorer):
             self._compiled[mode] = held
         return held[1]
 
+    def restore(self, image: np.ndarray, mode: str = "multi") -> np.ndarray:
+        """As :meth:`Restorer.restore`; where OpenVINO restores ``mode`` and the image is
+        one tile, in NumPy from end to end (see :meth:`ovruntime.Compiled.run_array`: the
+        same numbers, without torch's threads spinning beside OpenVINO's)."""
+        img = self.to_model_channels(image)
+        h, w = img.shape[:2]
+        if mode not in MODES or h * w > self.tile * self.tile or self.runtime_for(mode) != "openvino":
+            return super().restore(image, mode)
+        x = (img.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None]
+        y = self._compiled_mode(mode).run_array(x)[0].transpose(1, 2, 0)
+        return np.clip(np.rint(y * np.float32(255.0)), 0, 255).astype(np.uint8)
+
     @torch.no_grad()
     def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:
         device = self.device

@@ -232,11 +232,17 @@ class Restorer:
         return img
 
     def restore(self, image: np.ndarray, mode: str = "multi") -> np.ndarray:
-        """Restore one uint8 image (H, W[, C]) of any size; returns uint8 (H, W, channels)."""
+        """Restore one uint8 image (H, W[, C]) of any size; returns uint8 (H, W, channels).
+        The scaling to and from [0, 1] is NumPy's, so that a restorer compiled by another
+        runtime is fed without a torch operation (see :meth:`ConvRestorer._restore_array`)."""
         img = self.to_model_channels(image)
-        x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float().div_(255.0)
-        y = self.restore_float(x, mode)[0].permute(1, 2, 0).numpy()
-        return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+        x = (img.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None]
+        y = self._restore_array(x, mode)[0].transpose(1, 2, 0)
+        return np.clip(np.rint(y * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+    def _restore_array(self, x: np.ndarray, mode: str) -> np.ndarray:
+        """float32 (N, C, H, W) in [0, 1] -> the same restored: :meth:`restore_float`."""
+        return self.restore_float(torch.from_numpy(np.ascontiguousarray(x)), mode).numpy()
 
 
 class ConvRestorer(Restorer):
@@ -379,17 +385,15 @@ class ConvRestorer(Restorer):
             self._compiled[mode] = held
         return held[1]
 
-    def restore(self, image: np.ndarray, mode: str = "multi") -> np.ndarray:
-        """As :meth:`Restorer.restore`; where OpenVINO restores ``mode`` and the image is
-        one tile, in NumPy from end to end (see :meth:`ovruntime.Compiled.run_array`: the
-        same numbers, without torch's threads spinning beside OpenVINO's)."""
-        img = self.to_model_channels(image)
-        h, w = img.shape[:2]
-        if mode not in MODES or h * w > self.tile * self.tile or self.runtime_for(mode) != "openvino":
-            return super().restore(image, mode)
-        x = (img.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None]
-        y = self._compiled_mode(mode).run_array(x)[0].transpose(1, 2, 0)
-        return np.clip(np.rint(y * np.float32(255.0)), 0, 255).astype(np.uint8)
+    def _restore_array(self, x: np.ndarray, mode: str) -> np.ndarray:
+        """Where OpenVINO restores ``mode`` and the images are one tile, straight from NumPy
+        (:meth:`ovruntime.Compiled.run_array`: the same numbers, without torch's threads
+        spinning beside OpenVINO's); otherwise :meth:`restore_float` (tiles, PyTorch)."""
+        h, w = x.shape[-2:]
+        if (x.shape[1] != self.channels or mode not in MODES or h * w > self.tile * self.tile
+                or self.runtime_for(mode) != "openvino"):
+            return super()._restore_array(x, mode)
+        return self._compiled_mode(mode).run_array(x)
 
     @torch.no_grad()
     def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:

@@ -239,21 +239,15 @@ def main() -> None:
     ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                     help="join reports this script wrote (same images and settings) into <out>, no training")
     args = ap.parse_args()
-    if args.merge:
-        report = merge(args.merge)
+    if args.merge or args.replot is not None:  # no training: a report from reports, redrawn
+        report = merge(args.merge) if args.merge else read_json(args.replot)
+        json_out = args.out.with_suffix(".json") if args.merge else args.replot
         if args.rate:
             report["plot_steps_per_second"] = args.rate
-        write_json(args.out.with_suffix(".json"), report)
+        if args.merge or args.rate:
+            write_json(json_out, report)
         plot(report, args.out.with_suffix(".png"))
-        print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
-        return
-    if args.replot is not None:
-        report = read_json(args.replot)
-        if args.rate:
-            report["plot_steps_per_second"] = args.rate
-            write_json(args.replot, report)
-        plot(report, args.out.with_suffix(".png"))
-        print(f"wrote {args.out.with_suffix('.png')}")
+        print(f"wrote {args.out.with_suffix('.png')}" + (f" and {json_out}" if args.merge or args.rate else ""))
         return
     unknown = [n for n in args.classical if n not in RESTORERS]
     if unknown:

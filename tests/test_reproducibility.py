@@ -105,13 +105,15 @@ def test_the_machine_record_is_written_and_tagged(tmp_path, monkeypatch):
         tmp_path / "metrics/machine/train_conv_ae.json").read_bytes()
 
 
-def _train_blocks(threads: int) -> dict[str, torch.Tensor]:
+def _train_blocks(threads: int, before_fit=None) -> dict[str, torch.Tensor]:
     from helpers import block_data, tiny_model
 
     from aerestore.train import fit
 
     data = block_data(n_images=2)
-    model = tiny_model(latent=16)
+    model = tiny_model(latent=16)  # its dummy forward pass runs with the caller's threads
+    if before_fit:
+        before_fit()
     fit(model, data, data, TrainParams(epochs=2, batch_size=32, threads=threads, patience=0), seed=5,
         progress=False)
     return model.state_dict()
@@ -136,10 +138,34 @@ def test_same_seed_and_threads_give_bit_identical_weights(train):
         assert torch.equal(a[key], b[key]), key  # bit for bit, not approximately
 
 
-def test_another_thread_count_computes_other_weights():
-    """Why the count is fixed: the sums are split between the threads (about 1e-7 apart here)."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_computes_with_the_thread_count_it_is_given(threads, monkeypatch):
+    """What the code promises: ``fit`` computes with exactly ``train.threads`` threads,
+    whatever the process had before (the conftest sets 1), so that the count is fixed by
+    the param and recorded, not by the machine."""
+    seen: list[int] = []
+    real = torch.nn.Module.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    def watch():
+        torch.set_num_threads(3 - threads)  # the other count, so that the test sees a change
+        monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+
+    _train_blocks(threads, before_fit=watch)
+    assert seen and set(seen) == {threads}
+
+
+def test_another_thread_count_gives_the_same_weights_up_to_rounding():
+    """Another thread count may split the sums differently (on AVX-512 machines 1 and 2
+    threads differ by ~1e-7; on some AVX2-only CPUs they are bit-identical): which of the
+    two happens is a property of the CPU and its BLAS, not of our code, so it is not
+    asserted. What holds on any CPU is that the difference is rounding, not another
+    training."""
     a, b = _train_blocks(1), _train_blocks(2)
-    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 

@@ -24,7 +24,7 @@ from test_explore import fitted
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The recipes of README "The generative side", as `dvc exp run -S` would set them.
+# The recipes of "The generative side" (docs/generative.md), as `dvc exp run -S` would set them.
 WHOLE_IMAGE_VAE = {
     "architectures": ["vae_lfw"], "explore": {"architectures": ["vae_lfw"]},
     "blocks": {"size": 64, "overlap": 0},
@@ -47,8 +47,8 @@ def test_the_readme_recipes_are_valid_params(recipe):
     params = parse_params(_with(raw, recipe))
     if recipe is WHOLE_IMAGE_VAE:
         assert params.blocks.size == params.data.image_size and params.blocks.overlap == 0
-    readme = (REPO / "README.md").read_text()
-    assert "## The generative side" in readme
+    page = (REPO / "docs" / "generative.md").read_text()
+    assert "## The generative side" in page
 
 
 @pytest.fixture(scope="module")

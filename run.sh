@@ -2,6 +2,8 @@
 # aerestore in one command, on a fresh clone:
 #   ./run.sh repro   set up .venv, then `dvc repro` the pipeline and print the summary table
 #   ./run.sh test    set up .venv (with the test extras), then run the whole test suite
+#   ./run.sh docs    set up .venv (with the docs extra), then build the documentation site
+#                    (sphinx-build -W: a warning, e.g. a broken link, fails) in docs/_build/html
 # Extra arguments go to dvc repro / pytest. Set-up is skipped when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -53,8 +55,23 @@ case "$cmd" in
     # fixture), in collection order: the long pipeline files first (tests/conftest.py)
     python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
     ;;
+  docs)
+    setup
+    # the docs extra (Sphinx, MyST) on top of the set-up, once per pyproject.toml
+    docs_stamp=.venv/.aerestore-docs
+    docs_want="$(sha256sum pyproject.toml | cut -c1-16)"
+    if [ "$(cat "$docs_stamp" 2>/dev/null)" != "$docs_want" ]; then
+      echo "==> installing the docs extra (sphinx, myst-parser)"
+      python -m pip install -q -e '.[docs]'
+      echo "$docs_want" > "$docs_stamp"
+    fi
+    # from scratch each time, so that a warning of an unchanged page is not hidden
+    rm -rf docs/_build docs/api
+    python -m sphinx -W --keep-going -b html docs docs/_build/html "$@"
+    echo "==> open docs/_build/html/index.html"
+    ;;
   *)
-    echo "usage: ./run.sh repro [dvc repro args] | ./run.sh test [pytest args]" >&2
+    echo "usage: ./run.sh repro [dvc repro args] | ./run.sh test [pytest args] | ./run.sh docs [sphinx-build args]" >&2
     exit 2
     ;;
 esac

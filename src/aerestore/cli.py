@@ -1,4 +1,4 @@
-"""The ``aerestore`` command.
+"""The ``aerestore`` command::
 
     aerestore restore photo.jpg scans/*.png --model models:/aerestore-conv_ae/latest -o restored/
     aerestore init-store          # create/migrate mlflow.db and the experiment (before parallel stages)

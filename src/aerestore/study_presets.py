@@ -164,7 +164,7 @@ def is_sweep(override: str) -> bool:
 
 def dvc_command(preset: StudyPreset, base: dict, sample: bool = False, queue: bool = False,
                 extra: list[str] | None = None) -> list[str]:
-    """``dvc exp run [--queue] [-n <name>[-sample]] -S ... -S ...`` (validated first), with the
+    """``dvc exp run [--queue] [-n <name>[-sample]] -S key=value...`` (validated first), with the
     ``extra`` ``-S`` overrides last (they win); a sweep among them (``seed=1,2,3``) drops the
     name, which one experiment only can take."""
     resolve(preset, base, sample)

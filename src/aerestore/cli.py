@@ -636,7 +636,7 @@ def _add_report(sub: Any) -> None:
         description="Train the arms each claim needs (param overrides on params.yaml, scaled down "
         "to the offline sample data) for every seed, or reuse their cached results "
         "(reports/cache/), then write reports/claims.md, reports/claims.json and one plot per "
-        "claim (reports/claims/). See the README section on `aerestore report`.",
+        "claim (reports/claims/). See docs/studies.md, \"The studies' claims\".",
     )
     p.add_argument("--claims", default=None, metavar="N,N", help="only these claims (e.g. 3,7; default: all ten)")
     p.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds 1..K per arm (default 3)")

@@ -343,7 +343,7 @@ class EvaluateParams(_Strict):
 
 
 class ExploreParams(_Strict):
-    """The generative side (``explore@<arch>``, README "The generative side")."""
+    """The generative side (``explore@<arch>``, docs/generative.md)."""
 
     architectures: list[str] = []  # one explore@<arch> stage each (trained block models; VAEs also sample)
     pairs: int = Field(4, ge=1, le=32)  # test-image pairs interpolated (one grid row each)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from pydantic import TypeAdapter
@@ -216,3 +218,31 @@ def test_rejects_bad_input():
         degrade_image(np.zeros((4, 4, 3), np.float32), [], np.random.default_rng(0))
     with pytest.raises(ValueError):
         degrade_image(np.zeros((4, 4), np.uint8), [], np.random.default_rng(0))
+
+
+# The default pipeline's damage (params.yaml prepare.degrade), pinned: its prepared images
+# must stay byte-identical whatever else changes here (e.g. the study presets' ops moving
+# to albumentations). The hash was taken from the implementation of commit fb69b6b.
+DEFAULT_DAMAGE = [
+    op(op="local_blur", kernel="gaussian", regions=[1, 2], radius=[0.2, 0.35], strength=[1.5, 3.0],
+       feather=0.5, prob=1.0),
+    op(op="local_noise", regions=[1, 2], radius=[0.2, 0.35], std=[0.1, 0.2], feather=0.5, exclusive=True,
+       prob=1.0),
+    op(op="gaussian_noise", std=[0.01, 0.03], prob=1.0),
+]
+DEFAULT_DAMAGE_SHA256 = "a683b148929f6fd5469e2270b389f49df5949b40f9a1c8eb7bc8f77ac3e35a9b"
+
+
+def test_default_damage_is_params_yaml_and_byte_identical():
+    from pathlib import Path
+
+    from aerestore.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert list(params.prepare.degrade) == DEFAULT_DAMAGE  # the pinned list is the default's
+    digest = hashlib.sha256()
+    for seed in range(4):
+        degraded, mask = degrade_image(textured(64, 64, 3, seed=seed), DEFAULT_DAMAGE, np.random.default_rng(seed))
+        digest.update(degraded.tobytes())
+        digest.update(mask.tobytes())
+    assert digest.hexdigest() == DEFAULT_DAMAGE_SHA256

@@ -106,11 +106,66 @@ def test_noise_std_and_salt_pepper_amount():
     noisy, _ = degrade_image(grey, [op(op="gaussian_noise", std=0.04)], np.random.default_rng(0))
     assert abs((noisy.astype(float) - 128).std() - 0.04 * 255) < 0.05 * 0.04 * 255
     sp, _ = degrade_image(grey, [op(op="salt_pepper", amount=0.2, salt_ratio=0.25)], np.random.default_rng(0))
-    hit = (sp != 128).any(axis=2)
-    assert abs(hit.mean() - 0.2) < 0.02
-    assert set(np.unique(sp[hit])) <= {0, 255}
-    salt = (sp[hit] == 255).all(axis=1).mean()
-    assert abs(salt - 0.25) < 0.05
+    hit = sp != 128  # channel values: salt and pepper is channel-wise
+    assert hit.sum() == int(100 * 100 * 3 * 0.2)  # SaltAndPepper hits exactly floor(H W C amount)
+    assert set(np.unique(sp[hit])) == {0, 255}
+    assert abs((sp[hit] == 255).mean() - 0.25) < 0.01
+    # the channels are hit apart: a pixel's three values are all hit about amount^3 of the time
+    assert abs(hit.all(axis=2).mean() - 0.2**3) < 0.004 and abs(hit.any(axis=2).mean() - (1 - 0.8**3)) < 0.02
+
+
+def test_a_salt_pepper_hit_changes_one_channel():
+    """The bottleneck study (004), 3.1.3: "Channel-wise salt and pepper noise"."""
+    grey = np.full((10, 10, 3), 128, np.uint8)
+    one_hit = op(op="salt_pepper", amount=0.004)  # floor(300 * 0.004) = 1 channel value
+    for seed in range(10):
+        sp, _ = degrade_image(grey, [one_hit], np.random.default_rng(seed))
+        changed = sp != grey
+        assert changed.sum() == 1  # one value of one pixel
+        assert changed.any(axis=2).sum() == 1 and sp[changed][0] in (0, 255)
+
+
+# The ops that are albumentations transforms (data/degrade.py, "Whose code")
+ALBUMENTATIONS_OPS = [
+    op(op="gaussian_noise", std=[0.02, 0.1], impl="albumentations"),
+    op(op="salt_pepper", amount=[0.02, 0.05], salt_ratio=0.5),
+    op(op="coarse_dropout", holes=[1, 3], size=[0.1, 0.2], fill=0),
+    op(op="grayscale"),
+]
+
+
+@pytest.mark.parametrize("the_op", ALBUMENTATIONS_OPS, ids=lambda o: o.op)
+def test_albumentations_ops_are_seeded_by_the_generator_alone(the_op):
+    import random
+
+    clean = textured()
+    outs = []
+    for state in (0, 1):  # the global NumPy and Python generators play no part
+        np.random.seed(state)
+        random.seed(state)
+        outs.append(degrade_image(clean, [the_op], np.random.default_rng(3))[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    other = degrade_image(clean, [the_op], np.random.default_rng(4))[0]
+    assert (the_op.op == "grayscale") == np.array_equal(other, outs[0])  # only grey draws nothing
+
+
+def test_albumentations_gauss_noise_std():
+    grey = np.full((100, 100, 3), 128, np.uint8)
+    noisy, _ = degrade_image(grey, [op(op="gaussian_noise", std=0.04, impl="albumentations")],
+                             np.random.default_rng(0))
+    diff = noisy.astype(float) - 128
+    assert abs(diff.std() - 0.04 * 255) < 0.05 * 0.04 * 255
+    assert abs(np.corrcoef(diff[..., 0].ravel(), diff[..., 1].ravel())[0, 1]) < 0.05  # per channel
+    ours, _ = degrade_image(grey, [op(op="gaussian_noise", std=0.04)], np.random.default_rng(0))
+    assert not np.array_equal(noisy, ours)  # why the default keeps its own draw (byte-identical)
+
+
+def test_grayscale_is_the_colourisers_grey():
+    from aerestore.colour import to_grey
+
+    clean = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    degraded, _ = degrade_image(clean, [op(op="grayscale")], np.random.default_rng(0))
+    np.testing.assert_array_equal(degraded, to_grey(clean))
 
 
 def test_coarse_dropout_hole_size_and_fill():
@@ -119,6 +174,18 @@ def test_coarse_dropout_hole_size_and_fill():
     ys, xs = np.nonzero(out[..., 0] == 7)
     assert len(ys) == 100  # one 10 x 10 hole
     assert ys.max() - ys.min() == 9 and xs.max() - xs.min() == 9
+    assert set(np.unique(out)) == {7, 100}
+
+
+def test_coarse_dropout_the_bottleneck_studys_squares():
+    """004, 3.1.3: "Random cutout/occlusion of the image with three 12x12 black squares"."""
+    clean = np.full((64, 64, 3), 100, np.uint8)
+    for seed in range(5):
+        one, _ = degrade_image(clean, [op(op="coarse_dropout", holes=1, size=0.1875)], np.random.default_rng(seed))
+        ys, xs = np.nonzero((one == 0).all(axis=2))
+        assert len(ys) == 144 and np.ptp(ys) == 11 and np.ptp(xs) == 11  # one black 12 x 12 square
+        three, _ = degrade_image(clean, [op(op="coarse_dropout", holes=3, size=0.1875)], np.random.default_rng(seed))
+        assert 144 <= (three == 0).all(axis=2).sum() <= 3 * 144  # three squares, which may overlap
 
 
 def test_jpeg_lower_quality_loses_more():

@@ -138,11 +138,14 @@ ALBUMENTATIONS_OPS = [
 def test_albumentations_ops_are_seeded_by_the_generator_alone(the_op):
     import random
 
+    import cv2
+
     clean = textured()
     outs = []
-    for state in (0, 1):  # the global NumPy and Python generators play no part
+    for state in (0, 1):  # the global NumPy, Python and OpenCV generators play no part
         np.random.seed(state)
         random.seed(state)
+        cv2.setRNGSeed(state)
         outs.append(degrade_image(clean, [the_op], np.random.default_rng(3))[0])
     np.testing.assert_array_equal(outs[0], outs[1])
     other = degrade_image(clean, [the_op], np.random.default_rng(4))[0]

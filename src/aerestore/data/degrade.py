@@ -37,11 +37,11 @@ and OpenCV's bilateral filter and JPEG codec.
 
 Why ``gaussian_noise`` keeps our NumPy draw by default: it is the project's default
 damage (params.yaml), not a study's, and its prepared images must stay byte-identical.
-``GaussNoise`` cannot reproduce it: it draws the std from Python's ``random``, takes an
-OpenCV seed from its generator first, then float64 ``normal`` noise in the 0..1 scale,
-while ours draws the std and float32 ``standard_normal`` noise from the op's generator in
-the 0..255 scale, so the same seed gives other noise (``tests/test_degrade.py`` pins the
-default's hash).
+``GaussNoise`` cannot reproduce it: it draws the std from Python's ``random`` and the noise
+with OpenCV's ``cv2.randn`` in the 0..1 scale, OpenCV's generator seeded with one of 2**16
+values drawn from its NumPy generator, while ours draws the std and float32
+``standard_normal`` noise from the op's NumPy generator in the 0..255 scale: the same seed
+gives other noise (``tests/test_degrade.py`` pins the default's hash).
 """
 
 from __future__ import annotations

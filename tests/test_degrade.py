@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from pydantic import TypeAdapter
@@ -104,11 +106,69 @@ def test_noise_std_and_salt_pepper_amount():
     noisy, _ = degrade_image(grey, [op(op="gaussian_noise", std=0.04)], np.random.default_rng(0))
     assert abs((noisy.astype(float) - 128).std() - 0.04 * 255) < 0.05 * 0.04 * 255
     sp, _ = degrade_image(grey, [op(op="salt_pepper", amount=0.2, salt_ratio=0.25)], np.random.default_rng(0))
-    hit = (sp != 128).any(axis=2)
-    assert abs(hit.mean() - 0.2) < 0.02
-    assert set(np.unique(sp[hit])) <= {0, 255}
-    salt = (sp[hit] == 255).all(axis=1).mean()
-    assert abs(salt - 0.25) < 0.05
+    hit = sp != 128  # channel values: salt and pepper is channel-wise
+    assert hit.sum() == int(100 * 100 * 3 * 0.2)  # SaltAndPepper hits exactly floor(H W C amount)
+    assert set(np.unique(sp[hit])) == {0, 255}
+    assert abs((sp[hit] == 255).mean() - 0.25) < 0.01
+    # the channels are hit apart: a pixel's three values are all hit about amount^3 of the time
+    assert abs(hit.all(axis=2).mean() - 0.2**3) < 0.004 and abs(hit.any(axis=2).mean() - (1 - 0.8**3)) < 0.02
+
+
+def test_a_salt_pepper_hit_changes_one_channel():
+    """The bottleneck study (004), 3.1.3: "Channel-wise salt and pepper noise"."""
+    grey = np.full((10, 10, 3), 128, np.uint8)
+    one_hit = op(op="salt_pepper", amount=0.004)  # floor(300 * 0.004) = 1 channel value
+    for seed in range(10):
+        sp, _ = degrade_image(grey, [one_hit], np.random.default_rng(seed))
+        changed = sp != grey
+        assert changed.sum() == 1  # one value of one pixel
+        assert changed.any(axis=2).sum() == 1 and sp[changed][0] in (0, 255)
+
+
+# The ops that are albumentations transforms (data/degrade.py, "Whose code")
+ALBUMENTATIONS_OPS = [
+    op(op="gaussian_noise", std=[0.02, 0.1], impl="albumentations"),
+    op(op="salt_pepper", amount=[0.02, 0.05], salt_ratio=0.5),
+    op(op="coarse_dropout", holes=[1, 3], size=[0.1, 0.2], fill=0),
+    op(op="grayscale"),
+]
+
+
+@pytest.mark.parametrize("the_op", ALBUMENTATIONS_OPS, ids=lambda o: o.op)
+def test_albumentations_ops_are_seeded_by_the_generator_alone(the_op):
+    import random
+
+    import cv2
+
+    clean = textured()
+    outs = []
+    for state in (0, 1):  # the global NumPy, Python and OpenCV generators play no part
+        np.random.seed(state)
+        random.seed(state)
+        cv2.setRNGSeed(state)
+        outs.append(degrade_image(clean, [the_op], np.random.default_rng(3))[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    other = degrade_image(clean, [the_op], np.random.default_rng(4))[0]
+    assert (the_op.op == "grayscale") == np.array_equal(other, outs[0])  # only grey draws nothing
+
+
+def test_albumentations_gauss_noise_std():
+    grey = np.full((100, 100, 3), 128, np.uint8)
+    noisy, _ = degrade_image(grey, [op(op="gaussian_noise", std=0.04, impl="albumentations")],
+                             np.random.default_rng(0))
+    diff = noisy.astype(float) - 128
+    assert abs(diff.std() - 0.04 * 255) < 0.05 * 0.04 * 255
+    assert abs(np.corrcoef(diff[..., 0].ravel(), diff[..., 1].ravel())[0, 1]) < 0.05  # per channel
+    ours, _ = degrade_image(grey, [op(op="gaussian_noise", std=0.04)], np.random.default_rng(0))
+    assert not np.array_equal(noisy, ours)  # why the default keeps its own draw (byte-identical)
+
+
+def test_grayscale_is_the_colourisers_grey():
+    from aerestore.colour import to_grey
+
+    clean = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    degraded, _ = degrade_image(clean, [op(op="grayscale")], np.random.default_rng(0))
+    np.testing.assert_array_equal(degraded, to_grey(clean))
 
 
 def test_coarse_dropout_hole_size_and_fill():
@@ -117,6 +177,18 @@ def test_coarse_dropout_hole_size_and_fill():
     ys, xs = np.nonzero(out[..., 0] == 7)
     assert len(ys) == 100  # one 10 x 10 hole
     assert ys.max() - ys.min() == 9 and xs.max() - xs.min() == 9
+    assert set(np.unique(out)) == {7, 100}
+
+
+def test_coarse_dropout_the_bottleneck_studys_squares():
+    """004, 3.1.3: "Random cutout/occlusion of the image with three 12x12 black squares"."""
+    clean = np.full((64, 64, 3), 100, np.uint8)
+    for seed in range(5):
+        one, _ = degrade_image(clean, [op(op="coarse_dropout", holes=1, size=0.1875)], np.random.default_rng(seed))
+        ys, xs = np.nonzero((one == 0).all(axis=2))
+        assert len(ys) == 144 and np.ptp(ys) == 11 and np.ptp(xs) == 11  # one black 12 x 12 square
+        three, _ = degrade_image(clean, [op(op="coarse_dropout", holes=3, size=0.1875)], np.random.default_rng(seed))
+        assert 144 <= (three == 0).all(axis=2).sum() <= 3 * 144  # three squares, which may overlap
 
 
 def test_jpeg_lower_quality_loses_more():
@@ -216,3 +288,31 @@ def test_rejects_bad_input():
         degrade_image(np.zeros((4, 4, 3), np.float32), [], np.random.default_rng(0))
     with pytest.raises(ValueError):
         degrade_image(np.zeros((4, 4), np.uint8), [], np.random.default_rng(0))
+
+
+# The default pipeline's damage (params.yaml prepare.degrade), pinned: its prepared images
+# must stay byte-identical whatever else changes here (e.g. the study presets' ops moving
+# to albumentations). The hash was taken from the implementation of commit fb69b6b.
+DEFAULT_DAMAGE = [
+    op(op="local_blur", kernel="gaussian", regions=[1, 2], radius=[0.2, 0.35], strength=[1.5, 3.0],
+       feather=0.5, prob=1.0),
+    op(op="local_noise", regions=[1, 2], radius=[0.2, 0.35], std=[0.1, 0.2], feather=0.5, exclusive=True,
+       prob=1.0),
+    op(op="gaussian_noise", std=[0.01, 0.03], prob=1.0),
+]
+DEFAULT_DAMAGE_SHA256 = "a683b148929f6fd5469e2270b389f49df5949b40f9a1c8eb7bc8f77ac3e35a9b"
+
+
+def test_default_damage_is_params_yaml_and_byte_identical():
+    from pathlib import Path
+
+    from aerestore.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert list(params.prepare.degrade) == DEFAULT_DAMAGE  # the pinned list is the default's
+    digest = hashlib.sha256()
+    for seed in range(4):
+        degraded, mask = degrade_image(textured(64, 64, 3, seed=seed), DEFAULT_DAMAGE, np.random.default_rng(seed))
+        digest.update(degraded.tobytes())
+        digest.update(mask.tobytes())
+    assert digest.hexdigest() == DEFAULT_DAMAGE_SHA256

@@ -22,7 +22,7 @@ def test_the_issue_settings_have_presets():
     assert {"celeba-mnist-blocks", "sharpness-mnist-vae", "sharpness-mnist-vae-gan", "lfw-denoise",
             "lfw-colourise", "celeba-256-noise", "animal-noise", "animal-dropout", "animal-saltpepper",
             "animal-dropout-noise", "animal-dropout-saltpepper", "animal-noise-saltpepper",
-            "animal-all"} <= names
+            "animal-all", "animal-fcn"} <= names
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
@@ -104,3 +104,135 @@ def test_extra_overrides_and_sweeps():
     assert sweep[:4] == ["dvc", "exp", "run", "--queue"] and "-n" not in sweep
     assert SP.is_sweep("seed=1,2,3") and not SP.is_sweep("architectures=[a,b]")
     assert not SP.is_sweep('data.path="a,b"')
+
+
+
+# ------------------------------------------------------- each preset against its study's text
+STUDIES = Path("/work/shared/studies")
+BOTTLENECK, CELEBA = "004_d67dddc4407ba9e7.txt", "001_c49bd315ba67f4a2.txt"
+
+
+def said(study: str, words: str) -> str:
+    r"""``words``, quoted from the study: checked against its text where the texts are at hand
+    (/work/shared/studies; whitespace and ``\_`` normalised), so a quote cannot drift."""
+    path = STUDIES / study
+    if path.is_file():
+        text = " ".join(path.read_text().replace("\\_", "_").split())
+        assert " ".join(words.split()) in text, f"not in {study}: {words!r}"
+    return words
+
+
+def full(name: str):
+    return SP.resolve(SP.find_preset(name, REPO / "presets"), BASE)
+
+
+# Table 2 of the bottleneck study: the distortion(s) of each animal preset and its test error
+TABLE2 = {
+    "animal-dropout": ("Coarse", "0.00765", ["coarse_dropout"]),
+    "animal-noise": ("Gaussian", "0.00673", ["gaussian_noise"]),
+    "animal-saltpepper": ("Salt and Pepper", "0.00676", ["salt_pepper"]),
+    "animal-dropout-noise": ("Coarse + Gaussian", "0.00738", ["coarse_dropout", "gaussian_noise"]),
+    "animal-dropout-saltpepper": ("Coarse + Salt and Pepper", "0.00729", ["coarse_dropout", "salt_pepper"]),
+    "animal-noise-saltpepper": ("Gaussian + Salt and Pepper", "0.00626", ["gaussian_noise", "salt_pepper"]),
+    "animal-all": ("Coarse + Gaussian + Salt and Pepper", "0.00668",
+                   ["coarse_dropout", "gaussian_noise", "salt_pepper"]),
+}
+
+
+def check_animal_distortions(params) -> None:
+    """The study's distortions, made with albumentations (004, 1: "we added controlled
+    distortions using the Albumentations [1] library")."""
+    said(BOTTLENECK, "we added controlled distortions using the Albumentations [1] library")
+    said(BOTTLENECK, "Random cutout/occlusion of the image with three 12x12 black squares")
+    said(BOTTLENECK, "Channel-wise salt and pepper noise")  # tests/test_degrade.py: a hit, one channel
+    for op in params.prepare.degrade:
+        assert op.prob == 1.0
+        if op.op == "coarse_dropout":
+            assert (op.holes, op.size * params.data.image_size, op.fill) == (3, 12, 0)
+        if op.op == "gaussian_noise":
+            assert op.impl == "albumentations"
+
+
+@pytest.mark.parametrize("name", sorted(TABLE2))
+def test_animal_presets_are_the_bottleneck_studys_final_network(name):
+    said(BOTTLENECK, "We used the Adam optimizer with default parameters, i.e. 0.001 learning rate")
+    said(BOTTLENECK, "We chose to minimize the Mean Squared Error (MSE) as a loss function.")
+    said(BOTTLENECK, "with a bottleneck latent dimension of 1000")
+    said(BOTTLENECK, "We trained the model using the configuration described in 2.2 for a maximum of 50 "
+                     "epochs with early stopping, setting the patience to 3 epochs.")
+    row, error, ops = TABLE2[name]
+    said(BOTTLENECK, f"| {row} | {error} |")
+    preset = SP.find_preset(name, REPO / "presets")
+    assert error in preset.description
+    p = full(name)
+    t = p.train_for("ccp_ae")
+    assert p.architectures == ["ccp_ae"] and p.latent_for("ccp_ae") == 1000
+    assert (t.lr, t.lr_decay) == (0.001, 1.0)  # Adam's default lr, no schedule (the FCN's only)
+    assert (t.epochs, t.patience) == (50, 3)
+    assert t.recon == "mse" and t.damage_weight == 0 and t.l1 == t.l2 == 0
+    assert (p.data.image_size, p.blocks.size, p.blocks.overlap) == (64, 64, 0)  # whole 64 px images
+    assert sorted(op.op for op in p.prepare.degrade) == ops
+    check_animal_distortions(p)
+
+
+def test_animal_fcn_preset_is_the_studys_fully_convolutional_run():
+    said(BOTTLENECK, "the number of filters in the encoder was reduced to 32, 48, 64, thus leading to a "
+                     "latent representation of 4096 values")
+    said(BOTTLENECK, "introducing exponential learning rate scheduling and increasing the patience in the "
+                     "early stopping, this network is able to achieve a validation error of 0.0037 over 50 "
+                     "epochs on images with multiple perturbations")
+    p = full("animal-fcn")
+    t = p.train_for("fcn_ae")
+    dense = full("animal-all").train_for("ccp_ae")
+    assert p.architectures == ["fcn_ae"] and p.latent_for("fcn_ae") == 4096  # 8 x 8 x 64 at 64 px
+    assert (t.epochs, t.lr, t.recon, t.damage_weight) == (50, 0.001, "mse", 0)
+    assert t.lr_decay < 1.0  # exponential: lr * lr_decay ** epoch
+    assert t.patience > dense.patience  # increased
+    assert (t.lr_decay, t.patience) == (0.9, 10)  # our numbers where the text gives none (README)
+    assert (p.data.image_size, p.blocks.size, p.blocks.overlap) == (64, 64, 0)
+    assert sorted(op.op for op in p.prepare.degrade) == TABLE2["animal-all"][2]  # multiple perturbations
+    check_animal_distortions(p)
+    assert "0.0037" in SP.find_preset("animal-fcn", REPO / "presets").description
+
+
+STUDY_LR = ("An encoder was trained with the training set with decreasing learning_rate (start from 0.001 "
+            "and decrease exponentially $0.9^n$ ), epochs= 100, and batch_size= 128.")
+TWO_CLUSTERS = "the function was used to generate two clusters from points in the latent space"
+
+
+def test_celeba_preset_is_the_block_studys_setting(tmp_path):
+    from dvc.utils.hydra import apply_overrides
+
+    said(CELEBA, STUDY_LR)
+    said(CELEBA, TWO_CLUSTERS)
+    said(CELEBA, "The training set had 225 images, and the validation set had 75 images.")
+    said(CELEBA, r"divided into $18 \times 18 px$ blocks, with 4px overlap")
+    preset = SP.find_preset("celeba-256-noise", REPO / "presets")
+    p = full("celeba-256-noise")
+    t = p.train_for("conv_ae")
+    assert (p.cluster.method, p.cluster.k) == ("soft_kmeans", 2)
+    assert (t.lr, t.lr_decay, t.batch_size) == (0.001, 0.9, 128)
+    assert t.pixel_kl == 1.0 and t.recon == "mse" and t.damage_weight == 0
+    assert (p.blocks.size, p.blocks.overlap) == (18, 4)
+    n = p.data.limit
+    assert (round(n * p.data.split.train), round(n * p.data.split.val)) == (225, 75)
+    # scaled: 2 passes over every training block, said in the description; no early stopping
+    assert (t.epochs, t.blocks_per_epoch, t.patience) == (2, 0, 0)
+    assert "2 epochs" in preset.description and "train.epochs=100" in preset.description
+    # the study's 100 epochs are one override away, through DVC's own -S code
+    target = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", target)
+    cmd = SP.dvc_command(preset, BASE, extra=["train.epochs=100"])
+    apply_overrides(target, [cmd[i + 1] for i, c in enumerate(cmd) if c == "-S"])
+    study = load_params(target)
+    assert study.train_for("conv_ae").epochs == 100
+    assert study.model_copy(update={"train": p.train}) == p  # and nothing else moved
+
+
+def test_celeba_mnist_preset_clusters_as_the_block_study():
+    said(CELEBA, TWO_CLUSTERS)
+    said(CELEBA, r"in the training set was then divided into $14 \times 14 px$ blocks.")
+    p = full("celeba-mnist-blocks")
+    assert (p.cluster.method, p.cluster.k) == ("soft_kmeans", 2)
+    assert (p.data.image_size, p.blocks.size, p.prepare.channels) == (28, 14, 1)
+    assert [op.op for op in p.prepare.degrade] == ["bilateral"]

@@ -146,13 +146,16 @@ class BilateralOp(_Op):
 class GaussianNoiseOp(_Op):
     op: Literal["gaussian_noise"]
     std: Range = 0.05  # fraction of the intensity range
+    # whose code draws the noise: aerestore (NumPy; the default damage's, kept byte-identical)
+    # or albumentations' GaussNoise (the bottleneck study's library); see data/degrade.py
+    impl: Literal["aerestore", "albumentations"] = "aerestore"
 
     _v = field_validator("std")(lambda v: _check_range(v, 0, 1))
 
 
 class SaltPepperOp(_Op):
     op: Literal["salt_pepper"]
-    amount: Range = 0.02  # fraction of pixels
+    amount: Range = 0.02  # fraction of the channel values (channel-wise: each value is hit alone)
     salt_ratio: float = Field(0.5, ge=0, le=1)
 
     _v = field_validator("amount")(lambda v: _check_range(v, 0, 1))
@@ -160,12 +163,12 @@ class SaltPepperOp(_Op):
 
 class CoarseDropoutOp(_Op):
     op: Literal["coarse_dropout"]
-    holes: IntRange = [1, 4]
-    size: Range = [0.05, 0.15]  # hole side as a fraction of the image side
+    holes: IntRange = [1, 4]  # albumentations' CoarseDropout wants at least one
+    size: Range = [0.05, 0.15]  # hole side as a fraction of the image side (< 1: CoarseDropout reads 1 as pixels)
     fill: int = Field(0, ge=0, le=255)
 
-    _v1 = field_validator("holes")(lambda v: _check_range(v, 0, 1000))
-    _v2 = field_validator("size")(lambda v: _check_range(v, 0, 1))
+    _v1 = field_validator("holes")(lambda v: _check_range(v, 1, 1000))
+    _v2 = field_validator("size")(lambda v: _check_range(v, 0, 0.99))
 
 
 class GrayscaleOp(_Op):

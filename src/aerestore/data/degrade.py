@@ -22,12 +22,33 @@ Conventions
   channel ``noise`` the same for ``local_noise`` (the noise amplitude's share of its
   peak). All zero where no local op touched the pixel ("clean", though a global op such
   as ``gaussian_noise`` may still have).
+
+Whose code
+----------
+The uniform ops that albumentations 2.0.8 has are its transforms, as the bottleneck study
+(004) made its distortions: "we added controlled distortions using the Albumentations [1]
+library". ``salt_pepper`` (``SaltAndPepper``, channel-wise), ``coarse_dropout``
+(``CoarseDropout``) and ``grayscale`` (``ToGray``) always are; ``gaussian_noise`` is
+``GaussNoise`` with ``impl: albumentations`` (the animal presets). Each runs in
+albumentations' float convention (0..1), seeded from the op's child generator
+(:func:`albumentations_op`). Our own code stays for what albumentations lacks: the local,
+masked damage (``local_blur``, ``local_noise``), the spatially uniform blurs with our kernels
+and OpenCV's bilateral filter and JPEG codec.
+
+Why ``gaussian_noise`` keeps our NumPy draw by default: it is the project's default
+damage (params.yaml), not a study's, and its prepared images must stay byte-identical.
+``GaussNoise`` cannot reproduce it: it draws the std from Python's ``random`` and the noise
+with OpenCV's ``cv2.randn`` in the 0..1 scale, OpenCV's generator seeded with one of 2**16
+values drawn from its NumPy generator, while ours draws the std and float32
+``standard_normal`` noise from the op's NumPy generator in the 0..255 scale: the same seed
+gives other noise (``tests/test_degrade.py`` pins the default's hash).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import os
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -236,6 +257,60 @@ def local_noise(
     return img + noise * (weights * np.float32(std))[..., None], weights
 
 
+# ------------------------------------------------------------ albumentations
+def albumentations_op(transform: Any, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``transform`` (an albumentations 2.0.8 transform built with ``p=1``: ``op.prob`` is
+    decided by :func:`degrade_image`) applied to a float32 0..255 image.
+
+    It runs on ``img / 255`` (albumentations' float images are 0..1; float keeps the
+    pipeline's one rounding, at the end) and is seeded with ``set_random_seed`` (its NumPy
+    and Python generators) from a number drawn from ``rng``, the op's own child generator:
+    the same generator gives the same output, and the op stays independent of the others.
+    """
+    transform.set_random_seed(int(rng.integers(2**32)))
+    out = transform(image=img / np.float32(255.0))["image"]
+    return np.asarray(out, np.float32).reshape(img.shape) * np.float32(255.0)
+
+
+def _albumentations():
+    # imported here, not at module level (as data/augment.py): it pulls in torch, which the
+    # default damage does not need
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
+
+
+def salt_pepper(img: np.ndarray, op: SaltPepperOp, rng: np.random.Generator) -> np.ndarray:
+    """Channel-wise salt and pepper, the bottleneck study's "Channel-wise salt and pepper
+    noise" (section 3.1.3), with albumentations' ``SaltAndPepper``.
+
+    ``SaltAndPepper`` sets all channels of a hit pixel (one mask for the channels), so it is
+    given the image as ``H x (W C) x 1``: every channel value is a pixel of its own, and a
+    hit sets one channel of a pixel to 255 (salt) or 0 (pepper). ``amount`` (drawn per
+    image) is the share of the ``H W C`` values hit, exactly ``floor(H W C amount)`` of them
+    (drawn without replacement), ``salt_ratio`` the share of those that are salt.
+    """
+    h, w, c = img.shape
+    transform = _albumentations().SaltAndPepper(
+        amount=as_range(op.amount), salt_vs_pepper=(op.salt_ratio, op.salt_ratio), p=1.0)
+    return albumentations_op(transform, img.reshape(h, w * c, 1), rng).reshape(h, w, c)
+
+
+def coarse_dropout(img: np.ndarray, op: CoarseDropoutOp, rng: np.random.Generator) -> np.ndarray:
+    """albumentations' ``CoarseDropout``: ``holes`` (drawn per image) holes filled with
+    ``fill``, each ``floor(size * H)`` high and ``floor(size * W)`` wide at a uniform
+    position (holes may overlap). With a fixed ``size`` the holes are squares on a square
+    image (the study's "three 12x12 black squares": 3 holes of 0.1875 at 64 px); with a
+    ``[lo, hi]`` range, albumentations draws each hole's height and width apart.
+    """
+    lo, hi = as_range(op.holes)
+    transform = _albumentations().CoarseDropout(
+        num_holes_range=(int(lo), int(hi)), hole_height_range=as_range(op.size),
+        hole_width_range=as_range(op.size), fill=op.fill / 255.0, p=1.0)
+    return albumentations_op(transform, img, rng)
+
+
 # ---------------------------------------------------------------- the ops
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
@@ -277,32 +352,22 @@ def apply_op(
         out = cv2.bilateralFilter(img, op.diameter, op.sigma_color, op.sigma_space, borderType=BORDER)
         return _hwc(out, c), None
     if isinstance(op, GaussianNoiseOp):
+        if op.impl == "albumentations":  # per channel, std drawn per image (module docstring)
+            transform = _albumentations().GaussNoise(std_range=as_range(op.std), per_channel=True, p=1.0)
+            return albumentations_op(transform, img, rng), None
         std = draw_float(rng, op.std) * 255.0
         noise = rng.standard_normal((h, w, c), dtype=np.float32) * np.float32(std)
         return img + noise, None
     if isinstance(op, SaltPepperOp):
-        amount = draw_float(rng, op.amount)
-        hit = rng.random((h, w)) < amount
-        salt = rng.random((h, w)) < op.salt_ratio
-        out = img.copy()
-        out[hit & salt] = 255.0
-        out[hit & ~salt] = 0.0
-        return out, None
+        return salt_pepper(img, op, rng), None
     if isinstance(op, CoarseDropoutOp):
-        out = img.copy()
-        for _ in range(draw_int(rng, op.holes)):
-            size = draw_float(rng, op.size)
-            hh, ww = int(round(size * h)), int(round(size * w))
-            y0 = int(rng.integers(0, h - hh + 1))
-            x0 = int(rng.integers(0, w - ww + 1))
-            if hh > 0 and ww > 0:
-                out[y0 : y0 + hh, x0 : x0 + ww] = float(op.fill)
-        return out, None
+        return coarse_dropout(img, op, rng), None
     if isinstance(op, GrayscaleOp):
         if c == 1:
             return img, None  # already single channel: nothing to remove
-        luma = img @ LUMA
-        return np.repeat(luma[..., None], 3, axis=2), None
+        # ToGray's weighted_average is OpenCV's RGB2GRAY: the BT.601 weights of LUMA
+        transform = _albumentations().ToGray(num_output_channels=3, method="weighted_average", p=1.0)
+        return albumentations_op(transform, img, rng), None
     if isinstance(op, JpegOp):
         return jpeg(img, draw_int(rng, op.quality)), None
     if isinstance(op, LocalBlurOp):

@@ -52,7 +52,7 @@ def server(tmp_path_factory):
     import psycopg
 
     tmp = tmp_path_factory.mktemp("auth")
-    admin = secrets.token_urlsafe(16)
+    bootstrap, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     with postgres_server.postgres() as store, pytest.MonkeyPatch.context() as mp:
         base = store.rsplit("/", 1)[0]
         with psycopg.connect(store, autocommit=True) as conn:
@@ -62,16 +62,18 @@ def server(tmp_path_factory):
         ini, n = re.subn(r"(?m)^database_uri = .*$", f"database_uri = {base}/mlflow_auth", ini)
         assert n == 1
         (tmp / "auth.ini").write_text(ini)
-        env = {"MLFLOW_AUTH_CONFIG_PATH": str(tmp / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": admin,
+        env = {"MLFLOW_AUTH_CONFIG_PATH": str(tmp / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": bootstrap,
                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
         with mlflow_server(store, tmp, "--app-name", "basic-auth", "--artifacts-destination",
                            str(tmp / "artifacts"), env=env) as url:
             mp.setenv("MLFLOW_TRACKING_URI", url)
             (tmp / "users.yaml").write_text("users:\n  reader: read\n  writer: edit\n")
-            (tmp / "admin-password").write_text(admin + "\n")
-            _login(mp, None, None)  # the admin's password from the file
+            (tmp / "admin-password").write_text(bootstrap + "\n")
+            (tmp / "new-admin-password").write_text(admin + "\n")
+            _login(mp, None, None)  # the admin's password from the file, then changed
             assert cli.main(["team-users", "--users", str(tmp / "users.yaml"), "--user", "boss=manage",
                              "--admin-password-file", str(tmp / "admin-password"),
+                             "--new-admin-password-file", str(tmp / "new-admin-password"),
                              "--passwords-out", str(tmp / "passwords")]) == 0
             passwords = dict(line.split() for line in (tmp / "passwords").read_text().splitlines())
             _login(mp, "admin", admin)
@@ -79,7 +81,7 @@ def server(tmp_path_factory):
             mp.setenv("MLFLOW_TRACKING_URI", url)
             experiment_id = init_store()  # README: the admin runs `aerestore init-store` once
             mlflow.set_tracking_uri(None)  # (it also unsets MLFLOW_TRACKING_URI: tests set it again)
-            yield SimpleNamespace(url=url, api=f"{url}/api/2.0/mlflow", admin=("admin", admin),
+            yield SimpleNamespace(url=url, api=f"{url}/api/2.0/mlflow", admin=("admin", admin), bootstrap=bootstrap,
                                   passwords=passwords, experiment_id=experiment_id, tmp=tmp)
 
 
@@ -101,9 +103,10 @@ def test_no_or_wrong_credentials_are_refused_401(server):
     assert requests.get(search, params={"max_results": 5}, timeout=30).status_code == 401
     assert requests.get(search, params={"max_results": 5}, auth=("reader", "not-the-password"),
                         timeout=30).status_code == 401
-    # MLflow's old default admin password: never the admin's
-    assert requests.get(search, params={"max_results": 5}, auth=("admin", "password1234"),
-                        timeout=30).status_code == 401
+    # MLflow's old default admin password, and the one the server started with: not the admin's
+    for retired in ("password1234", server.bootstrap):
+        assert requests.get(search, params={"max_results": 5}, auth=("admin", retired),
+                            timeout=30).status_code == 401
     assert requests.get(search, params={"max_results": 5}, auth=server.admin, timeout=30).status_code == 200
     assert requests.get(f"{server.url}/health", timeout=30).status_code == 200  # the probe stays open
 

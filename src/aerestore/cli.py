@@ -722,6 +722,9 @@ def _add_team_users(sub: Any) -> None:
     p.add_argument("--passwords-out", metavar="FILE",
                    help="append 'NAME PASSWORD' of new users here (mode 600, git-ignored) instead of printing them")
     p.add_argument("--reset-passwords", action="store_true", help="give the listed existing users new passwords too")
+    p.add_argument("--new-admin-password-file", metavar="FILE",
+                   help="first change the admin's own password to this file's (git-ignored, e.g. "
+                   ".team/new-admin-password); then use it")
     p.set_defaults(func=cmd_team_users)
 
 
@@ -730,7 +733,7 @@ def cmd_team_users(args: argparse.Namespace) -> int:
 
     users: dict[str, str] = T.read_users_file(args.users) if args.users else {}
     users.update(T.parse_user(spec) for spec in args.user)
-    if not users:
+    if not users and not args.new_admin_password_file:
         raise CliError("no users: give --users FILE and/or --user NAME=LEVEL")
     server = args.server or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if not server:
@@ -744,7 +747,11 @@ def cmd_team_users(args: argparse.Namespace) -> int:
         unset = [v for v in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if not os.environ.get(v)]
         if unset:
             raise CliError(f"the admin's credentials: {' and '.join(unset)} not set (or pass --admin-password-file)")
-    changes = T.apply(server, users, reset_passwords=args.reset_passwords)
+    if args.new_admin_password_file:
+        T.check_server(server)
+        admin = T.change_admin_password(server, args.new_admin_password_file)
+        print(f"{admin}: password changed to the one in {args.new_admin_password_file}", file=sys.stderr)
+    changes = T.apply(server, users, reset_passwords=args.reset_passwords) if users else []
     for c in changes:
         print(f"{c.username}: {c.level}{' (new user)' if c.created else ''}", file=sys.stderr)
     if args.passwords_out:

@@ -19,7 +19,9 @@ unless ``--reset-passwords``, and gets the level listed (up or down).
 
 The admin's credentials: ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (the
 variables MLflow's client sends), or ``--admin-password-file``, which must not be a file
-git could commit (the default place, ``.team/``, is git-ignored).
+git could commit (the default place, ``.team/``, is git-ignored). ``--new-admin-password-file``
+changes the admin's own password first (the server made the admin with
+``MLFLOW_AUTH_ADMIN_PASSWORD``; this retires that value).
 """
 
 from __future__ import annotations
@@ -110,14 +112,14 @@ def _secret_file(path: str | Path, what: str) -> Path:
     return path
 
 
-def read_admin_password_file(path: str | Path) -> str:
-    path = _secret_file(path, "--admin-password-file")
+def read_admin_password_file(path: str | Path, option: str = "--admin-password-file") -> str:
+    path = _secret_file(path, option)
     try:
         password = path.read_text().strip()
     except OSError as exc:
-        raise TeamUsersError(f"--admin-password-file {path}: cannot read it ({exc.strerror})") from None
+        raise TeamUsersError(f"{option} {path}: cannot read it ({exc.strerror})") from None
     if not password:
-        raise TeamUsersError(f"--admin-password-file {path} is empty")
+        raise TeamUsersError(f"{option} {path} is empty")
     return password
 
 
@@ -135,24 +137,31 @@ def _server_error(exc: Exception, server: str, admin: str | None) -> TeamUsersEr
     return TeamUsersError(f"MLflow server {server}: {text}")
 
 
+def check_server(server: str) -> None:
+    """An http(s) address that answers, or one line saying why not (quickly: MLflow's
+    client would retry a dead server for minutes)."""
+    import requests
+
+    if not server.startswith(("http://", "https://")):
+        raise TeamUsersError(f"the server must be an http(s):// address of `mlflow server --app-name "
+                             f"basic-auth`, not {server!r} (set MLFLOW_TRACKING_URI or --server)")
+    try:
+        requests.get(f"{server.rstrip('/')}/health", timeout=10)
+    except requests.RequestException as exc:
+        raise TeamUsersError(f"MLflow server {server} does not answer ({type(exc).__name__}): "
+                             f"is `mlflow server` running there?") from None
+
+
 def apply(server: str, users: dict[str, str], reset_passwords: bool = False) -> list[Change]:
     """Create the missing users and set each one's level; return what was done.
 
     The caller has put the admin's credentials in the environment (MLflow's client reads
     ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` for every request)."""
-    import requests
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
 
-    if not server.startswith(("http://", "https://")):
-        raise TeamUsersError(f"the server must be an http(s):// address of `mlflow server --app-name "
-                             f"basic-auth`, not {server!r} (set MLFLOW_TRACKING_URI or --server)")
     admin = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    try:  # one quick look first: MLflow's client retries a dead server for minutes
-        requests.get(f"{server.rstrip('/')}/health", timeout=10)
-    except requests.RequestException as exc:
-        raise TeamUsersError(f"MLflow server {server} does not answer ({type(exc).__name__}): "
-                             f"is `mlflow server` running there?") from None
+    check_server(server)
     client = AuthServiceClient(server)
     changes: list[Change] = []
     try:
@@ -192,6 +201,25 @@ def _set_grant(client, username: str, resource_type: str, permission: str) -> No
         if current != permission:
             client.revoke_user_permission(username, resource_type, "*")
             client.grant_user_permission(username, resource_type, "*", permission)
+
+
+def change_admin_password(server: str, new_password_file: str | Path) -> str:
+    """Give the admin (the caller, ``MLFLOW_TRACKING_USERNAME``) the password in
+    ``new_password_file``: MLflow's self-service change, which wants the current one too.
+    Returns the admin's name."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    new = read_admin_password_file(new_password_file, "--new-admin-password-file")
+    admin, current = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if new == current:
+        raise TeamUsersError(f"--new-admin-password-file {new_password_file} holds the current password")
+    try:
+        AuthServiceClient(server).update_user_password(admin, new, current_password=current)
+    except MlflowException as exc:
+        raise _server_error(exc, server, admin) from None
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = new  # the next requests of this process
+    return admin
 
 
 def write_passwords(path: str | Path, changes: Iterable[Change]) -> int:

@@ -5,7 +5,9 @@ with the repository's `deploy/mlflow-basic-auth.ini`; users made by `aerestore t
 Then: no or wrong credentials get 401, a reader reads but cannot log or delete (403), a
 writer runs an aerestore stage's tracking (a run, a registered model) with credentials from
 the environment, and missing or wrong ones stop the stage with one line naming the
-variables. Plus: DVC remote credentials go to the git-ignored `.dvc/config.local`."""
+variables. Plus: DVC remote credentials go to the git-ignored `.dvc/config.local`. Two
+tests need no server and run in the suite: `team-users`' refusals of bad input and our lines
+for MLflow's 401/403 exceptions."""
 
 from __future__ import annotations
 
@@ -226,12 +228,13 @@ def test_missing_wrong_or_too_weak_credentials_stop_a_stage_in_one_line(server, 
         mlflow.set_tracking_uri(None)  # (it also unsets MLFLOW_TRACKING_URI)
 
 
-@team
 def test_team_users_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    """No server needed (in the suite): each refusal comes before any request, or from the
+    quick look at a port where nothing listens."""
     # an admin password in a git repository, not ignored: refused before any request
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "admin-password").write_text("s3cret-s3cret\n")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{postgres_server._free_port()}")
     _login(monkeypatch, None, None)
     cases = {
         ("--user", "alice=admin"): "level 'admin' is not one of read, edit, manage",
@@ -269,3 +272,30 @@ def test_dvc_remote_credentials_stay_in_the_git_ignored_config_local(tmp_path):
     assert ".dvc/config.local" not in run("git", "status", "--porcelain")
     # and in this repository: its .dvc/.gitignore keeps config.local out of git too
     assert subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=REPO).returncode == 0
+
+
+def test_a_server_s_refusal_is_one_line_naming_the_variables_or_the_permission(monkeypatch, tmp_path):
+    """Without a server (in the suite): MLflow's exceptions for 401 and 403 become our lines."""
+    from mlflow.exceptions import MlflowException
+
+    from aerestore.tracking import _store_problem
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
+    url = "http://mlflow.lab.example:5000"
+    refused = MlflowException("API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with "
+                              "error code 401 != 200. Response body: 'You are not authenticated.'",
+                              error_code="UNAUTHENTICATED")
+    denied = MlflowException("failed with error code 403 != 200. Response body: 'Permission denied'",
+                             error_code="PERMISSION_DENIED")
+    cases = {
+        ((None, None), refused): "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD are not set",
+        (("ann", None), refused): "MLFLOW_TRACKING_PASSWORD is not set",
+        (("ann", "pw"), refused): "rejected the login of 'ann' (401 not authenticated): wrong",
+        (("ann", "pw"), denied): "refused user 'ann' this request (403 permission denied)",
+    }
+    for (login, exc), expected in cases.items():
+        _login(monkeypatch, *login)
+        text = _store_problem(url, exc)
+        assert "\n" not in text and text.startswith(f"MLflow server {url} ") and expected in text, text
+    # a database store's errors are not mistaken for a server's
+    assert _store_problem("sqlite:////x/mlflow.db", MlflowException("error code 401")).startswith("MLflow store")

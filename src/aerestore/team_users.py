@@ -157,11 +157,11 @@ def apply(server: str, users: dict[str, str], reset_passwords: bool = False) -> 
 
     The caller has put the admin's credentials in the environment (MLflow's client reads
     ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` for every request)."""
+    check_server(server)  # before importing the client, which imports MLflow's server (seconds)
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
 
     admin = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    check_server(server)
     client = AuthServiceClient(server)
     changes: list[Change] = []
     try:

@@ -99,9 +99,10 @@ def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, 
 
 
 @__import__("contextlib").contextmanager
-def mlflow_server(uri: str, workdir: Path, *extra: str, workers: int = 1):
+def mlflow_server(uri: str, workdir: Path, *extra: str, workers: int = 1, env: dict[str, str] | None = None):
     """A real `mlflow server` on a free 127.0.0.1 port over the store ``uri`` (``extra``:
-    more options, e.g. ``--artifacts-destination DIR``); yields its URL."""
+    more options, e.g. ``--artifacts-destination DIR``; ``env``: variables for the server
+    alone, e.g. the basic-auth app's ``MLFLOW_AUTH_CONFIG_PATH``); yields its URL."""
     import os
     import signal
     import socket
@@ -115,14 +116,15 @@ def mlflow_server(uri: str, workdir: Path, *extra: str, workers: int = 1):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    server_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    server_env.update(env or {})
     log_path = Path(workdir) / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
          *extra, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, env=server_env, cwd=workdir, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

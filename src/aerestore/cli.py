@@ -11,6 +11,7 @@
     aerestore colourise grey.jpg --model models/conv_ae -o coloured/
     aerestore report --claims 3,7 --seeds 3  # re-test the studies' claims: reports/claims.md
     aerestore preset lfw-denoise --run     # a study's setting as one DVC experiment
+    aerestore team-users --users deploy/team-users.example.yaml  # the team MLflow server's users
 
 Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and sets
 ``func``, the function that runs it and returns the exit code. Adding one is a new
@@ -698,6 +699,71 @@ def cmd_preset(args: argparse.Namespace) -> int:
     return subprocess.run(cmd).returncode
 
 
+# --------------------------------------------------------------------- team-users
+def _add_team_users(sub: Any) -> None:
+    p = sub.add_parser(
+        "team-users",
+        help="create the team MLflow server's users with read / edit / manage permission",
+        description="Create users on an `mlflow server --app-name basic-auth` (README: A team) and "
+        "set each one's level on every experiment and registered model: read (browse), edit "
+        "(log runs, register models), manage (also delete). Runs as the server's admin: "
+        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or --admin-password-file. New "
+        "users' passwords are random, printed once (or appended to --passwords-out).",
+    )
+    p.add_argument("--users", metavar="FILE", help="YAML 'users: {NAME: LEVEL}' (deploy/team-users.example.yaml)")
+    p.add_argument("--user", action="append", default=[], metavar="NAME=LEVEL",
+                   help="a user and their level (read, edit, manage); repeatable; after --users")
+    p.add_argument("--server", default=None, help="the server (default: MLFLOW_TRACKING_URI)")
+    p.add_argument("--admin-user", default=None,
+                   help="the admin's name with --admin-password-file (default: MLFLOW_TRACKING_USERNAME, else admin)")
+    p.add_argument("--admin-password-file", metavar="FILE",
+                   help="the admin's password (a git-ignored file, e.g. .team/admin-password; "
+                   "default: MLFLOW_TRACKING_PASSWORD)")
+    p.add_argument("--passwords-out", metavar="FILE",
+                   help="append 'NAME PASSWORD' of new users here (mode 600, git-ignored) instead of printing them")
+    p.add_argument("--reset-passwords", action="store_true", help="give the listed existing users new passwords too")
+    p.add_argument("--new-admin-password-file", metavar="FILE",
+                   help="first change the admin's own password to this file's (git-ignored, e.g. "
+                   ".team/new-admin-password); then use it")
+    p.set_defaults(func=cmd_team_users)
+
+
+def cmd_team_users(args: argparse.Namespace) -> int:
+    from aerestore import team_users as T  # noqa: N812
+
+    users: dict[str, str] = T.read_users_file(args.users) if args.users else {}
+    users.update(T.parse_user(spec) for spec in args.user)
+    if not users and not args.new_admin_password_file:
+        raise CliError("no users: give --users FILE and/or --user NAME=LEVEL")
+    server = args.server or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not server:
+        raise CliError("no server: set MLFLOW_TRACKING_URI or --server http://HOST:PORT")
+    if args.admin_password_file:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = args.admin_user or os.environ.get("MLFLOW_TRACKING_USERNAME") or "admin"
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = T.read_admin_password_file(args.admin_password_file)
+    else:
+        if args.admin_user:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = args.admin_user
+        unset = [v for v in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if not os.environ.get(v)]
+        if unset:
+            raise CliError(f"the admin's credentials: {' and '.join(unset)} not set (or pass --admin-password-file)")
+    if args.new_admin_password_file:
+        T.check_server(server)
+        admin = T.change_admin_password(server, args.new_admin_password_file)
+        print(f"{admin}: password changed to the one in {args.new_admin_password_file}", file=sys.stderr)
+    changes = T.apply(server, users, reset_passwords=args.reset_passwords) if users else []
+    for c in changes:
+        print(f"{c.username}: {c.level}{' (new user)' if c.created else ''}", file=sys.stderr)
+    if args.passwords_out:
+        n = T.write_passwords(args.passwords_out, changes)
+        print(f"{n} new password(s) appended to {args.passwords_out}", file=sys.stderr)
+    else:
+        for c in changes:
+            if c.password:
+                print(f"{c.username} {c.password}")
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_restore,
     _add_init_store,
@@ -713,6 +779,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_latent_sizes,
     _add_report,
     _add_preset,
+    _add_team_users,
 ]
 
 
@@ -732,6 +799,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
+        print(f"aerestore {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # TrackingError: the store or the server refused us, in one line
+        from aerestore.stage import StageError
+
+        if not isinstance(exc, StageError) or os.environ.get("AERESTORE_DEBUG"):
+            raise
         print(f"aerestore {args.command}: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:

@@ -341,8 +341,50 @@ def _check_sqlite(uri: str) -> None:
         raise TrackingError(_store_problem(uri, exc, waited=DB_TIMEOUT_S)) from None
 
 
+#: The variables MLflow's client sends to a server as HTTP basic auth (README: A team).
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """401 or 403 when ``exc`` is a tracking server refusing a request, else None.
+
+    MLflow's REST client raises an ``MlflowException`` whose ``error_code`` is the HTTP
+    status's name (``UNAUTHENTICATED``, ``PERMISSION_DENIED``) and whose text says
+    ``failed with error code 401``; the basic-auth app answers with those two."""
+    code = getattr(exc, "error_code", None)
+    if code == "UNAUTHENTICATED" or "error code 401" in str(exc):
+        return 401
+    if code == "PERMISSION_DENIED" or "error code 403" in str(exc):
+        return 403
+    return None
+
+
+def _auth_problem(uri: str, status: int) -> str:
+    """One line for a server that refused us: which variable is missing or wrong, or
+    which permission the user lacks."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    creds = read_mlflow_creds()  # the environment, else ~/.mlflow/credentials, as MLflow sends them
+    off = "or run without tracking: dvc exp run -S mlflow.enabled=false"
+    if status == 403:
+        return (f"MLflow server {uri} refused user {creds.username!r} this request (403 permission "
+                f"denied): logging runs and registering models needs edit permission; ask the "
+                f"server's admin (aerestore team-users --user {creds.username}=edit), {off}")
+    unset = [var for var, value in zip(CREDENTIAL_VARS, (creds.username, creds.password)) if not value]
+    if unset:
+        return (f"MLflow server {uri} requires a login (401 not authenticated): {' and '.join(unset)} "
+                f"{'is' if len(unset) == 1 else 'are'} not set; export {CREDENTIAL_VARS[0]} and "
+                f"{CREDENTIAL_VARS[1]} (your user on that server), {off}")
+    return (f"MLflow server {uri} rejected the login of {creds.username!r} (401 not authenticated): "
+            f"wrong {CREDENTIAL_VARS[0]} or {CREDENTIAL_VARS[1]}; check both, or ask the server's "
+            f"admin to reset the password, {off}")
+
+
 def _store_problem(uri: str, exc: BaseException, waited: float | None = None) -> str:
     """One line naming the store and saying what is wrong with it and what to do."""
+    status = _http_status(exc) if uri.startswith(("http://", "https://")) else None
+    if status is not None:
+        return _auth_problem(uri, status)
     name = _store_name(uri)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = re.sub(r"^\((?:sqlite3|psycopg\d?)\.\w+\)\s*", "", text)

@@ -144,6 +144,11 @@ def test_sharper_is_the_distance_from_the_clean_sharpness():
     results.update({("vae", s): {"items": {"base": {"blur_percent": [27.0 + 0.1 * s] * 20}}} for s in (1, 2, 3)})
     (row,) = R.analyse([claim], results, [1, 2, 3])
     assert row["measures"][0]["effect"] == pytest.approx(30 - 27.2) and row["verdict"] == "does not hold"
+    # the table's cells escape the bars of |blur %|: one row, eleven columns
+    md = R.claims_markdown([row], [1, 2, 3], 1.0, "tiny")
+    line = next(ln for ln in md.splitlines() if ln.startswith("| 7 |"))
+    assert "\\|blur %\\| sharpness - plain" in line
+    assert len(line.replace("\\|", "").split("|")) == 13
 
 
 def test_separability_is_measured_on_held_out_blocks():

@@ -676,6 +676,11 @@ VERDICT_RULE = (
     "claimed direction (ties half).")
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: ``|`` escaped (``|blur %|`` would split the cell)."""
+    return str(text).replace("|", "\\|")
+
+
 def _sample_size(m: dict) -> str:
     """``5 x 50`` (seeds x items per seed), ``5 x 48-50`` when the seeds' counts differ."""
     counts = [c for c in m.get("items_per_seed", {}).values() if c]
@@ -702,9 +707,9 @@ def claims_markdown(rows: list[dict], seeds: list[int], seconds: float, settings
             per_seed = ", ".join(_fmt(v) for v in m["per_seed"].values())
             first = i == 0
             lines.append(
-                f"| {r['claim'] if first else ''} | {r['text'] if first else ''} | "
-                f"{(r['study'] + ': ' + r['source']) if first else ''} | {r['setting'] if first else ''} | "
-                f"{m['label']} | {_sample_size(m)} | "
+                f"| {r['claim'] if first else ''} | {_cell(r['text']) if first else ''} | "
+                f"{_cell(r['study'] + ': ' + r['source']) if first else ''} | {_cell(r['setting']) if first else ''} | "
+                f"{_cell(m['label'])} | {_sample_size(m)} | "
                 f"{_fmt(m['effect'])}{unit} [{_fmt(m['ci'][0])}, {_fmt(m['ci'][1])}] | "
                 f"{_p(m['p_value'])} | {m['share_claimed_direction']:.0%} | {per_seed} | "
                 f"{_verdict_cell(r, i)} |")

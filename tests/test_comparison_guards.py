@@ -18,7 +18,6 @@ each test was seen to catch.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -24,8 +24,10 @@ def run(params, args):
         for path in [Path("metrics/summary.md"), *sorted(Path("metrics/evaluate").glob("*.png"))]:
             mlrun.log_artifact(path)
         mlrun.add_note("\n\n".join(summary.split("\n\n")[:3]))  # the title, the table, the best classical
-        if params.mlflow.register_models:  # versions tagged with their test figures; alias champion
-            mlrun.register_restorers(Path("models"), params.architectures, result, routing=params.evaluate.routing)
+        if params.mlflow.register_models:  # versions tagged with their test and validation figures;
+            # the alias champion goes to the best by validation PSNR (the test split only reports)
+            mlrun.register_restorers(Path("models"), params.architectures, result, routing=params.evaluate.routing,
+                                     prepared=Path("data/prepared"), max_images=params.evaluate.max_images)
     print(summary)
 
 

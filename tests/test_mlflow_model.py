@@ -39,9 +39,14 @@ def store(tmp_path_factory):
                          template_db(tmp_path_factory.getbasetemp()), mp)
         model_dir = root / "models" / "conv_ae"
         save_tiny_restorer(model_dir)
+        val = root / "data" / "prepared" / "val"  # a validation split for the champion's criterion
+        val.mkdir(parents=True)
+        rng = np.random.default_rng(3)
+        np.save(val / "clean.npy", rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8))
+        np.save(val / "degraded.npy", rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8))
         params = parse_params({"architectures": ["conv_ae"], "blocks": {"size": 16}})
         with stage_run("evaluate", params, keys=["evaluate"]) as evaluate:
-            evaluate.register_restorers(root / "models", ["conv_ae"], EVALUATION)
+            evaluate.register_restorers(root / "models", ["conv_ae"], EVALUATION, prepared=root / "data" / "prepared")
         yield SimpleNamespace(root=root, model_dir=model_dir, uri=tracking_uri(),
                               experiment_id=init_store(), evaluate=evaluate.run_id)
         mlflow.set_tracking_uri(None)
@@ -140,6 +145,16 @@ def test_evaluate_tags_the_version_and_names_it_champion(store):
     assert {k: v for k, v in version.tags.items() if k.startswith("test.")} == {
         "test.psnr": "25.5000", "test.ssim": "0.8125", "test.psnr_blur": "24.0000", "test.mode": "multi",
         "test.images": "5", "test.degraded_psnr": "20.2500"}
+    # the validation PSNR, the champion's criterion: the restorer scored on the val split
+    from aerestore.evaluate import restorer_row
+    from aerestore.metrics import psnr
+
+    val = store.root / "data" / "prepared" / "val"
+    clean, degraded = np.load(val / "clean.npy"), np.load(val / "degraded.npy")
+    restored = np.clip(restorer_row(Restorer.load(store.model_dir), "multi")(degraded / 255.0), 0, 1)
+    expected = np.mean([psnr(r, c / 255.0) for r, c in zip(restored, clean)])
+    assert float(version.tags["val.psnr"]) == pytest.approx(expected, abs=1e-4)
+    assert version.tags["val.images"] == "3" and "Validation (3 images" in version.description
     assert "PSNR 25.50 dB, SSIM 0.812" in version.description
     model = client.get_registered_model("aerestore-conv_ae")
     assert "models:/aerestore-conv_ae@champion" in model.description
@@ -148,17 +163,23 @@ def test_evaluate_tags_the_version_and_names_it_champion(store):
     assert isinstance(restorer, Restorer)
 
 
-def test_champion_is_the_best_by_test_psnr_on_the_same_test_data(tmp_path, tmp_path_factory, monkeypatch):
+def test_champion_is_the_best_by_validation_psnr_on_the_same_data(tmp_path, tmp_path_factory, monkeypatch):
+    """The alias follows the validation PSNR; the test PSNR only reports (issue 23: the
+    champion was the best by test PSNR, so the test split informed a choice)."""
     make_repo(tmp_path / "repo", template_db(tmp_path_factory.getbasetemp()), monkeypatch)
     uri = tracking_uri()
     client = MlflowClient(uri)
 
-    def version(arch: str, psnr: float, data: str) -> tuple[str, bool]:
+    def version(arch: str, psnr: float | None, data: str, test_psnr: float | None = None) -> tuple[str, bool]:
+        """A new version with validation PSNR ``psnr`` and test PSNR ``test_psnr`` (default:
+        ``60 - psnr``, so that the best on test is the worst on validation)."""
         name = registered_name(arch)
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)
         number = str(client.create_model_version(name, source=str(tmp_path)).version)
-        return number, tag_version(arch, number, {"multi": {"psnr": psnr, "ssim": 0.5}}, test_data=data, uri=uri)
+        test = test_psnr if test_psnr is not None else 60.0 - (psnr or 0.0)
+        metrics = {"multi": {"psnr": test, "ssim": 0.5}, "validation": {"psnr": psnr, "images": 4}}
+        return number, tag_version(arch, number, metrics, test_data=data, uri=uri)
 
     def champion(arch: str) -> str:
         return str(client.get_model_version_by_alias(registered_name(arch), "champion").version)
@@ -172,9 +193,16 @@ def test_champion_is_the_best_by_test_psnr_on_the_same_test_data(tmp_path, tmp_p
     assert mark_best_overall(["conv_ae", "unet_ae"], test_data="md5-b", uri=uri) == "unet_ae"
     tags = {arch: client.get_registered_model(registered_name(arch)).tags for arch in ("conv_ae", "unet_ae")}
     assert tags["unet_ae"]["best_overall"] == "true" and "best_overall" not in tags["conv_ae"]
-    assert tags["unet_ae"]["champion.summary"].startswith("version 1, test PSNR 30.00 dB: the best of unet_ae 30.00")
+    assert tags["unet_ae"]["champion.summary"].startswith(
+        "version 1, validation PSNR 30.00 dB: the best of unet_ae 30.00")
     assert version("conv_ae", 31.0, "md5-b") == ("5", True)
     assert mark_best_overall(["conv_ae", "unet_ae"], test_data="md5-b", uri=uri) == "conv_ae"
     tags = {arch: client.get_registered_model(registered_name(arch)).tags for arch in ("conv_ae", "unet_ae")}
     assert tags["conv_ae"]["best_overall"] == "true" and "best_overall" not in tags["unet_ae"]
     assert champion("conv_ae") == "5" and champion("unet_ae") == "1"
+    # the best test PSNR ever seen, worse on validation: not the champion
+    assert version("conv_ae", 30.0, "md5-b", test_psnr=99.0) == ("6", False)
+    assert version("conv_ae", None, "md5-b", test_psnr=99.0) == ("7", False)  # no validation figure
+    assert champion("conv_ae") == "5"
+    v6 = client.get_model_version(registered_name("conv_ae"), "6").tags
+    assert v6["val.psnr"] == "30.0000" and v6["test.psnr"] == "99.0000" and v6["val.images"] == "4"

@@ -103,6 +103,10 @@ def test_the_restorer_is_registered(tracked):
     champion = client.get_model_version_by_alias("aerestore-conv_ae", "champion")
     assert float(champion.tags["test.psnr"]) == pytest.approx(result["conv_ae"]["multi"]["psnr"], abs=1e-4)
     assert champion.tags["test.images"] == str(result["images"]) and champion.description
+    # chosen on its validation PSNR (the val split of data/prepared), logged on the evaluate run
+    evaluate = next(r for r in runs_of(tracked)[1] if r.info.run_name == "evaluate")
+    assert float(champion.tags["val.psnr"]) == pytest.approx(evaluate.data.metrics["val.conv_ae.psnr"], abs=1e-4)
+    assert int(champion.tags["val.images"]) > 0
     model = client.get_registered_model("aerestore-conv_ae")
     assert model.description and model.tags["best_overall"] == "true"
 

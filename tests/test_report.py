@@ -51,6 +51,49 @@ def test_bootstrap_ci_covers_the_mean_and_narrows_with_agreeing_seeds():
     assert np.isnan(R.bootstrap_ci([np.array([np.nan])])[0])
 
 
+# ------------------------------------------------------- the rule's error rate
+def test_t_interval_matches_scipy_and_needs_two_seeds():
+    from scipy import stats as st
+
+    groups = [np.array([1.0, 3.0]), np.array([2.0, np.nan, 2.0]), np.array([6.0])]
+    m = np.array([2.0, 2.0, 6.0])  # per-seed means, nan dropped
+    lo, hi = st.t.interval(0.95, df=2, loc=m.mean(), scale=st.sem(m))
+    assert R.S.t_interval(groups) == pytest.approx((lo, hi))
+    assert np.isnan(R.S.t_interval([np.array([1.0, 2.0])])[0])  # one seed: no interval
+    assert np.isnan(R.S.t_interval([np.array([1.0]), np.array([np.nan])])[0])
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_null_claims_get_false_verdicts_at_most_5_percent(n_seeds):
+    """300 simulated claims with no true effect, the seeds' spread equal to the images'
+    (issue 23): the report's rule says "holds" and "does not hold" each at most 5 % of the
+    time (2.5 % expected). The old two-level bootstrap over 3 seeds said each ~14 %."""
+    rates = R.null_verdict_rates(n_claims=300, n_seeds=n_seeds, n_items=50, seed_sd=1.0, item_sd=1.0)
+    assert rates["holds"] <= 0.05 and rates["does not hold"] <= 0.05
+    # a "does not help" claim at its margin: a false "holds" at most 5 % of the time
+    at_margin = R.null_verdict_rates(n_claims=300, n_seeds=n_seeds, effect=0.1, size=0.1, kind="none")
+    assert at_margin["holds"] <= 0.05
+
+
+def test_null_simulation_catches_a_rule_that_ignores_the_seeds():
+    """The calibration test can fail: a 95 % interval that pools the items as if independent
+    (the seeds' spread ignored) is caught giving false verdicts far above 5 %."""
+    from scipy import stats as st
+
+    def pooled(groups):
+        x = np.concatenate(groups)
+        return st.t.interval(0.95, df=x.size - 1, loc=x.mean(), scale=st.sem(x))
+
+    rates = R.null_verdict_rates(n_claims=300, interval=pooled)
+    assert rates["holds"] > 0.2 and rates["does not hold"] > 0.2
+
+
+def test_the_report_runs_five_seeds_by_default():
+    from aerestore import cli
+
+    assert R.SEEDS == (1, 2, 3, 4, 5) and cli.R_SEEDS == R.SEEDS
+
+
 # ------------------------------------------------------------ synthetic results
 def _fake_results(effects: dict[int, float], claims=(2,), seeds=(1, 2, 3), n=30, noise=0.5) -> dict:
     """Per-image results whose contrast for each claim has the given mean effect."""
@@ -82,6 +125,88 @@ def test_synthetic_claims_get_the_three_verdicts(tmp_path):
     m = rows[0]["measures"][0]
     assert 2.5 < m["effect"] < 3.5 and m["ci"][0] > 1.0 and m["p_value"] < 1e-6
     assert set(m["per_seed"]) == {"1", "2", "3"} and m["n_items"] == 90
+    assert m["n_seeds"] == 3 and m["items_per_seed"] == {"1": 30, "2": 30, "3": 30}
+    # the interval is the t interval over the per-seed means
+    means = np.array(list(m["per_seed"].values()))
+    half = 4.302652729911275 * means.std(ddof=1) / np.sqrt(3)
+    assert m["ci"] == pytest.approx([means.mean() - half, means.mean() + half])
+    assert "| 3 x 30 |" in (tmp_path / "claims.md").read_text()  # sample sizes shown
+
+
+def test_sharper_is_the_distance_from_the_clean_sharpness():
+    """Claim 7: an output that swings from too blurry (+27 %) to amplified noise (-30 %) is
+    not sharper: |blur %| is worse (30 > 27), as the evaluate stage scores it."""
+    (claim,) = R.select_claims([7])
+    (m,) = claim.measures
+    assert m.absolute and m.metric == "blur_percent" and m.sign == -1
+    assert all(ms.absolute for c in R.select_claims([7, 10]) for ms in c.measures)
+    results = {("vae_sharp", s): {"items": {"base": {"blur_percent": [-30.0] * 20}}} for s in (1, 2, 3)}
+    results.update({("vae", s): {"items": {"base": {"blur_percent": [27.0 + 0.1 * s] * 20}}} for s in (1, 2, 3)})
+    (row,) = R.analyse([claim], results, [1, 2, 3])
+    assert row["measures"][0]["effect"] == pytest.approx(30 - 27.2) and row["verdict"] == "does not hold"
+    # the table's cells escape the bars of |blur %|: one row, eleven columns
+    md = R.claims_markdown([row], [1, 2, 3], 1.0, "tiny")
+    line = next(ln for ln in md.splitlines() if ln.startswith("| 7 |"))
+    assert "\\|blur %\\| sharpness - plain" in line
+    assert len(line.replace("\\|", "").split("|")) == 13
+
+
+def test_separability_is_measured_on_held_out_blocks():
+    """Claim 3: clusters fitted on the training codes, silhouettes of the test blocks' codes.
+    Training codes in 3 tight clusters and test codes in one blob: the held-out silhouette
+    is low, where the training codes' would be near 1."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    train = (centres[np.arange(300) % 3] + rng.normal(0, 0.1, (300, 2))).astype(np.float32)
+    test = rng.normal(3.0, 3.0, (200, 2)).astype(np.float32)
+    encode = lambda model, blocks: np.asarray(blocks, dtype=np.float32)  # noqa: E731 (codes = blocks)
+    held_out = R.silhouette_items(None, train, test, 3, seed=1, encode=encode)
+    in_sample = R.silhouette_items(None, train, train, 3, seed=1, encode=encode)
+    assert held_out.shape == (200,) and in_sample.shape == (300,)
+    assert in_sample.mean() > 0.9 and held_out.mean() < 0.6
+    assert R.ARMS["ncut_on"].silhouette and "held-out" in R.select_claims([3])[0].setting
+
+
+def _digest_tree(root: Path) -> None:
+    (root / "src" / "aerestore").mkdir(parents=True)
+    (root / "stages").mkdir()
+    for name, text in {"src/aerestore/train.py": "t = 1\n", "src/aerestore/report.py": "r = 1\n",
+                       "src/aerestore/stats.py": "s = 1\n", "stages/train.py": "x = 1\n"}.items():
+        (root / name).write_text(text)
+
+
+def test_check_report_says_when_the_committed_report_is_stale(tmp_path, capsys):
+    from aerestore.cli import main
+
+    root, out = tmp_path / "repo", tmp_path / "reports"
+    _digest_tree(root)
+    out.mkdir()
+    assert R.check_report(out, root)[0] is False  # no report
+    (out / "claims.json").write_text(json.dumps({"claims": []}))
+    fresh, message = R.check_report(out, root)
+    assert not fresh and "records no code_digest" in message  # written before digests
+    (out / "claims.json").write_text(json.dumps({"code_digest": R.code_digest(root),
+                                                 "report_digest": R.report_digest(root)}))
+    assert R.check_report(out, root)[0] is True
+    (root / "stages/train.py").write_text("x = 2\n")  # the code the runs execute changed
+    fresh, message = R.check_report(out, root)
+    assert not fresh and "code_digest" in message
+    (out / "claims.json").write_text(json.dumps({"code_digest": R.code_digest(root),
+                                                 "report_digest": R.report_digest(root)}))
+    (root / "src/aerestore/report.py").write_text("r = 2\n")  # the claims or verdict rule changed
+    fresh, message = R.check_report(out, root)
+    assert not fresh and "report_digest" in message and "code_digest" not in message
+    # the CLI flag: the real repository against a report with no digest -> stale, exit 1
+    assert main(["report", "--check", "--out", str(out)]) == 1
+    assert "stale" in capsys.readouterr().out
+
+
+def test_written_report_records_the_digests_it_ran_on(tmp_path):
+    results = _fake_results({2: 3.0}, claims=(2,))
+    R.write_report(R.select_claims([2]), [1, 2, 3], results, tmp_path, BASE)
+    data = json.loads((tmp_path / "claims.json").read_text())
+    assert data["code_digest"] == R.code_digest() and data["report_digest"] == R.report_digest()
+    assert R.check_report(tmp_path) == (True, R.check_report(tmp_path)[1])
 
 
 def test_report_files(tmp_path):

@@ -630,6 +630,9 @@ def _claim_numbers(text: str | None) -> list[int] | None:
         raise CliError(f"--claims {text!r}: give claim numbers separated by commas, e.g. 3,7") from None
 
 
+R_SEEDS = (1, 2, 3, 4, 5)  # aerestore.report.SEEDS (not imported here: the CLI starts fast)
+
+
 def _add_report(sub: Any) -> None:
     p = sub.add_parser(
         "report",
@@ -640,18 +643,26 @@ def _add_report(sub: Any) -> None:
         "claim (reports/claims/). See docs/studies.md, \"The studies' claims\".",
     )
     p.add_argument("--claims", default=None, metavar="N,N", help="only these claims (e.g. 3,7; default: all ten)")
-    p.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds 1..K per arm (default 3)")
+    p.add_argument("--seeds", type=int, default=len(R_SEEDS), metavar="K",
+                   help=f"seeds 1..K per arm (default {len(R_SEEDS)}; the interval needs at least 2)")
     p.add_argument("--params", default="params.yaml", help="the base params (default params.yaml)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default reports/)")
     p.add_argument("--cache", type=Path, default=None, help="run cache (default OUT/cache)")
+    p.add_argument("--check", action="store_true",
+                   help="train nothing: say whether OUT/claims.json was written by the code now "
+                   "(exit code 1 when stale)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from aerestore import report as R
 
+    if args.check:
+        fresh, message = R.check_report(args.out)
+        print(message)
+        return 0 if fresh else 1
     if args.seeds < 1:
-        raise CliError(f"--seeds {args.seeds}: at least 1 (3 for the report's statistics)")
+        raise CliError(f"--seeds {args.seeds}: at least 1 (2 for the report's interval, 5 by default)")
     rows = R.report(_claim_numbers(args.claims), seeds=range(1, args.seeds + 1), params_path=args.params,
                     out_dir=args.out, cache_dir=args.cache)
     for r in rows:

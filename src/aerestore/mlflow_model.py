@@ -17,6 +17,7 @@ uint8 image ``(H, W, channels)``. Inference param ``mode``: ``multi`` (default),
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -190,7 +191,8 @@ def load_restorer(model_uri: str, routing: str | None = None) -> "Restorer":
 
 
 # ----------------------------------------------------------------------- the registry
-#: The alias of an architecture's best version by test PSNR (``models:/aerestore-<arch>@champion``).
+#: The alias of an architecture's best version by **validation** PSNR
+#: (``models:/aerestore-<arch>@champion``; the test split only reports, issue 23).
 CHAMPION = "champion"
 #: Registered-model tag on the one ``aerestore-<arch>`` whose champion is best across architectures.
 BEST_OVERALL_TAG = "best_overall"
@@ -206,9 +208,38 @@ def _model_description(arch: str) -> str:
         "per-cluster decoders, block split and merge. Input: one uint8 image (H, W, C) of any "
         "size; output: the restored image (inference param `mode`: multi, single or base).\n\n"
         f"A new version per run of the `evaluate` stage, tagged with its test figures (`test.psnr`, "
-        f"`test.ssim`, ...). Alias `{CHAMPION}`: the best version by test PSNR among those evaluated "
-        f"on the same test data. Load it with `models:/{registered_name(arch)}@{CHAMPION}`."
+        f"`test.ssim`, ...) and its validation PSNR (`val.psnr`). Alias `{CHAMPION}`: the best version "
+        f"by validation PSNR among those evaluated on the same data (the test figures only report). "
+        f"Load it with `models:/{registered_name(arch)}@{CHAMPION}`."
     )
+
+
+def validation_figures(model_dir: str | Path, prepared_dir: str | Path, routing: str | None = None,
+                       max_images: int = 0, mode: str = DEFAULT_MODE) -> dict[str, Any] | None:
+    """The restorer in ``model_dir`` on the **validation** split (``<prepared_dir>/val``, its
+    first ``max_images``; 0 = all) in ``mode``: ``{"psnr": mean PSNR, "images": n, "mode":
+    mode}``, scored as the evaluate stage scores the test split
+    (:func:`aerestore.evaluate.score_rows`). ``None`` without a validation split.
+
+    Deliberate (issue 23): the ``champion`` alias is chosen on this figure, so the test split
+    informs no choice; it was the best test PSNR."""
+    from .evaluate import restorer_row, score_rows
+    from .io import open_array
+    from .restore import Restorer
+    from .stats import mean_finite
+
+    d = Path(prepared_dir) / "val"
+    if not ((d / "clean.npy").is_file() and (d / "degraded.npy").is_file()):
+        return None
+    clean, degraded = open_array(d / "clean.npy"), open_array(d / "degraded.npy")
+    if max_images:
+        clean, degraded = clean[:max_images], degraded[:max_images]
+    if len(clean) == 0:
+        return None
+    restorer = Restorer.load(model_dir, routing=routing)
+    per_image, _, _ = score_rows(clean, degraded, None, {mode: restorer_row(restorer, mode)}, progress=False,
+                                 regions=False)
+    return {"psnr": float(mean_finite(per_image[mode]["psnr"])), "images": int(len(clean)), "mode": mode}
 
 
 def _fmt(value: Any) -> str:
@@ -223,16 +254,23 @@ def tag_version(
     test_data: str | None = None,
     uri: str | None = None,
 ) -> bool:
-    """Tag and describe version ``version`` of ``aerestore-<arch>`` with its test figures,
-    and move the alias ``champion`` to it if it is the architecture's best by test PSNR.
+    """Tag and describe version ``version`` of ``aerestore-<arch>`` with its test and
+    validation figures, and move the alias ``champion`` to it if it is the architecture's
+    best by **validation** PSNR.
 
     ``metrics`` is the architecture's section of ``evaluate.json`` (``{"multi": {"psnr":
-    ..., ...}, "single": ..., "images": n, "degraded": {...}}``); the figures of the
-    default mode become the tags ``test.psnr``, ``test.ssim``, ... ``test_data`` is
-    DVC's md5 of the test data (``data/prepared``), tagged ``test.data``: PSNRs are
-    compared only between versions evaluated on the same data, so a champion measured
-    on other data gives way to the new version. Returns whether the new version is
-    the champion.
+    ..., ...}, "single": ..., "images": n, "degraded": {...}}``) plus ``"validation"``
+    (:func:`validation_figures`); the figures of the default mode become the tags
+    ``test.psnr``, ``test.ssim``, ..., the validation ones ``val.psnr``, ``val.images``.
+    ``test_data`` is DVC's md5 of ``data/prepared`` (which holds the validation and test
+    splits), tagged ``test.data``: PSNRs are compared only between versions evaluated on
+    the same data, so a champion measured on other data gives way to the new version.
+    A version without a validation PSNR becomes the champion only when there is none yet;
+    a champion without one (chosen before issue 23) gives way to one with. Returns
+    whether the new version is the champion.
+
+    Deliberate (issue 23): the champion was the best by test PSNR, so the test split
+    informed a choice; the test tags now only report.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -252,6 +290,13 @@ def tag_version(
         tags["test.degraded_psnr"] = _fmt(degraded["psnr"])
     if test_data:
         tags["test.data"] = test_data
+    validation = metrics.get("validation") or {}
+    val_psnr = validation.get("psnr")
+    if isinstance(val_psnr, (int, float)) and math.isfinite(val_psnr):
+        tags["val.psnr"] = _fmt(float(val_psnr))
+        tags["val.images"] = str(validation.get("images", "?"))
+    else:
+        val_psnr = None
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
 
@@ -261,30 +306,39 @@ def tag_version(
         lines.append(f"Test ({mode} mode, {metrics.get('images', '?')} images): PSNR {psnr:.2f} dB, "
                      f"SSIM {figures.get('ssim', float('nan')):.3f}"
                      + (f"; the degraded input: {degraded['psnr']:.2f} dB." if "psnr" in degraded else "."))
+    if val_psnr is not None:
+        lines.append(f"Validation ({validation.get('images', '?')} images, the champion's criterion): "
+                     f"PSNR {val_psnr:.2f} dB.")
     client.update_model_version(name, version, description=" ".join(lines))
     model = client.get_registered_model(name)
     if not model.description:
         client.update_registered_model(name, description=_model_description(arch))
 
-    if not isinstance(psnr, (int, float)):
-        return False
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no champion yet
         current = None
-    if current is not None and str(current.version) != str(version) and current.tags.get("test.data") == test_data:
-        try:
-            if float(current.tags.get("test.psnr", "-inf")) >= float(_fmt(float(psnr))):  # as tagged: a tie keeps it
-                return False
-        except ValueError:
-            pass
+    if current is None:
+        if val_psnr is None and not isinstance(psnr, (int, float)):
+            return False  # nothing measured
+    elif str(current.version) != str(version):
+        if val_psnr is None:
+            return False  # not measured on validation: it takes no champion's place
+        current_val = current.tags.get("val.psnr")
+        if current.tags.get("test.data") == test_data and current_val is not None:
+            try:
+                if float(current_val) >= float(tags["val.psnr"]):  # as tagged: a tie keeps it
+                    return False
+            except ValueError:
+                pass
     client.set_registered_model_alias(name, CHAMPION, version)
     return True
 
 
 def mark_best_overall(archs: list[str], test_data: str | None = None, uri: str | None = None) -> str | None:
     """Tag ``best_overall`` = ``true`` on the ``aerestore-<arch>`` whose champion has the
-    highest test PSNR among ``archs`` (champions evaluated on ``test_data`` only) and
+    highest validation PSNR (``val.psnr``; issue 23: it was the test PSNR) among ``archs``
+    (champions evaluated on ``test_data`` only; one without ``val.psnr`` is left out) and
     remove the tag from the others. An alias belongs to one registered model, so the
     best across architectures is this tag (and the registered model's description).
     Returns the best architecture, or None."""
@@ -301,7 +355,7 @@ def mark_best_overall(archs: list[str], test_data: str | None = None, uri: str |
         if test_data and champion.tags.get("test.data") != test_data:
             continue
         try:
-            scores[arch] = (float(champion.tags["test.psnr"]), champion.version)
+            scores[arch] = (float(champion.tags["val.psnr"]), champion.version)
         except (KeyError, ValueError):
             continue
     best = max(scores, key=lambda a: scores[a][0]) if scores else None
@@ -315,7 +369,7 @@ def mark_best_overall(archs: list[str], test_data: str | None = None, uri: str |
             psnr, version = scores[arch]
             client.set_registered_model_tag(name, BEST_OVERALL_TAG, "true")
             client.set_registered_model_tag(
-                name, "champion.summary", f"version {version}, test PSNR {psnr:.2f} dB: the best of "
+                name, "champion.summary", f"version {version}, validation PSNR {psnr:.2f} dB: the best of "
                 + ", ".join(f"{a} {scores[a][0]:.2f}" for a in sorted(scores, key=lambda a: -scores[a][0])))
         else:
             if BEST_OVERALL_TAG in model.tags:
@@ -323,5 +377,5 @@ def mark_best_overall(archs: list[str], test_data: str | None = None, uri: str |
             if arch in scores:
                 psnr, version = scores[arch]
                 client.set_registered_model_tag(name, "champion.summary",
-                                                f"version {version}, test PSNR {psnr:.2f} dB")
+                                                f"version {version}, validation PSNR {psnr:.2f} dB")
     return best

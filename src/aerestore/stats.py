@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sstats
 
-__all__ = ["share_better", "wilcoxon_paired", "mean_finite", "summary", "holm", "paired_comparison"]
+__all__ = ["share_better", "wilcoxon_paired", "mean_finite", "summary", "holm", "paired_comparison",
+           "bootstrap_ci", "seed_means", "t_interval"]
 
 WILCOXON_ZERO_METHOD = "zsplit"
 
@@ -161,7 +162,13 @@ def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = 2000, level: float = 
                  seed: int = 0) -> tuple[float, float]:
     """Two-level percentile bootstrap of the mean over seeds of the per-seed mean: seeds drawn
     with replacement, then items within each drawn seed (so with few seeds the interval excludes 0 only when
-    every seed agrees). ``nan`` items are dropped first. Used by ``aerestore report``."""
+    every seed agrees). ``nan`` items are dropped first.
+
+    No longer the claims report's interval (issue 23): with 3 seeds it is far too narrow (the
+    bootstrap distribution of a mean of 3 draws underestimates the spread of the seeds), so on
+    300 simulated null claims (3 seeds of 50 items, seed spread = item spread;
+    ``aerestore.report.null_verdict_rates``) it says "holds" 14.3 % and "does not hold" 13.7 %
+    of the time instead of 2.5 % each; :func:`t_interval` replaced it. Kept for comparison (``tests/test_report.py``)."""
     groups = [np.asarray(g, dtype=np.float64) for g in per_seed]
     groups = [g[np.isfinite(g)] for g in groups]
     groups = [g for g in groups if g.size]
@@ -174,3 +181,37 @@ def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = 2000, level: float = 
         stats[b] = np.mean([groups[i][rng.integers(0, groups[i].size, size=groups[i].size)].mean() for i in pick])
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def seed_means(per_seed: list[Any]) -> np.ndarray:
+    """The mean of each seed's finite items; seeds with no finite item are left out."""
+    means = []
+    for g in per_seed:
+        arr = np.asarray(g, dtype=np.float64).ravel()
+        fin = arr[np.isfinite(arr)]
+        if fin.size:
+            means.append(float(fin.mean()))
+    return np.asarray(means, dtype=np.float64)
+
+
+def t_interval(per_seed: list[Any], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean effect with the **seeds as the independent units**:
+    ``mean(m) +- t_{k-1, (1+level)/2} * sd(m) / sqrt(k)`` over the ``k`` per-seed means ``m``
+    (:func:`seed_means`; ``scipy.stats.t``).
+
+    Items of one seed share a training run, so they are not independent draws of the effect;
+    the per-seed means are (one training run each). Their spread holds both the training
+    noise and the sampling of the test images, so the interval needs no model of either, and
+    when the per-seed means are normal its coverage is exact for any number of seeds >= 2
+    (issue 23: on 10 000 simulated null claims of 3 seeds it covers 0 94.7 % of the time;
+    the two-level bootstrap covered it 72 % on 300). ``(nan, nan)`` with fewer than 2 seeds.
+    Deliberate: with 3 seeds ``t_{2, 0.975}`` = 4.30, so an effect must be large against the
+    seeds' spread to give a verdict; more seeds narrow it (the report runs 5).
+    """
+    m = seed_means(per_seed)
+    k = m.size
+    if k < 2:
+        return math.nan, math.nan
+    centre = float(m.mean())
+    half = float(_sstats.t.ppf((1 + level) / 2, df=k - 1) * m.std(ddof=1) / math.sqrt(k))
+    return centre - half, centre + half

@@ -571,7 +571,8 @@ Each run is one execution of one DVC stage, named after it: its params are exact
 dvc.yaml lists for the stage, its inputs are the stage's data with DVC's md5 as digest,
 and its tags say which DVC experiment (`dvc.exp_name`), commit (`git.commit`) and pipeline
 execution (`aerestore.pipeline_id`) it belongs to. `evaluate` registers each restorer as
-`aerestore-<arch>`; the alias `champion` marks each architecture's best version by test PSNR.
+`aerestore-<arch>`; the alias `champion` marks each architecture's best version by validation
+PSNR (the test figures are tags that only report).
 """
 
 #: What each stage does, for its run's description (``{arch}``: the stage's architecture).
@@ -895,7 +896,7 @@ class StageRun:
         ``register``. ``routing`` is the model's default routing (``hard`` if None).
         With ``test_metrics`` (``evaluate.json``'s section of the architecture) the new
         version is tagged with them and described, and becomes the architecture's
-        ``champion`` if it is its best by test PSNR (see
+        ``champion`` if it is its best by validation PSNR (``test_metrics["validation"]``; see
         :func:`aerestore.mlflow_model.tag_version`). Returns MLflow's ``ModelInfo``."""
         if not self.active:
             return None
@@ -910,20 +911,28 @@ class StageRun:
         return info
 
     def register_restorers(self, models: str | Path, archs: list[str], result: Mapping[str, Any],
-                           routing: str | None = None) -> str | None:
+                           routing: str | None = None, prepared: str | Path | None = None,
+                           max_images: int = 0) -> str | None:
         """``evaluate``'s registration: each architecture's restorer in ``models/<arch>``
         as a new version of ``aerestore-<arch>``, tagged with its section of ``result``
-        (``evaluate.json``); then the registered model whose champion is best across
-        architectures is marked (:func:`aerestore.mlflow_model.mark_best_overall`).
-        Returns the best architecture."""
+        (``evaluate.json``) and with its PSNR on the validation split of ``prepared``
+        (:func:`aerestore.mlflow_model.validation_figures`, the first ``max_images``; also
+        logged as the run's metric ``val.<arch>.psnr``), on which the ``champion`` alias is
+        chosen; then the registered model whose champion is best across architectures is
+        marked (:func:`aerestore.mlflow_model.mark_best_overall`). Returns the best
+        architecture."""
         if not self.active:
             return None
-        from aerestore.mlflow_model import mark_best_overall
+        from aerestore.mlflow_model import mark_best_overall, validation_figures
 
         for arch in archs:
+            validation = (validation_figures(Path(models) / arch, prepared, routing=routing, max_images=max_images)
+                          if prepared is not None else None)
+            if validation is not None:
+                self.log_metrics({f"val.{arch}.psnr": validation["psnr"]})
             self.log_restorer(Path(models) / arch, arch, register=True, routing=routing,
                               test_metrics={**result.get(arch, {}), "images": result.get("images"),
-                                            "degraded": result.get("degraded", {})})
+                                            "degraded": result.get("degraded", {}), "validation": validation})
         with _store_errors(self.uri):
             return mark_best_overall(archs, test_data=self.input_md5("data/prepared"), uri=self.uri)
 

@@ -1,0 +1,168 @@
+"""The CBSD68 benchmark (aerestore.benchmark_sets, `aerestore cbsd68`) and its training preset
+(presets/gaussian-denoise.yaml), on small synthetic images: nothing here reads ../shared."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aerestore import benchmark_sets as B
+from aerestore import study_presets as SP
+from aerestore.cli import main
+from aerestore.data.degrade import degrade_image, draw_float
+from aerestore.params import GaussianNoiseOp
+from aerestore.report import load_base
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _clean_images(n: int = 2, size: tuple[int, int] = (40, 48)) -> list[np.ndarray]:
+    """Mid-range colour images (64..192): noise of sigma <= 10 is never clipped."""
+    rng = np.random.default_rng(7)
+    return [rng.integers(64, 193, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = _clean_images()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / f"{i:04d}.png")
+    (tmp_path / "README.md").write_text("not an image")
+    return tmp_path, images
+
+
+def _oracle(images):
+    """A 'restorer' that returns the clean image closest to the noisy one."""
+    def denoise(x, sigma):
+        errs = [np.mean((x - c / 255.0) ** 2) for c in images]
+        return images[int(np.argmin(errs))].astype(np.float32) / 255.0
+    return B.Method("oracle", "ours", denoise)
+
+
+def test_a_restorer_returning_the_clean_image_scores_the_cap(folder):
+    path, images = folder
+    result = B.run_benchmark(path, [_oracle(images)], sigmas=[25], progress=False)
+    (row,) = result["rows"]
+    assert row["images"] == 2 and row["psnr"]["25"] == B.PSNR_CAP
+    assert result["images"] == ["0000.png", "0001.png"]  # the README is not an image
+
+
+def test_the_noisy_input_scores_the_analytic_psnr_of_the_noise(folder):
+    path, _ = folder
+    result = B.run_benchmark(path, [B.noisy_method()], sigmas=[4, 8], progress=False)
+    row = result["rows"][0]
+    for sigma in (4, 8):
+        # 20 log10(255 / sigma); the 8-bit rounding adds 1/12 LSB^2 of variance (~0.01 dB at
+        # sigma 4) and 5,760 samples per image leave the sample variance within ~2 %
+        assert row["psnr"][str(sigma)] == pytest.approx(20 * math.log10(255 / sigma), abs=0.15)
+
+
+def test_the_fixed_seed_gives_the_same_noisy_images(folder):
+    _, images = folder
+    a = B.noisy_image(images[0], 25, seed=0, index=3)
+    assert np.array_equal(a, B.noisy_image(images[0], 25, seed=0, index=3))
+    assert not np.array_equal(a, B.noisy_image(images[0], 25, seed=1, index=3))
+    assert not np.array_equal(a, B.noisy_image(images[0], 25, seed=0, index=4))
+    assert not np.array_equal(a, B.noisy_image(images[0], 15, seed=0, index=3))
+    clipped = B.noisy_image(images[0], 50, seed=0, index=3, clip=True)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    assert np.allclose(clipped * 255, np.rint(clipped * 255), atol=1e-4)  # 8-bit levels
+
+
+def test_unclipped_noise_leaves_the_range_and_has_the_stated_std():
+    clean = np.zeros((64, 64, 3), np.uint8)
+    x = B.noisy_image(clean, 25, seed=0, index=0)
+    assert x.min() < 0  # not clipped: the literature's protocol
+    assert x.std() * 255 == pytest.approx(25, rel=0.03)
+
+
+def test_a_subset_sees_the_same_noise_as_the_whole_folder(folder):
+    path, _ = folder
+    whole = B.run_benchmark(path, [B.noisy_method()], sigmas=[25], progress=False)
+    one = B.run_benchmark(path, [B.noisy_method()], sigmas=[25], max_images=1, progress=False)
+    assert one["images"] == ["0000.png"]
+    assert one["rows"][0]["per_image"]["25"]["0000.png"] == whole["rows"][0]["per_image"]["25"]["0000.png"]
+    again = B.run_benchmark(path, [B.noisy_method()], sigmas=[25], progress=False)
+    assert again["rows"] == [{**whole["rows"][0], "seconds": again["rows"][0]["seconds"]}]
+
+
+def test_slow_anchors_run_on_the_anchor_subset_and_every_row_is_averaged_there(folder):
+    path, images = folder
+    slow = B.Method("slow", "classical", lambda x, s: x, slow=True)
+    result = B.run_benchmark(path, [B.noisy_method(), slow], sigmas=[25], anchor_images=1, progress=False)
+    assert result["anchor_images"] == ["0000.png"]
+    noisy, anchor = result["rows"]
+    assert noisy["images"] == 2 and anchor["images"] == 1
+    assert noisy["psnr_anchor_subset"]["25"] == noisy["per_image"]["25"]["0000.png"]
+    text = B.markdown(result)
+    assert "non-commercial" in text and "not clipped" in text and "Every row on the 1 images" in text
+    assert "30.71" in text  # the published CBM3D figure beside ours
+
+
+def test_merge_adds_an_earlier_runs_rows_on_the_same_protocol(folder):
+    path, images = folder
+    first = B.run_benchmark(path, [B.noisy_method(), B.Method("slow", "classical", lambda x, s: x, slow=True)],
+                            sigmas=[10], anchor_images=1, progress=False)
+    later = B.run_benchmark(path, [B.noisy_method(), _oracle(images)], sigmas=[10], progress=False)
+    merged = B.merge(later, first)
+    assert [r["name"] for r in merged["rows"]] == ["noisy input", "oracle", "slow"]
+    assert merged["anchor_images"] == ["0000.png"]
+    assert merged["rows"][1]["psnr_anchor_subset"]["10"] == B.PSNR_CAP
+    other_seed = B.run_benchmark(path, [B.noisy_method()], sigmas=[10], seed=1, progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        B.merge(later, other_seed)
+
+
+def test_spaced_picks_evenly_with_both_ends():
+    assert B.spaced(68, 6) == [0, 13, 27, 40, 54, 67]
+    assert B.spaced(68, 0) == list(range(68)) and B.spaced(3, 5) == [0, 1, 2]
+
+
+def test_missing_or_empty_folders_are_named(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        B.list_images(missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"{empty}: holds no images"):
+        B.list_images(empty)
+    assert main(["cbsd68", str(missing), "--classical"]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_the_command_writes_markdown_and_json(folder, tmp_path):
+    path, _ = folder
+    out = tmp_path / "out" / "bench"
+    assert main(["cbsd68", str(path), "--classical", "--sigmas", "10", "-o", str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["protocol"]["clip_noisy"] is False and data["sigmas"] == [10]
+    assert "DRUNet" in out.with_suffix(".md").read_text()
+
+
+# ------------------------------------------------------------------ the preset
+def test_the_preset_validates_and_draws_sigma_over_the_benchmark_range():
+    preset = SP.find_preset("gaussian-denoise", REPO / "presets")
+    base = load_base(REPO / "params.yaml")
+    for sample in (False, True):
+        p = SP.resolve(preset, base, sample=sample)
+        assert p.architectures == ["unet_ae"] and p.train.fresh_damage
+        (op,) = p.prepare.degrade
+        assert isinstance(op, GaussianNoiseOp) and op.prob == 1.0
+        lo, hi = op.std
+        assert lo * 255 < 15 and hi * 255 > 50  # covers sigma 15, 25 and 50
+    assert SP.resolve(preset, base, sample=True).data.source == "sample"
+    draws = [draw_float(np.random.default_rng(i), op.std) for i in range(300)]
+    assert lo <= min(draws) and max(draws) <= hi
+    assert min(draws) * 255 < 15 and max(draws) * 255 > 50
+    # over the whole image: a mid-grey image's noise, every pixel
+    grey = np.full((96, 96, 3), 128, np.uint8)
+    for i in range(5):
+        noisy, mask = degrade_image(grey, [op], np.random.default_rng(i))
+        std = (noisy.astype(np.float64) - 128).std()
+        assert lo * 255 * 0.9 < std < hi * 255 * 1.05
+        assert not mask.any()  # uniform noise: no local damage

@@ -306,4 +306,5 @@ def test_oracle_row_is_an_upper_bound_never_the_best_classical(tmp_path, workdir
     assert np.median([t["sigma_noise"] for t in told]) == pytest.approx(np.hypot(40, 12) / 255, rel=0.2)
     assert np.median([t["sigma_camera"] for t in told]) == pytest.approx(12 / 255, rel=0.2)
     assert all(t["sigma_noise"] > 2 * t["sigma_camera"] for t in told)
+    assert f"Best classical SSIM on the 3 anchor images: **tv**, {sub['classical']['tv']['ssim']:.3f}" in summary
     assert "Upper bound, not a competitor" in summary and "oracle" not in summary.split("Best classical")[1].split(".")[0]

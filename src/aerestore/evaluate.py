@@ -311,6 +311,13 @@ def classical_markdown(result: dict, archs: list[str], tuning: dict, tune_images
         lines += ["", f"Classical settings chosen on {tune_images} validation images (best mean PSNR over the "
                   f"grid `evaluate.classical_grid`; the test split is scored once, afterwards): {chosen}."]
     sub = result.get("anchor_subset", {})
+    ssims = [(r["ssim"], name) for name, r in sub.get("classical", {}).items() if r.get("ssim") is not None]
+    if ssims:
+        best_ssim, name = max(ssims)
+        diffs = "; ".join(f"{arch} {mode} {sub[arch][mode]['ssim'] - best_ssim:+.3f}" for arch in archs
+                          for mode in ("single", "multi") if sub.get(arch, {}).get(mode, {}).get("ssim") is not None)
+        lines += ["", f"Best classical SSIM on the {sub['images']} anchor images: **{_classical_label(name)}**, "
+                  f"{best_ssim:.3f}. The networks against it (SSIM): {diffs or '–'}."]
     o = sub.get("oracle")
     if o is not None:
         regions = _shown_regions(sub)

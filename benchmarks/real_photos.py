@@ -3,11 +3,15 @@ trained restorer and by the classical ones, scored, and drawn side by side.
 
     python benchmarks/real_photos.py PHOTO [PHOTO ...] [--model models/unet_ae] [--size 128]
         [--classical nlmeans bm3d tv] [--seed 0] [--out docs/restore/faces.jpg]
+        [--settings metrics/evaluate_details.json] [--oracle]
 
 Each photo is centre-cropped to a square, resized to ``--size`` px (area), degraded by
 ``prepare.degrade`` of ``params.yaml`` (seeded per photo), restored by ``--model`` (as
 ``aerestore restore`` restores: whole image, per-cluster decoders, its default runtime) and
-by each classical restorer (noise level estimated per image). Prints PSNR per photo and the
+by each classical restorer (noise level estimated per image, or a noise map for the ``*_map``
+rows; ``--settings``: the settings the evaluate stage chose on the validation split, read from
+its ``evaluate_details.json``, else the defaults) and, with ``--oracle``, by the upper bound
+told the true damage (``classical.oracle_restore``, not a competitor). Prints PSNR per photo and the
 means (whole image, inside the blurred regions) and writes one row per photo: degraded |
 the classical restorers | the model | clean.
 """
@@ -24,7 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from aerestore.classical import RESTORERS  # noqa: E402
+from aerestore.classical import RESTORERS, oracle_restore  # noqa: E402
 from aerestore.data.degrade import degrade_image  # noqa: E402
 from aerestore.params import load_params  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
@@ -52,8 +56,21 @@ def main() -> None:
     ap.add_argument("--classical", nargs="+", default=["nlmeans", "bm3d", "tv"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="the picture (JPEG or PNG); none by default")
+    ap.add_argument("--settings", type=Path, default=None,
+                    help="evaluate_details.json whose classical_settings (chosen on validation) to use")
+    ap.add_argument("--oracle", action="store_true", help="add the oracle row (told the true damage; an upper bound)")
     args = ap.parse_args()
     names = [n for n in args.classical if RESTORERS[n].missing() is None]
+    restorers = {n: RESTORERS[n] for n in names}
+    if args.settings is not None:
+        import json
+
+        chosen = json.loads(args.settings.read_text()).get("classical_settings", {})
+        restorers = {n: r.with_settings(**{k: v for k, v in chosen.get(n, {}).items() if k in r.tunable})
+                     for n, r in restorers.items()}
+        print("settings:", {n: r.tunable for n, r in restorers.items() if r.tunable})
+    if args.oracle:
+        names.append("oracle")
     restorer = Restorer.load(args.model, routing="soft")
     ops = load_params(ROOT / "params.yaml").prepare.degrade
     rows, scores = [], {k: [] for k in ["degraded", *names, "model"]}
@@ -64,7 +81,9 @@ def main() -> None:
         outs = {"degraded": degraded}
         x = degraded.astype(np.float64) / 255.0
         for n in names:
-            outs[n] = np.clip(np.rint(RESTORERS[n](x) * 255), 0, 255).astype(np.uint8)
+            y = oracle_restore(x, clean / 255.0, mask, "bm3d" if "bm3d" in restorers else "nlmeans")[0] \
+                if n == "oracle" else restorers[n](x)
+            outs[n] = np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
         outs["model"] = restorer.restore(degraded)
         blur = mask[..., 0] > 127
         for k, img in outs.items():

@@ -38,7 +38,7 @@ def crops() -> dict[str, np.ndarray]:
 
 def _degrade(name: str, clean: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(0)
-    if name in ("nlmeans", "bm3d", "tv", "bilateral"):
+    if name in ("nlmeans", "nlmeans_map", "bm3d", "bm3d_map", "tv", "bilateral"):
         return np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1)
     if name in ("wiener", "richardson_lucy"):
         return ndimage.gaussian_filter(clean, (1.0, 1.0, 0), mode="reflect")
@@ -147,3 +147,111 @@ def test_noise_sigma_skips_constant_channels():
     assert noise_sigma(np.zeros((16, 16, 3))) == 0.0  # no estimate at all
     assert noise_sigma(np.full((16, 16, 3), 0.2)) < 1e-12
     assert np.isfinite(RESTORERS["nlmeans"](img)).all()
+
+
+# ------------------------------------------------------------- noise map, map rows, oracle
+def _local_noise_image(size: int = 64, sigma: float = 0.15, camera: float = 0.02, seed: int = 0):
+    """The astronaut's face region at ``size`` px, camera noise everywhere and a disc (radius
+    size/4, centred) of extra noise ``sigma``: (clean, noisy, disc mask, true sigma map)."""
+    from skimage.transform import resize
+
+    clean = resize(data.astronaut()[:256, 96:352].astype(np.float64) / 255.0, (size, size), anti_aliasing=True)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2
+    true = np.where(disc, np.hypot(sigma, camera), camera)
+    rng = np.random.default_rng(seed)
+    return clean, clean + rng.normal(0, 1, clean.shape) * true[..., None], disc, true
+
+
+def test_noise_map_on_synthetic_local_noise():
+    from aerestore.classical import noise_map
+
+    rng = np.random.default_rng(3)
+    for sigma in (0.02, 0.1, 0.2):  # pure Gaussian noise: the 6 in Immerkaer's kernel calibrates exactly
+        ratios = [noise_map(0.5 + rng.normal(0, sigma, (64, 64, 3))).mean() / sigma for _ in range(4)]
+        assert all(abs(r - 1) < 0.08 for r in ratios) and abs(np.mean(ratios) - 1) < 0.04, (sigma, ratios)
+    assert noise_map(np.zeros((16, 16, 3))).shape == (16, 16)
+    clean, noisy, disc, true = _local_noise_image()
+    est = noise_map(noisy)
+    assert abs(np.median(est[disc]) / true[disc][0] - 1) < 0.15, np.median(est[disc])
+    assert abs(np.median(est[~disc]) / 0.02 - 1) < 0.5, np.median(est[~disc])  # texture biases low levels up
+    # the estimate follows the damage: every pixel deep inside the disc above every pixel far outside
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    assert est[r < 10].min() > est[r > 26].max()
+    with pytest.raises(ValueError, match="window"):
+        noise_map(noisy, window=1)
+
+
+def test_blend_by_map_interpolates_between_runs():
+    from aerestore.classical import blend_by_map, map_levels
+
+    outs = [np.full((1, 5, 1), v) for v in (10.0, 20.0, 30.0)]
+    got = blend_by_map(np.array([[0.5, 1.0, 1.5, 2.5, 4.0]]), np.array([1.0, 2.0, 3.0]), outs)
+    np.testing.assert_allclose(got[0, :, 0], [10, 10, 15, 25, 30])
+    assert len(map_levels(np.full((8, 8), 0.05), 3)) == 1  # uniform noise: one run, at its level
+    lv = map_levels(np.r_[np.full(90, 0.02), np.full(10, 0.15)].reshape(10, 10), 3)
+    assert len(lv) == 3 and lv[0] == pytest.approx(0.02) and lv[-1] == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("name", ["nlmeans", "bm3d"])
+def test_map_rows_restore_local_noise_the_global_rows_leave(name):
+    _needs(name)
+    clean, noisy, disc, _ = _local_noise_image()
+    noisy = np.clip(noisy, 0, 1)
+    glob, local = RESTORERS[name](noisy), RESTORERS[f"{name}_map"](noisy)
+    inside = {k: 10 * np.log10(1 / np.mean((v[disc] - clean[disc]) ** 2))
+              for k, v in (("input", noisy), ("global", glob), ("map", local))}
+    # the global sigma is the camera noise's: the disc is left nearly as noisy as it came
+    assert inside["map"] > inside["global"] + 3.0 and inside["map"] > inside["input"] + 3.0, inside
+    assert psnr(local, clean) > psnr(glob, clean) + 2.0
+    np.testing.assert_array_equal(RESTORERS[f"{name}_map"](noisy), local)  # deterministic
+
+
+def test_with_settings_checks_names_and_types():
+    r = RESTORERS["richardson_lucy"].with_settings(psf_sigma=2, num_iter=20.0)
+    assert r.tunable == {"psf_sigma": 2.0, "num_iter": 20} and type(r.tunable["num_iter"]) is int
+    assert r.settings["num_iter"] == 20 and RESTORERS["richardson_lucy"].tunable["num_iter"] == 10
+    with pytest.raises(KeyError, match="weight"):
+        RESTORERS["wiener"].with_settings(weight=0.1)
+    with pytest.raises(ValueError, match="num_iter"):
+        RESTORERS["richardson_lucy"].with_settings(num_iter=2.5)
+
+
+def test_choose_settings_picks_the_best_on_the_images_given(crops):
+    from aerestore.classical import choose_settings
+
+    clean = np.stack([crops["rgb"], crops["rgb"][::-1]])
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
+    r, rec = choose_settings(RESTORERS["tv"], {"weight": [0.001, 0.1, 5.0]}, clean, noisy)
+    assert rec["chosen"] == {"weight": 0.1} and r.tunable["weight"] == 0.1 and rec["images"] == 2
+    expected = np.mean([psnr(RESTORERS["tv"].with_settings(weight=0.1)(d), c) for d, c in zip(noisy, clean)])
+    assert rec["val_psnr"] == pytest.approx(expected)
+    # a blurred set wants the deconvolver's PSF near its blur
+    blurred = ndimage.gaussian_filter(clean, (0, 2.0, 2.0, 0), mode="reflect")
+    _, rec = choose_settings(RESTORERS["wiener"], {"psf_sigma": [0.5, 2.0], "balance": [0.01]}, clean, blurred)
+    assert rec["chosen"]["psf_sigma"] == 2.0
+
+
+def test_oracle_is_told_the_true_damage():
+    from aerestore.classical import oracle_restore
+    from aerestore.data.degrade import degrade_image
+    from aerestore.params import parse_params
+
+    ops = [{"op": "local_blur", "kernel": "gaussian", "regions": 1, "radius": 0.3, "strength": 2.0,
+            "feather": 0.5, "prob": 1.0},
+           {"op": "local_noise", "regions": 1, "radius": 0.3, "std": 0.15, "feather": 0.5, "exclusive": True,
+            "prob": 1.0},
+           {"op": "gaussian_noise", "std": 0.02, "prob": 1.0}]
+    degrade = parse_params({"prepare": {"degrade": ops}}).prepare.degrade
+    clean_f, _, _, _ = _local_noise_image()
+    clean = np.rint(clean_f * 255).astype(np.uint8)
+    degraded, mask = degrade_image(clean, degrade, np.random.default_rng(1))
+    x, c = degraded / 255.0, clean / 255.0
+    out, told = oracle_restore(x, c, mask, denoiser="nlmeans")
+    assert told["blur_strength"] == pytest.approx(2.0, abs=0.125)
+    assert told["sigma_camera"] == pytest.approx(0.02, rel=0.1)
+    # the noisy region's level measured after the clipping at 0 and 1, which removes some noise
+    assert told["sigma_noise"] == pytest.approx(np.hypot(0.15, 0.02), rel=0.15)
+    assert out.shape == x.shape and psnr(out, c) > psnr(x, c) + 3.0
+    assert psnr(out, c) > psnr(RESTORERS["nlmeans_map"](x), c)  # knowing the damage helps

@@ -41,14 +41,25 @@ def workdir(tmp_path_factory, test_split):
     prepared.mkdir(parents=True)
     for name, arr in zip(("clean", "degraded", "mask"), test_split):
         np.save(prepared / f"{name}.npy", arr)
+    val = root / "prepared" / "val"  # the classical settings are chosen here
+    val.mkdir(parents=True)
+    for name, arr in zip(("clean", "degraded", "mask"), _val_split()):
+        np.save(val / f"{name}.npy", arr)
     save_tiny_restorer(root / "models" / "conv_ae")
     return root
+
+
+def _val_split(seed: int = 5, n: int = 4):
+    clean = photo_images(n, 32, seed=seed)
+    degraded, mask = degrade(clean, seed=seed)
+    return clean, degraded, mask
 
 
 def _run(root, out, **evaluate):
     params = parse_params({"architectures": ["conv_ae"], "data": {"image_size": 32},
                            "blocks": {"size": 16, "overlap": 4},
-                           "evaluate": {"grid_images": 2, **evaluate}})
+                           # the classical defaults and no oracle unless a test asks (tested on their own)
+                           "evaluate": {"grid_images": 2, "classical_grid": {}, "oracle": False, **evaluate}})
     out.mkdir(parents=True, exist_ok=True)
     result, summary = E.run_evaluate(params, root / "prepared", root / "models", out / "evaluate.json",
                                      out / "details.json", out / "summary.md", out / "plots", progress=False)
@@ -227,3 +238,73 @@ def test_block_settings_must_match_the_model(tmp_path, test_split):
         E.run_evaluate(params, tmp_path / "prepared", tmp_path / "models", tmp_path / "e.json",
                        tmp_path / "d.json", tmp_path / "s.md", tmp_path / "plots", progress=False)
     assert not (tmp_path / "e.json").exists()
+
+
+def test_classical_settings_are_chosen_on_validation_and_the_test_split_never_enters(
+        tmp_path, workdir, test_split, monkeypatch):
+    clean, degraded, mask = test_split
+    grid = {"tv": {"weight": [0.02, 0.3]}, "wiener": {"psf_sigma": [1.0, 2.0], "balance": [0.1]}}
+    seen = []
+    real = E.tune_on_validation
+
+    def spy(names, grid_, c, d, progress=True):
+        seen.append((np.array(c), np.array(d)))
+        return real(names, grid_, c, d, progress)
+
+    monkeypatch.setattr(E, "tune_on_validation", spy)
+    saved, summary, details = _run(workdir, tmp_path, classical=["tv", "wiener"], classical_grid=grid)
+    val_clean, val_degraded, _ = _val_split()
+    # the grid saw the validation images, all of them (tune_images 0), and no test image
+    (c, d), = seen
+    assert np.array_equal(c, val_clean) and np.array_equal(d, val_degraded)
+    assert not any(np.array_equal(t, v) for t in clean for v in c)
+    tuning = saved["classical_tuning"]
+    assert set(tuning) == {"tv", "wiener"} and saved["classical_tuning_images"] == 4
+    chosen_tv = tuning["tv"]["chosen"]["weight"]
+    best = max(grid["tv"]["weight"], key=lambda wt: np.mean(
+        [M.psnr(C.RESTORERS["tv"].with_settings(weight=wt)(x / 255), y / 255) for x, y in zip(val_degraded, val_clean)]))
+    assert chosen_tv == best
+    # the test row is the chosen setting, scored once on the test images
+    out = C.RESTORERS["tv"].with_settings(weight=chosen_tv)
+    expected = M.batch_metrics(np.stack([out(x / 255) for x in degraded]), clean / 255)["psnr"].mean()
+    assert saved["classical"]["tv"]["psnr"] == pytest.approx(expected)
+    assert details["classical_settings"]["tv"]["weight"] == chosen_tv
+    assert details["classical_tuning"]["records"]["wiener"]["grid"] == grid["wiener"]
+    assert "chosen on 4 validation images" in summary and f"tv: weight {chosen_tv:g}" in summary
+    # another test split, the same validation split: the same choices
+    other = tmp_path / "other"
+    (other / "prepared").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(workdir / "prepared" / "val", other / "prepared" / "val")
+    shutil.copytree(workdir / "models", other / "models")
+    (other / "prepared" / "test").mkdir()
+    np.save(other / "prepared" / "test" / "clean.npy", clean)
+    np.save(other / "prepared" / "test" / "degraded.npy", np.ascontiguousarray(degraded[:, ::-1]))
+    np.save(other / "prepared" / "test" / "mask.npy", mask)
+    saved2, _, _ = _run(other, tmp_path / "out2", classical=["tv", "wiener"], classical_grid=grid)
+    assert saved2["classical_tuning"] == tuning
+
+
+def test_oracle_row_is_an_upper_bound_never_the_best_classical(tmp_path, workdir, test_split):
+    clean, degraded, mask = test_split
+    saved, summary, details = _run(workdir, tmp_path, classical=["tv"], oracle=True, anchor_images=3)
+    sub = saved["anchor_subset"]
+    assert "oracle" not in sub["classical"] and "oracle" not in saved.get("classical", {})
+    assert sub["best_classical"]["name"] == "tv"
+    o = sub["oracle"]
+    assert o["psnr"] > sub["classical"]["tv"]["psnr"] and o["psnr"] > sub["degraded"]["psnr"] + 1
+    assert o["denoiser"] in ("bm3d", "nlmeans")
+    for mode in ("single", "multi"):
+        r = sub["conv_ae"][mode]
+        assert r["oracle_gap_db"] == pytest.approx(r["psnr"] - o["psnr"])
+        assert r["margin_db"] == pytest.approx(r["psnr"] - sub["classical"]["tv"]["psnr"])
+    told = details["oracle"]["told"]
+    assert len(told) == 3  # the anchor subset's images, in order
+    # the fixture: noise std 40/255 in rows 24..30 on top of 12/255 everywhere (measured after
+    # the clipping at 0 and 255, which lowers it on a saturated crop: the median over the images)
+    assert np.median([t["sigma_noise"] for t in told]) == pytest.approx(np.hypot(40, 12) / 255, rel=0.2)
+    assert np.median([t["sigma_camera"] for t in told]) == pytest.approx(12 / 255, rel=0.2)
+    assert all(t["sigma_noise"] > 2 * t["sigma_camera"] for t in told)
+    assert f"Best classical SSIM on the 3 anchor images: **tv**, {sub['classical']['tv']['ssim']:.3f}" in summary
+    assert "Upper bound, not a competitor" in summary and "oracle" not in summary.split("Best classical")[1].split(".")[0]

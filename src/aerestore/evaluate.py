@@ -44,7 +44,13 @@ RowFn = Callable[[np.ndarray], np.ndarray]  # float (N, H, W, C) degraded -> flo
 
 
 def load_test(prepared_dir: str | Path, max_images: int = 0):
-    d = Path(prepared_dir) / "test"
+    return load_split(prepared_dir, "test", max_images)
+
+
+def load_split(prepared_dir: str | Path, split: str, max_images: int = 0):
+    """``(clean, degraded, mask)`` of one prepared split (memory-mapped), the first
+    ``max_images`` (0 = all)."""
+    d = Path(prepared_dir) / split
     arrays = {}
     for name in ("clean", "degraded", "mask"):
         path = d / f"{name}.npy"
@@ -53,7 +59,7 @@ def load_test(prepared_dir: str | Path, max_images: int = 0):
         arr = open_array(path)
         arrays[name] = arr[:max_images] if max_images else arr
     if len(arrays["clean"]) == 0:
-        raise ValueError(f"{d}: the test split has no images (data.split.test, data.limit)")
+        raise ValueError(f"{d}: the {split} split has no images (data.split.{split}, data.limit)")
     return arrays["clean"], arrays["degraded"], arrays["mask"]
 
 
@@ -65,10 +71,12 @@ def restorer_row(restorer, mode: str) -> RowFn:
     return fn
 
 
-def classical_row(name: str) -> RowFn:
+def classical_row(name: str, restorer=None) -> RowFn:
+    """The row of a classical restorer: ``restorer`` (e.g. with settings chosen on the
+    validation split) or the registered one with its defaults."""
     from .classical import RESTORERS
 
-    r = RESTORERS[name]
+    r = restorer if restorer is not None else RESTORERS[name]
 
     def fn(images: np.ndarray) -> np.ndarray:
         return np.stack([r(img) for img in images])
@@ -226,6 +234,103 @@ def best_classical(block: dict) -> dict | None:
     return {"name": name, "psnr": psnr}
 
 
+def tune_on_validation(names: list[str], grid: dict[str, dict[str, list[float]]], clean: np.ndarray,
+                       degraded: np.ndarray, progress: bool = True) -> tuple[dict, dict, float]:
+    """Choose the classical restorers' settings on the validation images (uint8 ``clean`` /
+    ``degraded``): each restorer of ``names`` with a grid in ``grid`` gets the combination with
+    the best mean PSNR (:func:`aerestore.classical.choose_settings`). Returns the restorers
+    ``{name: Restorer}`` (every name; defaults where there is no grid), the records
+    ``{name: {"chosen", "val_psnr", "grid", "images"}}`` and the seconds it took."""
+    from itertools import product
+
+    from .classical import RESTORERS, choose_settings
+
+    c = np.asarray(clean, dtype=np.float64) / 255.0
+    d = np.asarray(degraded, dtype=np.float64) / 255.0
+    todo = [n for n in names if grid.get(n)]
+    runs = sum(len(list(product(*grid[n].values()))) for n in todo) * len(c)
+    restorers = {n: RESTORERS[n] for n in names}
+    records = {}
+    t0 = time.perf_counter()
+    with tqdm(total=runs, desc="classical settings (validation)", unit="img", disable=not progress,
+              mininterval=0.5) as bar:
+        for n in todo:
+            bar.set_postfix_str(n)
+            restorers[n], records[n] = choose_settings(RESTORERS[n], grid[n], c, d, bar)
+    return restorers, records, time.perf_counter() - t0
+
+
+def oracle_row(clean: np.ndarray, masks: np.ndarray, denoiser: str, told: list) -> RowFn:
+    """The oracle's row for :func:`score_rows` over exactly the images ``clean`` / ``masks``
+    (uint8), in order: each chunk of degraded images is restored by
+    :func:`aerestore.classical.oracle_restore` with the matching clean images and masks; what
+    it was told (true sigmas, blur strength) is appended to ``told``."""
+    from .classical import oracle_restore
+
+    pos = [0]
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        i, n = pos[0], len(images)
+        if i + n > len(clean):
+            raise ValueError(f"oracle row: called for images {i}..{i + n - 1} of {len(clean)}")
+        out = np.empty_like(images)
+        for j in range(n):
+            out[j], info = oracle_restore(images[j], np.asarray(clean[i + j], dtype=np.float64) / 255.0,
+                                          np.asarray(masks[i + j]), denoiser)
+            told.append(info)
+        pos[0] += n
+        return out
+
+    return fn
+
+
+def add_oracle(result: dict, anchor: dict, seconds: float, megapixels: float, denoiser: str,
+               archs: list[str]) -> None:
+    """Put the oracle row (scored on the anchor subset) into ``result["anchor_subset"]["oracle"]``,
+    apart from the classical rows (it is an upper bound, never the best classical restorer), and
+    per architecture and mode ``oracle_gap_db``: the network's PSNR minus the oracle's."""
+    sub = result["anchor_subset"]
+    row = row_summary(anchor["oracle"])
+    row["megapixels_per_s"] = megapixels / max(seconds, 1e-9)
+    row["denoiser"] = denoiser
+    sub["oracle"] = row
+    for arch in archs:
+        for mode in MODES:
+            r = sub.get(arch, {}).get(mode)
+            if r is not None:
+                r["oracle_gap_db"] = None if r["psnr"] is None or row["psnr"] is None else r["psnr"] - row["psnr"]
+
+
+def classical_markdown(result: dict, archs: list[str], tuning: dict, tune_images: int) -> str:
+    """The summary's lines on the classical side: the settings chosen on validation, and the
+    oracle row (an upper bound) with each network's gap to it."""
+    lines = []
+    if tuning:
+        chosen = "; ".join(f"{name}: " + ", ".join(f"{k} {v:g}" for k, v in rec["chosen"].items())
+                           + f" ({rec['val_psnr']:.2f} dB)" for name, rec in tuning.items())
+        lines += ["", f"Classical settings chosen on {tune_images} validation images (best mean PSNR over the "
+                  f"grid `evaluate.classical_grid`; the test split is scored once, afterwards): {chosen}."]
+    sub = result.get("anchor_subset", {})
+    ssims = [(r["ssim"], name) for name, r in sub.get("classical", {}).items() if r.get("ssim") is not None]
+    if ssims:
+        best_ssim, name = max(ssims)
+        diffs = "; ".join(f"{arch} {mode} {sub[arch][mode]['ssim'] - best_ssim:+.3f}" for arch in archs
+                          for mode in ("single", "multi") if sub.get(arch, {}).get(mode, {}).get("ssim") is not None)
+        lines += ["", f"Best classical SSIM on the {sub['images']} anchor images: **{_classical_label(name)}**, "
+                  f"{best_ssim:.3f}. The networks against it (SSIM): {diffs or '–'}."]
+    o = sub.get("oracle")
+    if o is not None:
+        regions = _shown_regions(sub)
+        cells = " ".join(f"PSNR {r} {_fmt(o.get(f'psnr_{r}'), 2)};" for r in regions)
+        gaps = "; ".join(f"{arch} {mode} {sub[arch][mode]['oracle_gap_db']:+.2f} dB" for arch in archs
+                         for mode in ("single", "multi") if sub.get(arch, {}).get(mode, {}).get("oracle_gap_db") is not None)
+        lines += ["", f"**Upper bound, not a competitor: oracle ({o['denoiser']} + Wiener told the true masks, "
+                  f"noise levels and blur strength)** on the {sub['images']} anchor images: PSNR {_fmt(o['psnr'], 2)}, "
+                  f"SSIM {_fmt(o['ssim'])}; {cells} {_speed(o.get('megapixels_per_s'))} Mpx/s. "
+                  f"The networks against it (PSNR): {gaps or '–'}."]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def summarise(
     metrics: dict[str, dict[str, np.ndarray]],
     seconds: dict[str, float],
@@ -315,8 +420,14 @@ def _table(block: dict, archs: list[str], classical: list[str], regions: list[st
     for name in classical:
         if name in block.get("classical", {}):
             r = block["classical"][name]
-            lines.append(row(f"{name} (classical)", r, r.get("megapixels_per_s")))
+            lines.append(row(f"{_classical_label(name)} (classical)", r, r.get("megapixels_per_s")))
     return lines
+
+
+def _classical_label(name: str) -> str:
+    from .classical import RESTORERS
+
+    return (RESTORERS[name].label or name) if name in RESTORERS else name
 
 
 def summary_markdown(result: dict, archs: list[str], classical: list[str], settings: dict[str, str],
@@ -455,16 +566,23 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
             rows[f"{arch}.{mode}"] = restorer_row(restorer, mode)
     classical = list(ep.classical)
     skipped = {name: why for name in classical if (why := RESTORERS[name].missing()) is not None}
+    ran = [name for name in classical if name not in skipped]
+    # the classical settings, chosen on the validation split before the test split is read
+    if any(ep.classical_grid.get(name) for name in ran):
+        val_clean, val_degraded, _ = load_split(prepared_dir, "val")
+        val_idx = anchor_indices(len(val_clean), ep.tune_images)
+        val_clean, val_degraded = np.asarray(val_clean[val_idx]), np.asarray(val_degraded[val_idx])
+    else:  # nothing to choose: the validation split is not read
+        val_idx, val_clean, val_degraded = np.arange(0), np.zeros((0, h, w, 3), np.uint8), np.zeros((0, h, w, 3), np.uint8)
+    tuned, tuning, tune_seconds = tune_on_validation(ran, ep.classical_grid, val_clean, val_degraded, progress)
     indices = anchor_indices(n, ep.anchor_images)
     whole = len(indices) == n  # the subset is the whole split: every row runs on every image
     slow_rows: dict[str, RowFn] = {}
-    for name in classical:
-        if name in skipped:
-            continue
+    for name in ran:
         if RESTORERS[name].slow and not whole:
-            slow_rows[name] = classical_row(name)
+            slow_rows[name] = classical_row(name, tuned[name])
         else:
-            rows[name] = classical_row(name)
+            rows[name] = classical_row(name, tuned[name])
     regions = has_damage(masks)
     metrics, seconds, images = score_rows(clean, degraded, masks, rows, keep=ep.grid_images,
                                           progress=progress, regions=regions)
@@ -474,12 +592,25 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
             np.asarray(clean[indices]), np.asarray(degraded[indices]),
             None if masks is None else np.asarray(masks[indices]), slow_rows,
             progress=progress, regions=regions, desc="evaluate (anchor subset)")
-    anchor = on_subset(metrics, indices, sub_metrics)
+    # the upper bound (told the true damage), on the anchor subset: never a classical competitor
+    oracle_metrics, oracle_seconds, told = {}, {}, []
+    denoiser = "bm3d" if RESTORERS["bm3d"].missing() is None else "nlmeans"
+    if ep.oracle and regions:
+        oracle_metrics, oracle_seconds, _ = score_rows(
+            np.asarray(clean[indices]), np.asarray(degraded[indices]), np.asarray(masks[indices]),
+            {"oracle": oracle_row(np.asarray(clean[indices]), np.asarray(masks[indices]), denoiser, told)},
+            progress=progress, regions=regions, desc="evaluate (oracle, anchor subset)")
+    anchor = on_subset(metrics, indices, {**sub_metrics, **oracle_metrics})
     result = summarise(metrics, seconds, archs, classical, n, n * h * w / 1e6,
                        anchor=anchor, anchor_seconds=sub_seconds, anchor_megapixels=len(indices) * h * w / 1e6)
-    ran = [name for name in classical if name not in skipped]
-    settings = {name: ", ".join(f"{k} {v}" for k, v in RESTORERS[name].settings.items()) for name in ran}
+    if oracle_metrics:
+        add_oracle(result, anchor, oracle_seconds["oracle"], len(indices) * h * w / 1e6, denoiser, archs)
+    result["classical_tuning"] = {name: {"chosen": rec["chosen"], "val_psnr": rec["val_psnr"]}
+                                  for name, rec in tuning.items()}
+    result["classical_tuning_images"] = len(val_idx)
+    settings = {name: ", ".join(f"{k} {v}" for k, v in tuned[name].settings.items()) for name in ran}
     summary = summary_markdown(result, archs, classical, settings, skipped)
+    summary += classical_markdown(result, archs, tuning, len(val_idx))
     network_rows = ["degraded"] + [f"{a}.{mode}" for a in archs for mode in MODES]
     details = {
         "rows": {r: {k: _mean(v) for k, v in m.items()} for r, m in metrics.items()},
@@ -494,7 +625,9 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
             "slow_rows": list(slow_rows),
         },
         "skipped": skipped,
-        "classical_settings": {name: RESTORERS[name].settings for name in ran},
+        "classical_settings": {name: tuned[name].settings for name in ran},
+        "classical_tuning": {"records": tuning, "seconds": tune_seconds, "images": val_idx.tolist()},
+        "oracle": {"told": told, "seconds": oracle_seconds.get("oracle"), "denoiser": denoiser} if told else None,
         "routing": ep.routing,
     }
     clean_u8 = np.asarray(clean[: ep.grid_images])

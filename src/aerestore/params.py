@@ -329,7 +329,26 @@ class DecodersParams(_Strict):
     eval_every: int = Field(2048, ge=1)  # block updates between two points of the fine-tuning curves
 
 
-CLASSICAL = ("nlmeans", "bm3d", "tv", "bilateral", "wiener", "richardson_lucy", "biharmonic")
+CLASSICAL = ("nlmeans", "nlmeans_map", "bm3d", "bm3d_map", "tv", "bilateral", "wiener", "richardson_lucy",
+             "biharmonic")
+# The settings of each classical restorer that evaluate.classical_grid may choose on the validation
+# split (aerestore.classical checks that its restorers take exactly these).
+CLASSICAL_TUNABLE = {
+    "nlmeans": ("h_factor",),
+    "nlmeans_map": ("h_factor",),
+    "tv": ("weight",),
+    "bilateral": ("sigma_color", "sigma_space"),
+    "wiener": ("psf_sigma", "balance"),
+    "richardson_lucy": ("psf_sigma", "num_iter"),
+}
+CLASSICAL_GRID = {  # the default grid (= params.yaml)
+    "nlmeans": {"h_factor": [0.4, 0.6, 0.8, 1.0, 1.2]},
+    "nlmeans_map": {"h_factor": [0.6, 0.8, 1.0, 1.2, 1.5, 2.0]},
+    "tv": {"weight": [0.02, 0.05, 0.1, 0.15, 0.2]},
+    "bilateral": {"sigma_color": [0.1, 0.2, 0.4, 0.8], "sigma_space": [1.0, 2.0, 3.0, 5.0]},
+    "wiener": {"psf_sigma": [1.0, 1.5, 2.0, 2.5], "balance": [0.03, 0.1, 0.3, 1.0, 3.0]},
+    "richardson_lucy": {"psf_sigma": [1.0, 1.5, 2.0, 2.5], "num_iter": [2, 3, 5, 10]},
+}
 
 
 class EvaluateParams(_Strict):
@@ -343,6 +362,30 @@ class EvaluateParams(_Strict):
     batch_size: int = Field(2048, ge=1)  # blocks per forward pass
     # unet_ae's restorer on the CPU: OpenVINO where it applies (auto), or torch / openvino
     runtime: Literal["auto", "torch", "openvino"] = "auto"
+    # the classical restorers' settings chosen on the validation split (mean PSNR), per restorer
+    # a grid {setting: [values]} (every combination tried); a restorer left out keeps its defaults
+    classical_grid: dict[str, dict[str, list[float]]] = CLASSICAL_GRID
+    tune_images: int = Field(0, ge=0)  # validation images the grid is scored on (evenly spaced; 0 = all)
+    # the upper bound (never a competitor): the classical denoisers and deconvolution given the true
+    # damage masks and noise levels (README "Classical restorers")
+    oracle: bool = True
+
+    @field_validator("classical_grid")
+    @classmethod
+    def _known_settings(cls, v: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+        for name, grid in v.items():
+            if name not in CLASSICAL_TUNABLE:
+                raise ValueError(f"evaluate.classical_grid.{name}: not a tunable classical restorer "
+                                 f"({', '.join(CLASSICAL_TUNABLE)})")
+            for key, values in grid.items():
+                where = f"evaluate.classical_grid.{name}.{key}"
+                if key not in CLASSICAL_TUNABLE[name]:
+                    raise ValueError(f"{where}: unknown setting; {name} takes {list(CLASSICAL_TUNABLE[name])}")
+                if not values or not all(math.isfinite(x) and x > 0 for x in values):
+                    raise ValueError(f"{where}: a non-empty list of numbers > 0, got {values}")
+                if key == "num_iter" and not all(float(x).is_integer() for x in values):
+                    raise ValueError(f"{where}: whole numbers of iterations, got {values}")
+        return v
 
 
 class ExploreParams(_Strict):

@@ -87,6 +87,25 @@ def train_params(params_file: Path, overrides: dict[str, str], steps: int, threa
         raise SystemExit(f"--set / --steps / --threads: invalid train params for {ARCH}:\n{exc}") from None
 
 
+def load_sets(prepared: Path, split: str, images: int, params, fresh: bool):
+    """``(train, val, scored, masks, idx)`` of ``prepared``: the training images (degraded
+    anew at every draw when ``fresh``, as ``train@unet_ae``), the validation images, and
+    ``images`` evenly spaced images of ``split`` (their indices ``idx``; 0 = all) with their
+    damage masks."""
+    train = ImageData.load(prepared, "train")
+    if fresh:
+        train = train.fresh(degrader(params.prepare.degrade))
+    val = ImageData.load(prepared, "val")
+    scored_all = ImageData.load(prepared, split)
+    idx = anchor_indices(len(scored_all), images)
+    scored = ImageData(scored_all.degraded[idx], scored_all.clean[idx],
+                       None if scored_all.classes is None else scored_all.classes[idx])
+    masks = open_split(prepared / split, "prepare")["mask"]
+    if masks is None:
+        raise SystemExit(f"{prepared / split}: no damage masks (the region columns need them)")
+    return train, val, scored, np.ascontiguousarray(masks[idx]), idx
+
+
 def scores(restored: np.ndarray, clean: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     """Mean of each column over the images (a region absent from an image is left out)."""
     m = batch_metrics(restored, clean, masks)
@@ -259,18 +278,8 @@ def main() -> None:
     overrides = parse_set(args.overrides)
     model_kwargs = {**params.arch_params(ARCH).model, **parse_set(args.model_overrides)}
     train_params(args.params, overrides, args.steps[0], args.threads)  # bad overrides stop here, before any work
-    train = ImageData.load(args.prepared, "train")
-    if train_params(args.params, overrides, args.steps[0], args.threads).fresh_damage:  # as train@unet_ae
-        train = train.fresh(degrader(params.prepare.degrade))
-    val = ImageData.load(args.prepared, "val")
-    scored_all = ImageData.load(args.prepared, args.split)
-    idx = anchor_indices(len(scored_all), args.images)
-    scored = ImageData(scored_all.degraded[idx], scored_all.clean[idx],
-                       None if scored_all.classes is None else scored_all.classes[idx])
-    masks = open_split(args.prepared / args.split, "prepare")["mask"]
-    if masks is None:
-        raise SystemExit(f"{args.prepared / args.split}: no damage masks (the region columns need them)")
-    masks = np.ascontiguousarray(masks[idx])
+    fresh = train_params(args.params, overrides, args.steps[0], args.threads).fresh_damage
+    train, val, scored, masks, idx = load_sets(args.prepared, args.split, args.images, params, fresh)
     clean = scored.clean.permute(0, 2, 3, 1).numpy()
     degraded = scored.degraded.permute(0, 2, 3, 1).numpy()
 

@@ -35,6 +35,7 @@ from aerestore.models import (  # noqa: E402,F401  isort: skip
     ccp_ae,
     conv_ae,
     fcn_ae,
+    peers,
     resnet_vae,
     unet_ae,
     vae,

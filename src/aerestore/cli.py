@@ -362,14 +362,31 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _add_summary(sub: Any) -> None:
     p = sub.add_parser("summary", help="print the results table of the last evaluate stage")
     p.add_argument("--path", default="metrics/summary.md")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--sync-docs", action="store_true",
+                      help="copy the summary's tables into README.md and docs/results.md (their marked blocks)")
+    what.add_argument("--check", action="store_true",
+                      help="exit 1 if a marked block of README.md or docs/results.md differs from the summary")
     p.set_defaults(func=cmd_summary)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from aerestore import docs_tables
+
     path = Path(args.path)
     if not path.exists():
         print(f"error: {path} does not exist yet: run `dvc repro` (or ./run.sh repro) first", file=sys.stderr)
         return 1
+    if args.sync_docs:
+        changed = docs_tables.write_pages(Path.cwd(), path)
+        print("updated: " + ", ".join(changed) if changed else "the docs' tables already equal the summary")
+        return 0
+    if args.check:
+        stale = docs_tables.stale_pages(Path.cwd(), path)
+        for rel in stale:
+            print(f"{rel}: its results table differs from {path}: run `aerestore summary --sync-docs`",
+                  file=sys.stderr)
+        return 1 if stale else 0
     print(path.read_text(), end="")
     return 0
 

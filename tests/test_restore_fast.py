@@ -173,3 +173,18 @@ def test_ensemble_mode_without_an_ensemble_is_a_clear_error():
     r = restorer("soft")
     with pytest.raises(ValueError, match="decoders.ensemble"):
         r.restore_float(torch.rand(1, 3, 24, 24), "ensemble")
+
+
+def test_ensemble_is_never_compiled_as_the_per_cluster_graph():
+    """OpenVINO compiles multi, single and base; the ensemble control's blind weights are not
+    in that graph, so under runtime 'auto' it runs in PyTorch (else it came out as multi)."""
+    from aerestore import ovruntime
+
+    r = with_ensemble("soft")
+    assert not ovruntime.supports(r, "ensemble")
+    r.runtime = "auto"
+    assert r.runtime_for("ensemble") == "torch"
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(6))
+    auto = r.restore_float(x, "ensemble")
+    r.runtime = "torch"
+    assert torch.equal(auto, r.restore_float(x, "ensemble"))

@@ -43,12 +43,13 @@ def run(params, args):
     with stage_run(f"decoders@{arch}", params, arch=arch) as mlrun:
         with autocast(device, cfg.amp):
             result = train_decoders(restorer.model, restorer.route, k, train, val, dp.epochs, dp.lr,
-                                    dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every)
+                                    dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every,
+                                    ensemble=dp.ensemble)
         write_decoders(Path(f"models/{arch}/decoders.pt"), restorer.model, result)
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         record_machine(f"decoders_{arch}", mlrun)
         plot = Path(f"metrics/decoders/{arch}_curve.png")
-        curves_plot(result.histories, plot, f"{arch}: per-cluster decoders and the control")
+        curves_plot(result.histories, plot, f"{arch}: per-cluster decoders and the controls")
         write_csv(Path(f"metrics/decoders/{arch}_curve.csv"), curve_rows(result.histories))
         for name, hist in result.histories.items():
             for row in hist:  # step = block updates of that decoder so far
@@ -96,7 +97,8 @@ def run_maps(params, arch, restorer):
         else:
             result = train_map_decoders(restorer.model, restorer.route_maps, k, train, val, steps=dp.steps,
                                         lr=dp.lr, batch_size=dp.crop_batch, crop=crop, eval_every=eval_every,
-                                        min_locations=dp.min_blocks, seed=params.seed, sizes=sizes, recon=recon)
+                                        min_locations=dp.min_blocks, seed=params.seed, sizes=sizes, recon=recon,
+                                        ensemble=dp.ensemble)
         write_decoders(Path(f"models/{arch}/decoders.pt"), restorer.model, result)
         write_json(Path(f"metrics/decoders/{arch}.json"), result.summary)
         record_machine(f"decoders_{arch}", mlrun)

@@ -151,23 +151,33 @@ def test_control_and_cluster_decoders_get_identical_conditions(setup, monkeypatc
     real = D.train_decoder
 
     def spy(decoder, z, clean, updates, batch_size, lr, rng, val, eval_every, desc, progress=True):
-        calls.append({"updates": updates, "batch_size": batch_size, "lr": lr, "eval_every": eval_every})
+        calls.append({"updates": updates, "batch_size": batch_size, "lr": lr, "eval_every": eval_every,
+                      "blocks": sorted(map(bytes, clean)), "desc": desc})
         return real(decoder, z, clean, updates, batch_size, lr, rng, val, eval_every, desc, progress)
 
     monkeypatch.setattr(D, "train_decoder", spy)
     res = run_decoders(setup, model)
 
-    # same optimiser settings, batch size and curve spacing; equal block updates
-    assert len(calls) == 3 and all({k: v for k, v in call.items() if k != "updates"}
-                                   == {"batch_size": BATCH, "lr": LR, "eval_every": EVAL_EVERY} for call in calls)
-    assert calls[0]["updates"] + calls[1]["updates"] == calls[2]["updates"] == EPOCHS * 2 * N_TRAIN
-    assert res.summary["block_updates"] == {"clusters": EPOCHS * 2 * N_TRAIN, "control": EPOCHS * 2 * N_TRAIN}
+    # same optimiser settings, batch size and curve spacing; equal block updates, for the
+    # cluster decoders, the ensemble control's decoders and the control
+    settings = {"batch_size": BATCH, "lr": LR, "eval_every": EVAL_EVERY}
+    assert len(calls) == 5 and all({k: call[k] for k in settings} == settings for call in calls)
+    cluster, ensemble, control = calls[:2], calls[2:4], calls[4]
+    assert [c["desc"].split()[0] for c in calls] == ["cluster", "cluster", "ensemble", "ensemble", "control"]
+    total = EPOCHS * 2 * N_TRAIN
+    assert sum(c["updates"] for c in cluster) == sum(c["updates"] for c in ensemble) == control["updates"] == total
+    # the ensemble's groups have the clusters' sizes (so per decoder the same updates) and
+    # together the same training blocks
+    assert [c["updates"] for c in ensemble] == [c["updates"] for c in cluster]
+    assert sorted(b for c in ensemble for b in c["blocks"]) == sorted(b for c in cluster for b in c["blocks"]) \
+        == control["blocks"]
+    assert res.summary["block_updates"] == {"clusters": total, "control": total, "ensemble": total}
     last = {name: hist[-1]["step"] for name, hist in res.histories.items()}
-    assert last["cluster_0"] + last["cluster_1"] == last["control"] == EPOCHS * 2 * N_TRAIN
+    assert last["cluster_0"] + last["cluster_1"] == last["ensemble_0"] + last["ensemble_1"] == last["control"] == total
 
     # batch norm in eval mode during every training forward pass, its statistics untouched ...
     assert seen and not any(seen)
-    for dec in (res.control, *res.clusters):
+    for dec in (res.control, *res.clusters, *res.ensemble):
         assert all(torch.equal(a, b) for a, b in zip(bn_buffers(dec), shared_stats))
         # ... while its affine weights learned
         bn = [m for m in dec.modules() if isinstance(m, _BatchNorm)]
@@ -179,7 +189,7 @@ def test_control_and_cluster_decoders_get_identical_conditions(setup, monkeypatc
 def test_curves_have_a_point_every_eval_every_block_updates(result, tmp_path):
     for name, hist in result.histories.items():
         steps = [h["step"] for h in hist]
-        total = EPOCHS * (N_TRAIN if name.startswith("cluster") else 2 * N_TRAIN)
+        total = EPOCHS * (2 * N_TRAIN if name == "control" else N_TRAIN)
         assert steps == list(range(0, total + 1, EVAL_EVERY)), name
         assert all(set(h) == {"step", "train_loss", "val_loss"} for h in hist)
         assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in hist)
@@ -190,7 +200,8 @@ def test_curves_have_a_point_every_eval_every_block_updates(result, tmp_path):
     with open(path, newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == ["decoder", "step", "train_loss", "val_loss"]
-    assert [r["decoder"] for r in table if r["step"] == "0"] == ["cluster_0", "cluster_1", "control"]
+    assert [r["decoder"] for r in table if r["step"] == "0"] == ["cluster_0", "cluster_1", "ensemble_0", "ensemble_1",
+                                                                 "control"]
     assert len(table) == sum(len(h) for h in result.histories.values())
 
     png = tmp_path / "curve.png"
@@ -211,3 +222,57 @@ def test_eval_every_param_is_validated():
     assert DecodersParams().eval_every > 0
     with pytest.raises(ValidationError):
         DecodersParams(eval_every=0)
+
+
+# ------------------------------------------------------------------ the ensemble control
+def test_ensemble_routes_ignore_the_damage(setup):
+    """The ensemble control's groups: the clusters' sizes, drawn at random, the same
+    whatever the blocks hold (here: masks, pixels and routing all changed)."""
+    sizes = [300, 0, 212]
+    a = D.blind_labels(sizes, 512, seed=3)
+    assert [int((a == c).sum()) for c in range(3)] == sizes
+    assert np.array_equal(a, D.blind_labels(sizes, 512, seed=3))  # seeded: no content goes in
+    assert not np.array_equal(a, D.blind_labels(sizes, 512, seed=4))
+    with pytest.raises(ValueError, match="add up"):
+        D.blind_labels([300, 300], 512, seed=0)
+
+    # train_decoders: the ensemble decoders come out identical when the routes differ (the
+    # clusters swapped: every block routed to the other decoder, the same sizes); each random
+    # group mixes both kinds of block (blocks 0..255 are kind 0) about evenly
+    s = dict(setup)
+    lab = D.blind_labels([N_TRAIN, N_TRAIN], 2 * N_TRAIN, seed=0)
+    assert 0.35 < (lab[:N_TRAIN] == 0).mean() < 0.65
+
+    def shifted(z):  # a different routing of the same sizes: the clusters swapped
+        return setup["route"](z).flip(1)
+
+    one = D.train_decoders(copy.deepcopy(setup["model"]), setup["route"], 2, s["train"], s["val"], epochs=1, lr=LR,
+                           batch_size=BATCH, min_blocks=1, seed=0, progress=False, eval_every=EVAL_EVERY)
+    two = D.train_decoders(copy.deepcopy(setup["model"]), shifted, 2, s["train"], s["val"], epochs=1, lr=LR,
+                           batch_size=BATCH, min_blocks=1, seed=0, progress=False, eval_every=EVAL_EVERY)
+    for a_dec, b_dec in zip(one.ensemble, two.ensemble):
+        assert all(torch.equal(p, q) for p, q in zip(a_dec.state_dict().values(), b_dec.state_dict().values()))
+    # ... while the cluster decoders did follow the routes
+    assert not all(torch.equal(p, q) for p, q in zip(one.clusters[0].state_dict().values(),
+                                                     two.clusters[0].state_dict().values()))
+
+
+def test_ensemble_follows_the_clusters_fallback(setup, recwarn):
+    """A cluster too small for a decoder: its random group gets none either (the control
+    stands in), so both arms mix as many decoders; ``ensemble=False`` trains none."""
+    def lopsided(z):  # all but 5 blocks in cluster 0
+        r = torch.zeros(len(z), 2)
+        r[:, 0] = 1
+        r[:5] = torch.tensor([0.0, 1.0])
+        return r
+
+    res = D.train_decoders(copy.deepcopy(setup["model"]), lopsided, 2, setup["train"], setup["val"], epochs=1,
+                           lr=LR, batch_size=BATCH, min_blocks=6, seed=0, progress=False, eval_every=EVAL_EVERY)
+    assert res.fallback == [False, True]
+    assert res.clusters[1] is None and res.ensemble[1] is None and res.ensemble[0] is not None
+    assert res.summary["block_updates"]["ensemble"] == res.summary["block_updates"]["clusters"] == 2 * N_TRAIN - 5
+    off = D.train_decoders(copy.deepcopy(setup["model"]), lopsided, 2, setup["train"], setup["val"], epochs=1,
+                           lr=LR, batch_size=BATCH, min_blocks=6, seed=0, progress=False, eval_every=EVAL_EVERY,
+                           ensemble=False)
+    assert off.ensemble is None and "ensemble" not in off.summary["block_updates"]
+    assert not any(name.startswith("ensemble") for name in off.histories)

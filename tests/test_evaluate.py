@@ -133,12 +133,16 @@ def test_run_evaluate_writes_table_json_and_grids(tmp_path, workdir, test_split)
     assert saved["images"] == 6
     assert saved["degraded"]["psnr"] == pytest.approx(M.batch_metrics(degraded, clean)["psnr"].mean())
     assert saved["degraded"]["psnr_noise"] == pytest.approx(M.batch_metrics(degraded, clean, mask)["psnr_noise"].mean())
-    for mode in ("base", "single", "multi"):
+    for mode in ("base", "single", "multi", "ensemble"):
         assert set(saved["conv_ae"][mode]) >= {"psnr", "ssim", "uqi", "psnr_blur", "psnr_noise", "psnr_clean",
                                                "ssim_blur", "ssim_noise", "ssim_clean"}
     cmp_ = saved["conv_ae"]["multi_vs_single"]
     assert 0 <= cmp_["psnr"]["share"] <= 1
     assert set(cmp_) == set(E.COMPARED) | set(E.REGION_KEYS)
+    # the third arm: per-cluster vs the ensemble control, the ensemble vs the control, a verdict
+    for name in ("multi_vs_ensemble", "ensemble_vs_single"):
+        assert set(saved["conv_ae"][name]) == set(E.COMPARED) | set(E.REGION_KEYS)
+    assert saved["conv_ae"]["own_decoders"] == 2 and saved["conv_ae"]["verdict"] != E.NOT_APPLICABLE
     assert set(saved["classical"]) == {"tv", "bilateral"}
     # 6 images <= anchor_images (48): the subset is the whole split, the same numbers
     sub = saved["anchor_subset"]
@@ -147,7 +151,8 @@ def test_run_evaluate_writes_table_json_and_grids(tmp_path, workdir, test_split)
     best = max(("tv", "bilateral"), key=lambda n: saved["classical"][n]["psnr"])
     assert sub["best_classical"] == {"name": best, "psnr": saved["classical"][best]["psnr"]}
     assert sub["conv_ae"]["multi"]["margin_db"] == pytest.approx(sub["conv_ae"]["multi"]["psnr"] - sub["best_classical"]["psnr"])
-    for text in ("degraded input", "conv_ae per-cluster decoders", "tv (", "Wilcoxon", "PSNR blur",
+    for text in ("degraded input", "conv_ae per-cluster decoders", "conv_ae ensemble control", "beat the ensemble",
+                 "the ensemble control beats the single decoder", "tv (", "Wilcoxon", "PSNR blur",
                  "PSNR noise", "PSNR clean", "psnr_noise", f"Best classical restorer on the 6 anchor images: **{best}**"):
         assert text in summary
     assert "Like for like" not in summary  # nothing ran on a subset only
@@ -158,7 +163,7 @@ def test_run_evaluate_writes_table_json_and_grids(tmp_path, workdir, test_split)
     assert details["anchor_subset"]["images"] == list(range(6)) and details["skipped"] == {}
     # per image, for `aerestore seeds`: the network rows, the compared metrics
     per = details["per_image"]
-    assert set(per) == {"degraded", "conv_ae.base", "conv_ae.single", "conv_ae.multi"}
+    assert set(per) == {"degraded", "conv_ae.base", "conv_ae.single", "conv_ae.multi", "conv_ae.ensemble"}
     assert set(per["conv_ae.multi"]) == set(E.MAIN_METRICS) | set(E.REGION_KEYS)
     direct = M.batch_metrics(degraded, clean, mask)
     assert per["degraded"]["psnr_blur"] == pytest.approx(list(direct["psnr_blur"]))
@@ -308,3 +313,49 @@ def test_oracle_row_is_an_upper_bound_never_the_best_classical(tmp_path, workdir
     assert all(t["sigma_noise"] > 2 * t["sigma_camera"] for t in told)
     assert f"Best classical SSIM on the 3 anchor images: **tv**, {sub['classical']['tv']['ssim']:.3f}" in summary
     assert "Upper bound, not a competitor" in summary and "oracle" not in summary.split("Best classical")[1].split(".")[0]
+
+
+def _cmp(share: float, p: float) -> dict:
+    return {"share": share, "p_value": p}
+
+
+def test_verdict_only_where_the_per_cluster_decoders_beat_the_ensemble():
+    beats = {"psnr": _cmp(0.8, 0.001), "psnr_blur": _cmp(0.9, 1e-4), "psnr_noise": _cmp(0.55, 0.3),
+             "psnr_clean": _cmp(0.2, 0.01)}
+    assert E.verdict(beats, 3) == "supported in: whole image, blur; worse than it in: clean"
+    assert E.verdict({"psnr": _cmp(0.6, 0.2)}, 2) == "not supported: beats the ensemble control nowhere"
+    # fewer than two clusters with a decoder of their own: the per-cluster restorer is an
+    # ensemble of the control and its twins, whatever the figures
+    assert E.verdict(beats, 1) == E.NOT_APPLICABLE == "not applicable: one cluster"
+    assert E.verdict(beats, 0) == E.NOT_APPLICABLE
+    assert E.verdict(None, 3).startswith("no verdict")
+
+
+def test_summary_reports_both_controls_and_not_applicable_for_one_cluster():
+    rng = np.random.default_rng(0)
+    n = 30
+    base = rng.normal(25, 1, n)
+
+    def row(shift):
+        return {k: base + shift + rng.normal(0, 0.01, n) for k in ("psnr", "psnr_blur", "psnr_noise", "psnr_clean")} | {
+            "ssim": np.full(n, 0.8), "uqi": np.full(n, 0.7), "blur_percent": np.zeros(n),
+            "ssim_blur": np.full(n, 0.8), "ssim_noise": np.full(n, 0.8), "ssim_clean": np.full(n, 0.8)}
+
+    metrics = {"degraded": row(-5)}
+    for arch in ("one", "two"):
+        metrics |= {f"{arch}.base": row(0), f"{arch}.single": row(0.1), f"{arch}.ensemble": row(0.2),
+                    f"{arch}.multi": row(0.3)}
+    seconds = {r: 1.0 for r in metrics}
+    result = E.summarise(metrics, seconds, ["one", "two"], [], n, 1.0, own_decoders={"one": 1, "two": 3})
+    assert result["one"]["verdict"] == E.NOT_APPLICABLE
+    assert result["two"]["verdict"].startswith("supported in: whole image")
+    assert result["two"]["multi_vs_ensemble"]["psnr"]["share"] == 1.0
+    assert result["two"]["ensemble_vs_single"]["psnr"]["share"] == 1.0
+    text = E.summary_markdown(result, ["one", "two"], [], {})
+    assert "| one ensemble control |" in text and "| two ensemble control |" in text
+    table = text.split("beat the ensemble control")[1].split("\n\n")[1]
+    one = next(line for line in table.splitlines() if line.startswith("| one |"))
+    assert "not applicable: one cluster (1 cluster decoder)" in one
+    # ... and in the multi-vs-single table too, instead of a verdict
+    first = text.split("beat the single decoder (control)")[1].split("\n\n")[1]
+    assert "not applicable: one cluster" in next(line for line in first.splitlines() if line.startswith("| one |"))

@@ -68,7 +68,7 @@ def test_the_registered_model_restores_exactly_like_the_restorer(store):
     assert model.metadata.metadata["arch"] == "conv_ae" and model.metadata.metadata["block"] == 16
     local = Restorer.load(store.model_dir)
     for image in images():
-        for mode in ("multi", "single"):
+        for mode in ("multi", "single", "ensemble"):  # ensemble: the third arm, in the saved decoders.pt
             got = model.predict(image, params={"mode": mode})
             assert got.dtype == np.uint8 and got.shape == image.shape[:2] + (3,)
             np.testing.assert_array_equal(got, local.restore(image, mode=mode))

@@ -100,3 +100,61 @@ def test_control_gets_the_same_budget_and_small_clusters_fall_back(recwarn):
     assert res.summary["block_updates"]["control"] == res.summary["block_updates"]["clusters"]
     # the encoder stayed frozen
     assert all(not p.requires_grad for p in model.encoder.parameters())
+
+
+# ------------------------------------------------------------------ the ensemble control
+def test_ensemble_is_saved_loaded_and_mixed_as_the_per_cluster_decoders(restorer, monkeypatch):
+    from aerestore import restore as R
+
+    assert restorer.ensemble_decoders is not None and len(restorer.ensemble_decoders) == 2
+    assert restorer.own_decoders == 2
+    x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(0))
+    ens = restorer.restore_float(x, "ensemble")
+    assert ens.shape == x.shape and torch.equal(ens, restorer.restore_float(x, "ensemble"))
+    assert not torch.allclose(ens, restorer.restore_float(x, "multi"), atol=1e-4)
+    # the same mixing: with the cluster decoders and the blind cycle undone, it is multi
+    saved = restorer.ensemble_decoders
+    monkeypatch.setattr(restorer, "ensemble_decoders", list(restorer.cluster_decoders))
+    monkeypatch.setattr(R, "blind_maps", lambda maps: maps)
+    for routing in ("soft", "hard"):
+        monkeypatch.setattr(restorer, "routing", routing)
+        assert torch.equal(restorer.restore_float(x, "ensemble"), restorer.restore_float(x, "multi"))
+    assert saved is not restorer.ensemble_decoders
+
+
+def test_ensemble_weights_are_each_images_own_moved_to_other_blocks(restorer):
+    """Per image the blocks' responsibilities, moved along the fixed cycle: the same
+    weights, whichever blocks are damaged, and the same for an image alone or in a batch."""
+    from aerestore.blocks import block_grid, split_blocks
+    from aerestore.restore import blind_order
+
+    x = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    blocks = split_blocks(x, restorer.block, restorer.overlap)
+    grid = block_grid(40, 40, restorer.block, restorer.overlap)
+    r = restorer.route(restorer.model.encode(blocks)).view(3, grid.per_image, -1)
+    blind = restorer._blind_weights(blocks, 3, 40, 40).view(3, grid.per_image, -1)
+    order = blind_order(grid.ny, grid.nx)
+    assert torch.allclose(blind, r[:, order], atol=1e-6)
+    alone = restorer._blind_weights(blocks[: grid.per_image], 1, 40, 40)
+    assert torch.allclose(alone, blind[0], atol=1e-6)
+
+
+def test_a_decoders_file_without_an_ensemble_still_loads(tmp_path, restorer):
+    import shutil
+
+    from aerestore.artifacts import read_decoders
+
+    src = restorer.files()[0].parent
+    for name in ("model.pt", "clusters.npz", "decoders.pt"):
+        shutil.copy(src / name, tmp_path / name)
+    state = torch.load(tmp_path / "decoders.pt", weights_only=True)
+    assert state["version"] == 3 and state["ensemble"] is not None
+    state.update(version=2)
+    del state["ensemble"]
+    torch.save(state, tmp_path / "decoders.pt")
+    assert read_decoders(tmp_path / "decoders.pt").ensemble is None
+    old = Restorer.load(tmp_path)
+    assert old.ensemble_decoders is None
+    assert old.restore_float(torch.rand(1, 3, 20, 20), "multi").shape == (1, 3, 20, 20)
+    with pytest.raises(ValueError, match="decoders.ensemble"):
+        old.restore_float(torch.rand(1, 3, 20, 20), "ensemble")

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 
 from aerestore.models import create_model
+import pytest
+
+from aerestore import restore as R
 from aerestore.restore import ConvRestorer, upsample_maps
 
 
@@ -54,7 +57,8 @@ def test_channels_last_restorer_equals_the_plain_loop():
     fast = {mode: r.restore_float(x, mode) for mode in ("multi", "single", "base")}
     for mode, y in fast.items():
         assert torch.allclose(y, reference(r, x, mode), atol=1e-5), mode
-    model, control, decoders = r._networks()
+    model, control, decoders, ensemble = r._networks()
+    assert ensemble is None  # no ensemble control here
     assert model.encoder.head[0].weight.is_contiguous(memory_format=torch.channels_last)
     # the originals keep their layout (training copies them in NCHW, as before)
     assert r.model.encoder.head[0].weight.is_contiguous() and all(
@@ -104,3 +108,83 @@ def test_uint8_restore_matches_the_plain_path():
     fast = r.restore(img).astype(int)
     r.channels_last = False
     assert np.abs(fast - r.restore(img).astype(int)).max() <= 1  # a float 1e-7 apart may round apart
+
+
+# ------------------------------------------------------------------ the ensemble control
+def with_ensemble(routing: str) -> ConvRestorer:
+    """:func:`restorer` with an ensemble control: three more perturbed decoders."""
+    r = restorer(routing)
+    ens = []
+    for k in range(3):
+        d = copy.deepcopy(r.model.decoder)
+        gen = torch.Generator().manual_seed(10 + k)
+        with torch.no_grad():
+            for p in d.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        ens.append(d.eval())
+    r.ensemble_decoders = ens
+    return r
+
+
+@pytest.mark.parametrize("routing", ["soft", "hard"])
+def test_ensemble_is_mixed_as_the_per_cluster_decoders(routing, monkeypatch):
+    """The same mixing: with the cluster decoders as its decoders and the blind cycle
+    undone, the ensemble mode is exactly the per-cluster mode; as it is, the blend of its
+    own decoders by the blind maps (soft, or their one-hot argmax)."""
+    r = with_ensemble(routing)
+    x = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        f = r.model.features(x)
+        maps = upsample_maps(R.blind_maps(r.route_maps(f.code)), r.model.multiple, f.size)
+        if routing == "hard":
+            maps = torch.nn.functional.one_hot(maps.argmax(1), 3).permute(0, 3, 1, 2).float()
+        expected = sum(maps[:, k : k + 1] * d(f) for k, d in enumerate(r.ensemble_decoders)).clamp(0, 1)
+    assert torch.allclose(r.restore_float(x, "ensemble"), expected, atol=1e-5)
+    assert not torch.allclose(r.restore_float(x, "ensemble"), r.restore_float(x, "multi"), atol=1e-3)
+    r.ensemble_decoders = list(r.cluster_decoders)
+    monkeypatch.setattr(R, "blind_maps", lambda maps: maps)
+    assert torch.equal(r.restore_float(x, "ensemble"), r.restore_float(x, "multi"))
+
+
+def test_blind_maps_keep_each_images_weights_but_not_where_they_were():
+    order = R.blind_order(5, 7)
+    assert sorted(order.tolist()) == list(range(35))
+    assert not (order == torch.arange(35)).any()  # every location takes another's weights
+    assert torch.equal(order, R.blind_order(5, 7))  # fixed: the grid's size alone decides it
+    # one cycle through all the locations
+    seen, i = set(), 0
+    while i not in seen:
+        seen.add(i)
+        i = int(order[i])
+    assert len(seen) == 35
+    maps = torch.softmax(torch.randn(3, 4, 5, 7, generator=torch.Generator().manual_seed(0)), 1)
+    blind = R.blind_maps(maps)
+    # per image the same weight vectors (the same mix of decoders), moved elsewhere
+    for a, b in zip(maps, blind):
+        rows = lambda m: sorted(map(tuple, m.flatten(1).T.tolist()))  # noqa: E731
+        assert rows(a) == rows(b)
+    assert torch.equal(blind.flatten(2), maps.flatten(2)[:, :, order])
+    # the move does not depend on the maps: any two maps are moved alike
+    other = torch.rand(3, 4, 5, 7)
+    assert torch.equal(R.blind_maps(other).flatten(2), other.flatten(2)[:, :, order])
+
+
+def test_ensemble_mode_without_an_ensemble_is_a_clear_error():
+    r = restorer("soft")
+    with pytest.raises(ValueError, match="decoders.ensemble"):
+        r.restore_float(torch.rand(1, 3, 24, 24), "ensemble")
+
+
+def test_ensemble_is_never_compiled_as_the_per_cluster_graph():
+    """OpenVINO compiles multi, single and base; the ensemble control's blind weights are not
+    in that graph, so under runtime 'auto' it runs in PyTorch (else it came out as multi)."""
+    from aerestore import ovruntime
+
+    r = with_ensemble("soft")
+    assert not ovruntime.supports(r, "ensemble")
+    r.runtime = "auto"
+    assert r.runtime_for("ensemble") == "torch"
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(6))
+    auto = r.restore_float(x, "ensemble")
+    r.runtime = "torch"
+    assert torch.equal(auto, r.restore_float(x, "ensemble"))

@@ -150,7 +150,8 @@ def test_map_decoders_and_the_restorer(tmp_path, method):
     result = train_map_decoders(r.model, r.route_maps, k, data, images(2, seed=1), steps=2, lr=1e-3,
                                 batch_size=2, crop=16, eval_every=1, min_locations=1, seed=0,
                                 sizes=[10] * k, progress=False)
-    assert result.summary["updates"] == {"clusters": 2 * k, "control": 2 * k}
+    assert result.summary["updates"] == {"clusters": 2 * k, "control": 2 * k, "ensemble": 2 * k}
+    assert len(result.ensemble) == k and np.isfinite(result.summary["val_loss"]["ensemble_soft"])
     hist = result.histories["cluster_0"]
     assert [h["step"] for h in hist] == [0, 1, 2] and set(hist[0]) == {"step", "train_loss", "val_loss"}
     assert hist[0]["val_loss"] == pytest.approx(result.summary["val_loss_by_cluster"][0]["shared"])
@@ -158,7 +159,8 @@ def test_map_decoders_and_the_restorer(tmp_path, method):
     for routing in ("soft", "hard"):
         r = Restorer.load(tmp_path, routing=routing)
         x = torch.rand(2, 3, 37, 53)
-        for mode in ("multi", "single", "base"):
+        assert r.ensemble_decoders is not None and r.own_decoders == k
+        for mode in ("multi", "single", "base", "ensemble"):
             y = r.restore_float(x, mode)
             assert y.shape == x.shape
         with torch.no_grad():
@@ -260,3 +262,49 @@ def test_fresh_damage_needs_ops():
 
     with pytest.raises(ValueError, match="prepare.degrade is empty"):
         degrader([])
+
+
+def test_map_ensemble_gets_the_per_cluster_budget_on_damage_blind_maps(tmp_path, monkeypatch):
+    """The ensemble control of unet_ae: a decoder wherever a cluster has one (the same
+    fallback), each fine-tuned by the same fine_tune with the same steps, lr, batch, crop,
+    seed (so the same crops) and loss, weighted by the blind maps: the crop's own routing
+    maps moved along the fixed cycle, whatever the damage."""
+    import aerestore.mapdecoders as MD
+    from aerestore.restore import blind_maps
+
+    m = small().eval()
+    data = images()
+    k = _save(tmp_path, m, data, "damage_head")
+    r = Restorer.load(tmp_path, decoders=False)
+    calls = []
+    real = MD.fine_tune
+
+    def spy(decoder, model, maps_fn, cluster, train, val, steps, lr, batch_size, crop, eval_every, seed, desc,
+            progress=True, recon="mse"):
+        calls.append(dict(maps_fn=maps_fn, cluster=cluster, train=train, steps=steps, lr=lr, batch_size=batch_size,
+                          crop=crop, seed=seed, recon=recon, desc=desc))
+        return real(decoder, model, maps_fn, cluster, train, val, steps, lr, batch_size, crop, eval_every, seed,
+                    desc, progress, recon)
+
+    monkeypatch.setattr(MD, "fine_tune", spy)
+    with pytest.warns(UserWarning, match="cluster 1"):
+        result = train_map_decoders(r.model, r.route_maps, k, data, images(2, seed=1), steps=2, lr=1e-3,
+                                    batch_size=2, crop=16, eval_every=1, min_locations=5, seed=0,
+                                    sizes=[10, 3, 10], progress=False, recon="psnr")
+    cluster = [c for c in calls if c["desc"].startswith("decoder")]
+    ensemble = [c for c in calls if c["desc"].startswith("ensemble")]
+    same = ("cluster", "train", "steps", "lr", "batch_size", "crop", "seed", "recon")
+    assert [c["cluster"] for c in cluster] == [0, 2]
+    assert [{key: c[key] for key in same} for c in ensemble] == [{key: c[key] for key in same} for c in cluster]
+    assert result.fallback == [False, True, False] and result.ensemble[1] is None
+    assert result.summary["updates"]["ensemble"] == result.summary["updates"]["clusters"] == 4
+    assert result.summary["crop_updates"]["ensemble"] == result.summary["crop_updates"]["clusters"] == 8
+    # the ensemble's loss weights: the blind maps of the same crops, the same whatever the
+    # damage (any code is moved alike; the cycle ignores it)
+    code = torch.randn(2, 8, 4, 4)
+    assert torch.equal(ensemble[0]["maps_fn"](code), blind_maps(r.route_maps(code)))
+    assert torch.equal(cluster[0]["maps_fn"](code), r.route_maps(code))
+    off = train_map_decoders(r.model, r.route_maps, k, data, images(2, seed=1), steps=1, lr=1e-3, batch_size=2,
+                             crop=16, eval_every=1, min_locations=1, seed=0, sizes=[10] * k, progress=False,
+                             ensemble=False)
+    assert off.ensemble is None and "ensemble" not in off.summary["updates"]

@@ -20,7 +20,11 @@ decoders.pt (``torch.save`` of plain values, read with ``weights_only=True``)::
 
     {"format": "aerestore.decoders", "version", "made_for": ModelKey as a dict,
      "control": state dict, "clusters": [state dict or None (the control stands in)],
-     "sizes", "fallback", "gate": aerestore.gate.Gate.state() or None, "extra": {...}}
+     "sizes", "fallback", "gate": aerestore.gate.Gate.state() or None, "extra": {...},
+     "ensemble": [state dict or None] or None (version 3: the ensemble control's decoders,
+     one per cluster, None where the cluster has none; None when not trained)}
+
+Version 3 added ``ensemble``; version 2 files are read without it (no ensemble control).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from .io import atomic_path, write_torch
 from .models.registry import archive_problem, check_format, load_archive, one_line
 
 CLUSTERS_FORMAT, CLUSTERS_VERSION = "aerestore.clusters", 2
-DECODERS_FORMAT, DECODERS_VERSION = "aerestore.decoders", 2
+DECODERS_FORMAT, DECODERS_VERSION = "aerestore.decoders", 3
 
 
 class ArtifactError(ValueError):
@@ -167,31 +171,47 @@ class Decoders:
     fallback: list[bool] = field(default_factory=list)
     gate: dict | None = None  # aerestore.gate.Gate.state()
     extra: dict = field(default_factory=dict)
+    # the ensemble control (aerestore.decoders, decoders.ensemble): one per cluster, None where
+    # that cluster has no decoder (the control stands in); None: not trained (or version < 3)
+    ensemble: list[dict[str, torch.Tensor] | None] | None = None
 
     def modules(self, model, path: Path) -> tuple[torch.nn.Module, list[torch.nn.Module | None]]:
         """``(control, cluster decoders)`` as copies of ``model.decoder`` holding the saved
         weights; ``ArtifactError`` naming ``path`` when they do not fit that decoder."""
-        def build(state, name):
-            decoder = copy.deepcopy(model.decoder)
-            try:
-                decoder.load_state_dict(state)
-            except (RuntimeError, TypeError, AttributeError) as exc:
-                raise ArtifactError(f"{path}: the {name} decoder's weights do not fit the {model.name} model in "
-                                    f"model.pt ({one_line(exc)})") from None
-            return decoder
+        return _decoder(model, self.control, path, "control"), [
+            None if s is None else _decoder(model, s, path, f"cluster {c}") for c, s in enumerate(self.clusters)]
 
-        return build(self.control, "control"), [
-            None if s is None else build(s, f"cluster {c}") for c, s in enumerate(self.clusters)]
+    def ensemble_modules(self, model, path: Path) -> list[torch.nn.Module | None] | None:
+        """The ensemble control's decoders as copies of ``model.decoder`` (None where the
+        control stands in), or None when the file has none; checked like :meth:`modules`."""
+        if self.ensemble is None:
+            return None
+        if len(self.ensemble) != len(self.clusters):
+            raise ArtifactError(f"{path}: {len(self.ensemble)} ensemble decoders for {len(self.clusters)} clusters")
+        return [None if s is None else _decoder(model, s, path, f"ensemble {c}") for c, s in enumerate(self.ensemble)]
+
+
+def _decoder(model, state: dict, path: Path, name: str) -> torch.nn.Module:
+    """A copy of ``model.decoder`` holding ``state``; ``ArtifactError`` naming ``path`` and
+    the decoder when the weights do not fit it."""
+    decoder = copy.deepcopy(model.decoder)
+    try:
+        decoder.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: the {name} decoder's weights do not fit the {model.name} model in "
+                            f"model.pt ({one_line(exc)})") from None
+    return decoder
 
 
 def write_decoders(path: str | Path, model, result, extra: dict | None = None) -> None:
     """Write the decoders ``result`` (an :class:`aerestore.decoders.DecodersResult`:
-    ``control``, ``clusters``, ``sizes``, ``fallback``, ``gate``) trained on ``model``'s
+    ``control``, ``clusters``, ``sizes``, ``fallback``, ``gate``, ``ensemble``) trained on ``model``'s
     latents, atomically, as CPU tensors whatever device trained them."""
     def host(module):
         return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
     gate = getattr(result, "gate", None)
+    ensemble = getattr(result, "ensemble", None)
     state = {
         "format": DECODERS_FORMAT,
         "version": DECODERS_VERSION,
@@ -202,6 +222,7 @@ def write_decoders(path: str | Path, model, result, extra: dict | None = None) -
         "fallback": [bool(b) for b in result.fallback],
         "gate": None if gate is None else gate.state(),  # read back by aerestore.gate.Gate.from_state
         "extra": extra or {},
+        "ensemble": None if ensemble is None else [None if d is None else host(d) for d in ensemble],
     }
     write_torch(path, state)
 
@@ -220,7 +241,8 @@ def read_decoders(path: str | Path, model=None) -> Decoders:
     try:
         key = None if version == 1 else ModelKey(**state["made_for"])
         decoders = Decoders(key, state["control"], list(state["clusters"]), list(state.get("sizes", [])),
-                            list(state.get("fallback", [])), state.get("gate"), dict(state.get("extra") or {}))
+                            list(state.get("fallback", [])), state.get("gate"), dict(state.get("extra") or {}),
+                            None if version < 3 or state.get("ensemble") is None else list(state["ensemble"]))
     except KeyError as exc:
         raise ArtifactError(f"{path}: not a decoders file saved by aerestore: no {exc.args[0]!r}") from None
     except TypeError as exc:

@@ -39,6 +39,19 @@ validation blocks of its cluster (all of them for the control)}``. At step 0
 
 A cluster with fewer than ``decoders.min_blocks`` training blocks gets no decoder of its
 own: its blocks use the control decoder, and the stage says so.
+
+The ensemble control (``decoders.ensemble``, the third arm): with soft routing the
+per-cluster output mixes several decoders, and where a cluster is too small its blocks go
+to the control, so "per-cluster beats control" may be ensembling rather than decoders that
+learned a damage. The ensemble control has the per-cluster arm's decoders minus what
+the damage could give them: the training blocks are split at random into groups of
+exactly the clusters' sizes (seeded, whatever the blocks' content or masks), group ``k``
+gets a decoder where cluster ``k`` has one (same fallback to the control), fine-tuned by
+the same :func:`train_decoder` with the same seed, updates (``epochs`` passes over its
+group: the clusters' total budget), batch size and lr; at inference the restorer mixes
+them as it mixes the cluster decoders, by damage-blind weights
+(:func:`aerestore.restore.blind_maps`). Only what the per-cluster decoders gain over the
+ensemble control can be credited to damage-specific decoders.
 """
 
 from __future__ import annotations
@@ -183,6 +196,25 @@ class DecodersResult:
     histories: dict[str, list[dict]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     gate: torch.nn.Module | None = None  # decoders.method 'gate': the learned gate (aerestore.gate.Gate)
+    # the ensemble control (decoders.ensemble): one per cluster, None where the control stands in
+    ensemble: list[torch.nn.Module | None] | None = None
+
+
+ENSEMBLE_STREAM = 0xE5  # the random partition's seed stream: [seed, ENSEMBLE_STREAM]
+
+
+def blind_labels(sizes: list[int], n: int, seed: int) -> np.ndarray:
+    """Damage-blind routes for the ensemble control: ``n`` samples split at random into
+    groups of ``sizes`` (a seeded permutation cut at their cumulative sums; samples beyond
+    ``sum(sizes)``, if any, get label -1). Depends on the sizes and seed only, never on the
+    samples' content or masks."""
+    if sum(sizes) > n:
+        raise ValueError(f"group sizes {sizes} add up to more than the {n} samples")
+    perm = np.random.default_rng([seed, ENSEMBLE_STREAM]).permutation(n)
+    labels = np.full(n, -1, np.int64)
+    for c, (a, b) in enumerate(zip(np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes))):
+        labels[perm[a:b]] = c
+    return labels
 
 
 def train_decoders(
@@ -198,10 +230,11 @@ def train_decoders(
     seed: int,
     progress: bool = True,
     eval_every: int = 2048,
+    ensemble: bool = True,
 ) -> DecodersResult:
-    """Train the per-cluster decoders and the control, all with :func:`train_decoder`
-    (same optimiser, lr, batch size, frozen batch norm); ``route(z) -> (N, K)``
-    responsibilities. A curve point every ``eval_every`` block updates."""
+    """Train the per-cluster decoders, the control and (``ensemble``) the ensemble control,
+    all with :func:`train_decoder` (same optimiser, lr, batch size, frozen batch norm);
+    ``route(z) -> (N, K)`` responsibilities. A curve point every ``eval_every`` block updates."""
     for p in model.parameters():
         p.requires_grad_(False)
     z_train = encode_all(model, train.degraded)
@@ -209,35 +242,46 @@ def train_decoders(
     lab_train = assign(route, z_train)
     lab_val = assign(route, z_val)
     sizes = [int((lab_train == c).sum()) for c in range(k)]
-    clusters: list[torch.nn.Module | None] = []
-    fallback: list[bool] = []
-    histories: dict[str, list[dict]] = {}
-    budget = 0
-    for c in range(k):
-        if sizes[c] < min_blocks:
-            warnings.warn(
-                f"cluster {c} has {sizes[c]} training blocks (< decoders.min_blocks = {min_blocks}): "
-                "its blocks use the control decoder",
-                stacklevel=2,
-            )
-            clusters.append(None)
-            fallback.append(True)
-            continue
-        torch.manual_seed(seed + 1 + c)
-        rng = np.random.default_rng([seed, c + 1])
-        sel = np.flatnonzero(lab_train == c)
-        vsel = np.flatnonzero(lab_val == c)
-        dec = copy.deepcopy(model.decoder)
-        for p in dec.parameters():
-            p.requires_grad_(True)
-        updates = epochs * len(sel)
-        budget += updates
-        histories[f"cluster_{c}"] = train_decoder(
-            dec, z_train[sel], train.clean[sel], updates, batch_size, lr, rng,
-            (z_val[vsel], val.clean[vsel]), eval_every, f"decoder {c} ({len(sel)} blocks)", progress,
+    fallback = [n < min_blocks for n in sizes]
+    for c in np.flatnonzero(fallback):
+        warnings.warn(
+            f"cluster {c} has {sizes[c]} training blocks (< decoders.min_blocks = {min_blocks}): "
+            "its blocks use the control decoder",
+            stacklevel=2,
         )
-        clusters.append(dec)
-        fallback.append(False)
+    histories: dict[str, list[dict]] = {}
+
+    def fine_tune_routes(labels: np.ndarray, val_labels: np.ndarray, name: str) -> tuple[list, int]:
+        """One decoder per route with a decoder (not ``fallback``), each ``epochs`` passes
+        over its training blocks: the per-cluster arm and the ensemble control alike."""
+        decoders: list[torch.nn.Module | None] = []
+        budget = 0
+        for c in range(k):
+            if fallback[c]:
+                decoders.append(None)
+                continue
+            torch.manual_seed(seed + 1 + c)
+            rng = np.random.default_rng([seed, c + 1])
+            sel = np.flatnonzero(labels == c)
+            vsel = np.flatnonzero(val_labels == c)
+            dec = copy.deepcopy(model.decoder)
+            for p in dec.parameters():
+                p.requires_grad_(True)
+            updates = epochs * len(sel)
+            budget += updates
+            histories[f"{name}_{c}"] = train_decoder(
+                dec, z_train[sel], train.clean[sel], updates, batch_size, lr, rng,
+                (z_val[vsel], val.clean[vsel]), eval_every, f"{name} decoder {c} ({len(sel)} blocks)", progress,
+            )
+            decoders.append(dec)
+        return decoders, budget
+
+    clusters, budget = fine_tune_routes(lab_train, lab_val, "cluster")
+    ensemble_decoders, ensemble_budget = None, 0
+    if ensemble:  # the same sizes, routes drawn at random: see the module docstring
+        val_sizes = [int((lab_val == c).sum()) for c in range(k)]
+        ensemble_decoders, ensemble_budget = fine_tune_routes(
+            blind_labels(sizes, len(z_train), seed), blind_labels(val_sizes, len(z_val), seed), "ensemble")
     # the control: the same number of block updates as all cluster decoders together
     control = copy.deepcopy(model.decoder)
     for p in control.parameters():
@@ -253,7 +297,8 @@ def train_decoders(
         "k": k,
         "sizes": sizes,
         "fallback": fallback,
-        "block_updates": {"clusters": budget, "control": control_updates},
+        "block_updates": {"clusters": budget, "control": control_updates,
+                          **({"ensemble": ensemble_budget} if ensemble else {})},
         "val_loss": {
             "shared": decoder_loss(model.decoder, z_val, val.clean),
             "control": decoder_loss(control, z_val, val.clean),
@@ -272,11 +317,13 @@ def train_decoders(
                 dec = clusters[c] if clusters[c] is not None else control
                 row.update(shared=decoder_loss(model.decoder, zc, yc), control=decoder_loss(control, zc, yc),
                            cluster=decoder_loss(dec, zc, yc))
+                if ensemble_decoders is not None:  # the ensemble decoder of the same size's random route
+                    row["ensemble"] = decoder_loss(ensemble_decoders[c] or control, zc, yc)
                 total += row["cluster"] * len(vsel)
             by_cluster.append(row)
         summary["val_loss"]["multi"] = total / len(z_val)
     summary["val_loss_by_cluster"] = by_cluster
-    return DecodersResult(control, clusters, sizes, fallback, histories, summary)
+    return DecodersResult(control, clusters, sizes, fallback, histories, summary, ensemble=ensemble_decoders)
 
 
 def curve_rows(histories: dict[str, list[dict]]) -> list[dict]:

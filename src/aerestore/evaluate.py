@@ -2,8 +2,12 @@
 whole images against the clean ones.
 
 Rows: the degraded input itself, for each architecture its ``base`` (shared decoder as
-trained), ``single`` (the control decoder) and ``multi`` (per-cluster decoders), and the
-classical restorers of :mod:`aerestore.classical`. Per metric: the mean over images, the
+trained), ``single`` (the control decoder), ``ensemble`` (the ensemble control, where
+``decoders.pt`` has one: as many decoders as ``multi``, the same budget and mixing,
+damage-blind routes) and ``multi`` (per-cluster decoders), and the classical restorers of
+:mod:`aerestore.classical`. ``multi`` is compared with ``single`` and with ``ensemble``
+(:func:`network_comparisons`); the idea is supported only where it beats the ensemble
+control, and not applicable where fewer than two clusters have a decoder of their own. Per metric: the mean over images, the
 share of images on which ``multi`` beats ``single`` (the CelebA study's "Percentage"
 column; ties count half) and a paired two-sided Wilcoxon test. With damage masks (one
 channel per kind of local damage, :data:`aerestore.data.layout.DAMAGE_KINDS`), PSNR and SSIM
@@ -39,6 +43,8 @@ MAIN_METRICS = ("psnr", "ssim", "uqi", "blur_percent")
 REGION_KEYS = tuple(M.region_keys(("psnr", "ssim")))
 COMPARED = ("psnr", "ssim", "uqi", "blur_percent")  # multi vs single, per image
 MODES = ("base", "single", "multi")
+ENSEMBLE = "ensemble"  # the ensemble control's row, where decoders.pt has one (decoders.ensemble)
+NOT_APPLICABLE = "not applicable: one cluster"  # the verdict where < 2 clusters have a decoder
 
 RowFn = Callable[[np.ndarray], np.ndarray]  # float (N, H, W, C) degraded -> float restored
 
@@ -69,6 +75,12 @@ def restorer_row(restorer, mode: str) -> RowFn:
         return restorer.restore_float(x, mode).permute(0, 2, 3, 1).numpy().astype(np.float64)
 
     return fn
+
+
+def network_modes(restorer) -> tuple[str, ...]:
+    """The rows of one architecture: :data:`MODES`, and the ensemble control where the
+    restorer has one (a decoders.pt written with ``decoders.ensemble``)."""
+    return MODES + ((ENSEMBLE,) if getattr(restorer, "ensemble_decoders", None) is not None else ())
 
 
 def classical_row(name: str, restorer=None) -> RowFn:
@@ -206,12 +218,50 @@ def _base_metric(key: str) -> str:
     return key
 
 
-def _rows_block(metrics, seconds, archs, classical, megapixels, with_compare: bool) -> dict:
+def network_comparisons(metrics: dict, arch: str, own_decoders: int | None) -> dict:
+    """The per-cluster decoders against both controls, per image: ``multi_vs_single`` (the
+    equal-budget single decoder), and where the ensemble control ran, ``multi_vs_ensemble``
+    (as many decoders, the same budget and mixing, damage-blind routes) and
+    ``ensemble_vs_single`` (what mixing alone buys); ``own_decoders`` and the ``verdict``
+    (:func:`verdict`)."""
+    out = {"multi_vs_single": compare(metrics[f"{arch}.multi"], metrics[f"{arch}.single"])}
+    if f"{arch}.{ENSEMBLE}" in metrics:
+        out["multi_vs_ensemble"] = compare(metrics[f"{arch}.multi"], metrics[f"{arch}.{ENSEMBLE}"])
+        out["ensemble_vs_single"] = compare(metrics[f"{arch}.{ENSEMBLE}"], metrics[f"{arch}.single"])
+    if own_decoders is not None:
+        out["own_decoders"] = int(own_decoders)
+    out["verdict"] = verdict(out.get("multi_vs_ensemble"), own_decoders)
+    return out
+
+
+def verdict(vs_ensemble: dict | None, own_decoders: int | None, alpha: float = 0.05) -> str:
+    """Whether the per-cluster decoders support the idea: only where they beat the ensemble
+    control (PSNR, share of images > 1/2 and Wilcoxon p < ``alpha``), per region (whole image,
+    then each damage kind's pixels and the clean ones). With fewer than two clusters that have
+    a decoder of their own the per-cluster restorer is an ensemble itself:
+    :data:`NOT_APPLICABLE`."""
+    if own_decoders is not None and own_decoders < 2:
+        return NOT_APPLICABLE
+    if vs_ensemble is None:
+        return "no verdict: no ensemble control (decoders.ensemble false)"
+    won, lost = [], []
+    for key in ["psnr"] + [f"psnr_{r}" for r in M.REGIONS]:
+        c = vs_ensemble.get(key)
+        if not c or c["share"] is None or c["p_value"] is None or c["p_value"] >= alpha:
+            continue
+        (won if c["share"] > 0.5 else lost).append("whole image" if key == "psnr" else key[len("psnr_"):])
+    text = f"supported in: {', '.join(won)}" if won else "not supported: beats the ensemble control nowhere"
+    return text + (f"; worse than it in: {', '.join(lost)}" if lost else "")
+
+
+def _rows_block(metrics, seconds, archs, classical, megapixels, with_compare: bool,
+                own_decoders: dict[str, int] | None = None) -> dict:
     block: dict = {"degraded": row_summary(metrics["degraded"])}
     for arch in archs:
-        entry = {mode: row_summary(metrics[f"{arch}.{mode}"]) for mode in MODES if f"{arch}.{mode}" in metrics}
+        entry = {mode: row_summary(metrics[f"{arch}.{mode}"]) for mode in (*MODES, ENSEMBLE)
+                 if f"{arch}.{mode}" in metrics}
         if with_compare:
-            entry["multi_vs_single"] = compare(metrics[f"{arch}.multi"], metrics[f"{arch}.single"])
+            entry.update(network_comparisons(metrics, arch, (own_decoders or {}).get(arch)))
             entry["megapixels_per_s"] = megapixels / max(seconds[f"{arch}.multi"], 1e-9)
         block[arch] = entry
     names = [c for c in classical if c in metrics]
@@ -341,8 +391,12 @@ def summarise(
     anchor: dict[str, dict[str, np.ndarray]] | None = None,
     anchor_seconds: dict[str, float] | None = None,
     anchor_megapixels: float = 0.0,
+    own_decoders: dict[str, int] | None = None,
 ) -> dict:
     """The content of metrics/evaluate.json.
+
+    ``own_decoders``: per architecture the clusters with a decoder of their own (fewer than
+    two: the per-cluster comparison is "not applicable", :func:`verdict`).
 
     ``metrics``: the rows scored on all ``n_images``; ``anchor``: every row on the anchor
     subset (:func:`on_subset`), with ``anchor_seconds`` / ``anchor_megapixels`` the timings of
@@ -351,7 +405,8 @@ def summarise(
     the best classical PSNR; positive = the network beats every classical restorer).
     """
     result: dict = {"images": n_images}
-    result.update(_rows_block(metrics, seconds, archs, classical, megapixels, with_compare=True))
+    result.update(_rows_block(metrics, seconds, archs, classical, megapixels, with_compare=True,
+                              own_decoders=own_decoders))
     if anchor is not None:
         n_sub = len(anchor["degraded"]["psnr"])
         sub = {"images": n_sub}
@@ -363,7 +418,7 @@ def summarise(
         if best is not None:
             sub["best_classical"] = best
             for arch in archs:
-                for mode in MODES:
+                for mode in (*MODES, ENSEMBLE):
                     r = sub[arch].get(mode)
                     if r is not None:
                         r["margin_db"] = None if r["psnr"] is None else r["psnr"] - best["psnr"]
@@ -416,6 +471,8 @@ def _table(block: dict, archs: list[str], classical: list[str], regions: list[st
         e = block[arch]
         lines.append(row(f"{arch} shared decoder (as trained)", e["base"], None))
         lines.append(row(f"{arch} single decoder (control)", e["single"], None))
+        if ENSEMBLE in e:
+            lines.append(row(f"{arch} ensemble control", e[ENSEMBLE], None))
         lines.append(row(f"**{arch} per-cluster decoders**", e["multi"], e.get("megapixels_per_s")))
     for name in classical:
         if name in block.get("classical", {}):
@@ -454,17 +511,7 @@ def summary_markdown(result: dict, archs: list[str], classical: list[str], setti
                   f"{b['psnr']:.2f} dB. Margin of the networks over it (PSNR): {margins or '–'}."]
     for name, why in skipped.items():
         lines += ["", f"**{name} (classical): skipped**: {why}."]
-    lines += ["", "Share of test images on which the per-cluster decoders beat the single "
-              "decoder (ties count half; p: paired two-sided Wilcoxon):", ""]
-    keys = list(COMPARED) + [f"psnr_{r}" for r in regions]
-    lines.append("| architecture | " + " | ".join(keys) + " |")
-    lines.append("|---|" + "---:|" * len(keys))
-    for arch in archs:
-        cmp_ = result[arch]["multi_vs_single"]
-        cells = [f"{cmp_[k]['share']:.0%} (p={cmp_[k]['p_value']:.2g})"
-                 if k in cmp_ and cmp_[k]["share"] is not None and cmp_[k]["p_value"] is not None else "–"
-                 for k in keys]
-        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    lines += comparison_lines(result, archs, regions)
     ran = [n for n in classical if n not in skipped]
     if ran:
         lines += ["", "Classical restorers' settings: " + "; ".join(f"{n}: {settings.get(n, '')}" for n in ran) + "."]
@@ -476,6 +523,46 @@ def summary_markdown(result: dict, archs: list[str], classical: list[str], setti
                   "127/255, the largest of the kinds); PSNR clean: over the pixels without any local "
                   "damage (every mask channel 0)."]
     return "\n".join(lines) + "\n"
+
+
+COMPARISONS = (
+    ("multi_vs_single", "the per-cluster decoders beat the single decoder (control)"),
+    ("multi_vs_ensemble", "the per-cluster decoders beat the ensemble control (as many decoders, the same "
+                          "budget and mixing, damage-blind routes and weights): the idea is supported only "
+                          "where they do"),
+    ("ensemble_vs_single", "the ensemble control beats the single decoder (what mixing decoders buys without "
+                           "any damage information)"),
+)
+
+
+def comparison_lines(result: dict, archs: list[str], regions: list[str]) -> list[str]:
+    """The summary's comparison tables: per image, share of test images (ties count half) and
+    paired Wilcoxon p, for each of :data:`COMPARISONS` that ran; the per-cluster rows carry
+    the verdict (:func:`verdict`), "not applicable: one cluster" where fewer than two clusters
+    have a decoder of their own."""
+    keys = list(COMPARED) + [f"psnr_{r}" for r in regions]
+    lines: list[str] = []
+    for name, what in COMPARISONS:
+        ran = [a for a in archs if name in result[a]]
+        if not ran:
+            continue
+        per_cluster = name.startswith("multi")
+        lines += ["", f"Share of test images on which {what} (ties count half; p: paired two-sided Wilcoxon):", ""]
+        lines.append("| architecture | " + " | ".join(keys) + (" | verdict |" if per_cluster else " |"))
+        lines.append("|---|" + "---:|" * len(keys) + ("---|" if per_cluster else ""))
+        for arch in ran:
+            cmp_ = result[arch][name]
+            cells = [f"{cmp_[k]['share']:.0%} (p={cmp_[k]['p_value']:.2g})"
+                     if k in cmp_ and cmp_[k]["share"] is not None and cmp_[k]["p_value"] is not None else "–"
+                     for k in keys]
+            if per_cluster:
+                own = result[arch].get("own_decoders")
+                v = result[arch].get("verdict", "")
+                cells.append(v if name == "multi_vs_ensemble" or v == NOT_APPLICABLE else "see the ensemble control")
+                if own is not None:
+                    cells[-1] += f" ({own} cluster decoder{'s' if own != 1 else ''})"
+            lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def grid_png(rows: list[tuple[str, np.ndarray]], path: str | Path, title: str) -> None:
@@ -551,6 +638,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     n, h, w = clean.shape[:3]
     archs = list(params.architectures)
     rows: dict[str, RowFn] = {"degraded": lambda d: d}
+    own_decoders: dict[str, int] = {}
     for arch in archs:
         restorer = Restorer.load(models_dir / arch, routing=ep.routing, batch_size=ep.batch_size)
         cfg = params.train_for(arch)  # train.device and train.amp: where and how the networks run
@@ -561,7 +649,8 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
                              f"{restorer.overlap}; params say {params.blocks.size}/{params.blocks.overlap}")
         if getattr(restorer.model, "fully_conv", False):
             restorer.runtime = ep.runtime  # unet_ae on the CPU: OpenVINO or PyTorch (evaluate.runtime)
-        for mode in MODES:
+        own_decoders[arch] = restorer.own_decoders
+        for mode in network_modes(restorer):
             restorer.prepare(mode)  # compiled (OpenVINO) before the timed restoring, not during it
             rows[f"{arch}.{mode}"] = restorer_row(restorer, mode)
     classical = list(ep.classical)
@@ -602,7 +691,8 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
             progress=progress, regions=regions, desc="evaluate (oracle, anchor subset)")
     anchor = on_subset(metrics, indices, {**sub_metrics, **oracle_metrics})
     result = summarise(metrics, seconds, archs, classical, n, n * h * w / 1e6,
-                       anchor=anchor, anchor_seconds=sub_seconds, anchor_megapixels=len(indices) * h * w / 1e6)
+                       anchor=anchor, anchor_seconds=sub_seconds, anchor_megapixels=len(indices) * h * w / 1e6,
+                       own_decoders=own_decoders)
     if oracle_metrics:
         add_oracle(result, anchor, oracle_seconds["oracle"], len(indices) * h * w / 1e6, denoiser, archs)
     result["classical_tuning"] = {name: {"chosen": rec["chosen"], "val_psnr": rec["val_psnr"]}
@@ -611,7 +701,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     settings = {name: ", ".join(f"{k} {v}" for k, v in tuned[name].settings.items()) for name in ran}
     summary = summary_markdown(result, archs, classical, settings, skipped)
     summary += classical_markdown(result, archs, tuning, len(val_idx))
-    network_rows = ["degraded"] + [f"{a}.{mode}" for a in archs for mode in MODES]
+    network_rows = ["degraded"] + [f"{a}.{mode}" for a in archs for mode in (*MODES, ENSEMBLE) if f"{a}.{mode}" in metrics]
     details = {
         "rows": {r: {k: _mean(v) for k, v in m.items()} for r, m in metrics.items()},
         # per test image, for the multi-vs-single comparison over seeds (aerestore seeds)

@@ -13,6 +13,14 @@ all pixels (the unweighted loss) for as many updates as all cluster decoders tog
 same learning rate (constant), batch, crop size and crop stream (seeded alike: the
 control's first updates see the cluster decoders' crops). Without it "multi beats single"
 could just mean "more training beats less".
+
+The ensemble control (``decoders.ensemble``; see :mod:`aerestore.decoders`): decoder ``k``
+of it is fine-tuned by the same :func:`fine_tune` (same steps, lr, batch, crop size, seed and
+so crop stream) with the loss weighted by the damage-blind maps
+(:func:`aerestore.restore.blind_maps`: every crop's own routing maps, each code location
+taking another location's weights along a fixed cycle), and the restorer mixes the ensemble
+decoders by those same blind maps. Per crop the routes keep their total weight (the
+clusters' sizes), not where the damage is.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from tqdm import tqdm
 from .cropdata import ImageData, image_batches, location_features, sample_crops  # noqa: F401
 from .decoders import DecodersResult
 from .losses import check_finite
-from .restore import upsample_maps
+from .restore import blind_maps, upsample_maps
 
 
 def weighted_mse(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
@@ -175,9 +183,11 @@ def val_losses(vset: _Val, shared, control, routed: list) -> dict:
 def train_map_decoders(
     model, maps_fn, k: int, train: ImageData, val: ImageData, *, steps: int, lr: float, batch_size: int,
     crop: int, eval_every: int, min_locations: int, seed: int, sizes: list[int] | None = None,
-    progress: bool = True, recon: str = "mse",
+    progress: bool = True, recon: str = "mse", ensemble: bool = True,
 ) -> DecodersResult:
-    """Per-cluster decoders (``steps`` updates each) and the equal-budget control.
+    """Per-cluster decoders (``steps`` updates each), the equal-budget control and
+    (``ensemble``) the ensemble control: a decoder wherever a cluster has one, fine-tuned
+    alike on the damage-blind maps (the module docstring).
 
     ``maps_fn(code) -> (N, K, h, w)`` routing maps; ``sizes`` the training locations per
     cluster (argmax); a cluster with fewer than ``min_locations`` gets no decoder (the
@@ -202,6 +212,22 @@ def train_map_decoders(
         updates += steps
         clusters.append(dec)
         fallback.append(False)
+    ensemble_decoders, ensemble_updates = None, 0
+    if ensemble:
+        def blind_fn(code):
+            return blind_maps(maps_fn(code))
+
+        bset = _Val(model, blind_fn, val)
+        ensemble_decoders = []
+        for c in range(k):
+            if fallback[c]:
+                ensemble_decoders.append(None)
+                continue
+            dec = copy.deepcopy(model.decoder)
+            histories[f"ensemble_{c}"] = fine_tune(dec, model, blind_fn, c, train, bset, steps, lr, batch_size,
+                                                   crop, eval_every, seed, f"ensemble decoder {c}", progress, recon)
+            ensemble_updates += steps
+            ensemble_decoders.append(dec)
     control = copy.deepcopy(model.decoder)
     control_updates = updates or steps
     histories["control"] = fine_tune(control, model, maps_fn, None, train, vset, control_updates, lr, batch_size,
@@ -215,7 +241,13 @@ def train_map_decoders(
         "crop_updates": {"clusters": updates * batch_size, "control": control_updates * batch_size},
         **val_losses(vset, model.decoder, control, routed),
     }
-    return DecodersResult(control, clusters, sizes, fallback, histories, summary)
+    if ensemble:
+        summary["updates"]["ensemble"] = ensemble_updates
+        summary["crop_updates"]["ensemble"] = ensemble_updates * batch_size
+        blended = [d if d is not None else control for d in ensemble_decoders]
+        summary["val_loss"]["ensemble_soft"] = bset.blended(blended, hard=False)
+        summary["val_loss"]["ensemble_hard"] = bset.blended(blended, hard=True)
+    return DecodersResult(control, clusters, sizes, fallback, histories, summary, ensemble=ensemble_decoders)
 
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 MODEL_PREFIX = "aerestore-"
 #: Artifact keys of the pyfunc model -> file names Restorer.load expects.
 ARTIFACT_FILES = {"model": "model.pt", "clusters": "clusters.npz", "decoders": "decoders.pt"}
-MODES = ("multi", "single", "base")
+MODES = ("multi", "single", "base", "ensemble")  # ensemble: the ensemble control, where decoders.pt has one
 
 
 def registered_name(arch: str) -> str:
@@ -206,7 +206,7 @@ def _model_description(arch: str) -> str:
     return (
         f"The complete `{arch}` restorer of the aerestore pipeline: encoder, cluster centroids, "
         "per-cluster decoders, block split and merge. Input: one uint8 image (H, W, C) of any "
-        "size; output: the restored image (inference param `mode`: multi, single or base).\n\n"
+        "size; output: the restored image (inference param `mode`: multi, single, base or ensemble: the ensemble control).\n\n"
         f"A new version per run of the `evaluate` stage, tagged with its test figures (`test.psnr`, "
         f"`test.ssim`, ...) and its validation PSNR (`val.psnr`). Alias `{CHAMPION}`: the best version "
         f"by validation PSNR among those evaluated on the same data (the test figures only report). "

@@ -54,8 +54,10 @@ def missing() -> str | None:
 
 def supports(restorer, mode: str) -> bool:
     """Whether ``mode`` of this ``ConvRestorer`` can be compiled: fp32 on the CPU; its
-    per-cluster mode only when routed by the damage head (no centroids, no gate)."""
-    if restorer.device.type != "cpu" or restorer.amp != "fp32" or missing() is not None:
+    per-cluster mode only when routed by the damage head (no centroids, no gate); never the
+    ensemble control (its blind weights, :func:`aerestore.restore.blind_maps`, are not in the
+    graph: compiled, it would be the per-cluster mode)."""
+    if restorer.device.type != "cpu" or restorer.amp != "fp32" or missing() is not None or mode == "ensemble":
         return False
     if mode != "multi" or not restorer.cluster_decoders:
         return True

@@ -327,6 +327,9 @@ class DecodersParams(_Strict):
     steps: int = Field(300, ge=1)  # updates of each cluster decoder (the control: their sum)
     crop_batch: int = Field(16, ge=1)  # crops per update (side: the arch's train.crop)
     eval_every: int = Field(2048, ge=1)  # block updates between two points of the fine-tuning curves
+    # the ensemble control (third arm): as many decoders, same budget, damage-blind routes and
+    # weights (aerestore.decoders); method 'clusters' only
+    ensemble: bool = True
 
 
 CLASSICAL = ("nlmeans", "nlmeans_map", "bm3d", "bm3d_map", "tv", "bilateral", "wiener", "richardson_lucy",

@@ -12,6 +12,10 @@ Modes:
   or by the n-cut head's probabilities when the clusters came from it).
 - ``single``: every block through the control decoder (the shared decoder trained further
   with the same budget as all cluster decoders together).
+- ``ensemble``: the ensemble control (``decoders.ensemble``): as many decoders as ``multi``
+  has, trained on damage-blind routes with the same budget, mixed as ``multi`` mixes, by
+  damage-blind weights (:func:`blind_maps`). ``multi`` supports the idea only where it beats
+  this, not just ``single``.
 - ``base``: the shared decoder exactly as ``train@<arch>`` left it.
 """
 
@@ -30,7 +34,7 @@ from .gate import Gate
 from .models.device import autocast, module_device, to_device
 from .models.registry import one_line
 
-MODES = ("multi", "single", "base")
+MODES = ("multi", "single", "base", "ensemble")
 
 
 def _saved_parts(model, model_dir: Path, decoders: bool = True) -> tuple[dict, list[Path]]:
@@ -53,6 +57,9 @@ def _saved_parts(model, model_dir: Path, decoders: bool = True) -> tuple[dict, l
             raise ArtifactError(f"{decoders_path}: {len(cluster_decoders)} cluster decoders, but {clusters_path} "
                                 f"has {len(clusters)} clusters (`dvc repro decoders@{model.name}` remakes it)")
         kwargs.update(control=control, cluster_decoders=cluster_decoders)
+        ensemble = saved.ensemble_modules(model, decoders_path)
+        if ensemble is not None:
+            kwargs["ensemble_decoders"] = ensemble
         if saved.gate is not None:  # decoders.method 'gate': routing maps from the learned gate
             try:
                 kwargs["gate"] = Gate.from_state(saved.gate, str(decoders_path))
@@ -79,6 +86,7 @@ class Restorer:
         method: str = "soft_kmeans",
         control: torch.nn.Module | None = None,
         cluster_decoders: list[torch.nn.Module | None] | None = None,
+        ensemble_decoders: list[torch.nn.Module | None] | None = None,
         routing: str = "hard",
         batch_size: int = 2048,
         files: list[Path] | None = None,
@@ -98,6 +106,11 @@ class Restorer:
         self.cluster_decoders = [
             (d.eval() if d is not None else self.control) for d in (cluster_decoders or [])
         ]
+        # clusters with a decoder of their own (the others fall back to the control)
+        self.own_decoders = sum(d is not None for d in (cluster_decoders or []))
+        # the ensemble control (None: decoders.ensemble off, or a decoders.pt written before it)
+        self.ensemble_decoders = None if ensemble_decoders is None else [
+            (d.eval() if d is not None else self.control) for d in ensemble_decoders]
         self.routing = routing
         self.batch_size = batch_size
         self._files = files or []
@@ -113,7 +126,7 @@ class Restorer:
         autocast(device, amp)  # checks amp
         self.model.to(device)
         self.control.to(device)
-        for d in self.cluster_decoders:
+        for d in [*self.cluster_decoders, *(self.ensemble_decoders or [])]:
             d.to(device)
         if self.centroids is not None:
             self.centroids = self.centroids.to(device)
@@ -171,19 +184,44 @@ class Restorer:
         d2 = torch.cdist(flat.double(), self.centroids.double()) ** 2
         return torch.softmax(-self.beta * d2 / self.scale, dim=1).float()
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, mode: str = "multi") -> torch.Tensor:
+    def _routed(self, mode: str) -> bool:
+        """Whether ``mode`` mixes several decoders (``multi``, ``ensemble``) for this restorer;
+        without cluster decoders (or routing) every mode but ``base`` is the control."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode in ("base", "single") or not self.cluster_decoders:
+            return False
+        if self.centroids is None and self.method not in ("ncut_head", "damage_head"):
+            return False
+        if mode == "ensemble" and self.ensemble_decoders is None:
+            raise ValueError(f"the {self.arch} restorer has no ensemble control: its decoders.pt was written "
+                             "with decoders.ensemble false (or before it existed); `dvc repro "
+                             f"decoders@{self.arch}` with decoders.ensemble true makes it")
+        return True
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, mode: str = "multi", weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode latents ``z`` in ``mode``. ``ensemble`` needs ``weights`` (N, K): the
+        damage-blind responsibilities :meth:`restore_float` computes per image."""
         if mode == "base":
             return self.model.decode(z)
-        if mode == "single" or not self.cluster_decoders or self.centroids is None and self.method not in ("ncut_head", "damage_head"):
+        if not self._routed(mode):
             return self.control(z)
-        r = self.route(z)
+        if mode == "ensemble":
+            if weights is None:
+                raise ValueError("mode 'ensemble' mixes by damage-blind weights of whole images: "
+                                 "restore images (restore_float), not single latents")
+            return self._mix(z, weights, self.ensemble_decoders)
+        return self._mix(z, self.route(z), self.cluster_decoders)
+
+    def _mix(self, z: torch.Tensor, r: torch.Tensor, decoders: list) -> torch.Tensor:
+        """The decoders' outputs mixed by the responsibilities ``r`` (N, K): soft, or each
+        block through its argmax's decoder (``routing='hard'``). ``multi`` and ``ensemble``
+        both go through here: the same mixing, only the weights and decoders differ."""
         if self.routing == "hard":
             labels = r.argmax(1)
             out = None
-            for k, dec in enumerate(self.cluster_decoders):
+            for k, dec in enumerate(decoders):
                 sel = labels == k
                 if sel.any():
                     part = dec(z[sel])
@@ -192,7 +230,7 @@ class Restorer:
                     out[sel] = part
             return out
         out = 0
-        for k, dec in enumerate(self.cluster_decoders):
+        for k, dec in enumerate(decoders):
             out = out + r[:, k].view(-1, 1, 1, 1) * dec(z)
         return out
 
@@ -206,12 +244,32 @@ class Restorer:
         blocks = split_blocks(images.float(), self.block, self.overlap)
         out = torch.empty_like(blocks)
         device = self.device
+        blind = self._blind_weights(blocks, n, h, w) if self._routed(mode) and mode == "ensemble" else None
         for start in range(0, len(blocks), self.batch_size):
             x = to_device(blocks[start : start + self.batch_size], device)
             with autocast(device, self.amp):
-                y = self.decode(self.model.encode(x), mode)
+                r = None if blind is None else blind[start : start + len(x)]
+                y = self.decode(self.model.encode(x), mode, r)
             out[start : start + len(x)] = y.float().cpu() if device.type != "cpu" else y
         return merge_blocks(out, h, w, self.block, self.overlap).clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def _blind_weights(self, blocks: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
+        """The ensemble control's weights of the ``n`` images' blocks (image-major, row-major):
+        each image's own responsibilities moved to other blocks of it by the fixed cycle
+        :func:`blind_maps` (same weights per image, none on the block they came from)."""
+        from .blocks import block_grid
+
+        device = self.device
+        parts = []
+        for start in range(0, len(blocks), self.batch_size):
+            x = to_device(blocks[start : start + self.batch_size], device)
+            with autocast(device, self.amp):
+                parts.append(self.route(self.model.encode(x)).float())
+        r = torch.cat(parts)
+        grid = block_grid(h, w, self.block, self.overlap)
+        maps = r.view(n, grid.ny, grid.nx, -1).permute(0, 3, 1, 2)
+        return blind_maps(maps).permute(0, 2, 3, 1).reshape(len(r), -1)
 
     def to_model_channels(self, image: np.ndarray) -> np.ndarray:
         """uint8 (H, W), (H, W, 1|3|4) -> uint8 (H, W, channels)."""
@@ -262,7 +320,7 @@ class ConvRestorer(Restorer):
     tile = 512  # larger images are restored in tiles of this side
     margin = 32  # context around each tile, cropped off after restoring
     channels_last = True  # on the CPU, restore with channels-last copies (see _networks)
-    _copies: tuple | None = None  # (weights' key, model, control, cluster decoders)
+    _copies: tuple | None = None  # (weights' key, [model, control, *cluster decoders, *ensemble])
     # runtime: 'auto' = OpenVINO where it applies (aerestore.ovruntime.supports: fp32 on the
     # CPU, not centroid or gate routing) and is installed, else PyTorch; 'torch'; 'openvino'
     # (an error where it does not apply). Default: $AERESTORE_RUNTIME, else 'auto'.
@@ -270,10 +328,11 @@ class ConvRestorer(Restorer):
 
     def __init__(self, model, *, arch: str, method: str = "soft_kmeans", centroids=None,
                  scale: float = 1.0, beta: float = 1.0, control=None, cluster_decoders=None,
-                 routing: str = "hard", batch_size: int = 2048, files=None, gate: Gate | None = None):
+                 routing: str = "hard", batch_size: int = 2048, files=None, gate: Gate | None = None,
+                 ensemble_decoders=None):
         super().__init__(model, arch=arch, overlap=0, centroids=centroids, scale=scale, beta=beta,
                          method=method, control=control, cluster_decoders=cluster_decoders,
-                         routing=routing, batch_size=batch_size, files=files)
+                         ensemble_decoders=ensemble_decoders, routing=routing, batch_size=batch_size, files=files)
         self.images_per_batch = max(1, batch_size // 256)
         self.runtime = os.environ.get("AERESTORE_RUNTIME", "auto")
         self.gate = None if gate is None else gate.eval()  # decoders.method 'gate': it gives the routing maps
@@ -293,10 +352,12 @@ class ConvRestorer(Restorer):
             return self.gate(code)
         return route_maps(self.model, code, self.method, self.centroids, self.beta, self.scale)
 
-    def pixel_maps(self, code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def pixel_maps(self, code: torch.Tensor, size: tuple[int, int], blind: bool = False) -> torch.Tensor:
         """The routing maps upsampled to the pixels ``(N, K, H, W)``: soft, or one-hot
-        argmax of the smooth upsampled maps for ``routing='hard'``."""
-        maps = upsample_maps(self.route_maps(code), self.model.multiple, size)
+        argmax of the smooth upsampled maps for ``routing='hard'``; ``blind``: the ensemble
+        control's, the code-resolution maps moved by :func:`blind_maps` first."""
+        maps = self.route_maps(code)
+        maps = upsample_maps(blind_maps(maps) if blind else maps, self.model.multiple, size)
         if self.routing == "hard":
             maps = torch.nn.functional.one_hot(maps.argmax(1), maps.shape[1]).permute(0, 3, 1, 2).to(maps.dtype)
         return maps
@@ -305,12 +366,14 @@ class ConvRestorer(Restorer):
     def decode(self, f, mode: str = "multi") -> torch.Tensor:  # type: ignore[override]
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        model, control, decoders = self._networks()
+        model, control, decoders, ensemble = self._networks()
         if mode == "base":
             return model.decoder(f)
-        if mode == "single" or not self.cluster_decoders or (self.centroids is None and self.method != "damage_head"):
+        if not self._routed(mode):
             return control(f)
-        maps = self.pixel_maps(f.code, f.size)
+        if mode == "ensemble":
+            decoders = ensemble
+        maps = self.pixel_maps(f.code, f.size, blind=mode == "ensemble")
         out = 0
         for k, dec in enumerate(decoders):
             w = maps[:, k : k + 1]
@@ -321,23 +384,30 @@ class ConvRestorer(Restorer):
 
     # ------------------------------------------------------------------ restoring
     def _networks(self) -> tuple:
-        """``(model, control, cluster_decoders)`` to restore with: on the CPU (and with
+        """``(model, control, cluster_decoders, ensemble decoders or None)`` to restore with: on the CPU (and with
         ``channels_last``), copies in the channels-last (NHWC) memory format, in which
         oneDNN runs these narrow convolutions (16-72 channels) about 1.6x faster than in
         NCHW (``benchmarks/bench_restore.py --reference`` times both); the same function,
         outputs equal to ~1e-7. The copies are remade whenever a weight changes (the
         parameters' version counters), so a restorer whose networks are trained or loaded
         in place never restores with stale weights; the originals stay as they are."""
-        nets = [self.model, self.control, *self.cluster_decoders]
+        nets = self._nets()
+        k = len(self.cluster_decoders)
         if not self.channels_last or self.device.type != "cpu":
-            return nets[0], nets[1], nets[2:]
-        key = self._weights_key()  # the same key tells the OpenVINO graphs to recompile
-        if self._copies is None or self._copies[0] != key:
-            copies = copy.deepcopy(nets)  # one deepcopy: a fallback decoder stays the control
-            for net in copies:
-                net.to(memory_format=torch.channels_last)
-            self._copies = (key, copies[0], copies[1], copies[2:])
-        return self._copies[1:]
+            copies = nets
+        else:
+            key = self._weights_key()  # the same key tells the OpenVINO graphs to recompile
+            if self._copies is None or self._copies[0] != key:
+                held = copy.deepcopy(nets)  # one deepcopy: a fallback decoder stays the control
+                for net in held:
+                    net.to(memory_format=torch.channels_last)
+                self._copies = (key, held)
+            copies = self._copies[1]
+        return copies[0], copies[1], copies[2 : 2 + k], copies[2 + k :] if self.ensemble_decoders else None
+
+    def _nets(self) -> list:
+        """Every network: the model, the control, the cluster decoders, the ensemble's."""
+        return [self.model, self.control, *self.cluster_decoders, *(self.ensemble_decoders or [])]
 
     def __getstate__(self) -> dict:
         # compiled OpenVINO models cannot be copied or pickled: a copy compiles its own
@@ -346,8 +416,7 @@ class ConvRestorer(Restorer):
     def _weights_key(self) -> tuple:
         """Changes whenever a weight of any network changes (the parameters' version
         counters): the channels-last copies and the compiled graphs are remade then."""
-        nets = [self.model, self.control, *self.cluster_decoders]
-        return tuple((id(p), p._version) for net in nets for p in net.parameters())
+        return tuple((id(p), p._version) for net in self._nets() for p in net.parameters())
 
     def runtime_for(self, mode: str) -> str:
         """'openvino' or 'torch': what restores ``mode`` (see ``runtime``)."""
@@ -450,3 +519,37 @@ def upsample_maps(maps: torch.Tensor, multiple: int, size: tuple[int, int]) -> t
     up = torch.nn.functional.interpolate(maps, size=(h * multiple, w * multiple), mode="bilinear",
                                          align_corners=False)
     return up[..., : size[0], : size[1]]
+
+
+# ------------------------------------------------------------------ the ensemble control
+BLIND_SEED = 20_231  # the fixed cycle of blind_order (any constant: no information about damage)
+
+
+def blind_order(h: int, w: int) -> torch.Tensor:
+    """A fixed cycle through the ``h * w`` locations of a grid (row-major): location ``i``
+    takes the weights of location ``order[i]``, never its own (one cycle: no fixed point,
+    for ``h * w >= 2``). Seeded by the grid's size only, so it is the same for every image,
+    whatever its damage, and whatever the batch."""
+    n = h * w
+    p = np.random.default_rng([BLIND_SEED, h, w]).permutation(n)
+    order = np.empty(n, np.int64)
+    order[p] = np.roll(p, -1)  # p[j] -> p[j + 1]
+    return torch.from_numpy(order)
+
+
+def blind_maps(maps: torch.Tensor) -> torch.Tensor:
+    """The ensemble control's weights: routing maps ``(N, K, h, w)`` (a block grid's or a
+    code map's responsibilities, each location summing to 1) with every image's locations
+    moved along :func:`blind_order`.
+
+    Why this is a fair ensemble of the per-cluster decoders: every image keeps exactly its
+    own weight vectors (the same decoders get the same total weight, with the same spread
+    between soft and one-hot, image by image), but each location gets another location's
+    weights, chosen by a fixed cycle that ignores the content. What is left is the image's
+    overall mix of weights, not where its damage is; and the decoders those weights mix were
+    trained on damage-blind routes too (a random partition of the blocks, or these maps), so
+    none can have learned a damage. Whatever the per-cluster decoders gain over this comes
+    from routing damage to the decoder trained on it, not from mixing several decoders."""
+    n, k, h, w = maps.shape
+    order = blind_order(h, w).to(maps.device)
+    return maps.flatten(2)[:, :, order].view(n, k, h, w)

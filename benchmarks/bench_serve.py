@@ -30,6 +30,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -121,12 +122,24 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.huge:
             data = huge_body()
+            peak, done = [server.rss()], threading.Event()
+
+            def watch() -> None:  # the server's RSS every 0.5 s while it works on the image
+                while not done.wait(0.5):
+                    peak.append(server.rss())
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
             start = time.perf_counter()
-            r = server.post(data, timeout=900)
+            try:
+                r = server.post(data, timeout=900)
+            finally:
+                done.set()
+                watcher.join()
             took = time.perf_counter() - start
-            message = r.text[-300:]
             print(f"\n10^4 x 10^4 grey image ({len(data) / 1e6:.0f} MB of JSON): {r.status_code} after {took:.1f} s; "
-                  f"{message!r}; served after: {server.post(good).status_code}; RSS {server.rss() / mib:.0f} MiB")
+                  f"{r.text[-300:]!r}; served after: {server.post(good).status_code}; RSS peak "
+                  f"{max(peak) / mib:.0f} MiB, after {server.rss() / mib:.0f} MiB")
     return 0 if not (load.errors or w.errors) else 1
 
 

@@ -8,7 +8,8 @@ registry use (:func:`aerestore.mlflow_model.save_restorer`), serves it with MLfl
 server (``mlflow models serve --env-manager local``, ``--workers`` uvicorn workers, its
 default limit ``max_pixels``), then:
 
-1. ``--warmup`` requests, then the server's RSS (its process tree);
+1. ``--warmup`` requests of the largest size, ``--concurrency`` at once, then the server's
+   RSS (its process tree);
 2. ``--requests`` requests from ``--concurrency`` threads, RGB photo crops with sides drawn
    from ``--sizes`` (seeded; JSON bodies encoded before the clock starts): errors, latency
    p50/p90/p99, throughput, and the RSS after against the RSS after warm-up (target <= 1.2x);
@@ -78,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     save_restorer(args.model, tmp / "pyfunc", arch)
-    images = serving.load_images(args.warmup + args.requests, tuple(args.sizes), seed=args.seed)
+    # warm-up at the largest size, so that the server has held as many of the largest images
+    # as it will at once before its RSS is taken as the reference
+    images = (serving.load_images(args.warmup, (args.sizes[1], args.sizes[1]), seed=args.seed + 1)
+              + serving.load_images(args.requests, tuple(args.sizes), seed=args.seed))
     bodies = [serving.body(img, mode=args.mode) for img in images]
     warm, load_bodies = bodies[: args.warmup], bodies[args.warmup :]
     pixels = sum(img.shape[0] * img.shape[1] for img in images[args.warmup :])

@@ -155,7 +155,10 @@ class Load:
 
 def run_load(url: str, bodies: list[bytes], concurrency: int, check=None, timeout: float = 120) -> Load:
     """POST every body once to ``url``/invocations from ``concurrency`` threads (a session
-    each); ``check(i, response)`` may return an error string for a 200 answer that is wrong."""
+    each); ``check(i, response)`` may return an error string for a 200 answer that is wrong.
+    The checks run after the last request: decoding an answer between two requests would
+    leave the connection idle, and uvicorn closes one idle for 5 s (its keep-alive), which
+    a loaded client then sees as a reset on its next request."""
     import requests
 
     local = threading.local()
@@ -170,7 +173,7 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, check=None, timeou
             r = session.post(f"{url}/invocations", data=bodies[i], headers={"Content-Type": JSON}, timeout=timeout)
             status, problem = r.status_code, None if r.status_code == 200 else r.text[:300]
             if problem is None and check is not None:
-                problem = check(i, r)
+                answers[i] = r
         except requests.RequestException as exc:
             status, problem = type(exc).__name__, str(exc)[:300]
         load.latencies[i] = time.perf_counter() - start
@@ -179,10 +182,14 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, check=None, timeou
             with lock:
                 load.errors.append((i, status, problem))
 
+    answers: dict[int, Any] = {}
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(len(bodies))))
     load.wall_s = time.perf_counter() - start
+    for i, r in sorted(answers.items()):
+        if (problem := check(i, r)) is not None:
+            load.errors.append((i, r.status_code, problem))
     return load
 
 

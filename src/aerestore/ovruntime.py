@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -168,6 +169,10 @@ class Compiled:
                   "PERFORMANCE_HINT": "LATENCY"}
         self.model = ov.Core().compile_model(converted, "CPU", config)
         self.request = self.model.create_infer_request()
+        # One infer request, which is not to be run from two threads at once; a server runs
+        # predict in concurrent threads (`mlflow models serve`: one per request). Inference
+        # already takes every thread it was given, so waiting costs no throughput.
+        self.lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run_array(x.numpy()))
@@ -184,8 +189,9 @@ class Compiled:
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "edge"
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
-        out = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])[0]
-        return np.array(out[..., :h, :w])
+        with self.lock:
+            out = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])[0]
+            return np.array(out[..., :h, :w])  # a copy, before the request's next inference
 
 
 def compile_mode(restorer, mode: str) -> Compiled:

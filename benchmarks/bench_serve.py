@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import threading
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--huge", action="store_true", help="also send a 10^4 x 10^4 image (slow, GBs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    # the server runs in its own session; on SIGTERM (`timeout`) unwind so that it is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not (args.model / "model.pt").exists():
         ap.error(f"{args.model} holds no restorer (model.pt): run the pipeline, or pass --model")
     arch = args.arch or args.model.name

@@ -547,6 +547,7 @@ def oracle_restore(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray,
        blended per pixel by the blur mask's weight w at w S (the identity at w = 0), exactly as
        local_blur rendered the blur; the balance per image the best of 0.003..0.1 inside the
        blur mask against the clean image.
+
     ``mask``: uint8 ``(H, W, K)``, channels :data:`DAMAGE_KINDS`. Returns the image and what it
     was told."""
     from aerestore.data.layout import DAMAGE_KINDS

@@ -24,15 +24,6 @@ from aerestore.losses import (
 from aerestore.params import TrainParams
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is several times faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def bright_pixel(side: int = 5) -> torch.Tensor:
     """A (1, 1, side, side) black block with one white pixel in the centre."""
     x = torch.zeros(1, 1, side, side)

@@ -44,15 +44,6 @@ NAMES = list_models()
 LATENT = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is several times faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small(name: str, block: int = 16, channels: int = 3, loss: LossConfig | None = None, seed: int = 0, **kw):
     torch.manual_seed(seed)
     return create_model(name, latent=LATENT, block=block, channels=channels, loss=loss, **{**SMALL[name], **kw})

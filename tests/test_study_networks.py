@@ -15,14 +15,6 @@ from torch import nn
 from aerestore.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

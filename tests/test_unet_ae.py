@@ -18,14 +18,6 @@ from aerestore.models import create_model, load_model, save_model
 from aerestore.restore import ConvRestorer, Restorer, upsample_maps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small(seed: int = 0, **kw):
     torch.manual_seed(seed)
     return create_model("unet_ae", latent=8, block=16, channels=3, **{"width": 4, "levels": 2, **kw})

@@ -8,7 +8,6 @@ a batch norm over c channels is 4c in a table and 2c here.
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pytest
 import requests
 
@@ -175,11 +176,17 @@ def test_a_writer_runs_a_stage_s_tracking_and_registers_a_model_with_credentials
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     _login(monkeypatch, *_as(server, "writer"))
     save_tiny_restorer(root / "models" / "conv_ae")
+    val = root / "data" / "prepared" / "val"  # the champion is chosen on the validation split
+    val.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    np.save(val / "clean.npy", rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8))
+    np.save(val / "degraded.npy", rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8))
     params = parse_params({"architectures": ["conv_ae"], "blocks": {"size": 16}})
     try:
         with stage_run("evaluate", params, keys=["evaluate"]) as run:
             run.log_metrics({"conv_ae": {"multi": {"psnr": 25.5}}})
-            best = run.register_restorers(root / "models", ["conv_ae"], EVALUATION)
+            best = run.register_restorers(root / "models", ["conv_ae"], EVALUATION,
+                                          prepared=root / "data" / "prepared")
     finally:
         mlflow.set_tracking_uri(None)
     assert best == "conv_ae"

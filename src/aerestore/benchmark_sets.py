@@ -112,20 +112,22 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """uint8 (H, W, 3)."""
-    from PIL import Image
+    """uint8 (H, W, 3), read by the project's image reader (its checks and one-line errors
+    naming the file); grey is repeated over three channels, alpha dropped."""
+    from .data.images import read_image
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    img = read_image(path)
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=-1)
+    return np.ascontiguousarray(img[..., :3])
 
 
 def spaced(n: int, k: int) -> list[int]:
-    """``k`` evenly spaced indices of ``range(n)`` (first and last included); all for k <= 0 or k >= n."""
-    if k <= 0 or k >= n:
-        return list(range(n))
-    if k == 1:
-        return [0]
-    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
+    """``k`` evenly spaced indices of ``range(n)`` (first and last included); all for k <= 0 or
+    k >= n: the evaluate stage's anchor subset rule, :func:`aerestore.evaluate.anchor_indices`."""
+    from .evaluate import anchor_indices
+
+    return anchor_indices(n, k).tolist()
 
 
 def noisy_image(clean: np.ndarray, sigma: float, seed: int, index: int, clip: bool = False) -> np.ndarray:
@@ -181,13 +183,12 @@ def restorer_method(model: str, name: str | None = None) -> Method:
 
 
 def cbm3d(x: np.ndarray, sigma: float) -> np.ndarray:
-    """CBM3D at the true ``sigma`` (0..255 scale): ``bm3d.bm3d_rgb`` (opponent colour
-    transform), profile ``np``, one thread."""
-    import bm3d
+    """CBM3D at the true ``sigma`` (0..255 scale): the evaluate stage's BM3D at a given sigma
+    (:func:`aerestore.classical._bm3d_at`: the package's opponent colour transform, profile
+    ``np``, one thread)."""
+    from .classical import _bm3d_at
 
-    profile = bm3d.BM3DProfile()
-    profile.num_threads = 1
-    return np.asarray(bm3d.bm3d_rgb(x.astype(np.float64), sigma / 255.0, profile=profile), np.float32)
+    return np.asarray(_bm3d_at(x.astype(np.float64), sigma / 255.0), np.float32)
 
 
 CLASSICAL: dict[str, tuple[Denoiser, bool, str]] = {

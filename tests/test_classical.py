@@ -9,15 +9,10 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
-from aerestore.classical import (
-    RESTORERS,
-    RestorerUnavailable,
-    dropout_mask,
-    gaussian_psf,
-    noise_sigma,
-    restore_all,
-)
+from aerestore.classical import RESTORERS, RestorerUnavailable, restore_all
+from aerestore.classical_methods import dropout_mask, gaussian_psf
 from aerestore.metrics import psnr
+from aerestore.noisemap import noise_sigma
 from aerestore.params import CLASSICAL
 
 # the restorers of the default install; bm3d needs the optional extra (non-commercial licence)
@@ -164,7 +159,7 @@ def _local_noise_image(size: int = 64, sigma: float = 0.15, camera: float = 0.02
 
 
 def test_noise_map_on_synthetic_local_noise():
-    from aerestore.classical import noise_map
+    from aerestore.noisemap import noise_map
 
     rng = np.random.default_rng(3)
     for sigma in (0.02, 0.1, 0.2):  # pure Gaussian noise: the 6 in Immerkaer's kernel calibrates exactly
@@ -184,7 +179,7 @@ def test_noise_map_on_synthetic_local_noise():
 
 
 def test_blend_by_map_interpolates_between_runs():
-    from aerestore.classical import blend_by_map, map_levels
+    from aerestore.noisemap import blend_by_map, map_levels
 
     outs = [np.full((1, 5, 1), v) for v in (10.0, 20.0, 30.0)]
     got = blend_by_map(np.array([[0.5, 1.0, 1.5, 2.5, 4.0]]), np.array([1.0, 2.0, 3.0]), outs)
@@ -255,3 +250,28 @@ def test_oracle_is_told_the_true_damage():
     assert told["sigma_noise"] == pytest.approx(np.hypot(0.15, 0.02), rel=0.15)
     assert out.shape == x.shape and psnr(out, c) > psnr(x, c) + 3.0
     assert psnr(out, c) > psnr(RESTORERS["nlmeans_map"](x), c)  # knowing the damage helps
+
+
+def test_bm3d_in_worker_processes_equals_the_serial_loop(monkeypatch):
+    # the slow rows run their images, and their noise-map levels, in a pool of processes
+    # (aerestore.workers): the numbers must be the serial loop's, bit for bit
+    pytest.importorskip("bm3d")
+    from aerestore import workers
+    from aerestore.classical import oracle_restore
+    from aerestore.data.layout import DAMAGE_KINDS
+
+    rng = np.random.default_rng(3)
+    clean = data.astronaut()[96:176:4, 192:272:4].astype(np.float64) / 255.0  # 20 x 20 px
+    noisy = np.stack([np.clip(clean + rng.normal(0, s, clean.shape) * (np.arange(20) > 9)[:, None, None], 0, 1)
+                      for s in (0.05, 0.2)])
+    mask = np.zeros((20, 20, 2), np.uint8)
+    mask[10:, :, DAMAGE_KINDS.index("noise")] = 255  # the noisy half
+    with monkeypatch.context() as m:
+        m.setattr(workers, "_IN_WORKER", True)  # as inside a worker: everything serial, here
+        serial = {name: np.stack([RESTORERS[name](x) for x in noisy]) for name in ("bm3d_map",)}
+        oracle = oracle_restore(noisy[1], clean, mask, "bm3d")
+    for name, expected in serial.items():
+        assert np.array_equal(RESTORERS[name].batch(noisy, workers=1), expected), name  # levels in the pool
+        assert np.array_equal(RESTORERS[name].batch(noisy, workers=2), expected), name  # images in the pool
+    got = oracle_restore(noisy[1], clean, mask, "bm3d", workers=2)
+    assert np.array_equal(got[0], oracle[0]) and got[1] == oracle[1]

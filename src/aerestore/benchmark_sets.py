@@ -184,9 +184,9 @@ def restorer_method(model: str, name: str | None = None) -> Method:
 
 def cbm3d(x: np.ndarray, sigma: float) -> np.ndarray:
     """CBM3D at the true ``sigma`` (0..255 scale): the evaluate stage's BM3D at a given sigma
-    (:func:`aerestore.classical._bm3d_at`: the package's opponent colour transform, profile
+    (:func:`aerestore.classical_methods._bm3d_at`: the package's opponent colour transform, profile
     ``np``, one thread)."""
-    from .classical import _bm3d_at
+    from .classical_methods import _bm3d_at
 
     return np.asarray(_bm3d_at(x.astype(np.float64), sigma / 255.0), np.float32)
 

@@ -66,42 +66,38 @@ reports apart from the classical rows.
 
 A restorer whose optional package is missing stays listed: :meth:`Restorer.missing` says why it
 cannot run (the evaluate stage then skips its row with that note) and calling it raises
-:class:`RestorerUnavailable`. ``bm3d_rgb`` itself divides by the range of each opponent colour
-channel, which is 0 for a grey image stored as RGB (R = G = B: the two chroma channels are
-constant) and gives NaN; the transform is therefore done here, the same as the package's except
-that a channel with a range below 1e-6 is only shifted to 0, not scaled (identical output
-otherwise).
+:class:`RestorerUnavailable`.
+
+The methods themselves are in :mod:`aerestore.classical_methods`, the noise estimates and the
+blending by a noise map in :mod:`aerestore.noisemap`. The slow rows (BM3D) run their images
+(:meth:`Restorer.batch`) and their noise-map levels in worker processes
+(:mod:`aerestore.workers`), with the same results as one after the other.
 """
 
 from __future__ import annotations
 
 import importlib
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import cv2
 import numpy as np
 from scipy import ndimage
-from skimage import restoration
 from tqdm import tqdm
 
+from aerestore.classical_methods import (BIHARMONIC, BILATERAL, BM3D, NLMEANS, RICHARDSON_LUCY, TV, WIENER,
+                                         _bilateral, _biharmonic, _bm3d, _bm3d_at, _bm3d_map, _nlmeans,
+                                         _nlmeans_at, _nlmeans_map, _richardson_lucy, _tv, _wiener)
 from aerestore.metrics import as_float_images, psnr
+from aerestore.noisemap import NOISE_MAP, blend_by_map, by_map, noise_sigma
 from aerestore.params import CLASSICAL, CLASSICAL_TUNABLE
+from aerestore.workers import run_all
 
 __all__ = [
     "Restorer",
     "RestorerUnavailable",
     "RESTORERS",
     "restore_all",
-    "gaussian_psf",
-    "dropout_mask",
-    "noise_sigma",
-    "noise_map",
-    "map_levels",
-    "blend_by_map",
-    "by_map",
     "choose_settings",
     "true_sigmas",
     "true_blur_strength",
@@ -168,234 +164,14 @@ class Restorer:
             raise RuntimeError(f"{self.name}: returned shape {y.shape} for an input of {x.shape}")
         return np.clip(y, 0.0, 1.0)
 
-
-# ---------------------------------------------------------------------------- helpers
-def gaussian_psf(sigma: float) -> np.ndarray:
-    """Normalised 2-D Gaussian kernel, side ``2 ceil(3 sigma) + 1``."""
-    if not sigma > 0:
-        raise ValueError(f"PSF sigma must be > 0, got {sigma}")
-    r = int(np.ceil(3 * sigma))
-    a = np.arange(-r, r + 1, dtype=np.float64)
-    g = np.exp(-(a * a) / (2 * sigma * sigma))
-    k = np.outer(g, g)
-    return k / k.sum()
+    def batch(self, images: Any, workers: int | None = None) -> np.ndarray:
+        """This restorer on each image of ``images`` (``(N, H, W, C)``), stacked: for a slow
+        restorer in ``workers`` processes (:func:`aerestore.workers.run_all`; None: the current
+        thread setting), else here; the same numbers as calling it on each image in turn."""
+        return np.stack(run_all(self, [(img,) for img in images], workers if self.slow else 1))
 
 
-def dropout_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean ``(H, W)``: the pixels that are exactly 0 in every channel."""
-    return np.all(image == 0, axis=-1)
-
-
-def _per_channel_padded(
-    image: np.ndarray, pad: int, f: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
-    out = np.empty_like(image)
-    for c in range(image.shape[-1]):
-        ch = np.pad(image[..., c], pad, mode="reflect") if pad else image[..., c]
-        y = f(ch)
-        out[..., c] = y[pad:-pad, pad:-pad] if pad else y
-    return out
-
-
-# --------------------------------------------------------------------------- restorers
-NLMEANS = {"patch_size": 5, "patch_distance": 6, "h_factor": 0.6, "h_min": 1e-3, "fast_mode": True}
-BM3D = {"profile": "np", "colorspace": "opp", "sigma_min": 1e-3, "num_threads": 1}
-_BM3D_RANGE_MIN = 1e-6
-BM3D_MIN_SIDE = 11  # 8x8 images crash the C library (segfault); 9..16 px tested fine
-# bm3d_rgb's opponent colour transform ('opp') and its inverse
-_OPP = np.array([[1 / 3, 1 / 3, 1 / 3], [0.5, 0.0, -0.5], [0.25, -0.5, 0.25]])
-_OPP_INV = np.array([[1.0, 1.0, 2 / 3], [1.0, 0.0, -4 / 3], [1.0, -1.0, 2 / 3]])
-TV = {"weight": 0.1, "eps": 2e-4, "max_num_iter": 200}
-BILATERAL = {"d": 5, "sigma_color": 0.2, "sigma_space": 2.0}
-PSF_SIGMA = 1.0
-PAD = 12
-WIENER = {"psf_sigma": PSF_SIGMA, "balance": 0.01, "pad": PAD}
-RICHARDSON_LUCY = {"psf_sigma": PSF_SIGMA, "num_iter": 10, "pad": PAD}
-MAP_LEVELS = {"nlmeans_map": 3, "bm3d_map": 3}  # sigmas each noise-map row runs at
-BIHARMONIC = {"mask": "pixels equal to 0 in every channel"}
-
-
-def noise_sigma(x: np.ndarray) -> float:
-    """The noise sigma of nlmeans and bm3d: ``estimate_sigma`` (wavelet MAD) per channel,
-    averaged over the channels that give one. skimage's ``average_sigmas=True`` is the same
-    mean but gives NaN when a channel has no non-zero wavelet detail coefficient (e.g. a channel
-    that is 0 everywhere: a pure red image); such a channel is left out here, and an image
-    without any estimate gets 0 (then floored by the caller)."""
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice" of a flat channel
-        sigmas = np.asarray(restoration.estimate_sigma(x, channel_axis=-1), dtype=np.float64)
-    sigmas = sigmas[np.isfinite(sigmas)]
-    return float(sigmas.mean()) if sigmas.size else 0.0
-
-
-# ------------------------------------------------------------------- the noise map
-NOISE_MAP = {"window": 7, "highpass": "Immerkaer 3x3 (1 -2 1 / -2 4 -2 / 1 -2 1) / 6", "mad": 0.6745}
-# Immerkaer's kernel divided by 6 = sqrt(sum of its squared taps): on white Gaussian noise of
-# sigma s its output is Gaussian with sigma s exactly, so no empirical calibration is needed
-_IMMERKAER = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
-_MAD_TO_SIGMA = 1.0 / 0.6744897501960817  # median |N(0, 1)|
-
-
-def noise_map(x: np.ndarray, window: int = NOISE_MAP["window"]) -> np.ndarray:
-    """The noise sigma at every pixel, ``(H, W)``, from the degraded image alone.
-
-    The high-pass residual of Immerkaer's operator (Immerkaer 1996, "Fast noise variance
-    estimation": the 3x3 difference of two Laplacians, which cancels linear ramps, divided by 6
-    so that white Gaussian noise of sigma s comes out with sigma s), then the robust scale of the
-    residual in a ``window`` x ``window`` px sliding window pooled over the channels: median
-    ``|r|`` / 0.6745 (the MAD estimator of Donoho & Johnstone 1994, made local). Borders reflect.
-
-    Error (tests/test_classical.py, ``test_noise_map_on_synthetic_local_noise``): on pure
-    Gaussian noise (sigma 0.02, 0.1, 0.2; 64 px RGB) the map's mean is within 8 % of the true
-    sigma on every image and within 4 % averaged over images; on a photograph with
-    a noisy disc of sigma 0.15 on camera noise 0.02, the median estimate inside the disc is within
-    15 % of 0.15 and outside it within 50 % of 0.02 (image texture leaks into the residual and
-    biases low levels up). On the default task's validation split (median inside each noisy region
-    against the residual degraded - clean): 0.88 +- 0.09 of the true level inside the noisy
-    regions (feathered rims and clipping at 0/1), 1.24 +- 0.30 in the clean pixels (texture).
-    A 7 px window: 16 px smeared the noisy regions' edges (0.71 of the true level inside).
-    """
-    if window < 3:
-        raise ValueError(f"noise_map: window must be >= 3 px, got {window}")
-    r = np.stack([ndimage.convolve(x[..., c], _IMMERKAER, mode="reflect") for c in range(x.shape[-1])], -1)
-    med = ndimage.median_filter(np.abs(r), size=(window, window, x.shape[-1]), mode="reflect")
-    return med[..., 0] * _MAD_TO_SIGMA
-
-
-def map_levels(sigma_map: np.ndarray, count: int) -> np.ndarray:
-    """The ``count`` sigmas a map-driven denoiser runs at: geometrically spaced from the map's
-    2nd to its 98th percentile (floored at 1e-3); one level when they differ by under 25 %."""
-    lo, hi = (max(float(v), 1e-3) for v in np.percentile(sigma_map, [2, 98]))
-    if hi < 1.25 * lo or count == 1:
-        return np.array([float(np.median(np.maximum(sigma_map, 1e-3)))])
-    return np.geomspace(lo, hi, count)
-
-
-def blend_by_map(value_map: np.ndarray, levels: np.ndarray, outputs: list[np.ndarray]) -> np.ndarray:
-    """Per pixel, the outputs of runs at ``levels`` (ascending) interpolated linearly at the
-    pixel's value in ``value_map``, clamped to the first and last run."""
-    if len(outputs) == 1:
-        return outputs[0]
-    v = np.clip(value_map, levels[0], levels[-1])
-    out = np.zeros_like(outputs[0])
-    for k, y in enumerate(outputs):
-        lo = levels[k - 1] if k else None
-        hi = levels[k + 1] if k + 1 < len(levels) else None
-        w = np.zeros_like(v)
-        if lo is not None:  # rising side
-            sel = (v >= lo) & (v <= levels[k])
-            w[sel] = (v[sel] - lo) / (levels[k] - lo)
-        if hi is not None:  # falling side
-            sel = (v >= levels[k]) & (v <= hi)
-            w[sel] = (hi - v[sel]) / (hi - levels[k])
-        if lo is None:
-            w[v <= levels[k]] = 1.0
-        if hi is None:
-            w[v >= levels[k]] = 1.0
-        out += w[..., None] * y
-    return out
-
-
-def by_map(x: np.ndarray, sigma_map: np.ndarray, levels: np.ndarray,
-           denoise: Callable[[np.ndarray, float], np.ndarray]) -> np.ndarray:
-    """``denoise(x, sigma)`` at each of ``levels``, blended per pixel by ``sigma_map``,
-    linearly in log sigma: the levels are geometric, and a pixel a little above the camera
-    noise should not take a share of the strongest run in proportion to sigma (linear in sigma
-    with 2 levels: 30.9 dB for bm3d_map on 8 validation images of the default task; in log
-    sigma 32.0; with 3 levels in log sigma 32.5, the setting used)."""
-    floor = 1e-3
-    return blend_by_map(np.log(np.maximum(sigma_map, floor)), np.log(np.maximum(levels, floor)),
-                        [denoise(x, float(s)) for s in levels])
-
-
-# --------------------------------------------------------------------------- restorers
-def _nlmeans_at(x: np.ndarray, sigma: float, h_factor: float) -> np.ndarray:
-    s = NLMEANS
-    return restoration.denoise_nl_means(
-        x,
-        h=max(h_factor * sigma, s["h_min"]),
-        sigma=sigma,
-        fast_mode=s["fast_mode"],
-        patch_size=s["patch_size"],
-        patch_distance=s["patch_distance"],
-        channel_axis=-1,
-    ).reshape(x.shape)  # a single channel comes back without its axis
-
-
-def _nlmeans(x: np.ndarray, h_factor: float = NLMEANS["h_factor"]) -> np.ndarray:
-    return _nlmeans_at(x, noise_sigma(x), h_factor)
-
-
-def _nlmeans_map(x: np.ndarray, h_factor: float = NLMEANS["h_factor"]) -> np.ndarray:
-    m = noise_map(x)
-    return by_map(x, m, map_levels(m, MAP_LEVELS["nlmeans_map"]), lambda y, s: _nlmeans_at(y, s, h_factor))
-
-
-def _bm3d_at(x: np.ndarray, sigma: float) -> np.ndarray:
-    import bm3d  # optional (non-commercial licence): imported only when used
-
-    if min(x.shape[0], x.shape[1]) < BM3D_MIN_SIDE:
-        raise ValueError(f"bm3d: needs images of at least {BM3D_MIN_SIDE}x{BM3D_MIN_SIDE} pixels, "
-                         f"got {x.shape[0]}x{x.shape[1]} (8x8 crashes the package's C library)")
-    if float(x.max() - x.min()) <= _BM3D_RANGE_MIN:
-        return x.copy()  # a flat image: nothing to denoise (and the package returns NaN or fails)
-    s = BM3D
-    sigma = max(sigma, s["sigma_min"])
-    profile = bm3d.BM3DProfile()  # = profile "np"
-    profile.num_threads = s["num_threads"]
-    if x.shape[-1] == 1:
-        return bm3d.bm3d(x[..., 0], sigma, profile=profile)[..., None]
-    # bm3d_rgb(x, sigma, profile, colorspace="opp") with each channel's range floored (module doc)
-    h, w, _ = x.shape
-    o = x.reshape(-1, 3) @ _OPP.T
-    lo = o.min(axis=0)
-    span = o.max(axis=0) - lo
-    span = np.where(span > _BM3D_RANGE_MIN, span, 1.0)  # a constant channel: left at 0, not scaled
-    z = ((o - lo) / span).reshape(h, w, 3)
-    scale = np.sum(_OPP.T**2, axis=0) / span**2
-    y = bm3d.bm3d(z, sigma * np.sqrt(scale).reshape(1, 1, 3), profile=profile)
-    return ((np.asarray(y, dtype=np.float64).reshape(-1, 3) * span + lo) @ _OPP_INV.T).reshape(h, w, 3)
-
-
-def _bm3d(x: np.ndarray) -> np.ndarray:
-    return _bm3d_at(x, noise_sigma(x))
-
-
-def _bm3d_map(x: np.ndarray) -> np.ndarray:
-    m = noise_map(x)
-    return by_map(x, m, map_levels(m, MAP_LEVELS["bm3d_map"]), _bm3d_at)
-
-
-def _tv(x: np.ndarray, weight: float = TV["weight"]) -> np.ndarray:
-    return restoration.denoise_tv_chambolle(x, **dict(TV, weight=weight), channel_axis=-1)
-
-
-def _bilateral(x: np.ndarray, sigma_color: float = BILATERAL["sigma_color"],
-               sigma_space: float = BILATERAL["sigma_space"]) -> np.ndarray:
-    src = np.ascontiguousarray(x if x.shape[-1] == 3 else x[..., 0], dtype=np.float32)
-    y = cv2.bilateralFilter(src, BILATERAL["d"], sigma_color, sigma_space)
-    return y.reshape(x.shape)
-
-
-def _wiener(x: np.ndarray, psf_sigma: float = WIENER["psf_sigma"], balance: float = WIENER["balance"]) -> np.ndarray:
-    psf = gaussian_psf(psf_sigma)
-    return _per_channel_padded(x, WIENER["pad"], lambda c: restoration.wiener(c, psf, balance, clip=True))
-
-
-def _richardson_lucy(x: np.ndarray, psf_sigma: float = RICHARDSON_LUCY["psf_sigma"],
-                     num_iter: int = RICHARDSON_LUCY["num_iter"]) -> np.ndarray:
-    psf = gaussian_psf(psf_sigma)
-    return _per_channel_padded(
-        x, RICHARDSON_LUCY["pad"], lambda c: restoration.richardson_lucy(c, psf, num_iter=num_iter, clip=True))
-
-
-def _biharmonic(x: np.ndarray) -> np.ndarray:
-    mask = dropout_mask(x)
-    if not mask.any():
-        return x.copy()
-    return restoration.inpaint_biharmonic(x, mask, channel_axis=-1)
-
-
+# --------------------------------------------------------------------------- the table
 def _tunable(d: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return {k: d[k] for k in keys}
 
@@ -429,13 +205,14 @@ if {n: tuple(r.tunable) for n, r in RESTORERS.items() if r.tunable} != CLASSICAL
 
 
 def restore_all(
-    images: Any, names: Iterable[str] = CLASSICAL, progress: bool = True
+    images: Any, names: Iterable[str] = CLASSICAL, progress: bool = True, workers: int | None = None
 ) -> dict[str, np.ndarray]:
     """Run each named restorer on every image: ``{name: float64 (N, H, W, C)}``.
 
     ``images`` is ``(N, H, W, C)``, float in [0, 1] or uint8. Unknown names raise ``KeyError``
     and a restorer whose optional package is missing :class:`RestorerUnavailable`, before any
-    work. A tqdm bar (stderr) counts images over all restorers.
+    work. A tqdm bar (stderr) counts images over all restorers. The slow restorers run in
+    ``workers`` processes (:meth:`Restorer.batch`).
     """
     x = as_float_images(images, "images")
     names = list(names)
@@ -452,9 +229,13 @@ def restore_all(
             restorer = RESTORERS[name]
             res = np.empty_like(x)
             bar.set_postfix_str(name)
-            for i in range(x.shape[0]):
-                res[i] = restorer(x[i])
-                bar.update(1)
+            if restorer.slow and x.shape[0] > 1:
+                res[:] = restorer.batch(x, workers)
+                bar.update(x.shape[0])
+            else:
+                for i in range(x.shape[0]):
+                    res[i] = restorer(x[i])
+                    bar.update(1)
             out[name] = res
     return out
 
@@ -534,7 +315,7 @@ def true_blur_strength(degraded: np.ndarray, clean: np.ndarray, blur_weight: np.
 
 
 def oracle_restore(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray,
-                   denoiser: str = "bm3d") -> tuple[np.ndarray, dict[str, Any]]:
+                   denoiser: str = "bm3d", workers: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The upper bound of the classical side for one image: told where the damage is and how
     strong it is (from the clean image and the true masks, which no competitor sees).
 
@@ -549,7 +330,8 @@ def oracle_restore(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray,
        blur mask against the clean image.
 
     ``mask``: uint8 ``(H, W, K)``, channels :data:`DAMAGE_KINDS`. Returns the image and what it
-    was told."""
+    was told. The BM3D runs at the two levels go to ``workers`` processes
+    (:func:`aerestore.workers.run_all`; None: the current thread setting)."""
     from aerestore.data.layout import DAMAGE_KINDS
 
     w = np.asarray(mask, dtype=np.float64) / 255.0
@@ -560,7 +342,7 @@ def oracle_restore(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray,
     levels = np.array([cam]) if hi < 1.05 * cam else np.array([cam, hi])
     true_map = np.sqrt((nw * s_r) ** 2 + cam * cam)
     if denoiser == "bm3d":
-        den = by_map(degraded, true_map, levels, _bm3d_at)
+        den = by_map(degraded, true_map, levels, _bm3d_at, workers)
     elif denoiser == "nlmeans":
         den = by_map(degraded, true_map, levels, lambda y, s: _nlmeans_at(y, s, NLMEANS["h_factor"]))
     else:

@@ -27,6 +27,8 @@ import pytest
 from PIL import Image
 
 from aerestore.data import download as dl
+from aerestore.data import fetch as fe
+from aerestore.data import presets
 from aerestore.data.archive import UnsafeArchiveError
 from aerestore.params import DataParams
 
@@ -155,10 +157,10 @@ def test_sample_is_deterministic(sample_run, tmp_path: Path) -> None:
 
 
 def test_sample_limit_keeps_smallest_hashes(tmp_path: Path, monkeypatch) -> None:
-    from aerestore.data import images
+    from aerestore.data import tiles
     from aerestore.data.presets import SamplePhoto
 
-    monkeypatch.setattr(images, "SAMPLE_PHOTOS", (SamplePhoto("coins"), SamplePhoto("brick")))
+    monkeypatch.setattr(tiles, "SAMPLE_PHOTOS", (SamplePhoto("coins"), SamplePhoto("brick")))
     full = _run(DataParams(image_size=32), tmp_path / "full", seed=42)
     m = _run(DataParams(image_size=32, limit=40), tmp_path, seed=42)
     assert full["kept"] > 100 and m["kept"] == 40 and m["limited"] == full["kept"] - 40
@@ -174,7 +176,7 @@ def test_sample_limit_keeps_smallest_hashes(tmp_path: Path, monkeypatch) -> None
 
     def region(file: str) -> tuple:
         name, x, y = pat.fullmatch(origin[file]).groups()
-        side = images.region_side(32, images.SAMPLE_FACTORS)
+        side = tiles.region_side(32, tiles.SAMPLE_FACTORS)
         return name, int(y) // side, int(x) // side
 
     moved = {region(r["file"]) for r in rows if full_split[r["sha256"]] != r["split"]}
@@ -378,10 +380,10 @@ def test_load_manifest_errors(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- checksums, fetch
 def test_verify_any_algorithm(tmp_path: Path) -> None:
     p = _write(tmp_path / "f.bin", b"hello")
-    assert dl.verify(p, "md5", _md5(b"hello")) == _md5(b"hello")
-    assert dl.verify(p, "sha256", _sha(b"hello").upper()) == _sha(b"hello")
-    with pytest.raises(dl.ChecksumError) as err:
-        dl.verify(p, "md5", "0" * 32)
+    assert fe.verify(p, "md5", _md5(b"hello")) == _md5(b"hello")
+    assert fe.verify(p, "sha256", _sha(b"hello").upper()) == _sha(b"hello")
+    with pytest.raises(fe.ChecksumError) as err:
+        fe.verify(p, "md5", "0" * 32)
     assert (
         "0" * 32 in str(err.value)
         and _md5(b"hello") in str(err.value)
@@ -389,7 +391,7 @@ def test_verify_any_algorithm(tmp_path: Path) -> None:
     )
     assert p.exists()  # verify never deletes
     with pytest.raises(ValueError, match="unknown checksum algorithm 'nope'"):
-        dl.verify(p, "nope", "x")
+        fe.verify(p, "nope", "x")
 
 
 class _Server:
@@ -444,7 +446,7 @@ class _Server:
 @pytest.fixture
 def server(monkeypatch) -> Iterator[_Server]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(dl, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(fe, "BACKOFF_S", 0.0)
     s = _Server()
     yield s
     s.close()
@@ -460,10 +462,10 @@ def test_fetch_reuses_a_verified_cache_without_network(server: _Server, tmp_path
     body = b"x" * 5000
     server.files["/f.bin"] = body
     dest = tmp_path / "cache/f.bin"
-    assert dl.fetch(server.base + "/f.bin", dest, "sha256", _sha(body), progress=False) == dest
+    assert fe.fetch(server.base + "/f.bin", dest, "sha256", _sha(body), progress=False) == dest
     assert dest.read_bytes() == body and len(server.requests) == 1
     server.close()
-    assert dl.fetch(server.base + "/f.bin", dest, "sha256", _sha(body), progress=False) == dest
+    assert fe.fetch(server.base + "/f.bin", dest, "sha256", _sha(body), progress=False) == dest
     assert len(server.requests) == 1
 
 
@@ -471,8 +473,8 @@ def test_fetch_checksum_mismatch_deletes_and_names_both(server: _Server, tmp_pat
     server.files["/f.bin"] = b"actual content"
     dest = tmp_path / "cache/f.bin"
     wrong = "ab" * 32
-    with pytest.raises(dl.ChecksumError) as err:
-        dl.fetch(server.base + "/f.bin", dest, "sha256", wrong, progress=False)
+    with pytest.raises(fe.ChecksumError) as err:
+        fe.fetch(server.base + "/f.bin", dest, "sha256", wrong, progress=False)
     assert wrong in str(err.value) and _sha(b"actual content") in str(err.value)
     assert "/f.bin" in str(err.value)
     assert not dest.exists() and not dest.with_name("f.bin.part").exists()
@@ -485,7 +487,7 @@ def test_fetch_retries_a_dropped_connection(server: _Server, tmp_path: Path, ran
     server.drop_first.add("/big.bin")
     server.ranges = ranges
     dest = tmp_path / "big.bin"
-    dl.fetch(server.base + "/big.bin", dest, "sha256", _sha(body), progress=False)
+    fe.fetch(server.base + "/big.bin", dest, "sha256", _sha(body), progress=False)
     assert dest.read_bytes() == body
     assert len(server.requests) == 2
     assert server.requests[0][1] is None
@@ -493,17 +495,17 @@ def test_fetch_retries_a_dropped_connection(server: _Server, tmp_path: Path, ran
 
 
 def test_fetch_without_network_names_url_and_data_path(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(dl, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(fe, "BACKOFF_S", 0.0)
     url = f"http://127.0.0.1:{_free_port()}/lfw.tgz"
-    with pytest.raises(dl.DownloadError) as err:
-        dl.fetch(url, tmp_path / "lfw.tgz", "md5", "0" * 32, retries=2, progress=False)
+    with pytest.raises(fe.DownloadError) as err:
+        fe.fetch(url, tmp_path / "lfw.tgz", "md5", "0" * 32, retries=2, progress=False)
     msg = str(err.value)
     assert url in msg and "data.path" in msg and "2 attempt" in msg
 
 
 def test_fetch_http_404_fails_at_once(server: _Server, tmp_path: Path) -> None:
-    with pytest.raises(dl.DownloadError, match="404"):
-        dl.fetch(
+    with pytest.raises(fe.DownloadError, match="404"):
+        fe.fetch(
             server.base + "/missing.zip", tmp_path / "m.zip", "sha256", "0" * 64, progress=False
         )
     assert len(server.requests) == 1
@@ -565,7 +567,7 @@ def test_url_checksum_mismatch_fails_before_output(server: _Server, tmp_path: Pa
     body = _zip({"a.png": _encoded(1, "PNG")})
     server.files["/d.zip"] = body
     d = DataParams(source="url", url=f"{server.base}/d.zip", sha256="cd" * 32)
-    with pytest.raises(dl.ChecksumError) as err:
+    with pytest.raises(fe.ChecksumError) as err:
         _run(d, tmp_path)
     assert "cd" * 32 in str(err.value) and _sha(body) in str(err.value)
     assert not (tmp_path / "out").exists()
@@ -594,9 +596,9 @@ def test_url_local_copy_via_data_path(tmp_path: Path) -> None:
 
 # -------------------------------------------------------------------------- presets
 def _patch_preset(monkeypatch, name: str, **changes) -> None:
-    p = dl.PRESETS[name]
+    p = presets.PRESETS[name]
     files = tuple(dataclasses.replace(rf, **changes.get(rf.filename, {})) for rf in p.files)
-    monkeypatch.setitem(dl.PRESETS, name, dataclasses.replace(p, files=files))
+    monkeypatch.setitem(presets.PRESETS, name, dataclasses.replace(p, files=files))
 
 
 def test_lfw_local_copy_is_verified_with_md5(tmp_path: Path, monkeypatch) -> None:
@@ -604,7 +606,7 @@ def test_lfw_local_copy_is_verified_with_md5(tmp_path: Path, monkeypatch) -> Non
     local = _write(tmp_path / "lfw.tgz", body)
     d = DataParams(source="lfw", path=str(local))
     # the real published md5 does not match our fake archive: refused, file kept
-    with pytest.raises(dl.ChecksumError) as err:
+    with pytest.raises(fe.ChecksumError) as err:
         _run(d, tmp_path)
     assert "a17d05bd522c52d84eca14327a23d494" in str(err.value) and _md5(body) in str(err.value)
     assert local.exists() and not (tmp_path / "out").exists()
@@ -626,7 +628,7 @@ def test_lfw_download_from_mirror_and_offline_message(
     )
     assert _run(DataParams(source="lfw"), tmp_path)["kept"] == 4  # first mirror dead: second used
     _patch_preset(monkeypatch, "lfw", **{"lfw.tgz": {"checksum": "0" * 32, "urls": (dead,)}})
-    with pytest.raises(dl.DownloadError) as err:
+    with pytest.raises(fe.DownloadError) as err:
         _run(DataParams(source="lfw"), tmp_path / "again")
     assert dead in str(err.value) and "data.path" in str(err.value)
 
@@ -654,7 +656,7 @@ def test_mnist_from_local_idx_files(tmp_path: Path, monkeypatch) -> None:
     tr = _write(folder / "train-images-idx3-ubyte.gz", gzip.compress(_idx3(train)))
     te = _write(folder / "t10k-images-idx3-ubyte.gz", gzip.compress(_idx3(test)))
     d = DataParams(source="mnist", path=str(folder))
-    with pytest.raises(dl.ChecksumError, match="f68b3c2dcbeaaa9fbdd348bbdeb94873"):
+    with pytest.raises(fe.ChecksumError, match="f68b3c2dcbeaaa9fbdd348bbdeb94873"):
         _run(d, tmp_path)
     _patch_preset(
         monkeypatch,

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from aerestore.data import images as im
+from aerestore.data import tiles as tl
+from aerestore.data.idx import decode_idx
 from aerestore.data.presets import SamplePhoto
 
 
@@ -154,12 +156,12 @@ def test_check_images_in_threads_keeps_order_and_digests(tmp_path: Path) -> None
 # -------------------------------------------------------------------------- tiles
 def test_photo_tiles_grid_regions_and_halving() -> None:
     img = _rgb(7, 100, 140)
-    tiles = list(im.photo_tiles(img, 16, factors=(1, 2)))
+    tiles = list(tl.photo_tiles(img, 16, factors=(1, 2)))
     full = [t for t in tiles if t[0] == 1]
     half = [t for t in tiles if t[0] == 2]
     assert len(full) == (100 // 16) * (140 // 16)
     assert len(half) == (50 // 16) * (70 // 16)
-    region = im.region_side(16, (1, 2))
+    region = tl.region_side(16, (1, 2))
     assert region == 256
     for f, y, x, ry, rx, tile in tiles:
         assert tile.shape == (16, 16, 3)
@@ -175,7 +177,7 @@ def test_photo_tiles_grid_regions_and_halving() -> None:
 
 def test_sample_tiles_groups_and_band_for_stereo() -> None:
     tiles = list(
-        im.sample_tiles(
+        tl.sample_tiles(
             128, photos=(SamplePhoto("coins"), SamplePhoto("stereo_motorcycle", band=True))
         )
     )
@@ -191,9 +193,9 @@ def test_sample_tiles_groups_and_band_for_stereo() -> None:
 
 def test_is_flat() -> None:
     flat = np.full((8, 8, 3), 100, np.uint8)
-    assert im.is_flat(flat)
+    assert tl.is_flat(flat)
     flat[0, 0] = 130
-    assert not im.is_flat(flat, threshold=1.0)
+    assert not tl.is_flat(flat, threshold=1.0)
 
 
 def test_encode_png_roundtrip() -> None:
@@ -220,10 +222,10 @@ def test_decode_idx_images_labels_gzip(tmp_path: Path) -> None:
     (tmp_path / "lab.gz").write_bytes(gzip.compress(_idx(labels, 0x08)))
     shorts = np.array([[-300, 2], [1000, -1]], np.int16)
     for name in ("img.idx", "img.idx.gz"):
-        out = im.decode_idx(tmp_path / name)
+        out = decode_idx(tmp_path / name)
         assert out.dtype == np.uint8 and np.array_equal(out, digits)
-    assert np.array_equal(im.decode_idx(tmp_path / "lab.gz"), labels)
-    assert np.array_equal(im.decode_idx(_idx(shorts, 0x0B)), shorts)  # big-endian int16
+    assert np.array_equal(decode_idx(tmp_path / "lab.gz"), labels)
+    assert np.array_equal(decode_idx(_idx(shorts, 0x0B)), shorts)  # big-endian int16
 
 
 def test_decode_idx_errors_name_the_problem(tmp_path: Path) -> None:
@@ -231,10 +233,10 @@ def test_decode_idx_errors_name_the_problem(tmp_path: Path) -> None:
     p = tmp_path / "bad.idx"
     p.write_bytes(b"\x01\x02" + good[2:])
     with pytest.raises(ValueError, match="bad.idx.*magic"):
-        im.decode_idx(p)
+        decode_idx(p)
     p.write_bytes(good[:-1])
     with pytest.raises(ValueError, match="need 34 bytes, the file has 33"):
-        im.decode_idx(p)
+        decode_idx(p)
     p.write_bytes(bytes([0, 0, 0x42, 1]) + good[4:])
     with pytest.raises(ValueError, match="type code 0x42"):
-        im.decode_idx(p)
+        decode_idx(p)

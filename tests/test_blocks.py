@@ -21,7 +21,7 @@ from aerestore.blocks import (
     split_blocks,
     split_images_uint8,
 )
-from aerestore.data.prepare import PrepareError
+from aerestore.data.layout import PrepareError
 from aerestore.io import NpyWriter, open_array
 from aerestore.params import Params
 

@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from aerestore.data.layout import DAMAGE_CLASSES, damage_labels
-from aerestore.data.prepare import PrepareError, load_image, run_prepare
+from aerestore.data.layout import PrepareError
+from aerestore.data.prepare import run_prepare
+from aerestore.data.raw import load_image
 from aerestore.io import open_array
 from aerestore.params import Params
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
-from aerestore.data.degrade import degrade_image, disc_kernel, motion_kernel
+from aerestore.data.degrade import degrade_image
+from aerestore.data.localops import disc_kernel, motion_kernel
 from aerestore.data.layout import DAMAGE_KINDS
 from aerestore.params import DegradeOp
 

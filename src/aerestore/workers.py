@@ -31,10 +31,19 @@ _IN_WORKER = False
 _POOL: tuple[int, ProcessPoolExecutor] | None = None
 
 
+def _in_child() -> bool:
+    """Inside a worker, or in a process that multiprocessing started (e.g. a spawned worker
+    importing a main module that runs restorers at import, without ``if __name__ ==
+    "__main__"``: a pool started there would fail)."""
+    import multiprocessing
+
+    return _IN_WORKER or multiprocessing.parent_process() is not None
+
+
 def default_workers() -> int:
     """The processes :func:`run_all` uses unless told: torch's thread count where torch is
     loaded (the stages set it from ``train.threads``), else 1 (serial); 1 inside a worker."""
-    if _IN_WORKER:
+    if _in_child():
         return 1
     torch = sys.modules.get("torch")
     return max(1, int(torch.get_num_threads())) if torch is not None else 1
@@ -79,7 +88,7 @@ def run_all(fn: Callable[..., Any], args: Sequence[tuple], workers: int | None =
     worker, or inside a worker. ``fn`` and the arguments must pickle (a module-level function
     or a :func:`functools.partial` of one). The first call that raises raises here."""
     n = default_workers() if workers is None else (workers or os.cpu_count() or 1)
-    if n <= 1 or len(args) <= 1 or _IN_WORKER:
+    if n <= 1 or len(args) <= 1 or _in_child():
         return [fn(*a) for a in args]
     pool = _pool(n)
     try:

@@ -15,7 +15,8 @@ import pytest
 
 from aerestore import cli, serving
 from aerestore.data.images import READ_MAX_PIXELS
-from aerestore.mlflow_model import BadInput, save_restorer
+from aerestore.mlflow_model import save_restorer
+from aerestore.model_input import BadInput
 
 from helpers import save_tiny_restorer
 

@@ -49,9 +49,21 @@ def default_workers() -> int:
     return max(1, int(torch.get_num_threads())) if torch is not None else 1
 
 
+def _exit_with_parent() -> None:
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()  # returns when the parent has gone (killed: the pool's queues never close)
+        os._exit(1)
+
+
 def _init_worker() -> None:
     global _IN_WORKER
     _IN_WORKER = True
+    import threading
+
+    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"  # for libraries loaded from now on
     try:  # those already loaded (the spawned process imports the parent's main module first)

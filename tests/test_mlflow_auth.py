@@ -285,7 +285,7 @@ def test_a_server_s_refusal_is_one_line_naming_the_variables_or_the_permission(m
     """Without a server (in the suite): MLflow's exceptions for 401 and 403 become our lines."""
     from mlflow.exceptions import MlflowException
 
-    from aerestore.tracking import _store_problem
+    from aerestore.tracking.store import _store_problem
 
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
     url = "http://mlflow.lab.example:5000"

@@ -24,8 +24,17 @@ NOT_DEPS = {
     "aerestore.params": "the params schema; every key is explicit in params.yaml",
     "aerestore.io": "atomic writes",
     "aerestore.stage": "argument parsing, error reporting, seeding",
-    "aerestore.tracking": "MLflow logging (it imports mlflow_model to log the restorer)",
+    "aerestore.tracking": "MLflow logging, the package and its modules (tracking.run imports "
+                          "mlflow_model to log the restorer)",
 }
+# Packages whose submodules are, all of them, no deps either (named here one by one, so
+# that a submodule of another package in NOT_DEPS is still followed).
+NOT_DEPS_PACKAGES = ("aerestore.tracking",)
+
+
+def not_dep(name: str) -> bool:
+    """``name`` is in NOT_DEPS, or a submodule of a package in NOT_DEPS_PACKAGES."""
+    return name in NOT_DEPS or any(name.startswith(f"{package}.") for package in NOT_DEPS_PACKAGES)
 
 
 def module_file(name: str) -> Path | None:
@@ -79,9 +88,9 @@ def code_closure(script: Path) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        if name not in NOT_DEPS:
+        if not not_dep(name):
             todo.extend(imports_of(module_file(name)))
-    return seen - set(NOT_DEPS)
+    return {name for name in seen if not not_dep(name)}
 
 
 def stages() -> dict[str, dict]:
@@ -113,3 +122,14 @@ def test_the_closure_follows_imports_inside_functions():
     assert {"aerestore.classical", "aerestore.restore"} <= code_closure(REPO / "stages/evaluate.py")
     # and through other modules: the cluster stage loads models through the registry
     assert "aerestore.models.registry" in code_closure(REPO / "stages/cluster.py")
+
+
+def test_not_deps_cover_the_tracking_modules_only(tmp_path):
+    # a stage importing a tracking module directly follows none of them (nor mlflow_model,
+    # which tracking.run imports), but a module of aerestore.data is still followed
+    script = tmp_path / "stage.py"
+    script.write_text("from aerestore.tracking.run import stage_run\nfrom aerestore.data import images\n")
+    closure = code_closure(script)
+    assert "aerestore.data.images" in closure
+    assert not any(m.startswith("aerestore.tracking") for m in closure)
+    assert "aerestore.mlflow_model" not in closure

@@ -20,11 +20,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from aerestore import tracking
 from aerestore.params import Params, ParamsError, parse_params
 from aerestore.stage import main as stage_main
 from aerestore.tracking import (
+    DvcStageIO,
+    StageRun,
     TrackingError,
+    artifact_location,
     dvc_stage_io,
     dvc_stage_params,
     init_store,
@@ -34,6 +36,7 @@ from aerestore.tracking import (
     stage_run,
     tracking_uri,
 )
+from aerestore.tracking import pipeline, stale, store
 
 DVC_ENV = ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE", "MLFLOW_TRACKING_URI")
 
@@ -54,7 +57,7 @@ def template_db(base: Path) -> Path:
                 for name in DVC_ENV:
                     mp.delenv(name, raising=False)
                 mp.setenv("DVC_ROOT", str(folder))
-                tracking._prepare_db(tracking.tracking_uri())
+                store._prepare_db(tracking_uri())
     return db
 
 
@@ -170,7 +173,7 @@ def test_tracking_uri_is_the_repository_db(tmp_path, monkeypatch):
     monkeypatch.chdir(root / "sub")
     assert repo_root() == root
     assert tracking_uri() == f"sqlite:///{root}/mlflow.db"
-    assert tracking.artifact_location() == (root / "mlruns").as_uri()
+    assert artifact_location() == (root / "mlruns").as_uri()
 
 
 def test_temp_experiment_workspace_uses_the_main_repository(tmp_path, monkeypatch):
@@ -324,7 +327,7 @@ def test_stage_inputs_carry_the_md5_that_dvc_lock_records(tmp_path, monkeypatch)
     [blocks] = io.inputs
     assert blocks.md5.endswith(".dir") and blocks.files == 3 and blocks.size == 303
     assert io.outputs == ["models/conv_ae/model.pt"]
-    assert dvc_stage_io("prepare").inputs == [] and dvc_stage_io("nope") == tracking.DvcStageIO([], [])
+    assert dvc_stage_io("prepare").inputs == [] and dvc_stage_io("nope") == DvcStageIO([], [])
     # what DVC writes to dvc.lock for the stage once it has run
     (root / "models" / "conv_ae").mkdir(parents=True)
     (root / "models" / "conv_ae" / "model.pt").write_bytes(b"weights")
@@ -475,7 +478,7 @@ def test_log_torch_model_round_trips(repo):
 
 # ------------------------------------------------------------------- killed stages
 def test_a_run_whose_process_is_gone_is_marked_killed_by_the_next_run_of_its_stage(repo):
-    from aerestore.tracking import HOST_TAG, PID_START_TAG, PID_TAG
+    from aerestore.tracking.stale import HOST_TAG, PID_START_TAG, PID_TAG
 
     params = write_project(repo)
     client = MlflowClient(tracking_uri())
@@ -489,7 +492,7 @@ def test_a_run_whose_process_is_gone_is_marked_killed_by_the_next_run_of_its_sta
 
     killed = running("prepare", **{HOST_TAG: host, PID_TAG: str(gone.pid)})
     reused = running("prepare", **{HOST_TAG: host, PID_TAG: str(os.getpid()), PID_START_TAG: "1000.0"})
-    alive = running("prepare", **tracking._process_tags())  # this very process
+    alive = running("prepare", **stale._process_tags())  # this very process
     elsewhere = running("prepare", **{HOST_TAG: "another-host", PID_TAG: str(gone.pid)})
     untagged = running("prepare")
     other_stage = running("train@conv_ae", **{HOST_TAG: host, PID_TAG: str(gone.pid)})
@@ -522,7 +525,7 @@ def test_a_locked_store_stops_the_stage_with_the_file_named_and_nothing_written(
     write_project(repo)
     out = repo / "out.txt"
     out.write_text("previous")
-    monkeypatch.setattr(tracking, "DB_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(store, "DB_TIMEOUT_S", 0.3)  # where _check_sqlite reads it
     holder = sqlite3.connect(repo / "mlflow.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the timeout
     try:
@@ -561,18 +564,18 @@ def test_tags_set_on_a_store_that_went_bad_name_the_store(repo):
     db = repo / "mlflow.db"
     db.write_bytes(b"\x00garbage, not SQLite\xff" * 100)
     with pytest.raises(TrackingError, match=r"mlflow\.db is corrupt"):
-        tracking.StageRun("0123", uri=f"sqlite:///{db}").set_tags({"machine.cpu": "x"})
-    tracking.StageRun(None).set_tags({"machine.cpu": "x"})  # tracking off: nothing
+        StageRun("0123", uri=f"sqlite:///{db}").set_tags({"machine.cpu": "x"})
+    StageRun(None).set_tags({"machine.cpu": "x"})  # tracking off: nothing
 
 
 def test_a_store_error_during_the_stage_names_the_store(repo):
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(TrackingError, match=r"mlflow\.db is locked: another process held it \(database is locked\)"):
-        with tracking._store_errors(tracking_uri()):
+        with store._store_errors(tracking_uri()):
             raise MlflowException("(sqlite3.OperationalError) database is locked\n[SQL: SELECT ...]")
     with pytest.raises(ZeroDivisionError):  # the stage's own errors pass unchanged
-        with tracking._store_errors(tracking_uri()):
+        with store._store_errors(tracking_uri()):
             1 / 0
 
 
@@ -589,7 +592,7 @@ def test_a_store_error_during_the_stage_names_the_store(repo):
     ],
 )
 def test_recognises_dvc_command_lines(cmdline, is_dvc):
-    assert tracking._runs_dvc(cmdline) is is_dvc
+    assert pipeline._runs_dvc(cmdline) is is_dvc
 
 
 FAKE_DVC = textwrap.dedent(

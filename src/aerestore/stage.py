@@ -108,7 +108,7 @@ def record_machine(name: str, run=None) -> dict[str, object]:
     """Write :func:`machine_info` to ``metrics/machine/<name>.json`` (a plain output of the
     stage, not a DVC metric: its strings would fill ``dvc metrics diff`` and ``dvc exp show``)
     and set it as ``machine.*`` tags of the stage's MLflow run ``run`` (a
-    :class:`aerestore.tracking.StageRun`; nothing when tracking is off). -> the record."""
+    :class:`aerestore.tracking.run.StageRun`; nothing when tracking is off). -> the record."""
     from .io import write_json
 
     info = machine_info()

@@ -124,7 +124,7 @@ def read_admin_password_file(path: str | Path, option: str = "--admin-password-f
 
 
 def _server_error(exc: Exception, server: str, admin: str | None) -> TeamUsersError:
-    from aerestore.tracking import CREDENTIAL_VARS, _http_status
+    from aerestore.tracking.store import CREDENTIAL_VARS, _http_status
 
     status = _http_status(exc)
     if status == 401:

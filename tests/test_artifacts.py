@@ -18,6 +18,7 @@ from helpers import tiny_model
 
 from aerestore import cli
 from aerestore.artifacts import Clusters, ModelKey, read_clusters, read_decoders, write_clusters, write_decoders
+from aerestore.cli.common import write_png
 from aerestore.models import create_model, read_model, save_model
 from aerestore.restore import Restorer
 from aerestore.stage import main as stage_main
@@ -87,7 +88,7 @@ def stage_error(name: str, args: list[str], capsys) -> str:
 def restore_error(arch: str, capsys) -> str:
     """`aerestore restore` with models/<arch>: its one-line error (exit code 2)."""
     image = Path("photo.png")
-    cli.write_png(image, np.full((20, 20, 3), 128, np.uint8))
+    write_png(image, np.full((20, 20, 3), 128, np.uint8))
     capsys.readouterr()
     assert cli.main(["restore", str(image), "-m", f"models/{arch}", "-o", "out", "--no-progress"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

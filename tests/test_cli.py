@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from aerestore import cli
+from aerestore.data.images import read_image
 from aerestore.restore import Restorer
 
 from helpers import photo_images, save_tiny_restorer
@@ -98,14 +99,14 @@ def test_restore_with_a_bad_model_says_so(tmp_path, capsys):
 def test_read_image_converts_16_bit_and_palette(tmp_path):
     wide = (np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 500)
     Image.fromarray(wide).save(tmp_path / "wide.png")
-    np.testing.assert_array_equal(cli.read_image(tmp_path / "wide.png"), np.rint(wide / 257.0).astype(np.uint8))
+    np.testing.assert_array_equal(read_image(tmp_path / "wide.png"), np.rint(wide / 257.0).astype(np.uint8))
     rgb = photo_images(1, 16)[0]
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
-    got = cli.read_image(tmp_path / "pal.png")
+    got = read_image(tmp_path / "pal.png")
     assert got.shape == (16, 16, 3) and got.dtype == np.uint8
     with pytest.raises(ValueError, match="nothing.png: empty file"):
         (tmp_path / "nothing.png").write_bytes(b"")
-        cli.read_image(tmp_path / "nothing.png")
+        read_image(tmp_path / "nothing.png")
 
 
 def test_to_json_and_from_json_round_trip(tmp_path, capsys):

@@ -89,9 +89,9 @@ def test_null_simulation_catches_a_rule_that_ignores_the_seeds():
 
 
 def test_the_report_runs_five_seeds_by_default():
-    from aerestore import cli
+    from aerestore.cli import results
 
-    assert R.SEEDS == (1, 2, 3, 4, 5) and cli.R_SEEDS == R.SEEDS
+    assert R.SEEDS == (1, 2, 3, 4, 5) and results.R_SEEDS == R.SEEDS
 
 
 # ------------------------------------------------------------ synthetic results

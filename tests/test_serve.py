@@ -13,8 +13,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from aerestore import cli, serving
-from aerestore.data.images import READ_MAX_PIXELS
+from aerestore import serving
+from aerestore.data.images import READ_MAX_PIXELS, read_image
 from aerestore.mlflow_model import save_restorer
 from aerestore.model_input import BadInput
 
@@ -95,4 +95,4 @@ def test_one_limit_for_the_server_and_aerestore_restore(served, tmp_path):
 
     Image.new("L", (10, 10)).save(tmp_path / "big.png")
     with pytest.raises(ValueError, match="100 pixels > --max-pixels = 99"):
-        cli.read_image(tmp_path / "big.png", 99)
+        read_image(tmp_path / "big.png", 99)

@@ -166,7 +166,7 @@ def restorer_method(model: str, name: str | None = None) -> Method:
     it is (unclipped unless ``clip``); PyTorch on one thread."""
     import torch
 
-    from .cli import load_any_restorer
+    from .cli.common import load_any_restorer
 
     restorer = load_any_restorer(model)
     if getattr(restorer, "channels", 3) != 3:

@@ -427,7 +427,7 @@ def _add_seeds(sub: Any) -> None:
 
 
 def cmd_seeds(args: argparse.Namespace) -> int:
-    from aerestore import seeds as SD
+    from aerestore.studies import seeds as SD
 
     sources = list(args.sources)
     if args.all:
@@ -620,8 +620,8 @@ def _add_latent_sizes(sub: Any) -> None:
 
 
 def cmd_latent_sizes(args: argparse.Namespace) -> int:
-    from aerestore import latent_sizes as LS
-    from aerestore.seeds import baseline_experiments
+    from aerestore.studies import latent_sizes as LS
+    from aerestore.studies.seeds import baseline_experiments
 
     _check_out_file(args.out, [])
     names = list(args.experiments) or baseline_experiments(args.repo)
@@ -673,7 +673,7 @@ def _add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from aerestore import report as R
+    from aerestore.studies import report as R
 
     if args.check:
         fresh, message = R.check_report(args.out)
@@ -712,8 +712,8 @@ def _add_preset(sub: Any) -> None:
 def cmd_preset(args: argparse.Namespace) -> int:
     import subprocess
 
-    from aerestore import study_presets as SP
-    from aerestore.report import load_base
+    from aerestore.params import load_base
+    from aerestore.studies import presets as SP
 
     if args.name is None:
         for preset in SP.list_presets(args.dir):

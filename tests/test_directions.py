@@ -26,10 +26,14 @@ def test_the_direction_of_a_metric_is_defined_in_metrics_only():
     found = {}
     for path in SRC.rglob("*.py"):
         for node in ast.parse(path.read_text()).body:
-            names = ([node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else
-                     [t.id for t in getattr(node, "targets", [getattr(node, "target", None)]) if isinstance(t, ast.Name)]
-                     if isinstance(node, (ast.Assign, ast.AnnAssign)) else [])
-            for name in set(names) & DIRECTION_NAMES:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names = {node.name}
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = {t.id for t in targets if isinstance(t, ast.Name)}
+            else:
+                continue
+            for name in names & DIRECTION_NAMES:
                 found.setdefault(name, []).append(path.relative_to(SRC).as_posix())
     assert found == {name: ["metrics.py"] for name in ("HIGHER_IS_BETTER", "CLOSER_TO_ZERO_IS_BETTER",
                                                        "base_metric", "direction", "compared_values")}

@@ -179,8 +179,8 @@ def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = 2000, level: float = 
     No longer the claims report's interval (issue 23): with 3 seeds it is far too narrow (the
     bootstrap distribution of a mean of 3 draws underestimates the spread of the seeds), so on
     300 simulated null claims (3 seeds of 50 items, seed spread = item spread;
-    ``aerestore.studies.analysis.null_verdict_rates``) it says "holds" 14.3 % and "does not hold" 13.7 %
-    of the time instead of 2.5 % each; :func:`t_interval` replaced it. Kept for comparison (``tests/test_report.py``)."""
+    ``aerestore.studies.analysis.null_verdict_rates``) it says "holds" 14.3 % and "does not
+    hold" 13.7 % of the time instead of 2.5 % each; :func:`t_interval` replaced it. Kept for comparison (``tests/test_report.py``)."""
     groups = [np.asarray(g, dtype=np.float64) for g in per_seed]
     groups = [g[np.isfinite(g)] for g in groups]
     groups = [g for g in groups if g.size]

@@ -10,9 +10,9 @@ per-cluster claims cluster and decoders) in a work folder, and the measures are 
 the trained model with the evaluate stage's code (:mod:`aerestore.evaluate`,
 :mod:`aerestore.metrics`). The result of each run is cached in ``reports/cache/runs/<key>.json``,
 keyed by the SHA-256 of the run's complete validated params, the stages it ran and the digest
-of the code it ran (``src/aerestore`` and ``stages/``, less the report, CLI and presets modules): a
-second ``aerestore report`` with nothing changed trains nothing, and a change of a param or of
-the code reruns exactly the runs it touches, as DVC would. The data stages are cached the
+of the code it ran (:func:`code_digest`: ``src/aerestore`` and ``stages/``, less the study tools
+and the CLI): a second ``aerestore report`` with nothing changed trains nothing, and a change of
+a param or of the code reruns exactly the runs it touches, as DVC would. The data stages are cached the
 same way per (data params, seed) in ``reports/cache/data/``. The full-scale settings are the
 study presets (``presets/``, ``aerestore preset``), which do run as DVC experiments.
 """

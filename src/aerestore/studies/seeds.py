@@ -328,7 +328,6 @@ def levels_markdown(lv: dict[str, dict[str, dict]], n_runs: int) -> list[str]:
     return lines
 
 
-
 def _clean(obj: Any) -> Any:
     """JSON-ready: numpy scalars as Python numbers, nan/inf as null."""
     if isinstance(obj, dict):

@@ -12,6 +12,13 @@ from ..io import atomic_path
 from ..metrics import base_metric
 
 
+def _target(ax, column: int, value: float) -> None:
+    """A target: a dashed line at ``value`` over one metric's column, labelled."""
+    ax.hlines(value, column - 0.4, column + 0.4, colors="C3", linestyles="--")
+    ax.annotate(f"target ≥ {value:g}", (column - 0.4, value),
+                xytext=(0, -10), textcoords="offset points", fontsize=7, color="C3")
+
+
 def plot_png(report: dict, path: str | Path) -> None:
     """Per architecture (columns): the mean PSNR difference multi − single (top) and the share
     of images won (bottom) per whole-image / region PSNR, one dot per seed, with the mean over
@@ -50,19 +57,13 @@ def plot_png(report: dict, path: str | Path) -> None:
             if stat == "mean_diff":
                 ax.axhline(0.0, color="0.5", lw=0.8)
                 if t["clean_metric"] in keys:
-                    c = keys.index(t["clean_metric"])
-                    ax.hlines(t["min_clean_diff"], c - 0.4, c + 0.4, colors="C3", linestyles="--")
-                    ax.annotate(f"target ≥ {t['min_clean_diff']:g}", (c - 0.4, t["min_clean_diff"]),
-                                xytext=(0, -10), textcoords="offset points", fontsize=7, color="C3")
+                    _target(ax, keys.index(t["clean_metric"]), t["min_clean_diff"])
                     lo, hi = ax.get_ylim()
                     ax.set_ylim(min(lo, t["min_clean_diff"] - 0.15 * (hi - lo)), hi)
             else:
                 ax.axhline(0.5, color="0.5", lw=0.8)
                 if t["blur_metric"] in keys:
-                    b = keys.index(t["blur_metric"])
-                    ax.hlines(t["min_share"], b - 0.4, b + 0.4, colors="C3", linestyles="--")
-                    ax.annotate(f"target ≥ {t['min_share']:g}", (b - 0.4, t["min_share"]),
-                                xytext=(0, -10), textcoords="offset points", fontsize=7, color="C3")
+                    _target(ax, keys.index(t["blur_metric"]), t["min_share"])
                 ax.set_ylim(-0.02, 1.02)
             ax.set_xticks(x, keys, fontsize=8)
             ax.set_xlim(-0.6, len(keys) - 0.4)

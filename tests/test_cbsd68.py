@@ -12,12 +12,11 @@ import pytest
 from PIL import Image
 
 from aerestore import benchmark_sets as B
-from aerestore import study_presets as SP
 from aerestore.cli import main
 from aerestore.data.degrade import degrade_image
 from aerestore.data.localops import draw_float
-from aerestore.params import GaussianNoiseOp
-from aerestore.report import load_base
+from aerestore.params import GaussianNoiseOp, load_base
+from aerestore.studies import presets as SP
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,8 +26,9 @@ from aerestore import decoders as D
 from aerestore import evaluate as E
 from aerestore import mapdecoders as MD
 from aerestore import metrics as M
-from aerestore import report as R
 from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.studies import analysis as A
+from aerestore.studies import claims as C
 from aerestore.restore import ConvRestorer, Restorer
 
 from test_decoders import run_decoders, setup  # noqa: F401  (the module fixture: a small ccp_ae, two block kinds)
@@ -67,7 +68,7 @@ def test_the_summary_reads_multi_and_single_from_their_own_rows():
 def test_claim_1_is_multi_minus_single():
     """The claims report's claim 1: per-cluster decoders 1 dB ahead of the control on every
     image of every seed -> effect +1 dB, holds."""
-    (claim,) = R.select_claims([1])
+    (claim,) = C.select_claims([1])
     rng = np.random.default_rng(0)
     results = {}
     for s in (1, 2, 3):
@@ -75,7 +76,7 @@ def test_claim_1_is_multi_minus_single():
         results[("conv_ae", s)] = {"items": {"single": {"psnr": list(single)},
                                              "multi": {"psnr": list(single + 1.0 + rng.normal(0, 0.01, 20))},
                                              "base": {"psnr": list(single)}}}
-    (row,) = R.analyse([claim], results, [1, 2, 3])
+    (row,) = A.analyse([claim], results, [1, 2, 3])
     assert row["measures"][0]["effect"] == pytest.approx(1.0, abs=0.02) and row["verdict"] == "holds"
 
 

@@ -167,9 +167,9 @@ def test_run_evaluate_writes_table_json_and_grids(tmp_path, workdir, test_split)
     assert set(per["conv_ae.multi"]) == set(E.MAIN_METRICS) | set(E.REGION_KEYS)
     direct = M.batch_metrics(degraded, clean, mask)
     assert per["degraded"]["psnr_blur"] == pytest.approx(list(direct["psnr_blur"]))
-    from aerestore import seeds
+    from aerestore.studies import seed_runs
 
-    parsed = seeds.parse_per_image(details)
+    parsed = seed_runs.parse_per_image(details)
     assert np.allclose(parsed["conv_ae.multi"]["psnr"], per["conv_ae.multi"]["psnr"])
 
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from aerestore import cli
-from aerestore import latent_sizes as LS
 from aerestore.explore import grid
+from aerestore.studies import latent_sizes as LS
 
 from pipeline_utils import run, stand_in_repo
 
@@ -57,7 +57,7 @@ DVC_YAML = """stages:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    src = str(Path(LS.__file__).parents[1])
+    src = str(Path(LS.__file__).parents[2])
     repo = stand_in_repo(tmp_path_factory.mktemp("latent") / "repo",
                          {"params.yaml": "latent: 64\n", "make.py": MAKE.format(src=src), "dvc.yaml": DVC_YAML})
     for latent in (32, 16):

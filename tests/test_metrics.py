@@ -11,6 +11,7 @@ from scipy import ndimage
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from aerestore import metric_ops as K
 from aerestore import metrics as M
 from aerestore.data.layout import DAMAGE_KINDS, damage_labels
 
@@ -161,7 +162,7 @@ def test_hf_share_extremes():
 
 def test_luminance_bt601():
     px = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
-    np.testing.assert_allclose(M.luminance(px), [[0.299, 0.587, 0.114]])
+    np.testing.assert_allclose(K.luminance(px), [[0.299, 0.587, 0.114]])
 
 
 # ---------------------------------------------------------------- masked / batch
@@ -198,7 +199,7 @@ def test_region_metrics_per_damage_kind(camera64):
     assert out["blur_percent_noise"] < -20  # noise: more local contrast than the clean image
     assert out["laplacian_var_blur"] < out["laplacian_var_clean"] < out["laplacian_var_noise"]
     # the feathered rim (weight 80) is in no region: the regions do not cover the image
-    regions = M.damage_regions(mask.astype(np.float64))
+    regions = K.damage_regions(mask.astype(np.float64))
     assert set(regions) == set(M.REGIONS) == set(DAMAGE_KINDS) | {"clean"}
     assert not any(r[14:16, 16:48].any() for r in regions.values())
     assert sum(r.astype(int) for r in regions.values()).max() == 1  # disjoint

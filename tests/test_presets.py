@@ -1,4 +1,4 @@
-"""Study presets (presets/*.yaml, aerestore.study_presets, `aerestore preset`)."""
+"""Study presets (presets/*.yaml, aerestore.studies.presets, `aerestore preset`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aerestore import study_presets as SP
-from aerestore.params import ParamsError, load_params
-from aerestore.report import load_base
+from aerestore.params import ParamsError, load_base, load_params
+from aerestore.studies import presets as SP
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))

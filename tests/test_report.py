@@ -1,4 +1,4 @@
-"""The claims report (aerestore.report, `aerestore report`): statistics, verdicts, outputs,
+"""The claims report (aerestore.studies, `aerestore report`): statistics, verdicts, outputs,
 the run cache, and one tiny claim end to end."""
 
 from __future__ import annotations
@@ -9,10 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aerestore import report as R
+from aerestore import params as P
+from aerestore import stats as S
+from aerestore.studies import analysis as A
+from aerestore.studies import claims as C
+from aerestore.studies import report as RP
+from aerestore.studies import runner as RN
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = R.load_base(REPO / "params.yaml")
+BASE = P.load_base(REPO / "params.yaml")
 
 
 # ------------------------------------------------------------------ verdict rules
@@ -29,26 +34,26 @@ BASE = R.load_base(REPO / "params.yaml")
     (float("nan"), 1.0, +1, 0.0, "direction", "inconclusive"),
 ])
 def test_verdict_rule(lo, hi, sign, size, kind, expected):
-    assert R.verdict(lo, hi, sign, size, kind) == expected
+    assert A.verdict(lo, hi, sign, size, kind) == expected
 
 
 def test_combine_measures():
-    assert R.combine(["holds", "holds"]) == "holds"
-    assert R.combine(["holds", "inconclusive"]) == "inconclusive"
-    assert R.combine(["holds", "does not hold"]) == "does not hold"
+    assert A.combine(["holds", "holds"]) == "holds"
+    assert A.combine(["holds", "inconclusive"]) == "inconclusive"
+    assert A.combine(["holds", "does not hold"]) == "does not hold"
 
 
 def test_bootstrap_ci_covers_the_mean_and_narrows_with_agreeing_seeds():
     rng = np.random.default_rng(0)
     same = [rng.normal(1.0, 1.0, 40) for _ in range(3)]
-    lo, hi = R.bootstrap_ci(same)
+    lo, hi = S.bootstrap_ci(same)
     assert lo < np.mean([g.mean() for g in same]) < hi and lo > 0
-    assert R.bootstrap_ci(same) == (lo, hi)  # seeded: deterministic
+    assert S.bootstrap_ci(same) == (lo, hi)  # seeded: deterministic
     # one seed that disagrees: the seeds' spread widens the interval across 0
     split = [rng.normal(1.0, 1.0, 40), rng.normal(1.0, 1.0, 40), rng.normal(-2.0, 1.0, 40)]
-    lo2, hi2 = R.bootstrap_ci(split)
+    lo2, hi2 = S.bootstrap_ci(split)
     assert lo2 < 0 < hi2
-    assert np.isnan(R.bootstrap_ci([np.array([np.nan])])[0])
+    assert np.isnan(S.bootstrap_ci([np.array([np.nan])])[0])
 
 
 # ------------------------------------------------------- the rule's error rate
@@ -58,9 +63,9 @@ def test_t_interval_matches_scipy_and_needs_two_seeds():
     groups = [np.array([1.0, 3.0]), np.array([2.0, np.nan, 2.0]), np.array([6.0])]
     m = np.array([2.0, 2.0, 6.0])  # per-seed means, nan dropped
     lo, hi = st.t.interval(0.95, df=2, loc=m.mean(), scale=st.sem(m))
-    assert R.S.t_interval(groups) == pytest.approx((lo, hi))
-    assert np.isnan(R.S.t_interval([np.array([1.0, 2.0])])[0])  # one seed: no interval
-    assert np.isnan(R.S.t_interval([np.array([1.0]), np.array([np.nan])])[0])
+    assert S.t_interval(groups) == pytest.approx((lo, hi))
+    assert np.isnan(S.t_interval([np.array([1.0, 2.0])])[0])  # one seed: no interval
+    assert np.isnan(S.t_interval([np.array([1.0]), np.array([np.nan])])[0])
 
 
 @pytest.mark.parametrize("n_seeds", [3, 5])
@@ -68,10 +73,10 @@ def test_null_claims_get_false_verdicts_at_most_5_percent(n_seeds):
     """300 simulated claims with no true effect, the seeds' spread equal to the images'
     (issue 23): the report's rule says "holds" and "does not hold" each at most 5 % of the
     time (2.5 % expected). The old two-level bootstrap over 3 seeds said each ~14 %."""
-    rates = R.null_verdict_rates(n_claims=300, n_seeds=n_seeds, n_items=50, seed_sd=1.0, item_sd=1.0)
+    rates = A.null_verdict_rates(n_claims=300, n_seeds=n_seeds, n_items=50, seed_sd=1.0, item_sd=1.0)
     assert rates["holds"] <= 0.05 and rates["does not hold"] <= 0.05
     # a "does not help" claim at its margin: a false "holds" at most 5 % of the time
-    at_margin = R.null_verdict_rates(n_claims=300, n_seeds=n_seeds, effect=0.1, size=0.1, kind="none")
+    at_margin = A.null_verdict_rates(n_claims=300, n_seeds=n_seeds, effect=0.1, size=0.1, kind="none")
     assert at_margin["holds"] <= 0.05
 
 
@@ -84,14 +89,14 @@ def test_null_simulation_catches_a_rule_that_ignores_the_seeds():
         x = np.concatenate(groups)
         return st.t.interval(0.95, df=x.size - 1, loc=x.mean(), scale=st.sem(x))
 
-    rates = R.null_verdict_rates(n_claims=300, interval=pooled)
+    rates = A.null_verdict_rates(n_claims=300, interval=pooled)
     assert rates["holds"] > 0.2 and rates["does not hold"] > 0.2
 
 
 def test_the_report_runs_five_seeds_by_default():
     from aerestore.cli import results
 
-    assert R.SEEDS == (1, 2, 3, 4, 5) and results.R_SEEDS == R.SEEDS
+    assert C.SEEDS == (1, 2, 3, 4, 5) and results.R_SEEDS == C.SEEDS
 
 
 # ------------------------------------------------------------ synthetic results
@@ -99,10 +104,10 @@ def _fake_results(effects: dict[int, float], claims=(2,), seeds=(1, 2, 3), n=30,
     """Per-image results whose contrast for each claim has the given mean effect."""
     rng = np.random.default_rng(1)
     results: dict = {}
-    for c in R.select_claims(list(claims)):
+    for c in C.select_claims(list(claims)):
         for s in seeds:
             for arm in c.arms:
-                rows = ("base", "single", "multi") if R.ARMS[arm].full else ("base",)
+                rows = ("base", "single", "multi") if C.ARMS[arm].full else ("base",)
                 results.setdefault((arm, s), {"seconds": 1.0, "items": {r: {} for r in rows}})
             for m in c.measures:
                 first_w, first_arm, first_row = m.terms[0]
@@ -119,7 +124,7 @@ def test_synthetic_claims_get_the_three_verdicts(tmp_path):
     # claim 2: conv_ae - vae, claimed > 1 dB; claim 7: blur % sharp - plain, claimed < 0;
     # claim 10: strided - pooling blur %, claimed < 0
     results = _fake_results({2: 3.0, 7: 2.0, 10: 0.0}, claims=(2, 7, 10))
-    rows = R.write_report(R.select_claims([2, 7, 10]), [1, 2, 3], results, tmp_path, BASE)
+    rows = RP.write_report(C.select_claims([2, 7, 10]), [1, 2, 3], results, tmp_path, BASE)
     verdicts = {r["claim"]: r["verdict"] for r in rows}
     assert verdicts == {2: "holds", 7: "does not hold", 10: "inconclusive"}
     m = rows[0]["measures"][0]
@@ -136,16 +141,16 @@ def test_synthetic_claims_get_the_three_verdicts(tmp_path):
 def test_sharper_is_the_distance_from_the_clean_sharpness():
     """Claim 7: an output that swings from too blurry (+27 %) to amplified noise (-30 %) is
     not sharper: |blur %| is worse (30 > 27), as the evaluate stage scores it."""
-    (claim,) = R.select_claims([7])
+    (claim,) = C.select_claims([7])
     (m,) = claim.measures
     assert m.absolute and m.metric == "blur_percent" and m.sign == -1
-    assert all(ms.absolute for c in R.select_claims([7, 10]) for ms in c.measures)
+    assert all(ms.absolute for c in C.select_claims([7, 10]) for ms in c.measures)
     results = {("vae_sharp", s): {"items": {"base": {"blur_percent": [-30.0] * 20}}} for s in (1, 2, 3)}
     results.update({("vae", s): {"items": {"base": {"blur_percent": [27.0 + 0.1 * s] * 20}}} for s in (1, 2, 3)})
-    (row,) = R.analyse([claim], results, [1, 2, 3])
+    (row,) = A.analyse([claim], results, [1, 2, 3])
     assert row["measures"][0]["effect"] == pytest.approx(30 - 27.2) and row["verdict"] == "does not hold"
     # the table's cells escape the bars of |blur %|: one row, eleven columns
-    md = R.claims_markdown([row], [1, 2, 3], 1.0, "tiny")
+    md = RP.claims_markdown([row], [1, 2, 3], 1.0, "tiny")
     line = next(ln for ln in md.splitlines() if ln.startswith("| 7 |"))
     assert "\\|blur %\\| sharpness - plain" in line
     assert len(line.replace("\\|", "").split("|")) == 13
@@ -160,18 +165,19 @@ def test_separability_is_measured_on_held_out_blocks():
     train = (centres[np.arange(300) % 3] + rng.normal(0, 0.1, (300, 2))).astype(np.float32)
     test = rng.normal(3.0, 3.0, (200, 2)).astype(np.float32)
     encode = lambda model, blocks: np.asarray(blocks, dtype=np.float32)  # noqa: E731 (codes = blocks)
-    held_out = R.silhouette_items(None, train, test, 3, seed=1, encode=encode)
-    in_sample = R.silhouette_items(None, train, train, 3, seed=1, encode=encode)
+    held_out = RN.silhouette_items(None, train, test, 3, seed=1, encode=encode)
+    in_sample = RN.silhouette_items(None, train, train, 3, seed=1, encode=encode)
     assert held_out.shape == (200,) and in_sample.shape == (300,)
     assert in_sample.mean() > 0.9 and held_out.mean() < 0.6
-    assert R.ARMS["ncut_on"].silhouette and "held-out" in R.select_claims([3])[0].setting
+    assert C.ARMS["ncut_on"].silhouette and "held-out" in C.select_claims([3])[0].setting
 
 
 def _digest_tree(root: Path) -> None:
-    (root / "src" / "aerestore").mkdir(parents=True)
+    (root / "src" / "aerestore" / "studies").mkdir(parents=True)
     (root / "stages").mkdir()
-    for name, text in {"src/aerestore/train.py": "t = 1\n", "src/aerestore/report.py": "r = 1\n",
-                       "src/aerestore/stats.py": "s = 1\n", "stages/train.py": "x = 1\n"}.items():
+    files = {"src/aerestore/train.py": "t = 1\n", "stages/train.py": "x = 1\n"}
+    files.update({f"src/aerestore/{name}": f"# {name}\n" for name in RP.REPORT_FILES})
+    for name, text in files.items():
         (root / name).write_text(text)
 
 
@@ -181,20 +187,20 @@ def test_check_report_says_when_the_committed_report_is_stale(tmp_path, capsys):
     root, out = tmp_path / "repo", tmp_path / "reports"
     _digest_tree(root)
     out.mkdir()
-    assert R.check_report(out, root)[0] is False  # no report
+    assert RP.check_report(out, root)[0] is False  # no report
     (out / "claims.json").write_text(json.dumps({"claims": []}))
-    fresh, message = R.check_report(out, root)
+    fresh, message = RP.check_report(out, root)
     assert not fresh and "records no code_digest" in message  # written before digests
-    (out / "claims.json").write_text(json.dumps({"code_digest": R.code_digest(root),
-                                                 "report_digest": R.report_digest(root)}))
-    assert R.check_report(out, root)[0] is True
+    (out / "claims.json").write_text(json.dumps({"code_digest": RN.code_digest(root),
+                                                 "report_digest": RP.report_digest(root)}))
+    assert RP.check_report(out, root)[0] is True
     (root / "stages/train.py").write_text("x = 2\n")  # the code the runs execute changed
-    fresh, message = R.check_report(out, root)
+    fresh, message = RP.check_report(out, root)
     assert not fresh and "code_digest" in message
-    (out / "claims.json").write_text(json.dumps({"code_digest": R.code_digest(root),
-                                                 "report_digest": R.report_digest(root)}))
-    (root / "src/aerestore/report.py").write_text("r = 2\n")  # the claims or verdict rule changed
-    fresh, message = R.check_report(out, root)
+    (out / "claims.json").write_text(json.dumps({"code_digest": RN.code_digest(root),
+                                                 "report_digest": RP.report_digest(root)}))
+    (root / "src/aerestore/studies/analysis.py").write_text("r = 2\n")  # the claims or verdict rule changed
+    fresh, message = RP.check_report(out, root)
     assert not fresh and "report_digest" in message and "code_digest" not in message
     # the CLI flag: the real repository against a report with no digest -> stale, exit 1
     assert main(["report", "--check", "--out", str(out)]) == 1
@@ -203,15 +209,15 @@ def test_check_report_says_when_the_committed_report_is_stale(tmp_path, capsys):
 
 def test_written_report_records_the_digests_it_ran_on(tmp_path):
     results = _fake_results({2: 3.0}, claims=(2,))
-    R.write_report(R.select_claims([2]), [1, 2, 3], results, tmp_path, BASE)
+    RP.write_report(C.select_claims([2]), [1, 2, 3], results, tmp_path, BASE)
     data = json.loads((tmp_path / "claims.json").read_text())
-    assert data["code_digest"] == R.code_digest() and data["report_digest"] == R.report_digest()
-    assert R.check_report(tmp_path) == (True, R.check_report(tmp_path)[1])
+    assert data["code_digest"] == RN.code_digest() and data["report_digest"] == RP.report_digest()
+    assert RP.check_report(tmp_path) == (True, RP.check_report(tmp_path)[1])
 
 
 def test_report_files(tmp_path):
     results = _fake_results({5: 1.0}, claims=(5,))
-    R.write_report(R.select_claims([5]), [1, 2, 3], results, tmp_path, BASE)
+    RP.write_report(C.select_claims([5]), [1, 2, 3], results, tmp_path, BASE)
     md = (tmp_path / "claims.md").read_text()
     data = json.loads((tmp_path / "claims.json").read_text())
     assert "| 5 | a smaller latent gives blurrier output and colour shifts | blur study:" in md
@@ -226,11 +232,11 @@ def test_report_files(tmp_path):
 
 
 def test_claim_selection_and_every_arm_validates():
-    assert [c.number for c in R.CLAIMS] == list(range(1, 11))
+    assert [c.number for c in C.CLAIMS] == list(range(1, 11))
     with pytest.raises(ValueError, match=r"unknown claim number\(s\) \[11\]"):
-        R.select_claims([11])
-    for name, arm in R.ARMS.items():
-        params = R.arm_params(BASE, arm, 1)
+        C.select_claims([11])
+    for name, arm in C.ARMS.items():
+        params = RN.arm_params(BASE, arm, 1)
         assert params["architectures"] == [arm.arch] and params["seed"] == 1, name
         assert params["mlflow"]["enabled"] is False and params["train"]["threads"] == 1
 
@@ -245,26 +251,26 @@ def test_cached_runs_are_reused_and_a_change_reruns(tmp_path, monkeypatch):
         return {"arch": arm.arch, "seed": params["seed"], "seconds": 0.1,
                 "items": {"base": {"psnr": list(np.full(n, 20.0 + params["train"]["epochs"]))}}}
 
-    monkeypatch.setattr(R, "run_arm", fake_run)
-    monkeypatch.setattr(R, "prepare_data", lambda params, folder: None)
-    claims = R.select_claims([4])  # resnet_vae vs vae
-    first = R.run_claims(claims, [1, 2], BASE, tmp_path, progress=False)
+    monkeypatch.setattr(RN, "run_arm", fake_run)
+    monkeypatch.setattr(RN, "prepare_data", lambda params, folder: None)
+    claims = C.select_claims([4])  # resnet_vae vs vae
+    first = RN.run_claims(claims, [1, 2], BASE, tmp_path, progress=False)
     assert len(calls) == 4 and len(first) == 4
-    R.run_claims(claims, [1, 2], BASE, tmp_path, progress=False)
+    RN.run_claims(claims, [1, 2], BASE, tmp_path, progress=False)
     assert len(calls) == 4  # nothing changed: nothing reruns
-    R.run_claims(claims, [1, 2, 3], BASE, tmp_path, progress=False)
+    RN.run_claims(claims, [1, 2, 3], BASE, tmp_path, progress=False)
     assert len(calls) == 6  # only the new seed
     changed = {**BASE, "train": {**BASE["train"], "lr": 0.002}}
-    R.run_claims(claims, [1], changed, tmp_path, progress=False)
+    RN.run_claims(claims, [1], changed, tmp_path, progress=False)
     assert len(calls) == 8  # a param the runs use changed: both arms rerun
 
 
 def test_run_key_follows_params_and_code():
-    arm = R.ARMS["vae"]
-    p1 = R.arm_params(BASE, arm, 1)
-    assert R.run_key(p1, arm, "code-a") == R.run_key(R.arm_params(BASE, arm, 1), arm, "code-a")
-    assert R.run_key(p1, arm, "code-a") != R.run_key(p1, arm, "code-b")
-    assert R.run_key(p1, arm, "code-a") != R.run_key(R.arm_params(BASE, arm, 2), arm, "code-a")
+    arm = C.ARMS["vae"]
+    p1 = RN.arm_params(BASE, arm, 1)
+    assert RN.run_key(p1, arm, "code-a") == RN.run_key(RN.arm_params(BASE, arm, 1), arm, "code-a")
+    assert RN.run_key(p1, arm, "code-a") != RN.run_key(p1, arm, "code-b")
+    assert RN.run_key(p1, arm, "code-a") != RN.run_key(RN.arm_params(BASE, arm, 2), arm, "code-a")
 
 
 # ------------------------------------------------------------------ end to end
@@ -273,13 +279,14 @@ def test_tiny_claim_end_to_end(tmp_path, monkeypatch):
     the CLI; a second run reuses the cache."""
     from aerestore.cli import main
 
-    tiny = R.deep_update(json.loads(json.dumps(R.SCALED)), {
+    tiny = P.deep_update(json.loads(json.dumps(C.SCALED)), {
         "data": {"limit": 30, "image_size": 32},
         "blocks": {"size": 16, "overlap": 4},
         "train": {"epochs": 1, "blocks_per_epoch": 256},
         "latent": 8,
     })
-    monkeypatch.setattr(R, "SCALED", tiny)
+    monkeypatch.setattr(RN, "SCALED", tiny)  # the runs' params
+    monkeypatch.setattr(RP, "SCALED", tiny)  # the report's record of them
     out = tmp_path / "reports"
     assert main(["report", "--claims", "4", "--seeds", "1", "--out", str(out)]) == 0
     data = json.loads((out / "claims.json").read_text())
@@ -297,17 +304,20 @@ def test_tiny_claim_end_to_end(tmp_path, monkeypatch):
 
 def test_code_digest_follows_the_code_runs_execute(tmp_path):
     (tmp_path / "src" / "aerestore" / "models").mkdir(parents=True)
+    (tmp_path / "src" / "aerestore" / "studies").mkdir(parents=True)
+    (tmp_path / "src" / "aerestore" / "cli").mkdir(parents=True)
     (tmp_path / "stages").mkdir()
-    files = {"src/aerestore/models/m.py": "x = 1\n", "src/aerestore/report.py": "r = 1\n",
-             "src/aerestore/cli.py": "c = 1\n", "stages/train.py": "t = 1\n"}
+    files = {"src/aerestore/models/m.py": "x = 1\n", "src/aerestore/studies/report.py": "r = 1\n",
+             "src/aerestore/cli.py": "c = 1\n", "src/aerestore/cli/main.py": "c = 1\n", "stages/train.py": "t = 1\n"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    d0 = R.code_digest(tmp_path)
-    (tmp_path / "src/aerestore/report.py").write_text("r = 2\n")
+    d0 = RN.code_digest(tmp_path)
+    (tmp_path / "src/aerestore/studies/report.py").write_text("r = 2\n")
     (tmp_path / "src/aerestore/cli.py").write_text("c = 2\n")
-    assert R.code_digest(tmp_path) == d0  # the report's own code: no rerun
+    (tmp_path / "src/aerestore/cli/main.py").write_text("c = 2\n")  # the CLI as a package
+    assert RN.code_digest(tmp_path) == d0  # the report's own code: no rerun
     (tmp_path / "src/aerestore/models/m.py").write_text("x = 2\n")
-    d1 = R.code_digest(tmp_path)
+    d1 = RN.code_digest(tmp_path)
     assert d1 != d0
     (tmp_path / "stages/train.py").write_text("t = 2\n")
-    assert R.code_digest(tmp_path) != d1
+    assert RN.code_digest(tmp_path) != d1

@@ -1,4 +1,4 @@
-"""`aerestore seeds`: per-cluster vs control over several seeds (aerestore.seeds)."""
+"""`aerestore seeds`: per-cluster vs control over several seeds (aerestore.studies.seeds)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from aerestore import cli
-from aerestore import seeds as SD
+from aerestore import metrics as M
+from aerestore.studies import seed_runs as SR
+from aerestore.studies import seeds as SD
 
 from pipeline_utils import run, stand_in_repo
 
@@ -53,17 +55,17 @@ def _per_image(wins: int, win: float, loss: float, clean_diff: float, seed: int 
     }
 
 
-def _run(label: str, seed: int, **kw) -> SD.SeedRun:
-    return SD.SeedRun(label=label, seed=seed, per_image=SD.parse_per_image({"per_image": _per_image(seed=seed, **kw)}))
+def _run(label: str, seed: int, **kw) -> SR.SeedRun:
+    return SR.SeedRun(label=label, seed=seed, per_image=SR.parse_per_image({"per_image": _per_image(seed=seed, **kw)}))
 
 
 def test_base_metric_and_direction():
-    assert SD.base_metric("psnr_blur") == "psnr"
-    assert SD.base_metric("blur_percent_clean") == "blur_percent"
-    assert SD.base_metric("blur_percent") == "blur_percent"
-    assert SD.direction("ssim_noise") is True
-    assert SD.direction("blur_percent") is False
-    assert SD.direction("laplacian_var_blur") is None
+    assert M.base_metric("psnr_blur") == "psnr"
+    assert M.base_metric("blur_percent_clean") == "blur_percent"
+    assert M.base_metric("blur_percent") == "blur_percent"
+    assert M.direction("ssim_noise") is True
+    assert M.direction("blur_percent") is False
+    assert M.direction("laplacian_var_blur") is None
 
 
 def test_compare_run_known_values():
@@ -163,7 +165,7 @@ def test_levels_the_headline_figures_per_seed_and_their_spread(tmp_path):
         else:
             doc["rows"]["bm3d"] = {"psnr": 26.0}
         (tmp_path / f"{seed}.json").write_text(json.dumps(doc))
-    report = SD.analyse([SD.load_file(tmp_path / f"{s}.json") for s in (1, 2, 3)])
+    report = SD.analyse([SR.load_file(tmp_path / f"{s}.json") for s in (1, 2, 3)])
     assert list(report["levels"]["bm3d"]["psnr"]["values"].values()) == [26.0, 26.0, 27.0]
     tv = report["levels"]["tv"]["psnr"]
     assert (tv["mean"], tv["min"], tv["max"], tv["n"]) == (pytest.approx(31.1666667), 30.0, 32.5, 3)
@@ -187,9 +189,9 @@ def test_analyse_warnings_and_errors():
     with pytest.raises(ValueError, match="same source twice"):
         SD.analyse([one, one])
     with pytest.raises(ValueError, match="no architecture"):
-        SD.analyse([SD.SeedRun("x", {"degraded": {"psnr": np.ones(3)}})])
+        SD.analyse([SR.SeedRun("x", {"degraded": {"psnr": np.ones(3)}})])
     with pytest.raises(ValueError, match="no 'per_image' key"):
-        SD.parse_per_image({"rows": {}}, "old.json")
+        SR.parse_per_image({"rows": {}}, "old.json")
 
 
 def _write_details(path: Path, seed: int | None, **kw) -> Path:

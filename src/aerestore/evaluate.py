@@ -199,23 +199,10 @@ def compare(multi: dict[str, np.ndarray], single: dict[str, np.ndarray]) -> dict
     region without pixels)."""
     out = {}
     for k in COMPARED + tuple(key for key in REGION_KEYS if key in multi):
-        base = _base_metric(k)
-        a, b = multi[k], single[k]
-        if base == "blur_percent":  # better = closer to the reference's sharpness
-            a, b, higher = np.abs(a), np.abs(b), False
-        else:
-            higher = bool(M.HIGHER_IS_BETTER.get(base, True))
-        w = S.wilcoxon_paired(a, b)
-        out[k] = {"share": _finite_or_none(S.share_better(a, b, higher_is_better=higher)),
-                  "p_value": _finite_or_none(w["p_value"])}
+        c = S.paired_comparison(M.compared_values(k, multi[k]), M.compared_values(k, single[k]),
+                                higher_is_better=bool(M.direction(k)))
+        out[k] = {"share": _finite_or_none(c["share_better"]), "p_value": _finite_or_none(c["p_value"])}
     return out
-
-
-def _base_metric(key: str) -> str:
-    for region in M.REGIONS:
-        if key.endswith(f"_{region}") and key[: -len(region) - 1] in M.REGION_METRICS:
-            return key[: -len(region) - 1]
-    return key
 
 
 def network_comparisons(metrics: dict, arch: str, own_decoders: int | None) -> dict:

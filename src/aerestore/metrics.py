@@ -72,26 +72,28 @@ pixels) and ``blur_percent`` (Z1, Z2 averaged over the region's interior pixels)
 (:func:`batch_metrics`). UQI and hf_share are global only.
 """
 
+
 from __future__ import annotations
 
 import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from aerestore.data.layout import DAMAGE_KINDS, damage_labels
+from aerestore import metric_ops as K
+from aerestore.data.layout import DAMAGE_KINDS
 
 __all__ = [
     "METRICS",
     "REGION_METRICS",
     "REGIONS",
     "region_keys",
-    "damage_regions",
     "HIGHER_IS_BETTER",
     "CLOSER_TO_ZERO_IS_BETTER",
+    "base_metric",
+    "direction",
+    "compared_values",
     "as_float_images",
-    "luminance",
     "psnr",
     "ssim",
     "ssim_map",
@@ -103,35 +105,53 @@ __all__ = [
     "batch_metrics",
 ]
 
+
 METRICS = ("psnr", "ssim", "uqi", "laplacian_var", "hf_share", "blur_percent")
 REGION_METRICS = ("psnr", "ssim", "laplacian_var", "blur_percent")
 # The regions of the region metrics: one per kind of local damage, then the undamaged pixels.
 REGIONS = tuple(DAMAGE_KINDS) + ("clean",)
-# Direction of "better" for the comparisons in aerestore.stats (share_better's
-# higher_is_better). None: no direction by itself. The two no-reference blur measures have no
-# "better" without a target (noise raises them too); blur_percent is best at 0 (negative means
-# over-sharpened or noisy), so compare abs(blur_percent) with higher_is_better=False.
+# Direction of "better" of each metric: the one definition, used by every paired comparison of
+# restorers (the evaluate stage's per-cluster vs control, ``aerestore seeds``). True: higher is
+# better; False: lower is better; None: no direction by itself (laplacian_var and hf_share
+# measure sharpness without a reference, and noise raises them too: they are not compared).
+# A metric of CLOSER_TO_ZERO_IS_BETTER is compared as |value| and its entry is the direction
+# of |value|: blur_percent is 0 for an image as sharp as the clean one, positive when blurrier,
+# negative when over-sharpened or noisy, so a lower |blur %| (closer to the clean image's
+# sharpness) is better. A region metric ``<metric>_<region>`` takes its metric's direction.
 HIGHER_IS_BETTER: dict[str, bool | None] = {
     "psnr": True,
     "ssim": True,
     "uqi": True,
     "laplacian_var": None,
     "hf_share": None,
-    "blur_percent": None,
+    "blur_percent": False,
 }
 CLOSER_TO_ZERO_IS_BETTER = ("blur_percent",)
-
-SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-SSIM_PAD = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)  # 5: the window is 11 x 11
-UQI_WINDOW = 8
-HF_WINDOWS = ("hann", "none")
-UQI_FLAT_EPS = 1e-10
-LUMA = np.array([0.299, 0.587, 0.114])
 _RANGE_TOL = 1e-6
 _CHUNK_PIXELS = 16_384  # pixels per vectorised step in batch_metrics: arrays stay in cache
+
+
+# ------------------------------------------------------------------ directions
+def base_metric(key: str) -> str:
+    """The metric a key measures: ``psnr_blur`` -> ``psnr``, ``blur_percent_clean`` ->
+    ``blur_percent`` (the longest metric of :data:`HIGHER_IS_BETTER` that the key is or begins
+    with, then ``_``); other names as they are."""
+    for base in sorted(HIGHER_IS_BETTER, key=len, reverse=True):
+        if key == base or key.startswith(base + "_"):
+            return base
+    return key
+
+
+def direction(key: str) -> bool | None:
+    """Whether a higher compared value (:func:`compared_values`) of ``key`` is better: True,
+    False (lower is better), or None (no direction, or not a metric of this module)."""
+    return HIGHER_IS_BETTER.get(base_metric(key))
+
+
+def compared_values(key: str, values: Any) -> Any:
+    """The values of ``key`` that a comparison ranks: ``|values|`` for a metric of
+    :data:`CLOSER_TO_ZERO_IS_BETTER`, else ``values`` themselves."""
+    return np.abs(values) if base_metric(key) in CLOSER_TO_ZERO_IS_BETTER else values
 
 
 # ---------------------------------------------------------------------------- input
@@ -204,15 +224,6 @@ def _as_masks(m: Any, shape: tuple[int, ...], name: str = "masks") -> np.ndarray
     return out
 
 
-def damage_regions(weights: np.ndarray) -> dict[str, np.ndarray]:
-    """``{region: bool (..., H, W)}`` for every region of :data:`REGIONS`, from damage weights
-    ``(..., H, W, K)`` on the 0..255 scale: ``<kind>`` where :func:`damage_labels` gives that
-    kind (largest weight > ``DAMAGE_THRESHOLD``), ``clean`` where every weight is 0."""
-    labels = damage_labels(weights, axis=-1)
-    out = {kind: labels == i + 1 for i, kind in enumerate(DAMAGE_KINDS)}
-    out["clean"] = np.all(weights == 0, axis=-1)
-    return out
-
 
 def region_keys(metrics: tuple[str, ...] = REGION_METRICS) -> list[str]:
     """The region metric names ``<metric>_<region>``, region by region (``psnr_blur``,
@@ -227,176 +238,6 @@ def _pair(x: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"x and ref differ in shape: {xb.shape[1:]} vs {rb.shape[1:]}")
     return xb, rb
 
-
-# ------------------------------------------------------------------------- helpers
-def luminance(x: np.ndarray) -> np.ndarray:
-    """``(..., H, W, C)`` -> ``(..., H, W)``: BT.601 luma for C = 3, the channel for C = 1."""
-    if x.shape[-1] == 1:
-        return x[..., 0]
-    return x @ LUMA
-
-
-def _interior(a: np.ndarray) -> np.ndarray:
-    return a[:, 1:-1, 1:-1]
-
-
-def _region_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per-image mean of ``values`` (N, ...) over the pixels where ``weights`` (0/1) is 1."""
-    axes = tuple(range(1, values.ndim))
-    count = weights.sum(axis=axes)
-    total = (values * weights).sum(axis=axes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-# ------------------------------------------------------------- batch computations
-def _psnr_from_mse(mse: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.where(mse > 0, -10.0 * np.log10(np.where(mse > 0, mse, 1.0)), np.inf)
-
-
-def _ssim_maps(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """SSIM map ``(N, H, W, C)`` (Gaussian 11-tap window, as skimage with gaussian_weights)."""
-    sigma = (0.0, SSIM_SIGMA, SSIM_SIGMA, 0.0)
-
-    def f(a: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(a, sigma=sigma, truncate=SSIM_TRUNCATE, mode="reflect")
-
-    ux, uy = f(x), f(ref)
-    vx = f(x * x) - ux * ux
-    vy = f(ref * ref) - uy * uy
-    vxy = f(x * ref) - ux * uy
-    c1, c2 = SSIM_K1**2, SSIM_K2**2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-
-
-def _check_ssim_size(shape: tuple[int, ...]) -> None:
-    if min(shape[1], shape[2]) < 2 * SSIM_PAD + 1:
-        raise ValueError(
-            f"SSIM needs images of at least {2 * SSIM_PAD + 1}x{2 * SSIM_PAD + 1} pixels, "
-            f"got {shape[1]}x{shape[2]}"
-        )
-
-
-def _box_mean(a: np.ndarray, k: int) -> np.ndarray:
-    """Means over every k x k window (valid positions only) of axes 1, 2 of ``(N, H, W, C)``."""
-    h = k // 2  # uniform_filter1d's window for output i is [i - h, i - h + k)
-    b = ndimage.uniform_filter1d(a, k, axis=1)[:, h : a.shape[1] - k + 1 + h]
-    return ndimage.uniform_filter1d(b, k, axis=2)[:, :, h : a.shape[2] - k + 1 + h]
-
-
-def _uqi_batch(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    k = UQI_WINDOW
-    if min(x.shape[1], x.shape[2]) < k:
-        raise ValueError(f"UQI needs images of at least {k}x{k} pixels, got {x.shape[1]}x{x.shape[2]}")
-    # moments about the per-image, per-channel mean: same (co)variances, less cancellation
-    cx = x.mean(axis=(1, 2), keepdims=True)
-    cy = ref.mean(axis=(1, 2), keepdims=True)
-    xc, yc = x - cx, ref - cy
-    mxc, myc = _box_mean(xc, k), _box_mean(yc, k)
-    mx, my = mxc + cx, myc + cy
-    vx = np.maximum(_box_mean(xc * xc, k) - mxc * mxc, 0.0)
-    vy = np.maximum(_box_mean(yc * yc, k) - myc * myc, 0.0)
-    vxy = _box_mean(xc * yc, k) - mxc * myc
-    den1 = vx + vy
-    den2 = mx * mx + my * my
-    flat = den1 <= UQI_FLAT_EPS
-    dark = den2 <= UQI_FLAT_EPS**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.where(
-            ~flat & ~dark,
-            4 * vxy * mx * my / (den1 * den2),
-            np.where(
-                flat & ~dark,
-                2 * mx * my / den2,
-                np.where(~flat & dark, 2 * vxy / den1, 1.0),
-            ),
-        )
-    return q.mean(axis=(1, 2, 3))
-
-
-def _laplacian(lum: np.ndarray) -> np.ndarray:
-    """3x3 Laplacian of ``(N, H, W)`` at the interior pixels -> ``(N, H-2, W-2)``."""
-    return (
-        lum[:, :-2, 1:-1] + lum[:, 2:, 1:-1] + lum[:, 1:-1, :-2] + lum[:, 1:-1, 2:]
-        - 4.0 * lum[:, 1:-1, 1:-1]
-    )
-
-
-def _weighted_var(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    mean = _region_mean(values, weights)
-    return _region_mean((values - mean[:, None, None]) ** 2, weights)
-
-
-def _max_neighbour_diff(lum: np.ndarray) -> np.ndarray:
-    """Largest |I(p) - I(q)| over the 8 neighbours q of each interior pixel p -> (N, H-2, W-2)."""
-    h, w = lum.shape[1], lum.shape[2]
-    centre = lum[:, 1:-1, 1:-1]
-    out = np.zeros_like(centre)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == 0 and dx == 0:
-                continue
-            nb = lum[:, 1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx]
-            np.maximum(out, np.abs(centre - nb), out=out)
-    return out
-
-
-def _blur_percent(z1: np.ndarray, z2: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(z1 > 0, 100.0 * (z1 - z2) / np.where(z1 > 0, z1, 1.0), np.nan)
-
-
-def _hf_share_batch(lum: np.ndarray, cutoff: float, window: str = "hann") -> np.ndarray:
-    h, w = lum.shape[1], lum.shape[2]
-    fy = np.fft.fftfreq(h)[:, None] / 0.5
-    fx = np.fft.fftfreq(w)[None, :] / 0.5
-    radius = np.sqrt(fy * fy + fx * fx)
-    a = lum - lum.mean(axis=(1, 2), keepdims=True)
-    if window == "hann":
-        a = a * np.outer(np.hanning(h), np.hanning(w))
-    elif window != "none":
-        raise ValueError(f"hf_share window must be one of {HF_WINDOWS}, got {window!r}")
-    power = np.abs(np.fft.fft2(a, axes=(1, 2))) ** 2
-    total = power[:, radius > 0].sum(axis=1)
-    high = power[:, radius > cutoff].sum(axis=1)
-    # a flat image has (numerically almost) no AC energy: report a high-frequency share of 0
-    tiny = total <= 1e-24 * h * w
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(tiny, 0.0, high / np.where(tiny, 1.0, total))
-
-
-def _chunk_metrics(
-    x: np.ndarray, ref: np.ndarray, m: np.ndarray | None, cutoff: float, hf_window: str
-) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    sq = (x - ref) ** 2
-    out["psnr"] = _psnr_from_mse(sq.mean(axis=(1, 2, 3)))
-    smap = _ssim_maps(x, ref)
-    p = SSIM_PAD
-    out["ssim"] = smap[:, p:-p, p:-p, :].mean(axis=(1, 2, 3))
-    out["uqi"] = _uqi_batch(x, ref)
-    lum_x, lum_r = luminance(x), luminance(ref)
-    lap = _laplacian(lum_x)
-    out["laplacian_var"] = lap.var(axis=(1, 2))
-    out["hf_share"] = _hf_share_batch(lum_x, cutoff, hf_window)
-    zmap_x, zmap_r = _max_neighbour_diff(lum_x), _max_neighbour_diff(lum_r)
-    out["blur_percent"] = _blur_percent(zmap_r.mean(axis=(1, 2)), zmap_x.mean(axis=(1, 2)))
-    if m is not None:
-        spix = smap.mean(axis=3)
-        sq_pix = sq.mean(axis=3)
-        for region, sel in damage_regions(m).items():
-            wgt = sel.astype(np.float64)
-            w_in = _interior(wgt)
-            out[f"psnr_{region}"] = np.where(
-                wgt.sum(axis=(1, 2)) > 0, _psnr_from_mse(_region_mean(sq_pix, wgt)), np.nan
-            )
-            out[f"ssim_{region}"] = _region_mean(spix, wgt)
-            out[f"laplacian_var_{region}"] = _weighted_var(lap, w_in)
-            out[f"blur_percent_{region}"] = _blur_percent(
-                _region_mean(zmap_r, w_in), _region_mean(zmap_x, w_in)
-            )
-    return out
 
 
 # ---------------------------------------------------------------------- public API
@@ -422,12 +263,12 @@ def batch_metrics(
     ref = as_float_images(clean, "clean")
     if x.shape != ref.shape:
         raise ValueError(f"restored {x.shape} and clean {ref.shape} differ in shape")
-    _check_ssim_size(x.shape)
+    K.check_ssim_size(x.shape)
     m = None if masks is None else _as_masks(masks, x.shape)
     if not 0 <= hf_cutoff:
         raise ValueError(f"hf_cutoff must be >= 0, got {hf_cutoff}")
-    if hf_window not in HF_WINDOWS:
-        raise ValueError(f"hf_window must be one of {HF_WINDOWS}, got {hf_window!r}")
+    if hf_window not in K.HF_WINDOWS:
+        raise ValueError(f"hf_window must be one of {K.HF_WINDOWS}, got {hf_window!r}")
     n = x.shape[0]
     if chunk is None:
         chunk = _CHUNK_PIXELS // (x.shape[1] * x.shape[2])
@@ -438,7 +279,7 @@ def batch_metrics(
     result = {k: np.empty(n, dtype=np.float64) for k in keys}
     for start in range(0, n, chunk):
         sl = slice(start, start + chunk)
-        part = _chunk_metrics(x[sl], ref[sl], None if m is None else m[sl], hf_cutoff, hf_window)
+        part = K.chunk_metrics(x[sl], ref[sl], None if m is None else m[sl], hf_cutoff, hf_window)
         for k in keys:
             result[k][sl] = part[k]
     return result
@@ -478,13 +319,13 @@ def psnr(x: Any, ref: Any) -> float:
     Equals ``skimage.metrics.peak_signal_noise_ratio(ref, x, data_range=1)``.
     """
     xb, rb = _pair(x, ref)
-    return float(_psnr_from_mse(((xb - rb) ** 2).mean(axis=(1, 2, 3)))[0])
+    return float(K.psnr_from_mse(((xb - rb) ** 2).mean(axis=(1, 2, 3)))[0])
 
 
 def ssim_map(x: Any, ref: Any) -> np.ndarray:
     """The full SSIM map ``(H, W, C)`` (skimage's ``full=True`` map, borders included)."""
     xb, rb = _pair(x, ref)
-    return _ssim_maps(xb, rb)[0]
+    return K.ssim_maps(xb, rb)[0]
 
 
 def ssim(x: Any, ref: Any) -> float:
@@ -493,16 +334,16 @@ def ssim(x: Any, ref: Any) -> float:
     skimage's ``structural_similarity(..., gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=1, channel_axis=-1)``."""
     xb, rb = _pair(x, ref)
-    _check_ssim_size(xb.shape)
-    p = SSIM_PAD
-    return float(_ssim_maps(xb, rb)[0, p:-p, p:-p, :].mean())
+    K.check_ssim_size(xb.shape)
+    p = K.SSIM_PAD
+    return float(K.ssim_maps(xb, rb)[0, p:-p, p:-p, :].mean())
 
 
 def uqi(x: Any, ref: Any) -> float:
     """Universal quality index (Wang & Bovik 2002), 8x8 sliding windows, mean over windows and
     channels; degenerate windows as in the module docstring."""
     xb, rb = _pair(x, ref)
-    return float(_uqi_batch(xb, rb)[0])
+    return float(K.uqi_batch(xb, rb)[0])
 
 
 def laplacian_variance(x: Any) -> float:
@@ -511,7 +352,7 @@ def laplacian_variance(x: Any) -> float:
     xb = as_float_images(x, "x", ndim=3)[None]
     if min(xb.shape[1], xb.shape[2]) < 3:
         raise ValueError(f"laplacian_variance needs at least 3x3 pixels, got {xb.shape[1:3]}")
-    return float(_laplacian(luminance(xb)).var(axis=(1, 2))[0])
+    return float(K.laplacian(K.luminance(xb)).var(axis=(1, 2))[0])
 
 
 def hf_share(x: Any, cutoff: float = 0.25, window: str = "hann") -> float:
@@ -521,7 +362,7 @@ def hf_share(x: Any, cutoff: float = 0.25, window: str = "hann") -> float:
     xb = as_float_images(x, "x", ndim=3)[None]
     if not cutoff >= 0:
         raise ValueError(f"cutoff must be >= 0, got {cutoff}")
-    return float(_hf_share_batch(luminance(xb), cutoff, window)[0])
+    return float(K.hf_share_batch(K.luminance(xb), cutoff, window)[0])
 
 
 def blur_percent(x: Any, ref: Any) -> float:
@@ -531,6 +372,6 @@ def blur_percent(x: Any, ref: Any) -> float:
     xb, rb = _pair(x, ref)
     if min(xb.shape[1], xb.shape[2]) < 3:
         raise ValueError(f"blur_percent needs at least 3x3 pixels, got {xb.shape[1:3]}")
-    z1 = _max_neighbour_diff(luminance(rb)).mean(axis=(1, 2))
-    z2 = _max_neighbour_diff(luminance(xb)).mean(axis=(1, 2))
-    return float(_blur_percent(z1, z2)[0])
+    z1 = K.max_neighbour_diff(K.luminance(rb)).mean(axis=(1, 2))
+    z2 = K.max_neighbour_diff(K.luminance(xb)).mean(axis=(1, 2))
+    return float(K.blur_percent_from_z(z1, z2)[0])

@@ -602,3 +602,29 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix] = obj
     return out
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    """``base`` updated in place by ``new``, nested mappings merged key by key (the overrides
+    of a study preset or a claims-report arm on params.yaml)."""
+    import copy
+
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and v:
+            deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def load_base(path: str | Path = PARAMS_FILE) -> dict:
+    """params.yaml as a plain mapping, not validated: the base that :func:`deep_update` applies
+    overrides to (a study preset, a claims-report arm) before :func:`parse_params`."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return raw

@@ -147,12 +147,24 @@ def holm(p_values: Any) -> np.ndarray:
 
 
 def paired_comparison(a: Any, b: Any, higher_is_better: bool = True) -> dict[str, float | int]:
-    """``share_better`` plus the Wilcoxon test plus the finite means of ``a`` and ``b``:
-    keys ``share_better``, ``statistic``, ``p_value``, ``n``, ``n_zero``, ``median_difference``,
-    ``mean_a``, ``mean_b``."""
+    """The paired comparison of two restorers on the same images, the one every comparison of
+    the project uses (the evaluate stage's per-cluster vs control, ``aerestore seeds``, the
+    claims report's pooled items): :func:`share_better` (``a`` wins, ties half), the Wilcoxon
+    test (:func:`wilcoxon_paired`), the mean of the finite differences ``a - b`` and the finite
+    means of ``a`` and ``b``. Keys ``share_better``, ``statistic``, ``p_value``, ``n``,
+    ``n_zero``, ``median_difference``, ``mean_difference`` (``nan`` with no finite
+    difference), ``mean_a``, ``mean_b``.
+
+    ``a`` and ``b`` are the values to rank: a metric better closer to 0 is passed as ``|value|``
+    (:func:`aerestore.metrics.compared_values`), with ``higher_is_better`` from
+    :func:`aerestore.metrics.direction`."""
     x, y = _paired(a, b)
     out: dict[str, float | int] = {"share_better": share_better(x, y, higher_is_better)}
     out.update(wilcoxon_paired(x, y))
+    with np.errstate(invalid="ignore"):  # inf - inf: a pair of perfect restorations, dropped
+        d = x - y
+    d = d[np.isfinite(d)]
+    out["mean_difference"] = float(d.mean()) if d.size else math.nan
     out["mean_a"] = mean_finite(x)
     out["mean_b"] = mean_finite(y)
     return out
@@ -167,8 +179,8 @@ def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = 2000, level: float = 
     No longer the claims report's interval (issue 23): with 3 seeds it is far too narrow (the
     bootstrap distribution of a mean of 3 draws underestimates the spread of the seeds), so on
     300 simulated null claims (3 seeds of 50 items, seed spread = item spread;
-    ``aerestore.report.null_verdict_rates``) it says "holds" 14.3 % and "does not hold" 13.7 %
-    of the time instead of 2.5 % each; :func:`t_interval` replaced it. Kept for comparison (``tests/test_report.py``)."""
+    ``aerestore.studies.analysis.null_verdict_rates``) it says "holds" 14.3 % and "does not
+    hold" 13.7 % of the time instead of 2.5 % each; :func:`t_interval` replaced it. Kept for comparison (``tests/test_report.py``)."""
     groups = [np.asarray(g, dtype=np.float64) for g in per_seed]
     groups = [g[np.isfinite(g)] for g in groups]
     groups = [g for g in groups if g.size]

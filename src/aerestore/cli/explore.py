@@ -186,8 +186,8 @@ def add_latent_sizes(sub: Any) -> None:
 
 
 def cmd_latent_sizes(args: argparse.Namespace) -> int:
-    from aerestore import latent_sizes as LS
-    from aerestore.seeds import baseline_experiments
+    from aerestore.studies import latent_sizes as LS
+    from aerestore.studies.seeds import baseline_experiments
 
     _check_out_file(args.out, [])
     names = list(args.experiments) or baseline_experiments(args.repo)

@@ -95,7 +95,7 @@ def add_seeds(sub: Any) -> None:
 
 
 def cmd_seeds(args: argparse.Namespace) -> int:
-    from aerestore import seeds as SD
+    from aerestore.studies import seeds as SD
 
     sources = list(args.sources)
     if args.all:
@@ -130,7 +130,7 @@ def _claim_numbers(text: str | None) -> list[int] | None:
         raise CliError(f"--claims {text!r}: give claim numbers separated by commas, e.g. 3,7") from None
 
 
-R_SEEDS = (1, 2, 3, 4, 5)  # aerestore.report.SEEDS (not imported here: the CLI starts fast)
+R_SEEDS = (1, 2, 3, 4, 5)  # aerestore.studies.claims.SEEDS (not imported here: the CLI starts fast)
 
 
 def add_report(sub: Any) -> None:
@@ -155,7 +155,7 @@ def add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from aerestore import report as R
+    from aerestore.studies import report as R
 
     if args.check:
         fresh, message = R.check_report(args.out)
@@ -194,8 +194,8 @@ def add_preset(sub: Any) -> None:
 def cmd_preset(args: argparse.Namespace) -> int:
     import subprocess
 
-    from aerestore import study_presets as SP
-    from aerestore.report import load_base
+    from aerestore.studies import presets as SP
+    from aerestore.params import load_base
 
     if args.name is None:
         for preset in SP.list_presets(args.dir):

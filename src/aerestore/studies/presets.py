@@ -47,7 +47,7 @@ class StudyPreset:
 
     def overrides(self, sample: bool = False) -> dict[str, Any]:
         """The nested overrides: ``params``, plus ``sample`` on top when ``sample``."""
-        from .report import deep_update
+        from ..params import deep_update
 
         out = copy.deepcopy(self.params)
         return deep_update(out, self.sample) if sample else out
@@ -92,8 +92,7 @@ def find_preset(name: str, folder: str | Path = PRESETS_DIR) -> StudyPreset:
 def resolve(preset: StudyPreset, base: dict, sample: bool = False):
     """The validated :class:`aerestore.params.Params` of ``base`` (params.yaml) with the
     preset applied (``ParamsError`` names the preset and the key)."""
-    from .params import parse_params
-    from .report import deep_update
+    from ..params import deep_update, parse_params
 
     raw = deep_update(copy.deepcopy(base), preset.overrides(sample))
     return parse_params(raw, source=f"{preset.path}{' (sample)' if sample else ''}")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .revisions import read_revision
+
 FRAMES = ("reconstruction", "midpoint")
 
 
@@ -36,28 +38,13 @@ class ExploreRun:
 
 def load_run(rev: str, arch: str, repo: str | Path = ".") -> ExploreRun:
     """``explore@<arch>``'s metrics and interpolation grid at ``rev`` (an experiment name or
-    git revision of the DVC repository ``repo``); errors name the revision and the file."""
-    import dvc.api
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.repo import Repo
-    from dvc.scm import RevError, SCMError, resolve_rev
+    git revision of the DVC repository ``repo``,
+    :func:`aerestore.studies.revisions.read_revision`); errors name the revision and the file."""
     from PIL import Image
 
-    try:
-        with Repo(str(repo)) as r:
-            sha = resolve_rev(r.scm, rev)
-    except (NotDvcRepoError, SCMError, RevError, AssertionError):  # AssertionError: no git (NoSCM)
-        raise ValueError(f"{rev}: not an experiment or git revision of {repo}") from None
-    from dvc.exceptions import PathMissingError
-
     files = (f"metrics/explore/{arch}.json", f"metrics/explore/{arch}/interpolation.png")
-    found = []
-    for name, mode in zip(files, ("r", "rb")):
-        try:
-            found.append(dvc.api.read(name, repo=str(repo), rev=sha, mode=mode))
-        except (FileNotFoundError, PathMissingError):
-            raise FileNotFoundError(f"{rev} ({sha[:7]}): no {name} (did explore@{arch} run in it?)") from None
-    text, png = found
+    _, found = read_revision(rev, files, repo, binary=files[1:], hint=f" (did explore@{arch} run in it?)")
+    text, png = found[files[0]], found[files[1]]
     try:
         metrics = json.loads(text)
         picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
@@ -91,7 +78,7 @@ def figure(runs: list[ExploreRun], frame: str = "reconstruction") -> np.ndarray:
     frame) or the interpolation's mid-point (``'midpoint'``). A label row names the sizes."""
     from PIL import Image, ImageDraw
 
-    from .explore import grid
+    from ..explore import grid
 
     if frame not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")

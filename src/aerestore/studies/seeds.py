@@ -7,8 +7,11 @@ with those of the equal-budget control decoder (``<arch>.single``) on that seed'
 
 * ``mean_diff``: mean over images of ``multi - single`` (pairs with a ``nan`` or ``inf`` left
   out; for ``blur_percent`` the difference of ``|blur %|``, so negative is better);
-* ``share``: share of images on which multi wins, ties half (:func:`aerestore.stats.share_better`);
-* ``p_value``: paired two-sided Wilcoxon test (:func:`aerestore.stats.wilcoxon_paired`).
+* ``share``: share of images on which multi wins, ties half;
+* ``p_value``: paired two-sided Wilcoxon test;
+
+all three from :func:`aerestore.stats.paired_comparison`, with each metric's direction of
+"better" from :mod:`aerestore.metrics` (:func:`aerestore.metrics.direction`).
 
 Then, per architecture and metric, the mean, standard deviation (``ddof=1``), min and max of
 each over the seeds, and whether the targets (:class:`Targets`) hold in every seed.
@@ -20,41 +23,25 @@ mean, standard deviation, min and max: the "± over seeds" beside each figure of
 The seed draws the split and the damage too, so this spread is that of the whole experiment
 (the classical rows vary for that reason alone), not of the training alone.
 
-Input: what the ``evaluate`` stage leaves in ``metrics/evaluate_details.json`` under
-``"per_image"``: ``{row: {metric: [value per test image]}}``, rows such as ``conv_ae.multi``
-and ``conv_ae.single``, metrics such as ``psnr``, ``ssim``, ``psnr_blur``, ``psnr_noise``,
-``psnr_clean`` (``null``/``NaN`` where an image has no such region). A source is such a JSON
-file, a folder holding it (``<folder>/metrics/evaluate_details.json`` or
-``<folder>/evaluate_details.json``), or a DVC experiment name / git revision of a repository.
+The runs are read by :mod:`aerestore.studies.seed_runs` (a file, a folder or a DVC experiment);
+the figure is drawn by :mod:`aerestore.studies.seeds_plot`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from . import stats as S
+from .. import metrics as M
+from .. import stats as S
+from .seed_runs import SeedRun, load_file, load_rev, parse_rows
 
-DETAILS = "metrics/evaluate_details.json"
-PARAMS = "params.yaml"
 
-# Direction of "better" of the per-image metrics; a region metric ``<base>_<region>`` takes its
-# base's. blur_percent is compared as |blur %| (0 = as sharp as the clean image), lower better.
-# Metrics without a direction (laplacian_var, hf_share: noise raises them too) are left out.
-HIGHER_IS_BETTER: dict[str, bool | None] = {
-    "psnr": True,
-    "ssim": True,
-    "uqi": True,
-    "blur_percent": False,
-    "laplacian_var": None,
-    "hf_share": None,
-}
-ABSOLUTE = ("blur_percent",)
 # the columns of the results table (metrics/summary.md), whose spread over the seeds is reported
 HEADLINE = ("psnr", "ssim", "uqi", "blur_percent", "psnr_blur", "psnr_noise", "psnr_clean")
 
@@ -76,136 +63,7 @@ class Targets:
                 f"{self.clean_metric}: mean difference >= {self.min_clean_diff:g}")
 
 
-@dataclass
-class SeedRun:
-    """The per-image results of one run: ``per_image[row][metric]`` float arrays."""
-
-    label: str
-    per_image: dict[str, dict[str, np.ndarray]]
-    seed: int | None = None
-    source: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-    rows: dict[str, dict[str, float]] = field(default_factory=dict)  # test-set figures per row (parse_rows)
-
-
 # ------------------------------------------------------------------------ loading
-def base_metric(metric: str) -> str:
-    """``psnr_blur`` -> ``psnr``, ``blur_percent_clean`` -> ``blur_percent``; unknown names as
-    they are."""
-    for base in sorted(HIGHER_IS_BETTER, key=len, reverse=True):
-        if metric == base or metric.startswith(base + "_"):
-            return base
-    return metric
-
-
-def direction(metric: str) -> bool | None:
-    """True: higher is better; False: lower; None: no direction (not compared by default)."""
-    return HIGHER_IS_BETTER.get(base_metric(metric))
-
-
-def parse_per_image(details: dict, source: str = "details") -> dict[str, dict[str, np.ndarray]]:
-    """``details["per_image"]`` as float arrays (``null`` -> ``nan``)."""
-    if not isinstance(details, dict) or "per_image" not in details:
-        raise ValueError(f"{source}: no 'per_image' key (an evaluate_details.json written before "
-                         "evaluate kept per-image metrics? rerun the evaluate stage)")
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for row, metrics in details["per_image"].items():
-        if not isinstance(metrics, dict):
-            raise ValueError(f"{source}: per_image[{row!r}] is not a {{metric: [values]}} object")
-        out[row] = {}
-        for k, v in metrics.items():
-            arr = np.asarray([math.nan if x is None else x for x in v], dtype=np.float64)
-            if arr.ndim != 1:
-                raise ValueError(f"{source}: per_image[{row!r}][{k!r}] is not a list of numbers")
-            out[row][k] = arr
-    return out
-
-
-def parse_rows(details: dict, per_image: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
-    """Each row's test-set figures: ``details["rows"]`` (what ``evaluate.json`` and the
-    summary table show, the classical restorers included) where the file has it, else the
-    mean of each per-image metric over the images that have it. A slow classical restorer
-    that ran on the anchor subset only (``bm3d`` on a test split larger than
-    ``evaluate.anchor_images``) comes from the subset's rows."""
-    def numbers(m: dict) -> dict[str, float]:
-        return {str(k): float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-    rows = details.get("rows") if isinstance(details, dict) else None
-    if isinstance(rows, dict) and rows:
-        out = {str(r): numbers(m) for r, m in rows.items() if isinstance(m, dict)}
-        anchor = details.get("anchor_subset") if isinstance(details.get("anchor_subset"), dict) else {}
-        for r in anchor.get("slow_rows") or []:
-            if r not in out and isinstance((anchor.get("rows") or {}).get(r), dict):
-                out[r] = numbers(anchor["rows"][r])
-        return out
-    return {r: {k: float(v[np.isfinite(v)].mean()) for k, v in m.items() if np.isfinite(v).any()}
-            for r, m in per_image.items()}
-
-
-def _seed_of(params_text: str | None) -> int | None:
-    if not params_text:
-        return None
-    import yaml
-
-    try:
-        seed = (yaml.safe_load(params_text) or {}).get("seed")
-    except yaml.YAMLError:
-        return None
-    return int(seed) if isinstance(seed, (int, float)) else None
-
-
-def load_file(path: str | Path, label: str | None = None) -> SeedRun:
-    """A run from an evaluate_details.json file, or a folder holding one (the folder's
-    ``params.yaml``, if any, gives the seed; else a top-level ``"seed"`` key of the JSON)."""
-    path = Path(path)
-    folder = None
-    if path.is_dir():
-        folder = path
-        for candidate in (path / DETAILS, path / Path(DETAILS).name):
-            if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise FileNotFoundError(f"{folder}: holds neither {DETAILS} nor {Path(DETAILS).name}")
-    try:
-        details = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from None
-    seed = details.get("seed") if isinstance(details, dict) else None
-    if seed is None and folder is not None and (folder / PARAMS).is_file():
-        seed = _seed_of((folder / PARAMS).read_text())
-    per_image = parse_per_image(details, str(path))
-    return SeedRun(label=label or str(folder or path), per_image=per_image,
-                   seed=None if seed is None else int(seed), source=str(path), rows=parse_rows(details, per_image))
-
-
-def load_rev(rev: str, repo: str | Path = ".") -> SeedRun:
-    """A run from a DVC experiment (name, e.g. ``moody-lahs``) or git revision of ``repo``:
-    its ``metrics/evaluate_details.json`` and the seed of its ``params.yaml``."""
-    import dvc.api
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.repo import Repo
-    from dvc.scm import RevError, SCMError, resolve_rev
-
-    try:
-        with Repo(str(repo)) as r:
-            sha = resolve_rev(r.scm, rev)
-    except (NotDvcRepoError, SCMError, RevError, AssertionError):  # AssertionError: no git (NoSCM)
-        raise ValueError(f"{rev}: not a file, folder, experiment or git revision of {repo}") from None
-    try:
-        text = dvc.api.read(DETAILS, repo=str(repo), rev=sha)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{rev} ({sha[:7]}): has no {DETAILS} (did its evaluate stage run?)") from None
-    try:
-        params = dvc.api.read(PARAMS, repo=str(repo), rev=sha)
-    except FileNotFoundError:
-        params = None
-    details = json.loads(text)
-    per_image = parse_per_image(details, f"{rev}:{DETAILS}")
-    return SeedRun(label=rev, per_image=per_image, seed=_seed_of(params), source=f"{rev} ({sha[:7]})",
-                   meta={"rev": sha}, rows=parse_rows(details, per_image))
-
-
 def load_source(source: str, repo: str | Path = ".") -> SeedRun:
     """A file or folder if ``source`` exists as a path, else an experiment/revision of ``repo``."""
     if Path(source).exists():
@@ -237,7 +95,7 @@ def architectures(per_image: dict[str, dict[str, np.ndarray]]) -> list[str]:
 
 def compared_metrics(multi: dict[str, np.ndarray], single: dict[str, np.ndarray]) -> list[str]:
     """The metrics both rows have that have a direction of "better", in the rows' order."""
-    return [k for k in multi if k in single and direction(k) is not None]
+    return [k for k in multi if k in single and M.direction(k) is not None]
 
 
 def compare_metric(metric: str, multi: Any, single: Any) -> dict[str, float | int]:
@@ -246,20 +104,15 @@ def compare_metric(metric: str, multi: Any, single: Any) -> dict[str, float | in
     a, b = np.asarray(multi, dtype=np.float64), np.asarray(single, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"{metric}: multi has {a.size} images, single {b.size}")
-    higher = direction(metric)
-    if base_metric(metric) in ABSOLUTE:
-        a, b = np.abs(a), np.abs(b)
-    if higher is None:
-        higher = True
-    d = a - b
-    d = d[np.isfinite(d)]
-    w = S.wilcoxon_paired(a, b)
+    higher = M.direction(metric)  # a metric with no direction, asked for by name, compares as higher-better
+    c = S.paired_comparison(M.compared_values(metric, a), M.compared_values(metric, b),
+                            higher_is_better=True if higher is None else higher)
     return {
-        "mean_diff": float(d.mean()) if d.size else math.nan,
-        "median_diff": float(np.median(d)) if d.size else math.nan,
-        "share": S.share_better(a, b, higher_is_better=bool(higher)),
-        "p_value": float(w["p_value"]),
-        "n": int(d.size),
+        "mean_diff": c["mean_difference"],
+        "median_diff": c["median_difference"],
+        "share": c["share_better"],
+        "p_value": float(c["p_value"]),
+        "n": int(c["n"]),
     }
 
 
@@ -417,7 +270,7 @@ def markdown(report: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for arch, metrics in report["aggregate"].items():
         for k, s in metrics.items():
-            fmt = {"psnr": ".3f", "blur_percent": ".2f"}.get(base_metric(k), ".4f")
+            fmt = {"psnr": ".3f", "blur_percent": ".2f"}.get(M.base_metric(k), ".4f")
             lines.append(
                 f"| {arch} | {k} | {_pm(s['mean_diff'], fmt)} | {_range(s['mean_diff'], fmt)} "
                 f"| {_pm(s['share'], '.1%')} | {_range(s['share'], '.1%')} "
@@ -469,77 +322,10 @@ def levels_markdown(lv: dict[str, dict[str, dict]], n_runs: int) -> list[str]:
         cells = []
         for k in cols:
             s = figures.get(k)
-            fmt = LEVEL_FORMAT.get(base_metric(k), ".3f")
+            fmt = LEVEL_FORMAT.get(M.base_metric(k), ".3f")
             cells.append("–" if not s else f"{_pm(s, fmt)} {_range(s, fmt)}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
-
-
-def plot_png(report: dict, path: str | Path) -> None:
-    """Per architecture (columns): the mean PSNR difference multi − single (top) and the share
-    of images won (bottom) per whole-image / region PSNR, one dot per seed, with the mean over
-    seeds ± standard deviation; dashed lines at the targets."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-
-    t = report["targets"]
-    archs = list(report["aggregate"])
-    width = max([5.5] + [3.5 + 0.7 * len(m) for m in report["aggregate"].values()])
-    fig, axes = plt.subplots(2, len(archs), figsize=(width * len(archs), 6.4), dpi=100, squeeze=False)
-    labels = [r["label"] for r in report["runs"]]
-    colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
-    for j, arch in enumerate(archs):
-        keys = [k for k in report["aggregate"][arch] if base_metric(k) == "psnr"]
-        if not keys:
-            keys = list(report["aggregate"][arch])
-        for i, (stat, title) in enumerate((("mean_diff", "mean PSNR difference multi − single (dB)"),
-                                            ("share", "share of images won by multi"))):
-            ax = axes[i, j]
-            x = np.arange(len(keys))
-            for s, (label, e) in enumerate(report["per_seed"][arch].items()):
-                off = (s - (len(labels) - 1) / 2) * 0.08 - 0.1
-                ys = [e["metrics"].get(k, {}).get(stat, math.nan) for k in keys]
-                seed = e["seed"]
-                ax.scatter(x + off, ys, s=22, color=colours.get(label, "0.5"), zorder=3,
-                           label=f"{label}" + (f" (seed {seed})" if seed is not None else ""))
-            agg = [report["aggregate"][arch][k][stat] for k in keys]
-            mean = np.array([a["mean"] for a in agg], dtype=float)
-            sd = np.nan_to_num(np.array([a["std"] for a in agg], dtype=float))
-            ax.errorbar(x + 0.22, mean, yerr=sd, fmt="D", color="k", ms=5, capsize=4, zorder=4,
-                        label="mean ± sd over seeds")
-            if stat == "mean_diff":
-                ax.axhline(0.0, color="0.5", lw=0.8)
-                if t["clean_metric"] in keys:
-                    c = keys.index(t["clean_metric"])
-                    ax.hlines(t["min_clean_diff"], c - 0.4, c + 0.4, colors="C3", linestyles="--")
-                    ax.annotate(f"target ≥ {t['min_clean_diff']:g}", (c - 0.4, t["min_clean_diff"]),
-                                xytext=(0, -10), textcoords="offset points", fontsize=7, color="C3")
-                    lo, hi = ax.get_ylim()
-                    ax.set_ylim(min(lo, t["min_clean_diff"] - 0.15 * (hi - lo)), hi)
-            else:
-                ax.axhline(0.5, color="0.5", lw=0.8)
-                if t["blur_metric"] in keys:
-                    b = keys.index(t["blur_metric"])
-                    ax.hlines(t["min_share"], b - 0.4, b + 0.4, colors="C3", linestyles="--")
-                    ax.annotate(f"target ≥ {t['min_share']:g}", (b - 0.4, t["min_share"]),
-                                xytext=(0, -10), textcoords="offset points", fontsize=7, color="C3")
-                ax.set_ylim(-0.02, 1.02)
-            ax.set_xticks(x, keys, fontsize=8)
-            ax.set_xlim(-0.6, len(keys) - 0.4)
-            ax.set_title(f"{arch}: {title}", fontsize=9)
-            ax.grid(axis="y", alpha=0.3)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7, loc="best")
-    verdict = "; ".join(f"{a}: {'holds' if ok else 'does not hold'}" for a, ok in report["holds"].items())
-    fig.suptitle(f"per-cluster vs control over {len(labels)} seed(s) — targets {verdict}", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def _clean(obj: Any) -> Any:
@@ -560,7 +346,8 @@ def _clean(obj: Any) -> Any:
 def write_report(report: dict, markdown_path: str | Path | None = None, json_path: str | Path | None = None,
                  png_path: str | Path | None = None) -> list[Path]:
     """Write whichever of the markdown, JSON and PNG paths are given; returns the written paths."""
-    from .io import write_text
+    from ..io import write_text
+    from .seeds_plot import plot_png
 
     written = []
     if markdown_path:

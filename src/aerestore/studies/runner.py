@@ -1,0 +1,289 @@
+"""The claims report's runs: each (arm, seed) trained once, or read from the run cache.
+
+Why the report runs the library in-process instead of one DVC experiment per run: the
+scaled-down report is 16 arms x 5 seeds = 80 trainings of ~10-30 s each on 2 cores. A DVC
+experiment per run costs a workspace copy, a git commit and 6-8 fresh Python processes (each
+importing torch, ~2-4 s on a loaded 2-core machine), which would add as much time as the
+training itself and push the report past its 60-minute budget. So each (arm, seed) runs the
+pipeline's own stage functions (``stages/*.py``: download, prepare, blocks, train, and for
+per-cluster claims cluster and decoders) in a work folder, and the measures are computed from
+the trained model with the evaluate stage's code (:mod:`aerestore.evaluate`,
+:mod:`aerestore.metrics`). The result of each run is cached in ``reports/cache/runs/<key>.json``,
+keyed by the SHA-256 of the run's complete validated params, the stages it ran and the digest
+of the code it ran (:func:`code_digest`: ``src/aerestore`` and ``stages/``, less the study tools
+and the CLI): a second ``aerestore report`` with nothing changed trains nothing, and a change of
+a param or of the code reruns exactly the runs it touches, as DVC would. The data stages are cached the
+same way per (data params, seed) in ``reports/cache/data/``. The full-scale settings are the
+study presets (``presets/``, ``aerestore preset``), which do run as DVC experiments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..io import write_json
+from ..params import deep_update
+from .claims import ARMS, SCALED, Arm, Claim
+
+REPO = Path(__file__).resolve().parents[3]
+CACHE_VERSION = 1
+
+
+def arm_params(base: dict, arm: Arm, seed: int) -> dict:
+    """The raw params of one run: ``base`` (params.yaml), :data:`SCALED`, the arm's overrides,
+    the seed; validated (a bad override raises :class:`aerestore.params.ParamsError`)."""
+    from ..params import parse_params
+
+    raw = deep_update(copy.deepcopy(base), SCALED)
+    raw = deep_update(raw, arm.overrides)
+    raw["seed"] = int(seed)
+    return parse_params(raw, source=f"report arm {arm.arch} seed {seed}").model_dump()
+
+
+# Paths under src/aerestore whose code a run does not execute: the study tools (the claims
+# report's own code is hashed by report_digest instead; seeds, latent sizes and presets are not
+# run) and the CLI (a module or a package).
+NOT_RUN = ("studies", "cli.py", "cli")
+
+
+def _runs(rel: Path) -> bool:
+    """Whether the file ``rel`` (relative to src/aerestore) is code a run executes."""
+    return not any(rel.parts[0] == p for p in NOT_RUN)
+
+
+def code_digest(root: Path = REPO) -> str:
+    """SHA-256 over the code a run executes: src/aerestore and stages/ (less :data:`NOT_RUN`),
+    each file's path relative to ``root`` and its bytes."""
+    h = hashlib.sha256()
+    pkg = root / "src" / "aerestore"
+    files = sorted([*(f for f in pkg.rglob("*.py") if _runs(f.relative_to(pkg))), *(root / "stages").glob("*.py")])
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+DATA_KEYS = ("seed", "data", "prepare", "blocks")
+
+
+def data_key(params: dict, code: str) -> str:
+    return _key({"v": CACHE_VERSION, "code": code, **{k: params[k] for k in DATA_KEYS}})
+
+
+# What a silhouette arm measures; part of its run key (a run cached with the old, in-sample
+# measure is rerun; the other arms' keys do not change).
+SILHOUETTE_ON = "test blocks, clusters fitted on training blocks"
+
+
+def run_key(params: dict, arm: Arm, code: str) -> str:
+    return _key({"v": CACHE_VERSION, "code": code, "params": params, "full": arm.full,
+                 "silhouette": SILHOUETTE_ON if arm.silhouette else False})
+
+
+# ------------------------------------------------------------------------ running
+def _stage(name: str):
+    """The ``run(params, args)`` of ``stages/<name>.py``, the function DVC's stage runs."""
+    path = REPO / "stages" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"aerestore_stage_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run
+
+
+@contextlib.contextmanager
+def _cwd(path: Path):
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Stage chatter (stderr prints, tqdm bars) out of the report's progress bar."""
+    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), contextlib.redirect_stdout(null):
+        yield
+
+
+def prepare_data(params, folder: Path) -> None:
+    """download -> prepare -> blocks into ``folder/data`` (cached per data key)."""
+    if (folder / "done").exists():
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    with _cwd(folder):
+        for name in ("download", "prepare", "blocks"):
+            _stage(name)(params, [])
+    (folder / "done").write_text("ok\n")
+
+
+def _float_images(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32) / 255.0
+
+
+def image_measures(restored: np.ndarray, clean: np.ndarray, masks) -> dict[str, np.ndarray]:
+    """Per test image: every metric of :func:`aerestore.metrics.batch_metrics`, ``mse`` (mean
+    squared error in [0, 1] units) and ``colour_bias`` (mean over channels of the absolute
+    difference of the channel means, output - clean, in 1/255 steps: a colour cast)."""
+    from .. import metrics as M
+
+    ref = np.asarray(clean, dtype=np.float64) / 255.0
+    out = M.batch_metrics(restored, ref, masks)
+    diff = restored - ref
+    out["mse"] = (diff ** 2).mean(axis=(1, 2, 3))
+    out["colour_bias"] = np.abs(diff.mean(axis=(1, 2))).mean(axis=1) * 255.0
+    return out
+
+
+def _draw(blocks: np.ndarray, max_items: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(blocks), size=min(max_items, len(blocks)), replace=False))
+    return np.asarray(blocks[idx])
+
+
+def silhouette_items(model, train_blocks: np.ndarray, test_blocks: np.ndarray, k: int, seed: int,
+                     max_items: int = 1500, encode=None) -> np.ndarray:
+    """Per-block silhouette values (scikit-learn) of the codes of ``max_items`` **held-out**
+    blocks (``test_blocks``), labelled by the soft k-means clusters (``k``) fitted on the codes
+    of ``max_items`` training blocks; both drawn with ``seed`` (the same blocks for every arm of
+    a seed, so the values pair).
+
+    Deliberate (issue 23): the n-cut loss optimises the separability of the training codes, so
+    a silhouette on them is in-sample; the clusters are fitted where the pipeline fits them
+    (training blocks) and judged on blocks the encoder never trained on. ``encode`` (default
+    :func:`aerestore.cluster.encode_blocks`) maps ``(model, blocks)`` to codes."""
+    from sklearn.metrics import silhouette_samples
+
+    from .. import cluster as C
+
+    encode = encode or C.encode_blocks
+    z_train = encode(model, _draw(train_blocks, max_items, seed))
+    z = encode(model, _draw(test_blocks, max_items, seed))
+    fitted = C.soft_kmeans(z_train, k, 5.0, 1e-4, 100, seed)
+    labels = C.responsibilities(z, fitted.centroids, 5.0, fitted.scale).argmax(1)
+    if len(np.unique(labels)) < 2:
+        return np.full(len(z), np.nan)
+    return silhouette_samples(z, labels)
+
+
+def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str, Any]:
+    """Train one arm in ``work`` on the data of ``data_dir``; its per-item measures."""
+    import torch
+
+    from ..blockdata import BlockData
+    from ..evaluate import load_test, restorer_row
+    from ..params import parse_params
+    from ..restore import Restorer
+
+    params = parse_params(params_dict)
+    arch = arm.arch
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / "data").symlink_to((data_dir / "data").resolve(), target_is_directory=True)
+    torch.set_num_threads(params.train.threads or 1)
+    t0 = time.perf_counter()
+    with _cwd(work):
+        _stage("train")(params, [arch])
+        if arm.full:
+            _stage("cluster")(params, [arch])
+            _stage("decoders")(params, [arch])
+        seconds_train = time.perf_counter() - t0
+        clean, degraded, masks = load_test("data/prepared", params.evaluate.max_images)
+        restorer = Restorer.load(Path("models") / arch, routing=params.evaluate.routing, decoders=arm.full)
+        rows = ("base", "single", "multi") if arm.full else ("base",)
+        items: dict[str, dict[str, list]] = {}
+        x = _float_images(degraded)
+        for row in rows:
+            restored = restorer_row(restorer, row)(x)
+            items[row] = {k: v.tolist() for k, v in image_measures(restored, clean, masks).items()}
+        if arm.silhouette:
+            train = BlockData.load("data/blocks", "train")
+            test = BlockData.load("data/blocks", "test")
+            sil = silhouette_items(restorer.model, train.degraded, test.degraded,
+                                   params.train_for(arch).ncut_k, params.seed)
+            items["base"]["silhouette"] = sil.tolist()
+        train_metrics = json.loads(Path(f"metrics/train/{arch}.json").read_text())
+    return {"arch": arch, "seed": params.seed, "items": items, "train": train_metrics,
+            "seconds": round(time.perf_counter() - t0, 2), "seconds_train": round(seconds_train, 2),
+            "test_images": int(len(clean))}
+
+
+class RunCache:
+    """Results of runs on disk, one JSON per run key (written atomically)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / "runs" / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return None  # a damaged entry is rerun
+
+    def put(self, key: str, result: dict) -> None:
+        write_json(self.path(key), result)
+
+
+def run_claims(claims: list[Claim], seeds: Iterable[int], base: dict, cache_root: Path,
+               progress: bool = True) -> dict[tuple[str, int], dict]:
+    """Every (arm, seed) the claims need: from the cache, or trained now. Returns the results
+    by (arm, seed)."""
+    from tqdm import tqdm
+
+    code = code_digest()
+    cache = RunCache(cache_root)
+    todo = [(a, s) for s in seeds for a in dict.fromkeys(a for c in claims for a in c.arms)]
+    results: dict[tuple[str, int], dict] = {}
+    fresh = 0
+    bar = tqdm(todo, desc="report runs", unit="run", disable=not progress, file=sys.stderr)
+    for name, seed in bar:
+        arm = ARMS[name]
+        params = arm_params(base, arm, seed)
+        key = run_key(params, arm, code)
+        hit = cache.get(key)
+        bar.set_postfix_str(f"{name} seed {seed}" + (" (cached)" if hit else ""))
+        if hit is None:
+            data_dir = cache_root / "data" / data_key(params, code)
+            with _quiet():
+                from ..params import parse_params
+
+                prepare_data(parse_params(params), data_dir)
+                work = cache_root / "work" / key
+                hit = run_arm(params, arm, work, data_dir)
+            shutil.rmtree(work, ignore_errors=True)
+            hit["key"] = key
+            hit["arm"] = name
+            cache.put(key, hit)
+            fresh += 1
+        results[(name, seed)] = hit
+    bar.close()
+    if progress:
+        print(f"report: {len(todo)} runs, {fresh} trained now, {len(todo) - fresh} from the cache "
+              f"({cache.root / 'runs'})", file=sys.stderr)
+    return results

@@ -426,7 +426,7 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
     """Train one arm in ``work`` on the data of ``data_dir``; its per-item measures."""
     import torch
 
-    from .blockdata import BlockData
+    from .tracks.blocks.dataset import BlockData
     from .evaluate import load_test, restorer_row
     from .params import parse_params
     from .restore import Restorer

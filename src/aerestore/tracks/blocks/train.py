@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .blockdata import BlockData, to_float
-from .data.layout import damage_shares
-from .models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
-from .distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
-from .losses import check_finite
-from .params import TrainParams
-from .stage import cpu_count, set_threads
+from .dataset import BlockData, to_float
+from ...data.layout import damage_shares
+from ...models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
+from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
+from ...losses import check_finite
+from ...params import TrainParams
+from ...stage import cpu_count, set_threads
 
 
 def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = None,

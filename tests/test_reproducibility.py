@@ -63,13 +63,14 @@ def test_training_uses_the_param_not_the_cores(cores):
 
 
 def test_every_computing_stage_sets_the_threads_records_the_machine_and_declares_both():
-    """The scripts call set_threads with the param (training: inside fit / fit_crops) and
-    record_machine; dvc.yaml lists train.threads as a param of each and the record as an out."""
+    """The stages' library functions (aerestore.pipeline, which the scripts call) call
+    set_threads with the param (training: inside fit / fit_crops) and record_machine;
+    dvc.yaml lists train.threads as a param of each and the record as an out."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage, record in COMPUTING.items():
-        script = (ROOT / "stages" / f"{stage}.py").read_text()
+        script = (ROOT / "src/aerestore/pipeline" / f"{stage}.py").read_text()
         if stage == "train":
-            for lib in ("train.py", "croptrain.py"):
+            for lib in ("tracks/blocks/train.py", "tracks/images/train.py"):
                 assert re.search(r"set_threads\(process_threads\(cfg\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
         else:
             assert re.search(r"set_threads\(params\.(train|train_for\(arch\))\.threads\)", script), stage

@@ -5,6 +5,9 @@ Built from the three files the pipeline writes in ``models/<arch>/``:
 ``cluster@<arch>``) and ``decoders.pt`` (the control decoder and one decoder per cluster,
 ``decoders@<arch>``), each read by its format's reader (:func:`aerestore.models.read_model`,
 :mod:`aerestore.artifacts`), which refuses a damaged file or one made for another network.
+:class:`Restorer` restores block networks; fully convolutional ones (the images track) have
+:class:`aerestore.tracks.images.restore.ConvRestorer`; :meth:`Restorer.load` gives the
+restorer of the model's track (:mod:`aerestore.tracks.restoring`).
 
 Modes:
 - ``multi``: each block goes to its cluster's decoder (``routing='hard'``: nearest
@@ -21,8 +24,6 @@ Modes:
 
 from __future__ import annotations
 
-import copy
-import os
 from pathlib import Path
 
 import numpy as np

@@ -249,11 +249,17 @@ def fit(
             if cfg.patience and bad_epochs >= cfg.patience and epoch >= switch:
                 result.stopped_early = True
                 break
+    return finish(result, model, ddp, best_state, t_start, blocks_seen / max(train_seconds, 1e-9))
+
+
+def finish(result: TrainResult, model, ddp, best_state: dict, t_start: float, per_second: float) -> TrainResult:
+    """The end of a training loop (blocks and crops alike): plain modules back from DDP, the
+    best weights restored, eval mode, the run's figures in ``result``."""
     if ddp is not None:
         unwrap(ddp, model)
     model.load_state_dict(best_state)
     model.eval()
     result.epochs_run = len(result.history)
     result.seconds = time.perf_counter() - t_start
-    result.blocks_per_second = blocks_seen / max(train_seconds, 1e-9)
+    result.blocks_per_second = per_second
     return result

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from .dataset import ImageData, image_batches, sample_crops
-from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
+from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, share, wrap
 from ...params import TrainParams
 from ...stage import cpu_count, set_threads
 from ...losses import check_finite
 from ...models.device import autocast
-from ..blocks.train import TrainResult, lr_hint, resolve_device
+from ..blocks.train import TrainResult, finish, lr_hint, resolve_device
 
 
 def lr_at(step: int, total: int, lr: float, warmup: float) -> float:
@@ -150,11 +150,4 @@ def fit_crops(
             sums, count = defaultdict(float), 0
             t_seg = time.perf_counter()
     bar.close()
-    if ddp is not None:
-        unwrap(ddp, model)
-    model.load_state_dict(best_state)
-    model.eval()
-    result.epochs_run = len(result.history)
-    result.seconds = time.perf_counter() - t_start
-    result.blocks_per_second = crops_seen / max(train_seconds, 1e-9)
-    return result
+    return finish(result, model, ddp, best_state, t_start, crops_seen / max(train_seconds, 1e-9))

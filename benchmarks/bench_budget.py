@@ -5,7 +5,7 @@ settings of ``params.yaml`` (``train`` with ``arch.unet_ae.train`` applied, as
 ``train@unet_ae``; ``--set key=value`` overrides a ``train`` key, e.g. ``recon=mse``), with
 its own warm-up + cosine schedule over its steps, the same seed, ``--threads`` threads
 (1 by default), random crops of ``<prepared>/train`` and the best weights on ``<prepared>/val``
-(:func:`aerestore.croptrain.fit_crops`). Its shared decoder (the one ``train@unet_ae``
+(:func:`aerestore.tracks.images.train.fit_crops`). Its shared decoder (the one ``train@unet_ae``
 saves, before any per-cluster fine-tuning) then restores ``--images`` evenly spaced whole
 images of ``--split`` (``round(linspace(0, n - 1, k))``, as the evaluate stage's anchor
 subset), scored with :func:`aerestore.metrics.batch_metrics` (PSNR over all pixels and
@@ -44,8 +44,8 @@ import yaml
 from pydantic import ValidationError
 
 from aerestore.classical import RESTORERS, restore_all
-from aerestore.cropdata import ImageData, image_batches
-from aerestore.croptrain import fit_crops
+from aerestore.tracks.images.dataset import ImageData, image_batches
+from aerestore.tracks.images.train import fit_crops
 from aerestore.data.degrade import degrader
 from aerestore.evaluate import anchor_indices
 from aerestore.io import open_split, read_json, write_json

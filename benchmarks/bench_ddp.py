@@ -1,4 +1,4 @@
-"""Data-parallel training throughput: blocks/s of :func:`aerestore.train.fit` with 1 process
+"""Data-parallel training throughput: blocks/s of :func:`aerestore.tracks.blocks.train.fit` with 1 process
 and with N processes under torchrun (gloo on CPU), one thread each, the same global batch.
 
 Each run trains an architecture for ``--epochs`` epochs of ``--blocks`` blocks (batch
@@ -10,7 +10,7 @@ depend on what else the machine runs: its ratio between N processes and 1 is the
 efficiency, and N times it the speed-up N free cores would give.
 
 Fully convolutional networks (``unet_ae``, the default pipeline's restorer) train with
-:func:`aerestore.croptrain.fit_crops` instead: ``--steps`` updates of ``--crop-batch`` random
+:func:`aerestore.tracks.images.train.fit_crops` instead: ``--steps`` updates of ``--crop-batch`` random
 ``--crop`` px crops (its defaults: 16 crops of 32 px) from 64 px tiles of the same
 photographs; "blocks" are then crops.
 
@@ -33,7 +33,7 @@ import numpy as np
 def block_data(n_blocks: int, block: int = 18, seed: int = 0):
     from skimage import data as skdata
 
-    from aerestore.blockdata import BlockData
+    from aerestore.tracks.blocks.dataset import BlockData
 
     rng = np.random.default_rng(seed)
     photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket()]
@@ -48,7 +48,7 @@ def block_data(n_blocks: int, block: int = 18, seed: int = 0):
 
 def image_data(n_images: int, side: int = 64, seed: int = 0):
     """``n_images`` noisy/clean ``side`` px tiles of the same photographs (crop training)."""
-    from aerestore.cropdata import ImageData
+    from aerestore.tracks.images.dataset import ImageData
 
     blocks = block_data(n_images, side, seed)
     return ImageData.from_arrays(blocks.degraded.transpose(0, 2, 3, 1), blocks.clean.transpose(0, 2, 3, 1))
@@ -61,7 +61,7 @@ def crop_worker(args, rank: int, world: int) -> None:
     import torch
 
     from aerestore import distributed
-    from aerestore.croptrain import fit_crops
+    from aerestore.tracks.images.train import fit_crops
     from aerestore.losses import LossConfig
     from aerestore.models import create_model
     from aerestore.params import TrainParams
@@ -87,11 +87,11 @@ def worker(args) -> None:
     from aerestore.losses import LossConfig
     from aerestore.models import create_model, model_class
     from aerestore.params import TrainParams
-    from aerestore.train import fit
+    from aerestore.tracks.blocks.train import fit
 
     distributed.init("cpu")
     rank, world = distributed.rank_and_world()
-    if getattr(model_class(args.arch), "fully_conv", False):
+    if model_class(args.arch).track == "images":
         crop_worker(args, rank, world)
         distributed.shutdown()
         return

@@ -1,6 +1,6 @@
 """unet_ae against its deep peers (DnCNN, DRUNet, NAFNet: docs/peers.md) at the same budget.
 
-Every network trains with :func:`aerestore.croptrain.fit_crops` at unet_ae's train settings
+Every network trains with :func:`aerestore.tracks.images.train.fit_crops` at unet_ae's train settings
 (``train`` with ``arch.unet_ae.train`` applied, as ``train@unet_ae``: batch, crop, lr,
 warm-up + cosine schedule, validation every ``eval_every`` steps, best weights on
 ``<prepared>/val``), the same seed (so the same crops and the same fresh damage, draw for
@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_budget import COLUMNS, load_sets, restore, scores, train_params  # noqa: E402
 from real_photos import square  # noqa: E402
 
-from aerestore.cropdata import ImageData, sample_crops  # noqa: E402
-from aerestore.croptrain import fit_crops  # noqa: E402
+from aerestore.tracks.images.dataset import ImageData, sample_crops  # noqa: E402
+from aerestore.tracks.images.train import fit_crops  # noqa: E402
 from aerestore.data.degrade import degrade_image  # noqa: E402
 from aerestore.io import write_json  # noqa: E402
 from aerestore.losses import LossConfig  # noqa: E402

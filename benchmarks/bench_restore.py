@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from aerestore.classical import RESTORERS  # noqa: E402
-from aerestore.restore import ConvRestorer, Restorer  # noqa: E402
+from aerestore.restore import Restorer  # noqa: E402
+from aerestore.tracks.images.restore import ConvRestorer  # noqa: E402
 
 TARGET_MPX_S = 2.0  # issue 10: the per-cluster restorer at >= 2 Mpx/s on 2 cores
 

@@ -1,123 +1,20 @@
 """explore@<arch>: the latent space of a trained model: interpolation, arithmetic, samples,
-(``explore.chain``) a sharpening AE chained after it and (``explore.attributes``)
-attribute directions.
-
-Writes metrics/explore/<arch>/*.png (DVC plots; logged to MLflow) and
-metrics/explore/<arch>.json. Only for the names in ``explore.architectures``.
-"""
+chained AE, attribute directions (:mod:`aerestore.pipeline.explore`)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
 
-import numpy as np  # noqa: E402
-
-from aerestore.attributes import prepared_origins  # noqa: E402
-from aerestore.explore import explore_images, pick  # noqa: E402
-from aerestore.io import atomic_dir, write_json  # noqa: E402
-from aerestore.models import read_model  # noqa: E402
-from aerestore.stage import StageError, main, record_machine, seed_everything, set_threads  # noqa: E402
-from aerestore.tracking import stage_run  # noqa: E402
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(image).save(path, format="PNG", optimize=True)
-
-
-def run_chain(params, model, overlap, clean, train, prepared):
-    """VAE -> AE (``explore.chain``): train the sharpening AE on the model's reconstructions of
-    ``train``, score the model alone and the chain on the test images; -> (grid, metrics)."""
-    from aerestore.chain import chain_grid, chain_images, compare, train_chain
-    from aerestore.explore import LatentCodec
-
-    ep = params.explore
-    # no damage or n-cut head: there are no masks or clusters to train them on here
-    cfg = params.train_for(ep.chain).model_copy(
-        update={"epochs": ep.chain_epochs, "damage_weight": 0.0, "ncut_weight": 0.0})
-    val = np.load(prepared / "val" / "clean.npy", mmap_mode="r")
-    val = np.ascontiguousarray(val[pick(len(val), ep.max_train_images, params.seed)]) if len(val) else val[:0]
-    codec = LatentCodec(model, overlap=overlap)
-    ae, result = train_chain(codec, ep.chain, train, val, cfg, params.seed, latent=params.latent_for(ep.chain),
-                             **params.arch_params(ep.chain).model)
-    vae_out, chained = chain_images(codec, ae, clean)
-    scores = compare({"model": vae_out, "chained": chained}, clean)
-    metrics = {"arch": ep.chain, "train_images": len(train), "epochs_run": result.epochs_run,
-               "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1), **scores}
-    print(f"explore chain {ep.chain}: PSNR {scores['model']['psnr']:.2f} -> {scores['chained']['psnr']:.2f} dB, "
-          f"blur % {scores['model']['blur_percent']:.1f} -> {scores['chained']['blur_percent']:.1f}", file=sys.stderr)
-    return chain_grid(vae_out, chained, clean, rows=2 * ep.pairs), metrics
-
-
-def run_attributes(params, model, overlap, clean, train, train_files):
-    """Attribute directions (``explore.attributes``) from the training images' labels; one
-    grid per attribute on ``explore.pairs`` test images -> (grids, metrics)."""
-    from aerestore.attributes import attribute_grid, directions, read_attributes
-    from aerestore.explore import LatentCodec, to_tensor
-
-    ep = params.explore
-    labels = read_attributes(ep.attributes_file).labels(train_files, ep.attributes)
-    codec = LatentCodec(model, overlap=overlap)
-    dirs = directions(codec, to_tensor(train), labels)
-    shown = to_tensor(clean[pick(len(clean), ep.pairs, params.seed + 2)])
-    grids, metrics = {}, {"scales": ep.attribute_scales}
-    for k, name in enumerate(ep.attributes):
-        grids[f"attribute_{name}"] = attribute_grid(codec, shown, dirs[k], ep.attribute_scales)
-        metrics[name] = {"with": int(labels[:, k].sum()), "without": int((~labels[:, k]).sum()),
-                         "direction_norm": float(dirs[k].norm())}
-    return grids, metrics
+from aerestore.pipeline.explore import ExplorePaths, run_explore  # noqa: E402
+from aerestore.stage import StageError, main, stage_paths  # noqa: E402
 
 
 def run(params, args):
-    ep = params.explore
+    args, paths = stage_paths(args, ExplorePaths)
     if len(args) != 1:
-        raise StageError(f"usage: python stages/explore.py ARCH (one of explore.architectures {ep.architectures})")
-    arch = args[0]
-    if arch not in ep.architectures:
-        raise StageError(f"{arch!r} is not in explore.architectures {ep.architectures} (params.yaml)")
-    if arch not in params.architectures:
-        raise StageError(f"explore.architectures lists {arch!r}, which the pipeline does not train: "
-                         f"add it to architectures {params.architectures} (params.yaml)")
-    set_threads(params.train_for(arch).threads)
-    seed_everything(params.seed)
-    saved = read_model(Path(f"models/{arch}/model.pt"))
-    model, overlap = saved.model, saved.geometry.overlap
-    prepared = Path("data/prepared")
-    clean = np.load(prepared / "test" / "clean.npy")
-    degraded = np.load(prepared / "test" / "degraded.npy")
-    train_all = np.load(prepared / "train" / "clean.npy", mmap_mode="r")
-    train_idx = pick(len(train_all), ep.max_train_images, params.seed)
-    train = np.ascontiguousarray(train_all[train_idx])
-    if clean.shape[-1] != model.channels:
-        raise StageError(f"models/{arch} takes {model.channels} channel(s), the prepared data has {clean.shape[-1]}")
-
-    with stage_run(f"explore@{arch}", params, arch=arch) as mlrun:
-        grids, metrics = explore_images(
-            model, overlap, clean, degraded, train, pairs=ep.pairs, steps=ep.steps,
-            interpolation=ep.interpolation, samples=ep.samples, seed=params.seed,
-        )
-        metrics = {"arch": arch, "block": int(model.block), "overlap": overlap, **metrics}
-        if ep.chain:
-            grids["chain"], metrics["chain"] = run_chain(params, model, overlap, clean, train, prepared)
-        if ep.attributes:
-            origins = prepared_origins(Path("data/raw"), "train", len(train_all))
-            attribute_grids, metrics["attributes"] = run_attributes(
-                params, model, overlap, clean, train, [origins[i] for i in train_idx])
-            grids.update(attribute_grids)
-        out = Path(f"metrics/explore/{arch}")
-        with atomic_dir(out) as tmp:
-            for name, image in grids.items():
-                _write_png(Path(tmp) / f"{name}.png", image)
-        write_json(Path(f"metrics/explore/{arch}.json"), metrics)
-        mlrun.log_metrics({k: v for k, v in metrics.items() if k not in ("arch", "interpolation")})
-        mlrun.log_artifact(out, "explore")
-        mlrun.log_artifact(Path(f"metrics/explore/{arch}.json"), "explore")
-        record_machine(f"explore_{arch}", mlrun)  # the chained AE trains: its floats depend on it
-        print(f"explore@{arch}: {', '.join(sorted(grids))} in {out}; midpoints' nearest-train MSE "
-              f"{metrics['plausibility_clean']['midpoints_mse']:.4f} vs endpoints' "
-              f"{metrics['plausibility_clean']['endpoints_mse']:.4f}", file=sys.stderr)
+        raise StageError(f"usage: python stages/explore.py ARCH (one of explore.architectures {params.explore.architectures})")
+    run_explore(params, args[0], paths)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, also in DVC temp dirs
 
 from aerestore.data.prepare import run_prepare  # noqa: E402
-from aerestore.stage import main  # noqa: E402
+from aerestore.stage import main, stage_paths  # noqa: E402
 
 
 def run(params, args):
-    run_prepare(params, Path("data/raw"), Path("data/prepared"), Path("metrics/prepare.json"),
-                Path("metrics/plots/prepare_grid.png"))
+    _, paths = stage_paths(args, ("raw", "prepared", "metrics", "grid"))
+    run_prepare(params, paths.raw, paths.prepared, paths.metrics, paths.grid)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,16 @@ import torch
 from scipy import ndimage
 
 from aerestore.blocks import split_images_uint8
-from aerestore.blockdata import BlockData
+from aerestore.tracks.blocks.dataset import BlockData
 from aerestore.data.layout import DAMAGE_KINDS
+
+
+def stage_args(stage: str, arch: str | None = None) -> list[str]:
+    """The arguments ``dvc.yaml``'s cmd gives ``stages/<stage>.py`` (its paths; ``${item.arch}`` = ``arch``)."""
+    import yaml
+
+    cmd = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    return cmd.replace("${item.arch}", arch or "").split()[2:]
 
 
 def photo_images(n: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -77,10 +85,10 @@ def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, 
     trained tiny model: what the pipeline writes, made in a second."""
     from aerestore import cluster as C
     from aerestore.artifacts import Clusters, ModelKey, write_clusters, write_decoders
-    from aerestore.decoders import train_decoders
+    from aerestore.tracks.blocks.decoders import train_decoders
     from aerestore.models import save_model
     from aerestore.restore import Restorer
-    from aerestore.train import fit
+    from aerestore.tracks.blocks.train import fit
     from aerestore.params import TrainParams
 
     data = block_data(block=block, overlap=overlap)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import tiny_model
+from helpers import stage_args, tiny_model
 
 from aerestore import cli
 from aerestore.artifacts import Clusters, ModelKey, read_clusters, read_decoders, write_clusters, write_decoders
@@ -34,7 +34,7 @@ def unet():
 def write_restorer(folder: Path, model, k: int = 2, overlap: int = 4) -> Path:
     """model.pt, clusters.npz and decoders.pt of ``model`` (untrained: only the formats matter)."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, folder / "model.pt", overlap=0 if getattr(model, "fully_conv", False) else overlap)
+    save_model(model, folder / "model.pt", overlap=0 if model.track == "images" else overlap)
     centroids = np.random.default_rng(0).normal(size=(k, model.latent_dim)).astype(np.float32)
     write_clusters(folder / "clusters.npz", Clusters(ModelKey.of(model), centroids, 1.0, 5.0, "soft_kmeans",
                                                      ["clean"] * k, [10] * k))
@@ -143,7 +143,7 @@ def test_files_of_the_previous_format_still_load(tmp_path):
 def test_damaged_model_pt(work, capsys, damage, says):
     path = work / "models/conv_ae/model.pt"
     {"truncate": cut, "empty": lambda p: p.write_bytes(b""), "text": lambda p: p.write_text("weights")}[damage](path)
-    line = stage_error("cluster", ["conv_ae"], capsys)
+    line = stage_error("cluster", stage_args("cluster", "conv_ae"), capsys)
     assert "models/conv_ae/model.pt: not a model file saved by aerestore" in line and says in line
     line = restore_error("conv_ae", capsys)
     assert "models/conv_ae/model.pt: not a model file saved by aerestore" in line and says in line
@@ -152,7 +152,7 @@ def test_damaged_model_pt(work, capsys, damage, says):
 def test_damaged_clusters_npz(work, capsys):
     path = work / "models/conv_ae/clusters.npz"
     cut(path, 0.7)
-    line = stage_error("decoders", ["conv_ae"], capsys)
+    line = stage_error("decoders", stage_args("decoders", "conv_ae"), capsys)
     assert "models/conv_ae/clusters.npz: not a clusters file saved by aerestore: truncated" in line
     assert "clusters.npz: not a clusters file saved by aerestore: truncated" in restore_error("conv_ae", capsys)
     np.savez(path, centroids=np.zeros((2, 3)))  # a zip of arrays, not ours
@@ -161,7 +161,7 @@ def test_damaged_clusters_npz(work, capsys):
 
 def test_damaged_decoders_pt(work, capsys):
     cut(work / "models/unet_ae/decoders.pt")
-    line = stage_error("evaluate", [], capsys)
+    line = stage_error("evaluate", stage_args("evaluate"), capsys)
     assert "models/unet_ae/decoders.pt: not a decoders file saved by aerestore: truncated" in line
     assert "unet_ae/decoders.pt: not a decoders file saved by aerestore: truncated" in restore_error("unet_ae", capsys)
 
@@ -180,7 +180,7 @@ def test_a_file_of_a_newer_format_is_refused(work, capsys):
 def test_decoders_of_another_architecture(work, capsys):
     """conv_ae's decoders.pt beside unet_ae's model.pt and clusters."""
     (work / "models/unet_ae/decoders.pt").write_bytes((work / "models/conv_ae/decoders.pt").read_bytes())
-    line = stage_error("evaluate", [], capsys)
+    line = stage_error("evaluate", stage_args("evaluate"), capsys)
     assert "models/unet_ae/decoders.pt: made for conv_ae, but the model.pt beside it holds unet_ae" in line
     assert "decoders.pt: made for conv_ae, but the model.pt beside it holds unet_ae" in restore_error("unet_ae", capsys)
 
@@ -188,7 +188,7 @@ def test_decoders_of_another_architecture(work, capsys):
 def test_model_of_another_architecture(work, capsys):
     """unet_ae's model.pt copied into models/conv_ae."""
     (work / "models/conv_ae/model.pt").write_bytes((work / "models/unet_ae/model.pt").read_bytes())
-    line = stage_error("cluster", ["conv_ae"], capsys)
+    line = stage_error("cluster", stage_args("cluster", "conv_ae"), capsys)
     assert "models/conv_ae/model.pt: holds a unet_ae model, not conv_ae" in line
     line = restore_error("conv_ae", capsys)
     assert "models/conv_ae/clusters.npz: made for conv_ae, but the model.pt beside it holds unet_ae" in line
@@ -197,7 +197,7 @@ def test_model_of_another_architecture(work, capsys):
 def test_model_of_another_block_size(work, capsys):
     """conv_ae retrained on 12 px blocks; data/blocks, clusters and decoders are of 16 px."""
     save_model(tiny_model("conv_ae", block=12), work / "models/conv_ae/model.pt", overlap=4)
-    line = stage_error("cluster", ["conv_ae"], capsys)
+    line = stage_error("cluster", stage_args("cluster", "conv_ae"), capsys)
     assert "models/conv_ae/model.pt: a model for 12 px blocks, but data/blocks has 16 px blocks" in line
     line = restore_error("conv_ae", capsys)
     assert "clusters.npz: made for conv_ae on 16 px blocks, but model.pt was trained on 12 px" in line
@@ -209,7 +209,7 @@ def test_model_of_another_block_size(work, capsys):
 def test_clusters_with_another_latent_dimension(work, capsys):
     model = tiny_model("conv_ae", block=16, latent=12)  # same arch and block, a wider latent
     save_model(model, work / "models/conv_ae/model.pt", overlap=4)
-    line = stage_error("decoders", ["conv_ae"], capsys)
+    line = stage_error("decoders", stage_args("decoders", "conv_ae"), capsys)
     assert ("models/conv_ae/clusters.npz: made for conv_ae with latent vectors of 8, "
             f"but model.pt's have {model.latent_dim}") in line
     path = work / "models/conv_ae/clusters.npz"  # a version-1 file (no key): its centroids' shape

@@ -6,8 +6,8 @@ each test was seen to catch.
 1. multi and single are not swapped: :func:`aerestore.evaluate.compare`, the summary rows,
    the claims report's claim 1;
 2. the control gets the cluster decoders' summed budget, with their learning rate and batch,
-   on the same data (block networks: :func:`aerestore.decoders.train_decoders`; unet_ae:
-   :func:`aerestore.mapdecoders.train_map_decoders`);
+   on the same data (block networks: :func:`aerestore.tracks.blocks.decoders.train_decoders`; unet_ae:
+   :func:`aerestore.tracks.images.decoders.train_map_decoders`);
 3. the per-cluster restorer routes by the encoder's cluster responsibilities
    (:mod:`aerestore.restore`);
 4. each restored image is scored against its own clean image
@@ -22,14 +22,16 @@ import numpy as np
 import pytest
 import torch
 
-from aerestore import decoders as D
+from aerestore.tracks.blocks import decoders as D
 from aerestore import evaluate as E
-from aerestore import mapdecoders as MD
+from aerestore import evaluate_summary as ES
+from aerestore.tracks.images import decoders as MD
 from aerestore import metrics as M
 from aerestore.data.layout import DAMAGE_KINDS
 from aerestore.studies import analysis as A
 from aerestore.studies import claims as C
-from aerestore.restore import ConvRestorer, Restorer
+from aerestore.restore import Restorer
+from aerestore.tracks.images.restore import ConvRestorer
 
 from test_decoders import run_decoders, setup  # noqa: F401  (the module fixture: a small ccp_ae, two block kinds)
 from test_unet_ae import _save, images, small
@@ -61,7 +63,7 @@ def test_the_summary_reads_multi_and_single_from_their_own_rows():
     assert result["a"]["multi"]["psnr"] == pytest.approx(np.mean(MULTI["psnr"]))
     assert result["a"]["single"]["psnr"] == pytest.approx(20.0)
     assert result["a"]["multi_vs_single"]["psnr"]["share"] == pytest.approx(0.9)
-    md = E.summary_markdown(result, ["a"], [], {})
+    md = ES.summary_markdown(result, ["a"], [], {})
     assert "| **a per-cluster decoders** | 28.00 |" in md and "| a single decoder (control) | 20.00 |" in md
 
 

@@ -12,7 +12,7 @@ from aerestore.data.layout import DAMAGE_CLASSES, damage_shares
 from aerestore.losses import LossConfig
 from aerestore.models import create_model, load_model, save_model
 from aerestore.params import Params, ParamsError, TrainParams, parse_params
-from aerestore.train import fit, iterate_batches
+from aerestore.tracks.blocks.train import fit, iterate_batches
 
 from helpers import block_data
 

@@ -1,4 +1,4 @@
-"""Fine-tuning of the per-cluster decoders and the control (``aerestore.decoders``).
+"""Fine-tuning of the per-cluster decoders and the control (``aerestore.tracks.blocks.decoders``).
 
 A small seeded ccp_ae (its decoder has batch norm), trained briefly on a mixture of two kinds of blocks with very
 different statistics (dark smooth gradients, bright high-contrast stripes), routed by
@@ -19,8 +19,8 @@ import torch
 from pydantic import ValidationError
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from aerestore import decoders as D
-from aerestore.blockdata import BlockData
+from aerestore.tracks.blocks import decoders as D
+from aerestore.tracks.blocks.dataset import BlockData
 from aerestore.io import write_csv
 from aerestore.params import DecodersParams
 
@@ -57,7 +57,7 @@ def setup():
     from aerestore.losses import LossConfig
     from aerestore.models import create_model
     from aerestore.params import TrainParams
-    from aerestore.train import fit
+    from aerestore.tracks.blocks.train import fit
 
     torch.set_num_threads(1)
     train, lab_train = two_kinds(N_TRAIN, 1)

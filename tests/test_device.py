@@ -35,7 +35,7 @@ def test_cpu_path_copies_nothing_and_amp_fp32_is_a_no_op():
 def _fit(amp: str):
     from helpers import block_data, tiny_model
 
-    from aerestore.train import fit
+    from aerestore.tracks.blocks.train import fit
 
     data = block_data()
     model = tiny_model("conv_ae")
@@ -58,7 +58,7 @@ def test_bf16_restorer_cluster_and_decoders_match_fp32(tmp_path):
     from helpers import block_data, save_tiny_restorer
 
     from aerestore import cluster as C
-    from aerestore.decoders import train_decoders
+    from aerestore.tracks.blocks.decoders import train_decoders
     from aerestore.restore import Restorer
 
     restorer = save_tiny_restorer(tmp_path / "conv_ae")

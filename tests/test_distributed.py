@@ -18,6 +18,7 @@ import yaml
 
 from aerestore import distributed
 from aerestore.params import TrainParams
+from helpers import stage_args
 
 REPO = Path(__file__).resolve().parents[1]
 # no batch norm (per-share statistics on CPU) and no sampling (a VAE's noise is drawn per
@@ -82,7 +83,8 @@ def _stage_dir(root: Path, nproc: int) -> Path:
 def _run_stage(cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
-    proc = subprocess.run([sys.executable, str(REPO / "stages/train.py"), "conv_ae_v1"], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, str(REPO / "stages/train.py"), *stage_args("train", "conv_ae_v1")],
+                          cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -139,7 +141,7 @@ def crop_run():
     """unet_ae on random crops (fit_crops): 6 steps of 6 crops, 2 evaluations."""
     from test_unet_ae import images, small
 
-    from aerestore.croptrain import fit_crops
+    from aerestore.tracks.images.train import fit_crops
 
     torch.manual_seed(0)
     model = small()

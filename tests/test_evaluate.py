@@ -12,6 +12,8 @@ import pytest
 
 from aerestore import classical as C
 from aerestore import evaluate as E
+from aerestore import evaluate_classical as EC
+from aerestore import evaluate_summary as ES
 from aerestore import metrics as M
 from aerestore.data.layout import DAMAGE_KINDS
 from aerestore.params import parse_params
@@ -250,13 +252,13 @@ def test_classical_settings_are_chosen_on_validation_and_the_test_split_never_en
     clean, degraded, mask = test_split
     grid = {"tv": {"weight": [0.02, 0.3]}, "wiener": {"psf_sigma": [1.0, 2.0], "balance": [0.1]}}
     seen = []
-    real = E.tune_on_validation
+    real = EC.tune_on_validation
 
     def spy(names, grid_, c, d, progress=True):
         seen.append((np.array(c), np.array(d)))
         return real(names, grid_, c, d, progress)
 
-    monkeypatch.setattr(E, "tune_on_validation", spy)
+    monkeypatch.setattr(EC, "tune_on_validation", spy)
     saved, summary, details = _run(workdir, tmp_path, classical=["tv", "wiener"], classical_grid=grid)
     val_clean, val_degraded, _ = _val_split()
     # the grid saw the validation images, all of them (tune_images 0), and no test image
@@ -351,7 +353,7 @@ def test_summary_reports_both_controls_and_not_applicable_for_one_cluster():
     assert result["two"]["verdict"].startswith("supported in: whole image")
     assert result["two"]["multi_vs_ensemble"]["psnr"]["share"] == 1.0
     assert result["two"]["ensemble_vs_single"]["psnr"]["share"] == 1.0
-    text = E.summary_markdown(result, ["one", "two"], [], {})
+    text = ES.summary_markdown(result, ["one", "two"], [], {})
     assert "| one ensemble control |" in text and "| two ensemble control |" in text
     table = text.split("beat the ensemble control")[1].split("\n\n")[1]
     one = next(line for line in table.splitlines() if line.startswith("| one |"))

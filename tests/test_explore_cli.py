@@ -19,7 +19,7 @@ from aerestore.models import read_model, save_model
 from aerestore.params import parse_params
 from aerestore.restore import Restorer
 
-from helpers import photo_images
+from helpers import photo_images, stage_args
 from test_explore import fitted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ def test_explore_stage_writes_the_grids_and_metrics(vae_dir, tmp_path, monkeypat
     work = tmp_path / "repo"
     params = _stage_repo(work, vae_dir, {}, monkeypatch)
     stage = _load_stage()
-    stage.run(params, ["vae_lfw"])
+    stage.run(params, stage_args("explore", "vae_lfw"))
     pngs = sorted(p.name for p in (work / "metrics" / "explore" / "vae_lfw").iterdir())
     assert pngs == ["arithmetic.png", "interpolation.png", "interpolation_degraded.png", "samples.png"]
     assert np.asarray(Image.open(work / "metrics/explore/vae_lfw/interpolation.png")).shape == (2 * 66 + 2, 6 * 66 + 2, 3)
@@ -204,7 +204,7 @@ def test_explore_stage_writes_the_grids_and_metrics(vae_dir, tmp_path, monkeypat
     assert len(p["per_step_mse"]) == 4 and p["endpoints_mse"] > 0 and p["midpoints_mse"] > 0
     assert set(metrics["colourfulness"]) == {"clean", "degraded", "reconstructed", "samples"}
     with pytest.raises(Exception, match="not in explore.architectures"):
-        stage.run(params, ["vae"])
+        stage.run(params, stage_args("explore", "vae"))
 
 
 def test_explore_stage_chains_an_ae_and_draws_attribute_directions(vae_dir, tmp_path, monkeypatch):
@@ -217,7 +217,7 @@ def test_explore_stage_chains_an_ae_and_draws_attribute_directions(vae_dir, tmp_
     params = _stage_repo(work, vae_dir, {
         "chain": "conv_ae", "chain_epochs": 1, "attributes": ["Smiling", "Eyeglasses"],
         "attributes_file": str(attr), "attribute_scales": [-1.0, 0.0, 1.0]}, monkeypatch)
-    _load_stage().run(params, ["vae_lfw"])
+    _load_stage().run(params, stage_args("explore", "vae_lfw"))
     out = work / "metrics" / "explore" / "vae_lfw"
     assert {"chain.png", "attribute_Smiling.png", "attribute_Eyeglasses.png"} <= {p.name for p in out.iterdir()}
     assert np.asarray(Image.open(out / "chain.png")).shape == (4 * 66 + 2, 3 * 66 + 2, 3)  # 4 test images
@@ -231,15 +231,15 @@ def test_explore_stage_chains_an_ae_and_draws_attribute_directions(vae_dir, tmp_
     assert metrics["attributes"]["scales"] == [-1.0, 0.0, 1.0]
     bald = params.model_copy(update={"explore": params.explore.model_copy(update={"attributes": ["Bald"]})})
     with pytest.raises(ValueError, match=r"list_attr_celeba.txt: no attribute\(s\) \['Bald'\]"):
-        _load_stage().run(bald, ["vae_lfw"])
+        _load_stage().run(bald, stage_args("explore", "vae_lfw"))
 
 
 def test_colourisation_beats_the_grey_image():
     """A small residual U-Net trained grey -> colour on real photographs (the colourisation
     preset's task) beats returning the grey input on PSNR, on held-out images."""
     from aerestore.colour import colourfulness, to_grey
-    from aerestore.cropdata import ImageData
-    from aerestore.croptrain import fit_crops
+    from aerestore.tracks.images.dataset import ImageData
+    from aerestore.tracks.images.train import fit_crops
     from aerestore.losses import LossConfig
     from aerestore.metrics import psnr
     from aerestore.models import create_model

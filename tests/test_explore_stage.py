@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from helpers import degrade, fit_to, photo_images, tiny_model
+from helpers import degrade, fit_to, photo_images, stage_args, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,8 @@ def _stage_dir(root: Path) -> Path:
 def _run(cwd: Path, arch: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
-    return subprocess.run([sys.executable, str(REPO / "stages/explore.py"), arch], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, str(REPO / "stages/explore.py"), *stage_args("explore", arch)],
+                          cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -48,7 +48,7 @@ def nan_at(model, call: int, term: str, value: float = float("nan")):
 def test_block_training_stops_at_the_batch_and_term_that_diverged():
     from helpers import block_data, tiny_model
 
-    from aerestore.train import fit
+    from aerestore.tracks.blocks.train import fit
 
     data = block_data()
     cfg = TrainParams(epochs=3, batch_size=16, threads=1)  # 5 batches an epoch
@@ -64,7 +64,7 @@ def test_block_training_stops_at_the_batch_and_term_that_diverged():
 def test_crop_training_stops_at_the_step_and_term_that_diverged():
     from test_unet_ae import images, small
 
-    from aerestore.croptrain import fit_crops
+    from aerestore.tracks.images.train import fit_crops
 
     cfg = TrainParams(steps=4, batch_size=2, crop=16, eval_every=4, threads=1)
     from aerestore.losses import LossConfig
@@ -75,7 +75,7 @@ def test_crop_training_stops_at_the_step_and_term_that_diverged():
 
 
 def test_decoder_fine_tuning_stops_at_the_update_that_diverged():
-    from aerestore.decoders import train_decoder
+    from aerestore.tracks.blocks.decoders import train_decoder
 
     torch.manual_seed(0)
     decoder = torch.nn.Sequential(torch.nn.Linear(4, 3 * 4 * 4), torch.nn.Unflatten(1, (3, 4, 4)))
@@ -89,7 +89,7 @@ def test_map_decoder_and_gate_fine_tuning_stop_at_the_step_that_diverged(monkeyp
     from test_unet_ae import _save, images, small
 
     import aerestore.gate as G
-    import aerestore.mapdecoders as MD
+    import aerestore.tracks.images.decoders as MD
     from aerestore.restore import Restorer
 
     data = images()

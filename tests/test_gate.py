@@ -10,11 +10,12 @@ import pytest
 import torch
 from test_unet_ae import _save, images, small
 
-import aerestore.mapdecoders as MD
+import aerestore.tracks.images.decoders as MD
 from aerestore.artifacts import write_decoders
 from aerestore.gate import Gate, balance_loss, cv_squared
 from aerestore.params import ParamsError, load_params
-from aerestore.restore import ConvRestorer, Restorer, upsample_maps
+from aerestore.restore import Restorer
+from aerestore.tracks.images.restore import ConvRestorer, upsample_maps
 
 STEPS, LR, BATCH, CROP = 3, 1e-3, 2, 16
 

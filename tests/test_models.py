@@ -80,7 +80,7 @@ def test_shapes_for_every_block_size_and_channel_count(name):
             assert 0 <= y.min() and y.max() <= 1
             model.eval()
             with torch.no_grad():
-                if getattr(model, "fully_conv", False):  # tests/test_unet_ae.py: features, maps
+                if model.track == "images":  # tests/test_unet_ae.py: features, maps
                     assert model.encode(x).shape[1:] == model.latent_shape
                     assert model.latent_vector(x).shape == (2, model.latent_dim)
                     continue
@@ -98,7 +98,7 @@ def test_shapes_for_every_block_size_and_channel_count(name):
 def test_latent_length_follows_latent(name):
     for block in (16, 18, 32):
         model = small(name, block)
-        if model.latent_shape == (LATENT,) or getattr(model, "fully_conv", False):
+        if model.latent_shape == (LATENT,) or model.track == "images":
             continue
         if name in ("conv_ae_v1", "conv_ae_v2", "accordion"):  # the blur study's code: the last map
             assert model.latent_shape[0] == SMALL[name]["filters"][-1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from aerestore import ovruntime
-from aerestore.restore import ConvRestorer
+from aerestore.tracks.images.restore import ConvRestorer
 
 pytestmark = pytest.mark.skipif(ovruntime.missing() is not None, reason="openvino is not installed")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aerestore.cropdata import ImageData
-from aerestore.croptrain import fit_crops
+from aerestore.tracks.images.dataset import ImageData
+from aerestore.tracks.images.train import fit_crops
 from aerestore.data.layout import DAMAGE_KINDS
 from aerestore.losses import LossConfig
 from aerestore.models import create_model, model_class
@@ -85,7 +85,7 @@ def test_small_configurations(name, count, flops_px):
 @pytest.mark.parametrize("name", PEERS)
 def test_whole_images_of_any_size(name):
     model = build(name)
-    assert model_class(name).fully_conv
+    assert model_class(name).track == "images"
     model.eval()
     x = torch.rand(2, 3, 23, 37)
     with torch.no_grad():

@@ -126,7 +126,7 @@ def test_editing_a_library_module_outdates_the_stages_that_import_it(pipeline):
     # which stages import which module is checked for every module in test_stage_deps.py;
     # here DVC itself says what an edit of the training loop would rerun
     repo, _ = pipeline
-    path = repo / "src/aerestore/train.py"
+    path = repo / "src/aerestore/tracks/blocks/train.py"
     original = path.read_text()
     path.write_text(original + "\n# an edit\n")
     assert out_of_date(repo) == {"train@conv_ae", "train@vae"}

@@ -26,7 +26,7 @@ COMPUTING = {"train": "train_${item.arch}", "cluster": "cluster_${item.arch}",
 @pytest.fixture
 def cores(monkeypatch):
     """Pretend the machine has ``n`` cores: ``cores(16)``."""
-    import aerestore.train as T
+    import aerestore.tracks.blocks.train as T
 
     def set_cores(n: int) -> None:
         monkeypatch.setattr(S.os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
@@ -54,7 +54,7 @@ def test_a_stage_uses_the_same_threads_on_any_number_of_cores(cores, n):
 def test_training_uses_the_param_not_the_cores(cores):
     from helpers import block_data, tiny_model
 
-    from aerestore.train import fit
+    from aerestore.tracks.blocks.train import fit
 
     data = block_data(n_images=1)
     cores(16)
@@ -63,13 +63,14 @@ def test_training_uses_the_param_not_the_cores(cores):
 
 
 def test_every_computing_stage_sets_the_threads_records_the_machine_and_declares_both():
-    """The scripts call set_threads with the param (training: inside fit / fit_crops) and
-    record_machine; dvc.yaml lists train.threads as a param of each and the record as an out."""
+    """The stages' library functions (aerestore.pipeline, which the scripts call) call
+    set_threads with the param (training: inside fit / fit_crops) and record_machine;
+    dvc.yaml lists train.threads as a param of each and the record as an out."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage, record in COMPUTING.items():
-        script = (ROOT / "stages" / f"{stage}.py").read_text()
+        script = (ROOT / "src/aerestore/pipeline" / f"{stage}.py").read_text()
         if stage == "train":
-            for lib in ("train.py", "croptrain.py"):
+            for lib in ("tracks/blocks/train.py", "tracks/images/train.py"):
                 assert re.search(r"set_threads\(process_threads\(cfg\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
         else:
             assert re.search(r"set_threads\(params\.(train|train_for\(arch\))\.threads\)", script), stage
@@ -108,7 +109,7 @@ def test_the_machine_record_is_written_and_tagged(tmp_path, monkeypatch):
 def _train_blocks(threads: int, before_fit=None) -> dict[str, torch.Tensor]:
     from helpers import block_data, tiny_model
 
-    from aerestore.train import fit
+    from aerestore.tracks.blocks.train import fit
 
     data = block_data(n_images=2)
     model = tiny_model(latent=16)  # its dummy forward pass runs with the caller's threads
@@ -122,7 +123,7 @@ def _train_blocks(threads: int, before_fit=None) -> dict[str, torch.Tensor]:
 def _train_crops(threads: int) -> dict[str, torch.Tensor]:
     from test_unet_ae import images, small
 
-    from aerestore.croptrain import fit_crops
+    from aerestore.tracks.images.train import fit_crops
 
     model = small()
     cfg = TrainParams(batch_size=6, crop=16, steps=6, eval_every=3, lr=2e-3, threads=threads, device="cpu")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aerestore.decoders import train_decoders
+from aerestore.tracks.blocks.decoders import train_decoders
 from aerestore.restore import Restorer
 
 from helpers import block_data, photo_images, save_tiny_restorer, tiny_model

@@ -13,7 +13,7 @@ from aerestore.models import create_model
 import pytest
 
 from aerestore import restore as R
-from aerestore.restore import ConvRestorer, upsample_maps
+from aerestore.tracks.images.restore import ConvRestorer, upsample_maps
 
 
 def restorer(routing: str = "soft") -> ConvRestorer:
@@ -142,7 +142,7 @@ def test_ensemble_is_mixed_as_the_per_cluster_decoders(routing, monkeypatch):
     assert torch.allclose(r.restore_float(x, "ensemble"), expected, atol=1e-5)
     assert not torch.allclose(r.restore_float(x, "ensemble"), r.restore_float(x, "multi"), atol=1e-3)
     r.ensemble_decoders = list(r.cluster_decoders)
-    monkeypatch.setattr(R, "blind_maps", lambda maps: maps)
+    monkeypatch.setattr("aerestore.tracks.images.restore.blind_maps", lambda maps: maps)
     assert torch.equal(r.restore_float(x, "ensemble"), r.restore_float(x, "multi"))
 
 

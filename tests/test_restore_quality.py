@@ -12,8 +12,8 @@ from skimage import data as skdata
 
 from aerestore.classical import RESTORERS
 from aerestore.cli import main as cli_main
-from aerestore.cropdata import ImageData
-from aerestore.croptrain import fit_crops
+from aerestore.tracks.images.dataset import ImageData
+from aerestore.tracks.images.train import fit_crops
 from aerestore.data.degrade import degrade_image
 from aerestore.losses import LossConfig
 from aerestore.models import create_model, save_model

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from aerestore.params import TrainParams
-from aerestore.blockdata import BlockData, to_float
-from aerestore.train import fit, iterate_batches
+from aerestore.tracks.blocks.dataset import BlockData, to_float
+from aerestore.tracks.blocks.train import fit, iterate_batches
 
 from helpers import block_data, tiny_model
 
@@ -61,7 +61,7 @@ def test_early_stopping_restores_best_weights(monkeypatch):
         snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
         return {"loss": next(losses)}
 
-    monkeypatch.setattr("aerestore.train.evaluate_loss", fake_eval)
+    monkeypatch.setattr("aerestore.tracks.blocks.train.evaluate_loss", fake_eval)
     cfg = TrainParams(epochs=6, batch_size=32, patience=2, threads=1)
     res = fit(model, data, data, cfg, seed=0, progress=False)
     assert res.stopped_early and res.epochs_run == 4 and res.best_epoch == 2
@@ -83,7 +83,7 @@ def _fake_losses(monkeypatch, values):
         snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
         return {"loss": next(losses)}
 
-    monkeypatch.setattr("aerestore.train.evaluate_loss", fake_eval)
+    monkeypatch.setattr("aerestore.tracks.blocks.train.evaluate_loss", fake_eval)
     return snapshots
 
 
@@ -122,8 +122,8 @@ def test_split_loaders_name_the_missing_file_and_stage(tmp_path):
     import numpy as np
     import pytest
 
-    from aerestore.blockdata import BlockData
-    from aerestore.cropdata import ImageData
+    from aerestore.tracks.blocks.dataset import BlockData
+    from aerestore.tracks.images.dataset import ImageData
 
     folder = tmp_path / "train"
     folder.mkdir()

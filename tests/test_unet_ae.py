@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from aerestore.artifacts import Clusters, ModelKey, write_clusters, write_decoders
-from aerestore.cropdata import ImageData, location_features, sample_crops
+from aerestore.tracks.images.dataset import ImageData, location_features, sample_crops
 from aerestore.data.layout import DAMAGE_CLASSES, DAMAGE_KINDS
 from aerestore.losses import LossConfig
-from aerestore.mapdecoders import train_map_decoders, weighted_mse
+from aerestore.tracks.images.decoders import train_map_decoders, weighted_mse
 from aerestore.models import create_model, load_model, save_model
-from aerestore.restore import ConvRestorer, Restorer, upsample_maps
+from aerestore.restore import Restorer
+from aerestore.tracks.images.restore import ConvRestorer, upsample_maps
 
 
 def small(seed: int = 0, **kw):
@@ -38,7 +39,7 @@ def images(n: int = 6, size: int = 24, seed: int = 0) -> ImageData:
 
 def test_shapes_parameter_count_and_any_size():
     m = create_model("unet_ae", latent=64, block=32, channels=3)  # defaults: width 32, levels 2
-    assert m.fully_conv and m.multiple == 4
+    assert m.track == "images" and m.multiple == 4
     # 646,150 for the U-Net itself; the damage tower (3->16 3x3: 448, two 16->16 3x3 stride 2:
     # 4,640, 16->16 3x3: 2,320, 16->8 1x1: 136 = 7,544), the decoder's entry reading 8 more
     # code channels (8 * 128 * 9 = 9,216) and the head on 8 channels, not 64 (-168)
@@ -101,7 +102,7 @@ def test_damage_term_and_training_lowers_the_loss():
 
 
 def test_crop_training_is_deterministic_and_keeps_the_best():
-    from aerestore.croptrain import fit_crops, lr_at
+    from aerestore.tracks.images.train import fit_crops, lr_at
     from aerestore.params import TrainParams
 
     assert lr_at(0, 100, 1.0, 0.1) == pytest.approx(0.1) and lr_at(10, 100, 1.0, 0.1) == pytest.approx(1.0)
@@ -261,7 +262,7 @@ def test_map_ensemble_gets_the_per_cluster_budget_on_damage_blind_maps(tmp_path,
     fallback), each fine-tuned by the same fine_tune with the same steps, lr, batch, crop,
     seed (so the same crops) and loss, weighted by the blind maps: the crop's own routing
     maps moved along the fixed cycle, whatever the damage."""
-    import aerestore.mapdecoders as MD
+    import aerestore.tracks.images.decoders as MD
     from aerestore.restore import blind_maps
 
     m = small().eval()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aerestore.losses import charbonnier, psnr_loss
-from aerestore.mapdecoders import weighted_mse, weighted_recon
+from aerestore.tracks.images.decoders import weighted_mse, weighted_recon
 
 
 def _pair(seed=0, n=3):

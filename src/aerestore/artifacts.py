@@ -171,7 +171,7 @@ class Decoders:
     fallback: list[bool] = field(default_factory=list)
     gate: dict | None = None  # aerestore.gate.Gate.state()
     extra: dict = field(default_factory=dict)
-    # the ensemble control (aerestore.decoders, decoders.ensemble): one per cluster, None where
+    # the ensemble control (aerestore.tracks.blocks.decoders, decoders.ensemble): one per cluster, None where
     # that cluster has no decoder (the control stands in); None: not trained (or version < 3)
     ensemble: list[dict[str, torch.Tensor] | None] | None = None
 
@@ -204,7 +204,7 @@ def _decoder(model, state: dict, path: Path, name: str) -> torch.nn.Module:
 
 
 def write_decoders(path: str | Path, model, result, extra: dict | None = None) -> None:
-    """Write the decoders ``result`` (an :class:`aerestore.decoders.DecodersResult`:
+    """Write the decoders ``result`` (an :class:`aerestore.tracks.blocks.decoders.DecodersResult`:
     ``control``, ``clusters``, ``sizes``, ``fallback``, ``gate``, ``ensemble``) trained on ``model``'s
     latents, atomically, as CPU tensors whatever device trained them."""
     def host(module):

@@ -2,7 +2,7 @@
 
 A VAE's reconstructions are blurry. The blur study ran them through a second, plain
 autoencoder to sharpen them. Here that second model is any registered architecture,
-trained by the pipeline's own loop (:func:`aerestore.train.fit`) on whole images:
+trained by the pipeline's own loop (:func:`aerestore.tracks.blocks.train.fit`) on whole images:
 
 * input: the VAE's reconstruction of a training image (through
   :class:`aerestore.explore.LatentCodec`, the shared decoder, as ``explore`` decodes),
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .blockdata import BlockData
+from .tracks.blocks.dataset import BlockData
 from .explore import LatentCodec, grid, to_tensor, to_uint8
 from .losses import LossConfig
 from .metrics import batch_metrics
@@ -60,7 +60,7 @@ def train_chain(
     to map the VAE's reconstructions of ``train_clean`` to the images; ``cfg`` is a
     :class:`aerestore.params.TrainParams` (epochs, batch size, learning rate, loss, ...).
     Returns ``(model in eval mode, TrainResult)``."""
-    from .train import fit
+    from .tracks.blocks.train import fit
 
     if len(train_clean) == 0:
         raise ValueError("chain: no training images")

@@ -34,7 +34,7 @@ LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
 @torch.no_grad()
 def encode_blocks(model, blocks: np.ndarray, batch_size: int = 2048, flatten: bool = True) -> np.ndarray:
     """Latent vectors (the mean for VAEs) of uint8 blocks (N, C, s, s), float32 (N, D)."""
-    from .blockdata import to_float
+    from .tracks.blocks.dataset import to_float
 
     model.eval()
     device = next(model.parameters()).device
@@ -249,10 +249,17 @@ def scatter_plot(
 
 
 @torch.no_grad()
+def mean_centroids(z: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The mean code of each of the ``k`` clusters (the mean of all codes for an empty one),
+    float32 ``(k, D)``: the centroids of a head's clusters, used for routing at restore time."""
+    return np.stack([z[labels == c].mean(0) if (labels == c).any() else z.mean(0)
+                     for c in range(k)]).astype(np.float32)
+
+
 def head_assign(model, blocks: np.ndarray, batch_size: int = 2048, head: str = "ncut_head") -> np.ndarray:
     """Argmax of the n-cut cluster head (``head='ncut_head'``) or of the damage head
     (``'damage_head'``: cluster c = damage class c of DAMAGE_CLASSES) for uint8 blocks."""
-    from .blockdata import to_float
+    from .tracks.blocks.dataset import to_float
 
     module = getattr(model, "cluster_head" if head == "ncut_head" else "damage_head", None)
     if module is None:

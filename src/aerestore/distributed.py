@@ -5,8 +5,8 @@ together: :func:`launch_command` is the ``torchrun`` (``python -m torch.distribu
 command that ``stages/train.py`` re-executes itself under when ``nproc * nnodes > 1``;
 torchrun starts the processes and gives each its ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``
 and rendezvous address, and :func:`init` joins the process group (``gloo`` on CPU,
-``nccl`` on CUDA). The training loops (:func:`aerestore.train.fit`,
-:func:`aerestore.croptrain.fit_crops`) then wrap the model in
+``nccl`` on CUDA). The training loops (:func:`aerestore.tracks.blocks.train.fit`,
+:func:`aerestore.tracks.images.train.fit_crops`) then wrap the model in
 :class:`~torch.nn.parallel.DistributedDataParallel` and give each rank its share of every
 global batch (:func:`share`); rank 0 alone writes outputs and logs to MLflow.
 
@@ -146,10 +146,12 @@ class LossModule(torch.nn.Module):
         return self.model.loss(batch)
 
 
-def wrap(model: torch.nn.Module, device: torch.device, batch_size: int | None = None):
+def wrap(model: torch.nn.Module, device: torch.device, batch_size: int | None = None, find_unused: bool = False):
     """``DistributedDataParallel`` over :class:`LossModule` ``(model)``; batch norm layers
     become :class:`~torch.nn.SyncBatchNorm` on CUDA (statistics of the global batch; on
-    CPU, which SyncBatchNorm does not support, each rank normalises by its share's)."""
+    CPU, which SyncBatchNorm does not support, each rank normalises by its share's).
+    ``find_unused``: DDP looks for parameters without a gradient at each step (the images
+    track's loop asks for it, see below)."""
     from torch.nn.parallel import DistributedDataParallel
 
     if batch_size is not None and batch_size < rank_and_world()[1]:
@@ -164,12 +166,11 @@ def wrap(model: torch.nn.Module, device: torch.device, batch_size: int | None = 
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     # a head the loss may not use gets no gradient, and DDP must then look for such
-    # parameters at each step: only unet_ae builds one whatever its weight (its damage
-    # head, unused without masks or at weight 0); the block models build their heads only
+    # parameters at each step: only the images track (unet_ae) builds one whatever its weight
+    # (its damage head, unused without masks or at weight 0); the block models build their heads only
     # when their loss uses them. The walk costs: 2 processes trained conv_ae 1.37x as fast
     # as 1 with it, and without it as measured in the README
-    unused = bool(getattr(model, "fully_conv", False))
-    return DistributedDataParallel(LossModule(model), device_ids=ids, find_unused_parameters=unused,
+    return DistributedDataParallel(LossModule(model), device_ids=ids, find_unused_parameters=find_unused,
                                    gradient_as_bucket_view=True)
 
 

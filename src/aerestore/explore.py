@@ -142,7 +142,9 @@ class LatentCodec:
     """
 
     def __init__(self, model: torch.nn.Module, overlap: int = 0, batch_size: int = 512) -> None:
-        if getattr(model, "fully_conv", False):
+        from .tracks.registry import VECTOR_CODES, track_of
+
+        if not VECTOR_CODES[track_of(model)]:
             raise ValueError(
                 f"{getattr(model, 'name', type(model).__name__)} is fully convolutional: its code is a "
                 "feature map of the whole image, not a latent vector; explore a block model (e.g. vae_lfw)"

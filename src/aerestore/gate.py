@@ -3,7 +3,7 @@
 For fully convolutional models (``unet_ae``) the gate is a 1x1 convolution on the code
 map: per bottleneck location, K logits and their softmax, the weights of the K decoders'
 outputs (upsampled to the pixels as the routing maps of the clusters are, by
-:func:`aerestore.restore.upsample_maps`). A linear gate per location is the gating network
+:func:`aerestore.tracks.images.restore.upsample_maps`). A linear gate per location is the gating network
 of Shazeer et al. 2017 ("Outrageously large neural networks: the sparsely-gated
 mixture-of-experts layer", eq. 3-5) and the router of Fedus et al. 2021 (Switch
 Transformer, section 2.1).

@@ -15,7 +15,7 @@ OpenVINO and not the ONNX route.
 What is compiled (:class:`RestoreGraph`): the encoder, the routing maps (the damage head's
 softmax per code location, bilinearly upsampled; ``hard`` = the one-hot argmax of those
 maps), every decoder's clamped output and their blend: exactly
-:meth:`aerestore.restore.ConvRestorer.decode`, written once more as one traceable function
+:meth:`aerestore.tracks.images.restore.ConvRestorer.decode`, written once more as one traceable function
 because the original splits the work across Python objects (features, routing, decoders) and
 Python-level shape arithmetic that a trace would freeze to the example's size (the output's
 crop). The image is padded (as the model pads) before the call and cropped after it, so one

@@ -484,7 +484,7 @@ class Params(_Strict):
         if self.decoders.method == "gate":
             from aerestore.models import model_class
 
-            blocky = [name for name in self.architectures if not getattr(model_class(name), "fully_conv", False)]
+            blocky = [name for name in self.architectures if model_class(name).track == "blocks"]
             if blocky:
                 raise ValueError(
                     f"decoders.method 'gate' is built for fully convolutional models (unet_ae) only; "

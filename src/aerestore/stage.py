@@ -128,6 +128,35 @@ def arch_argument(params: Params, args: list[str], stage: str) -> str:
     return arch
 
 
+def stage_paths(args: list[str], paths_cls) -> tuple[list[str], object]:
+    """Split a stage's arguments (``dvc.yaml``'s ``cmd``) into the positional ones and its
+    paths, from ``--field-name path`` options: ``paths_cls`` is a dataclass of paths (or a
+    tuple of names: a namespace). Every path is required, so each is written in ``dvc.yaml``
+    alone."""
+    import dataclasses
+    import types
+
+    if isinstance(paths_cls, tuple):
+        fields, build = paths_cls, types.SimpleNamespace
+    else:
+        fields, build = tuple(f.name for f in dataclasses.fields(paths_cls)), paths_cls
+    i = next((j for j, a in enumerate(args) if a.startswith("--")), len(args))
+    names = {f"--{name.replace('_', '-')}": name for name in fields}
+    values: dict[str, Path] = {}
+    options = iter(args[i:])
+    for key in options:
+        if key not in names:
+            raise StageError(f"unknown option {key} (this stage takes {', '.join(names)})")
+        value = next(options, None)
+        if value is None or value.startswith("--"):
+            raise StageError(f"{key} needs a path")
+        values[names[key]] = Path(value)
+    missing = [key for key, name in names.items() if name not in values]
+    if missing:
+        raise StageError(f"missing {', '.join(missing)} (dvc.yaml's cmd gives every path of the stage)")
+    return args[:i], build(**values)
+
+
 def main(stage: str, fn: Callable[[Params, list[str]], None], argv: list[str] | None = None) -> None:
     """Run ``fn(params, args)`` with params validated first; errors become one clear line."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -231,7 +231,7 @@ def degrade_image(
 
 def degrader(ops: Sequence[object]):
     """``(clean, rng) -> (degraded, mask)``: :func:`degrade_image` with ``ops`` (e.g.
-    ``prepare.degrade``), as :meth:`aerestore.cropdata.ImageData.fresh` takes it."""
+    ``prepare.degrade``), as :meth:`aerestore.tracks.images.dataset.ImageData.fresh` takes it."""
     if not ops:
         raise ValueError("fresh damage needs degradation ops: prepare.degrade is empty")
     ops = tuple(ops)

@@ -57,6 +57,9 @@ class RestorationModel(nn.Module):
     """
 
     variational: ClassVar[bool] = False
+    # the track the network trains, clusters and restores on (aerestore.tracks): "blocks"
+    # (fixed-size blocks of data/blocks) or "images" (fully convolutional: crops, whole images)
+    track: ClassVar[str] = "blocks"
     # overrides that load_model does not pass back when rebuilding (the state dict holds
     # what they produced, e.g. vgg_vae's pretrained-weights file).
     rebuild_ignore: ClassVar[tuple[str, ...]] = ()

@@ -13,8 +13,8 @@ tests/test_peers.py); each registered name is a small one sized for two CPU core
 - ``nafnet``: NAFNet, Chen, Chu, Zhang & Sun, "Simple Baselines for Image Restoration",
   ECCV 2022.
 
-They meet the contract of the crop trainer (:func:`aerestore.croptrain.fit_crops`) with
-the least code: ``fully_conv = True`` (any image size; the input is reflect-padded to the
+They meet the contract of the crop trainer (:func:`aerestore.tracks.images.train.fit_crops`) with
+the least code: ``track = "images"`` (any image size; the input is reflect-padded to the
 network's multiple and cropped back), ``run`` gives ``x_hat`` in [0, 1] (a straight-through
 clamp: the value is clamped, the gradient is the paper's unclamped one), and the loss is
 the base class's :meth:`~aerestore.models.base.RestorationModel.assemble` (the configured
@@ -41,7 +41,7 @@ class PeerRestorer(RestorationModel):
     """A fully convolutional image-to-image restorer without a code: ``self.net`` maps a
     (padded) image to its restoration; subclasses build it and set ``multiple``."""
 
-    fully_conv = True
+    track = "images"
     multiple = 1
 
     net: nn.Module

@@ -60,7 +60,7 @@ def model_options(cls_or_name: type[RestorationModel] | str) -> dict[str, Any]:
 
 
 def model_class(name: str) -> type[RestorationModel]:
-    """The class behind a registered name (e.g. to read ``fully_conv`` before building)."""
+    """The class behind a registered name (e.g. to read its ``track`` before building)."""
     return _entry(name).cls
 
 
@@ -155,11 +155,11 @@ class SavedModel:
 def check_model(model: RestorationModel, path: str | Path, *, arch: str | None = None, block: int | None = None,
                 where: str = "the data") -> None:
     """Check a loaded model against what the caller is about to use it for: the
-    architecture ``path`` should hold, the side of the blocks it will get (ignored for fully
-    convolutional models, which take any size); a one-line ``ValueError`` naming ``path``."""
+    architecture ``path`` should hold, the side of the blocks it will get (the blocks track
+    passes it; fully convolutional models take any size); a one-line ``ValueError`` naming ``path``."""
     if arch is not None and model.name != arch:
         raise ValueError(f"{path}: holds a {model.name} model, not {arch} (a file of another architecture?)")
-    if block is not None and not getattr(model, "fully_conv", False) and model.block != block:
+    if block is not None and model.block != block:
         raise ValueError(f"{path}: a model for {model.block} px blocks, but {where} has {block} px blocks "
                          f"(rerun train@{model.name} after changing blocks.size)")
 
@@ -183,7 +183,7 @@ def save_model(
         if key in extra:
             raise TypeError(f"extra[{key!r}]: the geometry is save_model's {key}= argument, not an extra value")
     _check_plain(extra, "extra")
-    if getattr(model, "fully_conv", False) and overlap:
+    if model.track != "blocks" and overlap:
         raise ValueError(f"{model.name} is fully convolutional (whole images, no blocks): overlap must be 0")
     geometry = Geometry(int(model.block), int(overlap), None if image_size is None else int(image_size))
     checkpoint = {

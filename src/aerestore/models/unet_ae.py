@@ -16,9 +16,9 @@ well-known restoration designs:
   the input is pixel-unshuffled into 4 sub-images stacked as channels, the network runs
   at a quarter of the resolution, and the correction is pixel-shuffled back.
 
-It is fully convolutional (``fully_conv = True``): any image size (reflect-padded to a
+It is fully convolutional (``track = "images"``, :mod:`aerestore.tracks`): any image size (reflect-padded to a
 multiple of ``unshuffle * 2 ** levels``, cropped back), trained on random crops
-(:mod:`aerestore.croptrain`) and restored on whole images, so there is no block grid.
+(:mod:`aerestore.tracks.images.train`) and restored on whole images, so there is no block grid.
 
 Interface: ``features(x)`` runs the encoder and returns :class:`UNetFeatures` (the code,
 the skips and the input); ``decoder(features)`` gives the restored image, so
@@ -164,7 +164,7 @@ class UNetAE(RestorationModel):
     """Residual U-Net autoencoder (DnCNN residual, U-Net skips, FFDNet unshuffle); see the
     module docstring. ``latent`` = channels of the bottleneck code."""
 
-    fully_conv = True
+    track = "images"
 
     def __init__(
         self,

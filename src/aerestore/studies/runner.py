@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -97,15 +96,6 @@ def run_key(params: dict, arm: Arm, code: str) -> str:
 
 
 # ------------------------------------------------------------------------ running
-def _stage(name: str):
-    """The ``run(params, args)`` of ``stages/<name>.py``, the function DVC's stage runs."""
-    path = REPO / "stages" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"aerestore_stage_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run
-
-
 @contextlib.contextmanager
 def _cwd(path: Path):
     old = Path.cwd()
@@ -131,8 +121,14 @@ def prepare_data(params, folder: Path) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     with _cwd(folder):
-        for name in ("download", "prepare", "blocks"):
-            _stage(name)(params, [])
+        from ..blocks import run_blocks
+        from ..data.download import run_download
+        from ..data.prepare import run_prepare
+
+        data, metrics = Path("data"), Path("metrics")
+        run_download(params.data, params.seed, data / "raw", metrics / "download.json")
+        run_prepare(params, data / "raw", data / "prepared", metrics / "prepare.json", metrics / "plots/prepare_grid.png")
+        run_blocks(params, data / "prepared", data / "blocks", metrics / "blocks.json")
     (folder / "done").write_text("ok\n")
 
 
@@ -189,7 +185,7 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
     """Train one arm in ``work`` on the data of ``data_dir``; its per-item measures."""
     import torch
 
-    from ..blockdata import BlockData
+    from ..tracks.blocks.dataset import BlockData
     from ..evaluate import load_test, restorer_row
     from ..params import parse_params
     from ..restore import Restorer
@@ -203,10 +199,22 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
     torch.set_num_threads(params.train.threads or 1)
     t0 = time.perf_counter()
     with _cwd(work):
-        _stage("train")(params, [arch])
+        from ..pipeline.cluster import ClusterPaths, run_cluster
+        from ..pipeline.decoders import DecoderPaths, run_decoders
+        from ..pipeline.train import TrainPaths, run_train
+
+        data, model_dir = Path("data"), Path("models") / arch
+        run_train(params, arch, TrainPaths(blocks=data / "blocks", prepared=data / "prepared", model=model_dir / "model.pt",
+                                           metrics=Path(f"metrics/train/{arch}.json"),
+                                           curve=Path(f"metrics/curves/train_{arch}.csv")))
         if arm.full:
-            _stage("cluster")(params, [arch])
-            _stage("decoders")(params, [arch])
+            run_cluster(params, arch, ClusterPaths(model_dir=model_dir, blocks=data / "blocks", prepared=data / "prepared",
+                                                   metrics=Path(f"metrics/cluster/{arch}.json"),
+                                                   plot=Path(f"metrics/cluster/{arch}_latent.png")))
+            run_decoders(params, arch, DecoderPaths(model_dir=model_dir, blocks=data / "blocks", prepared=data / "prepared",
+                                                    metrics=Path(f"metrics/decoders/{arch}.json"),
+                                                    plot=Path(f"metrics/decoders/{arch}_curve.png"),
+                                                    curve=Path(f"metrics/decoders/{arch}_curve.csv")))
         seconds_train = time.perf_counter() - t0
         clean, degraded, masks = load_test("data/prepared", params.evaluate.max_images)
         restorer = Restorer.load(Path("models") / arch, routing=params.evaluate.routing, decoders=arm.full)

@@ -1,6 +1,6 @@
 """Training of fully convolutional models (``unet_ae``) on random crops of whole images.
 
-Beside :func:`aerestore.train.fit` (blocks, epochs): ``train.steps`` updates of
+Beside :func:`aerestore.tracks.blocks.train.fit` (blocks, epochs): ``train.steps`` updates of
 ``train.batch_size`` random ``train.crop``-px crops with random flips drawn from
 ``data/prepared/train``; the learning rate follows a one-cycle-like schedule suited to a
 short budget (linear warm-up over ``train.warmup`` of the steps to ``train.lr``, then a
@@ -22,13 +22,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cropdata import ImageData, image_batches, sample_crops
-from .distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
-from .params import TrainParams
-from .stage import cpu_count, set_threads
-from .losses import check_finite
-from .models.device import autocast
-from .train import TrainResult, lr_hint, resolve_device
+from .dataset import ImageData, image_batches, sample_crops
+from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, share, wrap
+from ...params import TrainParams
+from ...stage import cpu_count, set_threads
+from ...losses import check_finite
+from ...models.device import autocast
+from ..blocks.train import TrainResult, finish, lr_hint, resolve_device
 
 
 def lr_at(step: int, total: int, lr: float, warmup: float) -> float:
@@ -70,7 +70,7 @@ def fit_crops(
 
     In a ``torch.distributed`` process group every rank draws the same global batch of
     crops and trains on its share through DistributedDataParallel (as
-    :func:`aerestore.train.fit`); the training terms are all-reduced at each evaluation
+    :func:`aerestore.tracks.blocks.train.fit`); the training terms are all-reduced at each evaluation
     and every rank scores the whole validation set with the same weights.
     """
     if len(train) == 0:
@@ -81,7 +81,7 @@ def fit_crops(
     set_threads(process_threads(cfg.threads, cpu_count()))
     device = resolve_device(cfg.device)
     model.to(device)
-    ddp = wrap(model, device, cfg.batch_size) if world > 1 else None
+    ddp = wrap(model, device, cfg.batch_size, find_unused=True) if world > 1 else None
     progress = progress and rank == 0
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -150,11 +150,4 @@ def fit_crops(
             sums, count = defaultdict(float), 0
             t_seg = time.perf_counter()
     bar.close()
-    if ddp is not None:
-        unwrap(ddp, model)
-    model.load_state_dict(best_state)
-    model.eval()
-    result.epochs_run = len(result.history)
-    result.seconds = time.perf_counter() - t_start
-    result.blocks_per_second = crops_seen / max(train_seconds, 1e-9)
-    return result
+    return finish(result, model, ddp, best_state, t_start, crops_seen / max(train_seconds, 1e-9))

@@ -67,10 +67,10 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm import tqdm
 
-from .io import atomic_path
-from .blockdata import BlockData, to_float
-from .losses import check_finite
-from .models.device import module_device
+from ...io import atomic_path
+from .dataset import BlockData, to_float
+from ...losses import check_finite
+from ...models.device import module_device
 
 
 @torch.no_grad()

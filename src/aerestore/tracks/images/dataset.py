@@ -1,7 +1,7 @@
 """Whole prepared images (``data/prepared/<split>/``) and random crops of them.
 
 What the fully convolutional models (``unet_ae``) train, cluster and fine-tune on, in a
-module of its own (as :mod:`aerestore.blockdata` for blocks) so that editing the training
+module of its own (as :mod:`aerestore.tracks.blocks.dataset` for blocks) so that editing the training
 loop does not rerun the clustering. Masks are uint8 ``(N, H, W, K)`` with one channel per
 damage kind (:data:`aerestore.data.layout.DAMAGE_KINDS`; an older single-channel mask is
 the blur channel); they become per-pixel damage classes with
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.layout import DAMAGE_CLASSES, damage_labels
-from .io import open_split
-from .models.device import to_device
+from ...data.layout import DAMAGE_CLASSES, damage_labels
+from ...io import open_split
+from ...models.device import to_device
 
 
 @dataclass
@@ -152,7 +152,7 @@ def location_features(model, data: ImageData, batch_size: int = 16) -> tuple[np.
     """Code vectors of every bottleneck location of ``data``'s degraded images, float32
     ``(N * h * w, latent)``, and each location's damage-class shares ``(N * h * w,
     len(DAMAGE_CLASSES))`` (None without masks)."""
-    from .models.unet_ae import pool_damage
+    from ...models.unet_ae import pool_damage
 
     model.eval()
     zs, shares = [], []

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import open_split
+from ...io import open_split
 
 
 @dataclass

@@ -3,7 +3,7 @@
 For ``unet_ae`` the latent is a map: every bottleneck location is a sample. The cluster
 stage clusters the code vectors of every location of the training images (soft k-means),
 or takes the damage head's classes (``cluster.method: damage_head``); the routing maps
-(:func:`aerestore.restore.route_maps`) give each location its responsibilities.
+(:func:`aerestore.tracks.images.restore.route_maps`) give each location its responsibilities.
 
 Decoder ``k`` is a copy of the shared decoder fine-tuned, encoder frozen, on random crops
 with the per-pixel squared error weighted by cluster ``k``'s routing map (bilinearly
@@ -14,7 +14,7 @@ same learning rate (constant), batch, crop size and crop stream (seeded alike: t
 control's first updates see the cluster decoders' crops). Without it "multi beats single"
 could just mean "more training beats less".
 
-The ensemble control (``decoders.ensemble``; see :mod:`aerestore.decoders`): decoder ``k``
+The ensemble control (``decoders.ensemble``; see :mod:`aerestore.tracks.blocks.decoders`): decoder ``k``
 of it is fine-tuned by the same :func:`fine_tune` (same steps, lr, batch, crop size, seed and
 so crop stream) with the loss weighted by the damage-blind maps
 (:func:`aerestore.restore.blind_maps`: every crop's own routing maps, each code location
@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .cropdata import ImageData, image_batches, location_features, sample_crops  # noqa: F401
-from .decoders import DecodersResult
-from .losses import check_finite
-from .restore import blind_maps, upsample_maps
+from .dataset import ImageData, image_batches, location_features, sample_crops  # noqa: F401
+from ..blocks.decoders import DecodersResult
+from ...losses import check_finite
+from ...restore import blind_maps
+from .restore import upsample_maps
 
 
 def weighted_mse(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
@@ -63,7 +64,7 @@ def weighted_recon(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None,
     """
     if kind == "mse":
         return weighted_mse(y_hat, y, w)
-    from .losses import CHARBONNIER_EPS, PSNR_LOSS_EPS
+    from ...losses import CHARBONNIER_EPS, PSNR_LOSS_EPS
 
     if w is None:
         w = torch.ones_like(y[:, :1])
@@ -258,7 +259,7 @@ def gate_routing(model, gate, data: ImageData) -> dict:
     goes to the gate's argmax; per route its size and clean / blur / noise shares, the AMI
     with the locations' majority damage, and per damage class its route's purity and recall
     (``{"locations", "sizes"}`` only, without masks)."""
-    from .cluster import damage_report
+    from ...cluster import damage_report
 
     z, damage = location_features(model, data)
     with torch.no_grad():
@@ -292,7 +293,7 @@ def train_gate_decoders(
     gate's routes against the validation locations' majority damage); ``control``.
     ``result.summary["gate"]`` holds the training settings; the trained gate is
     ``result.gate`` (saved by :func:`aerestore.artifacts.write_decoders`)."""
-    from .gate import balance_loss
+    from ...gate import balance_loss
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -303,7 +304,7 @@ def train_gate_decoders(
     code_val = torch.from_numpy(z_val)[:, :, None, None]
 
     def val_ami() -> float:
-        from .cluster import damage_report
+        from ...cluster import damage_report
 
         if dmg_val is None or not len(z_val):
             return float("nan")

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .blockdata import BlockData, to_float
-from .data.layout import damage_shares
-from .models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
-from .distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
-from .losses import check_finite
-from .params import TrainParams
-from .stage import cpu_count, set_threads
+from .dataset import BlockData, to_float
+from ...data.layout import damage_shares
+from ...models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
+from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
+from ...losses import check_finite
+from ...params import TrainParams
+from ...stage import cpu_count, set_threads
 
 
 def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = None,
@@ -249,11 +249,17 @@ def fit(
             if cfg.patience and bad_epochs >= cfg.patience and epoch >= switch:
                 result.stopped_early = True
                 break
+    return finish(result, model, ddp, best_state, t_start, blocks_seen / max(train_seconds, 1e-9))
+
+
+def finish(result: TrainResult, model, ddp, best_state: dict, t_start: float, per_second: float) -> TrainResult:
+    """The end of a training loop (blocks and crops alike): plain modules back from DDP, the
+    best weights restored, eval mode, the run's figures in ``result``."""
     if ddp is not None:
         unwrap(ddp, model)
     model.load_state_dict(best_state)
     model.eval()
     result.epochs_run = len(result.history)
     result.seconds = time.perf_counter() - t_start
-    result.blocks_per_second = blocks_seen / max(train_seconds, 1e-9)
+    result.blocks_per_second = per_second
     return result

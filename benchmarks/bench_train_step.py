@@ -29,6 +29,11 @@ peak anonymous memory of each variant in a subprocess (``--memory``); a
 :func:`aerestore.croptrain.fit_crops` (N steps, one evaluation at the end) of ``a`` (two
 seeds: the noise) and ``--quality-variants``, scored as PSNR on whole validation images.
 
+On a shared machine prefer ``--threads 1``: with 2 threads every parallel region waits for
+the other thread's time slice, which inflated even element-wise ops 3-4x and turned bf16's
+1.8x gain at 1 thread into a 3.5x loss at 2 (measured at load 11-15 on 2 cores); the
+pipeline's figure is 2 threads on a quiet machine, so confirm a choice there.
+
 The variants, their set-up, timing, numerics and FLOPs are in ``step_variants.py``.
 
     python benchmarks/bench_train_step.py [--quick] [--variants a,cl,bf16] [--memory]

@@ -136,7 +136,7 @@ def _weighted_var(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def max_neighbour_diff(lum: np.ndarray) -> np.ndarray:
-    """Largest |I(p) - I(q)| over the 8 neighbours q of each interior pixel p -> (N, H-2, W-2)."""
+    """Largest ``|I(p) - I(q)|`` over the 8 neighbours q of each interior pixel p -> (N, H-2, W-2)."""
     h, w = lum.shape[1], lum.shape[2]
     centre = lum[:, 1:-1, 1:-1]
     out = np.zeros_like(centre)

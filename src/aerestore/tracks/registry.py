@@ -3,16 +3,15 @@
 A model class declares its track (``track = "images"``; the default of
 :class:`aerestore.models.base.RestorationModel` is ``"blocks"``); :func:`track_of` reads and
 checks it. Each job of the pipeline has a registry keyed by the track, in a module of its
-own so that a stage depends on the code of its job only (``dvc.yaml`` deps):
+own so that a stage depends on the code of its job only (``dvc.yaml`` deps); job, registry
+(track -> implementation) and protocol:
 
-========================================  =============================================  ==========================
-job                                       registry (track -> implementation)             protocol
-========================================  =============================================  ==========================
-``train@<arch>``                          :data:`aerestore.tracks.training.TRAINING`     :class:`Training`
-``cluster@<arch>``                        :data:`aerestore.tracks.clustering.CODES`      :class:`Codes`
-``decoders@<arch>``                       :data:`aerestore.tracks.decoding.DECODER_METHODS`  :class:`DecoderJob`
-restoring (:meth:`aerestore.restore.Restorer.load`)  :data:`aerestore.tracks.restoring.RESTORERS`  a function -> restorer
-========================================  =============================================  ==========================
+- ``train@<arch>``: :data:`aerestore.tracks.training.TRAINING`, protocol :class:`Training`
+- ``cluster@<arch>``: :data:`aerestore.tracks.clustering.CODES`, protocol :class:`Codes`
+- ``decoders@<arch>``: :data:`aerestore.tracks.decoding.DECODER_METHODS`, protocol
+  :class:`DecoderJob`
+- restoring (:meth:`aerestore.restore.Restorer.load`):
+  :data:`aerestore.tracks.restoring.RESTORERS`, a function returning a restorer
 
 A new track is a name in :data:`TRACKS` and one entry in each registry.
 """

@@ -21,7 +21,7 @@ from aerestore.blockdata import BlockData  # noqa: E402
 def run(params, args):
     arch = arch_argument(params, args, "cluster")
     cp = params.cluster
-    set_threads(params.train_for(arch).threads)
+    set_threads(params.runtime.threads)
     seed_everything(params.seed)
     model_path = Path(f"models/{arch}/model.pt")
     model, _ = load_model(model_path)
@@ -32,12 +32,12 @@ def run(params, args):
     check_model(model, model_path, block=train.degraded.shape[-1], where="data/blocks")
     if cp.k > len(train):
         raise StageError(f"cluster.k ({cp.k}) is larger than the number of training blocks ({len(train)})")
-    cfg = params.train_for(arch)  # train.device and train.amp: where and how the encoder runs
-    device = resolve_device(cfg.device)
+    rt = params.runtime  # where and how the encoder runs
+    device = resolve_device(rt.device)
     model.to(device)
 
     with stage_run(f"cluster@{arch}", params, arch=arch) as mlrun:
-        with autocast(device, cfg.amp):
+        with autocast(device, rt.amp):
             z = C.encode_blocks(model, train.degraded)
         rng = np.random.default_rng(params.seed)
         fit_idx = np.sort(rng.choice(len(z), size=min(cp.max_blocks, len(z)), replace=False))
@@ -47,7 +47,7 @@ def run(params, args):
             labels = C.responsibilities(z, centroids, cp.beta, scale).argmax(1)
             iterations, converged = fitted.iterations, fitted.converged
         else:  # ncut_head / damage_head: the head's argmax; centroids = mean latent per head cluster
-            with autocast(device, cfg.amp):
+            with autocast(device, rt.amp):
                 labels = C.head_assign(model, train.degraded, head=cp.method)
             scale = C.latent_scale(z)
             centroids = np.stack([z[labels == c].mean(0) if (labels == c).any() else z.mean(0)

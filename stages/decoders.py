@@ -20,7 +20,7 @@ from aerestore.blockdata import BlockData  # noqa: E402
 def run(params, args):
     arch = arch_argument(params, args, "decoders")
     dp = params.decoders
-    set_threads(params.train_for(arch).threads)
+    set_threads(params.runtime.threads)
     seed_everything(params.seed)
     # model + clusters only (routing = nearest centroid); the old decoders.pt is being replaced
     restorer = Restorer.load(Path(f"models/{arch}"), decoders=False)
@@ -36,12 +36,12 @@ def run(params, args):
     if restorer.centroids is None:
         raise StageError(f"models/{arch}/clusters.npz: not found (run cluster@{arch} first)")
     k = len(restorer.centroids)
-    cfg = params.train_for(arch)  # train.device and train.amp: where and how the networks run
-    device = resolve_device(cfg.device)
-    restorer.to(device, cfg.amp)
+    rt = params.runtime  # where and how the networks run
+    device = resolve_device(rt.device)
+    restorer.to(device, rt.amp)
 
     with stage_run(f"decoders@{arch}", params, arch=arch) as mlrun:
-        with autocast(device, cfg.amp):
+        with autocast(device, rt.amp):
             result = train_decoders(restorer.model, restorer.route, k, train, val, dp.epochs, dp.lr,
                                     dp.batch_size, dp.min_blocks, params.seed, eval_every=dp.eval_every,
                                     ensemble=dp.ensemble)
@@ -74,11 +74,11 @@ def run_maps(params, arch, restorer):
 
     dp = params.decoders
     tp = params.train_for(arch)
-    crop, recon = tp.crop, tp.recon  # fine-tune on the loss the shared decoder was trained on
+    crop, recon = tp.crops.size, tp.loss.recon  # fine-tune on the loss the shared decoder was trained on
     train = ImageData.load("data/prepared", "train")
     val = ImageData.load("data/prepared", "val")
     z, _ = location_features(restorer.model, train)  # the cluster sizes: on the prepared copies
-    if tp.fresh_damage:  # fine-tuned on fresh damage as the shared decoder was trained (control alike)
+    if tp.crops.fresh_damage:  # fine-tuned on fresh damage as the shared decoder was trained (control alike)
         train = train.fresh(degrader(params.prepare.degrade))
     import torch
 

@@ -12,7 +12,7 @@ from aerestore.tracking import stage_run  # noqa: E402
 
 
 def run(params, args):
-    set_threads(params.train.threads)
+    set_threads(params.runtime.threads)
     seed_everything(params.seed)
     with stage_run("evaluate", params) as mlrun:
         result, summary = run_evaluate(

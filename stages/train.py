@@ -1,6 +1,6 @@
 """train@<arch>: train an encoder and a shared decoder, degraded blocks -> clean blocks.
 
-With ``train.nproc * train.nnodes > 1`` the script re-executes itself under torchrun
+With ``runtime.nproc * runtime.nnodes > 1`` the script re-executes itself under torchrun
 (``python -m torch.distributed.run``): every process trains on its share of each batch
 (:mod:`aerestore.distributed`) and rank 0 alone writes the outputs and logs to MLflow.
 """
@@ -29,7 +29,7 @@ from aerestore.blocks import read_geometry  # noqa: E402
 def run(params, args):
     arch = arch_argument(params, args, "train")
     cfg = params.train_for(arch)
-    rdzv = distributed.rendezvous(cfg)
+    rdzv = distributed.rendezvous(params.runtime)
     if rdzv.world_size > 1 and not distributed.under_launcher():
         cmd = distributed.launch_command(rdzv, str(Path(__file__).resolve()), args)
         print(f"train@{arch}: {' '.join(cmd[1:])}", file=sys.stderr)
@@ -37,7 +37,7 @@ def run(params, args):
         if code:
             raise StageError(f"torchrun exited with code {code}")
         return
-    distributed.init(cfg.device)
+    distributed.init(params.runtime.device)
     try:
         if getattr(model_class(arch), "fully_conv", False):
             return run_crops(params, arch, cfg)
@@ -66,7 +66,7 @@ def run_blocks(params, arch, cfg):
 
     with tracked(f"train@{arch}", params, arch) as mlrun:
         result = fit(model, train, val, cfg, params.seed,
-                     on_epoch=lambda row: mlrun.log_metrics(row, step=int(row["epoch"])))
+                     on_epoch=lambda row: mlrun.log_metrics(row, step=int(row["epoch"])), runtime=params.runtime)
         if not distributed.is_main():
             return
         geometry = read_geometry("data/blocks")  # as the blocks stage cut them
@@ -100,25 +100,25 @@ def run_crops(params, arch, cfg):
     from aerestore.data.degrade import degrader
 
     train = ImageData.load("data/prepared", "train")
-    if cfg.fresh_damage:  # each crop degraded anew, as prepare degrades (train.fresh_damage)
+    if cfg.crops.fresh_damage:  # each crop degraded anew, as prepare degrades (train.crops.fresh_damage)
         train = train.fresh(degrader(params.prepare.degrade))
     val = ImageData.load("data/prepared", "val")
     seed_everything(params.seed)
-    model = create_model(arch, latent=params.latent_for(arch), block=cfg.crop, channels=train.channels,
+    model = create_model(arch, latent=params.latent_for(arch), block=cfg.crops.size, channels=train.channels,
                          loss=LossConfig.from_train(cfg), **params.arch_params(arch).model)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"train@{arch}: {n_params:,} parameters, {cfg.steps} steps of {cfg.batch_size} random "
-          f"{cfg.crop} px crops from {len(train):,} training images"
-          + (", each degraded anew" if cfg.fresh_damage else ""), file=sys.stderr)
+    print(f"train@{arch}: {n_params:,} parameters, {cfg.crops.steps} steps of {cfg.batch_size} random "
+          f"{cfg.crops.size} px crops from {len(train):,} training images"
+          + (", each degraded anew" if cfg.crops.fresh_damage else ""), file=sys.stderr)
     with tracked(f"train@{arch}", params, arch) as mlrun:
         result = fit_crops(model, train, val, cfg, params.seed,
-                           on_eval=lambda row: mlrun.log_metrics(row, step=int(row["step"])))
+                           on_eval=lambda row: mlrun.log_metrics(row, step=int(row["step"])), runtime=params.runtime)
         if not distributed.is_main():
             return
         save_model(model, Path(f"models/{arch}/model.pt"), extra={"best_epoch": result.best_epoch})
         metrics = {
             "best_val_loss": result.best_val_loss,  # pixel MSE on whole validation images
-            "best_epoch": result.best_epoch,  # the validation point (every train.eval_every steps)
+            "best_epoch": result.best_epoch,  # the validation point (every train.crops.eval_every steps)
             "epochs_run": result.epochs_run,
             "stopped_early": False,
             "parameters": n_params,

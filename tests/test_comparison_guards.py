@@ -27,7 +27,7 @@ from aerestore import evaluate as E
 from aerestore import mapdecoders as MD
 from aerestore import metrics as M
 from aerestore import report as R
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.restore import ConvRestorer, Restorer
 
 from test_decoders import run_decoders, setup  # noqa: F401  (the module fixture: a small ccp_ae, two block kinds)

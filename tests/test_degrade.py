@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from aerestore.data.degrade import degrade_image, disc_kernel, motion_kernel
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.params import DegradeOp
 
 OP = TypeAdapter(DegradeOp)

@@ -13,7 +13,7 @@ import pytest
 from aerestore import classical as C
 from aerestore import evaluate as E
 from aerestore import metrics as M
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.params import parse_params
 
 from helpers import degrade, photo_images, save_tiny_restorer

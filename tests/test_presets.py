@@ -63,7 +63,7 @@ def test_new_keys_are_added_with_plus_plus():
     preset = SP.load_preset(REPO / "presets" / "sharpness-mnist-vae-gan.yaml")
     overrides = SP.set_params(preset, BASE)
     assert "arch.vae_gan.model.width=1.0" in overrides  # exists in params.yaml
-    assert "train.sharpness_weight=1.0" in overrides
+    assert "train.loss.sharpness_weight=1.0" in overrides
     base = {"arch": {"vae_gan": {"model": {}}}}
     assert "++arch.vae_gan.model.width=1.0" in SP.set_params(preset, base)
 
@@ -75,7 +75,7 @@ def test_bad_preset_files_name_the_problem(tmp_path):
         SP.load_preset(bad)
     bad.write_text(yaml.safe_dump({"description": "x", "study": "y", "data": "z",
                                    "params": {"train": {"epochs": -1}}, "sample": {}}))
-    with pytest.raises(ParamsError, match=r"(?s)bad.yaml.*train.epochs"):
+    with pytest.raises(ParamsError, match=r"(?s)bad.yaml.*train.blocks.epochs"):
         SP.resolve(SP.load_preset(bad), BASE)
     with pytest.raises(ValueError, match="no preset 'nope'.*known: .*lfw-colourise"):
         SP.find_preset("nope", REPO / "presets")
@@ -97,9 +97,9 @@ def test_cli_lists_and_prints_the_command(capsys, monkeypatch):
 
 def test_extra_overrides_and_sweeps():
     preset = SP.load_preset(REPO / "presets" / "sharpness-mnist-vae.yaml")
-    one = SP.dvc_command(preset, BASE, extra=["train.sharpness_weight=0"])
+    one = SP.dvc_command(preset, BASE, extra=["train.loss.sharpness_weight=0"])
     assert one[:5] == ["dvc", "exp", "run", "-n", "sharpness-mnist-vae"]
-    assert one[-2:] == ["-S", "train.sharpness_weight=0"]  # last: it wins over the preset's 1.0
+    assert one[-2:] == ["-S", "train.loss.sharpness_weight=0"]  # last: it wins over the preset's 1.0
     sweep = SP.dvc_command(preset, BASE, queue=True, extra=["seed=1,2,3"])
     assert sweep[:4] == ["dvc", "exp", "run", "--queue"] and "-n" not in sweep
     assert SP.is_sweep("seed=1,2,3") and not SP.is_sweep("architectures=[a,b]")
@@ -218,11 +218,11 @@ def test_celeba_preset_is_the_block_studys_setting(tmp_path):
     assert (round(n * p.data.split.train), round(n * p.data.split.val)) == (225, 75)
     # scaled: 2 passes over every training block, said in the description; no early stopping
     assert (t.epochs, t.blocks_per_epoch, t.patience) == (2, 0, 0)
-    assert "2 epochs" in preset.description and "train.epochs=100" in preset.description
+    assert "2 epochs" in preset.description and "train.blocks.epochs=100" in preset.description
     # the study's 100 epochs are one override away, through DVC's own -S code
     target = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", target)
-    cmd = SP.dvc_command(preset, BASE, extra=["train.epochs=100"])
+    cmd = SP.dvc_command(preset, BASE, extra=["train.blocks.epochs=100"])
     apply_overrides(target, [cmd[i + 1] for i, c in enumerate(cmd) if c == "-S"])
     study = load_params(target)
     assert study.train_for("conv_ae").epochs == 100

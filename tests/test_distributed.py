@@ -73,8 +73,9 @@ def _stage_dir(root: Path, nproc: int) -> Path:
     params["blocks"].update(size=16, overlap=4)
     params["mlflow"]["enabled"] = False
     # 3 epochs of 4 global batches of 64 blocks (the last one 44): 1 or 2 processes
-    params["train"].update(epochs=3, batch_size=64, blocks_per_epoch=0, threads=1, patience=0,
-                           device="cpu", nproc=nproc)
+    params["train"].update(batch_size=64)
+    params["train"]["blocks"].update(epochs=3, per_epoch=0, patience=0)
+    params["runtime"].update(threads=1, device="cpu", nproc=nproc)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 

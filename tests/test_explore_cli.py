@@ -183,7 +183,7 @@ def _stage_repo(work: Path, vae_dir: Path, explore: dict, monkeypatch):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     params = parse_params(_with(raw, {
         "architectures": ["vae_lfw"], "data": {"image_size": 32}, "blocks": {"size": 32, "overlap": 0},
-        "mlflow": {"enabled": False}, "train": {"threads": 1},  # the stage sets torch's threads
+        "mlflow": {"enabled": False}, "runtime": {"threads": 1},  # the stage sets torch's threads
         "explore": {"architectures": ["vae_lfw"], "pairs": 2, "steps": 4, "samples": 4, **explore},
     }))
     monkeypatch.chdir(work)

@@ -348,7 +348,7 @@ def test_kill_9_mid_training_loses_nothing_and_the_next_repro_reruns_the_stage(p
     from pipeline_utils import repro, set_params
 
     lock = (pipeline / "dvc.lock").read_bytes()
-    set_params(pipeline, {"train": {"epochs": 400, "patience": 0}, "mlflow": {"enabled": True}})  # minutes
+    set_params(pipeline, {"train": {"blocks": {"epochs": 400, "patience": 0}}, "mlflow": {"enabled": True}})  # minutes
     with background_repro(pipeline, tmp_path / "dvc.log") as dvc:
         stage = stage_process(dvc, "train.py")
         running = wait_for_an_epoch(pipeline / "mlflow.db")
@@ -364,7 +364,7 @@ def test_kill_9_mid_training_loses_nothing_and_the_next_repro_reruns_the_stage(p
     assert (pipeline / "dvc.lock").read_bytes() == lock
     KILLED["run_id"] = running  # RUNNING until the stage's next tracked run
     # the next repro reruns the stage (fewer epochs than the killed one's 400, to keep it short)
-    set_params(pipeline, {"train": {"epochs": 2, "patience": 3}, "mlflow": {"enabled": False}})
+    set_params(pipeline, {"train": {"blocks": {"epochs": 2, "patience": 3}}, "mlflow": {"enabled": False}})
     assert repro(pipeline, "train@conv_ae") == {"train@conv_ae"}
     assert json.loads((pipeline / "metrics/train/conv_ae.json").read_text())["epochs_run"] == 2
     assert locked_epochs(pipeline) == 2

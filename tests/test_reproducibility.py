@@ -71,13 +71,13 @@ def test_every_computing_stage_sets_the_threads_records_the_machine_and_declares
         script = (ROOT / "stages" / f"{stage}.py").read_text()
         if stage == "train":
             for lib in ("train.py", "croptrain.py"):
-                assert re.search(r"set_threads\(process_threads\(cfg\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
+                assert re.search(r"set_threads\(process_threads\(runtime\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
         else:
-            assert re.search(r"set_threads\(params\.(train|train_for\(arch\))\.threads\)", script), stage
+            assert re.search(r"set_threads\(params\.runtime\.threads\)", script), stage
         calls = re.findall(r"record_machine\(f?\"([^\"]+)\"", script)
         assert calls and set(calls) == {record.replace("${item.arch}", "{arch}")}, (stage, calls)
         declared = [p if isinstance(p, str) else next(iter(p)) for p in dvc[stage]["params"]]
-        assert "runtime.threads" in declared or "train" in declared, stage  # or the whole section
+        assert "runtime.threads" in declared, stage
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in dvc[stage]["outs"]]
         assert f"metrics/machine/{record}.json" in outs, stage
 

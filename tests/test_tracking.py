@@ -135,7 +135,7 @@ PARAMS_YAML = {
     "seed": 7,
     "architectures": ["conv_ae", "vae"],
     "latent": 8,
-    "train": {"lr": 0.002, "epochs": 3},
+    "train": {"lr": 0.002, "blocks": {"epochs": 3}},
     "blocks": {"size": 16},
     "arch": {"conv_ae": {"latent": 4, "model": {}, "train": {"lr": 0.01}}, "vae": {"model": {"hidden": 16}}},
     "prepare": {"degrade": [{"op": "gaussian_blur", "sigma": [0.5, 2.0]}, {"op": "grayscale", "prob": 0.5}]},

@@ -200,7 +200,7 @@ class PrepareParams(_Strict):
     channels: Literal[1, 3] = 3
     augment_copies: int = Field(0, ge=0, le=64)
     augment: AugmentParams = AugmentParams()
-    degrade: list[DegradeOp]  # no default: params.yaml's list is the default task
+    degrade: list[DegradeOp] = []  # no damage (params.yaml writes the default task)
     workers: int = Field(2, ge=1, le=256)
     chunk: int = Field(256, ge=1)  # images held in memory at once
 

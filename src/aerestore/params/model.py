@@ -27,22 +27,23 @@ def deep_update(base: dict, override: dict) -> dict:
 
 
 class Params(_Strict):
-    """Every key is required: ``params.yaml`` is where the values are written."""
+    """The whole file. A default is params.yaml's value (``tests/test_params.py``), but for two
+    empty collections: ``arch`` (no overrides) and ``prepare.degrade`` (no damage)."""
 
-    seed: int
-    latent: int = Field(ge=1)
-    architectures: list[str]
-    data: DataParams
-    prepare: PrepareParams
-    blocks: BlocksParams
-    runtime: RuntimeParams
-    train: TrainParams
-    cluster: ClusterParams
-    decoders: DecodersParams
-    evaluate: EvaluateParams
-    explore: ExploreParams
-    mlflow: MlflowParams
-    arch: dict[str, ArchParams]
+    seed: int = 42
+    latent: int = Field(64, ge=1)
+    architectures: list[str] = ["conv_ae", "vae", "unet_ae"]
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    blocks: BlocksParams = BlocksParams()
+    runtime: RuntimeParams = RuntimeParams()
+    train: TrainParams = TrainParams()
+    cluster: ClusterParams = ClusterParams()
+    decoders: DecodersParams = DecodersParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    explore: ExploreParams = ExploreParams()
+    mlflow: MlflowParams = MlflowParams()
+    arch: dict[str, ArchParams] = {}  # no overrides (params.yaml writes every architecture's)
 
     @model_validator(mode="after")
     def _combinations(self) -> "Params":

@@ -13,8 +13,9 @@ file and the per-architecture resolution) and :mod:`~aerestore.params.loading`.
 
 from .base import ParamsError, as_range
 from .data import (
-    DEGRADE_OPS, AugmentParams, BlocksParams, DataParams, DegradeOp, GaussianNoiseOp, LocalBlurOp,
-    LocalNoiseOp, PrepareParams, SplitParams,
+    DEGRADE_OPS, AugmentParams, BilateralOp, BlocksParams, CoarseDropoutOp, DataParams, DefocusOp, DegradeOp,
+    GaussianBlurOp, GaussianNoiseOp, GrayscaleOp, JpegOp, LocalBlurOp, LocalNoiseOp, MotionBlurOp, PrepareParams,
+    SaltPepperOp, SplitParams,
 )
 from .loading import PARAMS_FILE, flatten, load_params, parse_params
 from .model import Params, deep_update
@@ -27,8 +28,9 @@ from .training import (
 )
 
 __all__ = [
-    "ParamsError", "as_range", "DEGRADE_OPS", "AugmentParams", "BlocksParams", "DataParams", "DegradeOp",
-    "GaussianNoiseOp", "LocalBlurOp", "LocalNoiseOp", "PrepareParams", "SplitParams", "PARAMS_FILE", "flatten",
+    "ParamsError", "as_range", "DEGRADE_OPS", "AugmentParams", "BilateralOp", "BlocksParams", "CoarseDropoutOp",
+    "DataParams", "DefocusOp", "DegradeOp", "GaussianBlurOp", "GaussianNoiseOp", "GrayscaleOp", "JpegOp",
+    "LocalBlurOp", "LocalNoiseOp", "MotionBlurOp", "PrepareParams", "SaltPepperOp", "SplitParams", "PARAMS_FILE", "flatten",
     "load_params", "parse_params", "Params", "deep_update", "CLASSICAL", "CLASSICAL_GRID", "CLASSICAL_TUNABLE",
     "ClusterParams", "DecodersParams", "EvaluateParams", "ExploreParams", "MlflowParams", "MOVED", "ArchParams",
     "BlockTrainParams", "CropTrainParams", "LossParams", "RuntimeParams", "TrainParams",

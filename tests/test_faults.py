@@ -287,7 +287,7 @@ def locked_epochs(repo) -> int:
     import yaml
 
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return lock["stages"]["train@conv_ae"]["params"]["params.yaml"]["train.blocks.epochs"]
+    return lock["stages"]["train@conv_ae"]["params"]["params.yaml"]["train.blocks"]["epochs"]
 
 
 def stage_process(dvc: subprocess.Popen, script: str, timeout: float = 120):

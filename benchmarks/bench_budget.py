@@ -2,7 +2,8 @@
 
 Each budget in ``--steps`` is a separate, complete training run of ``unet_ae`` at the
 settings of ``params.yaml`` (``train`` with ``arch.unet_ae.train`` applied, as
-``train@unet_ae``; ``--set key=value`` overrides a ``train`` key, e.g. ``recon=mse``), with
+``train@unet_ae``; ``--set key=value`` overrides a ``train`` key, dotted below ``train``, e.g.
+``loss.recon=mse``), with
 its own warm-up + cosine schedule over its steps, the same seed, ``--threads`` threads
 (1 by default), random crops of ``<prepared>/train`` and the best weights on ``<prepared>/val``
 (:func:`aerestore.tracks.images.train.fit_crops`). Its shared decoder (the one ``train@unet_ae``
@@ -26,7 +27,7 @@ Minutes are wall-clock training time on this machine with these threads: compare
 of one invocation with each other, not with another machine's.
 
     python benchmarks/bench_budget.py [--prepared data/prepared] [--split test] \\
-        [--steps 500 1000 2000 4000] [--threads 1] [--set recon=mse] [--model width=24] \\
+        [--steps 500 1000 2000 4000] [--threads 1] [--set loss.recon=mse] [--model width=24] \\
         [--out docs/benchmarks/budget]
 """
 
@@ -52,7 +53,7 @@ from aerestore.io import open_split, read_json, write_json
 from aerestore.losses import LossConfig
 from aerestore.metrics import batch_metrics
 from aerestore.models import create_model
-from aerestore.params import TrainParams, load_params
+from aerestore.params import RuntimeParams, TrainParams, deep_update, flatten, load_params
 from aerestore.stage import seed_everything
 
 ARCH = "unet_ae"
@@ -75,16 +76,39 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def train_params(params_file: Path, overrides: dict[str, str], steps: int, threads: int) -> TrainParams:
-    """unet_ae's train settings from ``params_file``, with ``overrides`` and this run's steps."""
+def train_params(params_file: Path, overrides: dict[str, str], steps: int) -> TrainParams:
+    """unet_ae's train settings from ``params_file``, with ``overrides`` (keys dotted below
+    ``train``: ``loss.recon``, ``crops.size``, ``lr``) and this run's steps."""
     base = load_params(params_file).train_for(ARCH).model_dump()
-    unknown = sorted(set(overrides) - set(base))
+    unknown = sorted(set(overrides) - set(flatten(base)))
     if unknown:
         raise SystemExit(f"--set: unknown train key(s) {unknown}")
+    nested: dict = {}
+    for key, value in {**overrides, "crops.steps": steps}.items():
+        *parents, leaf = key.split(".")
+        cur = nested
+        for part in parents:
+            cur = cur.setdefault(part, {})
+        cur[leaf] = value
     try:
-        return TrainParams.model_validate({**base, **overrides, "steps": steps, "threads": threads})
+        return TrainParams.model_validate(deep_update(base, nested))
     except ValidationError as exc:
-        raise SystemExit(f"--set / --steps / --threads: invalid train params for {ARCH}:\n{exc}") from None
+        raise SystemExit(f"--set / --steps: invalid train params for {ARCH}:\n{exc}") from None
+
+
+def runtime_params(params_file: Path, threads: int) -> RuntimeParams:
+    """``params_file``'s runtime with this run's threads."""
+    try:
+        return RuntimeParams.model_validate({**load_params(params_file).runtime.model_dump(), "threads": threads})
+    except ValidationError as exc:
+        raise SystemExit(f"--threads: invalid runtime params:\n{exc}") from None
+
+
+def train_conditions(cfg: TrainParams) -> dict:
+    """The training settings a report records (its ``conditions.train``)."""
+    return {"batch_size": cfg.batch_size, "lr": cfg.lr, "recon": cfg.loss.recon, "crop": cfg.crops.size,
+            "warmup": cfg.crops.warmup, "eval_every": cfg.crops.eval_every, "damage_weight": cfg.loss.damage_weight,
+            "fresh_damage": cfg.crops.fresh_damage}
 
 
 def load_sets(prepared: Path, split: str, images: int, params, fresh: bool):
@@ -277,8 +301,8 @@ def main() -> None:
     params = load_params(args.params)
     overrides = parse_set(args.overrides)
     model_kwargs = {**params.arch_params(ARCH).model, **parse_set(args.model_overrides)}
-    train_params(args.params, overrides, args.steps[0], args.threads)  # bad overrides stop here, before any work
-    fresh = train_params(args.params, overrides, args.steps[0], args.threads).fresh_damage
+    runtime = runtime_params(args.params, args.threads)  # bad overrides stop here, before any work
+    fresh = train_params(args.params, overrides, args.steps[0]).crops.fresh_damage
     train, val, scored, masks, idx = load_sets(args.prepared, args.split, args.images, params, fresh)
     clean = scored.clean.permute(0, 2, 3, 1).numpy()
     degraded = scored.degraded.permute(0, 2, 3, 1).numpy()
@@ -291,12 +315,12 @@ def main() -> None:
 
     runs = []
     for steps in args.steps:
-        cfg = train_params(args.params, overrides, steps, args.threads)
+        cfg = train_params(args.params, overrides, steps)
         seed_everything(params.seed)
-        model = create_model(ARCH, latent=params.latent_for(ARCH), block=cfg.crop, channels=train.channels,
+        model = create_model(ARCH, latent=params.latent_for(ARCH), block=cfg.crops.size, channels=train.channels,
                              loss=LossConfig.from_train(cfg), **model_kwargs)
         t0, c0 = time.perf_counter(), time.process_time()
-        result = fit_crops(model, train, val, cfg, params.seed)
+        result = fit_crops(model, train, val, cfg, params.seed, runtime=runtime)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         row = {"steps": steps, "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1), **scores(restore(model, scored), clean, masks),
                "best_step": result.history[result.best_epoch - 1]["step"]}
@@ -309,9 +333,7 @@ def main() -> None:
         "conditions": {"prepared": str(args.prepared), "split": args.split, "images": len(idx),
                        "threads": args.threads, "overrides": overrides, "model": model_kwargs,
                        "seed": params.seed,
-                       "train": {k: v for k, v in cfg.model_dump().items()
-                                 if k in ("batch_size", "crop", "lr", "warmup", "eval_every", "recon",
-                                          "damage_weight", "fresh_damage")},
+                       "train": train_conditions(cfg),
                        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "torch": torch.__version__},
         "classical": classical, "best_classical": best, "targets_db": TARGETS, "runs": runs,

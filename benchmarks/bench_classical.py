@@ -27,7 +27,7 @@ from skimage import data
 from skimage.transform import resize
 
 from aerestore.classical import RESTORERS
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.metrics import batch_metrics, psnr
 
 

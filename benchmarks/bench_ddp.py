@@ -64,15 +64,16 @@ def crop_worker(args, rank: int, world: int) -> None:
     from aerestore.tracks.images.train import fit_crops
     from aerestore.losses import LossConfig
     from aerestore.models import create_model
-    from aerestore.params import TrainParams
+    from aerestore.params import RuntimeParams, TrainParams
 
-    cfg = TrainParams(steps=args.steps, crop=args.crop, batch_size=args.crop_batch, eval_every=args.steps,
-                      warmup=0, threads=1, device="cpu", patience=0, damage_weight=0)
+    cfg = TrainParams(batch_size=args.crop_batch, blocks={"patience": 0}, loss={"damage_weight": 0, "beta": 1.0},
+                      crops={"steps": args.steps, "size": args.crop, "eval_every": args.steps, "warmup": 0})
+    runtime = RuntimeParams(threads=1, device="cpu")
     train, val = image_data(512, seed=0), image_data(32, seed=1)
     torch.manual_seed(0)
     model = create_model(args.arch, latent=64, block=args.crop, channels=3, loss=LossConfig.from_train(cfg))
     cpu0 = time.process_time()
-    result = fit_crops(model, train, val, cfg, seed=0, progress=False)
+    result = fit_crops(model, train, val, cfg, seed=0, progress=False, runtime=runtime)
     cpu = distributed.all_sum([time.process_time() - cpu0], "cpu")[0]
     if rank == 0:
         Path(args.out).write_text(json.dumps({
@@ -86,7 +87,7 @@ def worker(args) -> None:
     from aerestore import distributed
     from aerestore.losses import LossConfig
     from aerestore.models import create_model, model_class
-    from aerestore.params import TrainParams
+    from aerestore.params import RuntimeParams, TrainParams
     from aerestore.tracks.blocks.train import fit
 
     distributed.init("cpu")
@@ -95,8 +96,8 @@ def worker(args) -> None:
         crop_worker(args, rank, world)
         distributed.shutdown()
         return
-    cfg = TrainParams(epochs=args.epochs, batch_size=args.batch, blocks_per_epoch=args.blocks,
-                      threads=1, device="cpu", patience=0, damage_weight=0, beta=0.001)
+    cfg = TrainParams(batch_size=args.batch, blocks={"epochs": args.epochs, "per_epoch": args.blocks, "patience": 0},
+                      loss={"damage_weight": 0, "beta": 0.001})
     train, val = block_data(args.blocks, seed=0), block_data(2048, seed=1)
     import torch
 
@@ -105,7 +106,7 @@ def worker(args) -> None:
     import time
 
     cpu0 = time.process_time()
-    result = fit(model, train, val, cfg, seed=0, progress=False)
+    result = fit(model, train, val, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1, device="cpu"))
     cpu = distributed.all_sum([time.process_time() - cpu0], "cpu")[0]  # every rank's CPU time
     if rank == 0:
         Path(args.out).write_text(json.dumps({

@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_budget import COLUMNS, load_sets, restore, scores, train_params  # noqa: E402
+from bench_budget import COLUMNS, load_sets, restore, runtime_params, scores, train_conditions, train_params  # noqa: E402
 from real_photos import square  # noqa: E402
 
 from aerestore.tracks.images.dataset import ImageData, sample_crops  # noqa: E402
@@ -64,7 +64,7 @@ REF = "unet_ae"
 
 def build(params, name: str, cfg, channels: int):
     seed_everything(params.seed)
-    return create_model(name, latent=params.latent_for(name), block=cfg.crop, channels=channels,
+    return create_model(name, latent=params.latent_for(name), block=cfg.crops.size, channels=channels,
                         loss=LossConfig.from_train(cfg), **params.arch_params(name).model)
 
 
@@ -81,7 +81,7 @@ def probe_step(params, name: str, cfg, train: ImageData, n: int = 6) -> float:
     real crops: the mean of ``n`` after two warm-up updates."""
     model = build(params, name, cfg, train.channels).train()
     opts = model.configure_optimizers(cfg.lr)
-    deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crop, np.random.default_rng(0))
+    deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crops.size, np.random.default_rng(0))
     batch = (deg, cln, dmg) if dmg is not None else (deg, cln)
     for _ in range(2):
         model.train_step(batch, opts)
@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--split", default="test")
     ap.add_argument("--images", type=int, default=0, help="evenly spaced images scored (0 = all)")
-    ap.add_argument("--steps", type=int, default=None, help="unet_ae's steps (default: its train.steps)")
+    ap.add_argument("--steps", type=int, default=None, help="unet_ae's steps (default: its train.crops.steps)")
     ap.add_argument("--mode", nargs="+", choices=("cpu", "steps"), default=["cpu", "steps"])
     ap.add_argument("--cpu-budget", type=float, default=None,
                     help="CPU seconds of each peer's training (default: unet_ae's, measured here)")
@@ -174,9 +174,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     params = load_params(args.params)
-    steps = args.steps or params.train_for(REF).steps
-    cfg = train_params(args.params, {}, steps, args.threads)
-    train, val, scored, masks, idx = load_sets(args.prepared, args.split, args.images, params, cfg.fresh_damage)
+    steps = args.steps or params.train_for(REF).crops.steps
+    cfg = train_params(args.params, {}, steps)
+    runtime = runtime_params(args.params, args.threads)
+    train, val, scored, masks, idx = load_sets(args.prepared, args.split, args.images, params, cfg.crops.fresh_damage)
     clean = scored.clean.permute(0, 2, 3, 1).numpy()
     face_set = None
     if args.faces is not None:
@@ -192,9 +193,7 @@ def main() -> None:
                                                 "size": int(face_set["clean"].shape[1])},
         "threads": args.threads, "seed": params.seed, "ref_steps": steps,
         "speed": {"size": args.speed_size, "threads": args.speed_threads, "reps": args.speed_reps},
-        "train": {k: v for k, v in cfg.model_dump().items()
-                  if k in ("batch_size", "crop", "lr", "warmup", "eval_every", "recon", "damage_weight",
-                           "fresh_damage")},
+        "train": train_conditions(cfg),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
     }
     report = {"conditions": conditions, "rows": rows}
@@ -204,11 +203,11 @@ def main() -> None:
         args.out.with_suffix(".md").write_text(table(report))
 
     def run(name: str, mode: str, n_steps: int) -> dict:
-        run_cfg = cfg.model_copy(update={"steps": n_steps})
+        run_cfg = cfg.model_copy(update={"crops": cfg.crops.model_copy(update={"steps": n_steps})})
         model = build(params, name, run_cfg, train.channels)
         row = {"arch": name, "mode": mode, "steps": n_steps, **size_of(model)}
         t0, c0 = time.perf_counter(), time.process_time()
-        result = fit_crops(model, train, val, run_cfg, params.seed, progress=False)
+        result = fit_crops(model, train, val, run_cfg, params.seed, progress=False, runtime=runtime)
         row["train_cpu_seconds"] = round(time.process_time() - c0, 1)
         row["train_wall_seconds"] = round(time.perf_counter() - t0, 1)
         row["best_step"] = result.history[result.best_epoch - 1]["step"]

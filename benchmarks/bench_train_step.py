@@ -1,13 +1,13 @@
 """Speed of one ``train@unet_ae`` step, and of cheaper ways to take the same step (issue 25).
 
 The default ``unet_ae`` (``params.yaml``: ``arch.unet_ae`` model and train keys) and its
-batches as :func:`aerestore.croptrain.fit_crops` draws them (:func:`aerestore.cropdata.sample_crops`
-on ``data/prepared/train`` with fresh damage, ``train.batch_size`` crops of ``train.crop``
+batches as :func:`aerestore.tracks.images.train.fit_crops` draws them (:func:`aerestore.tracks.images.dataset.sample_crops`
+on ``data/prepared/train`` with fresh damage, ``train.batch_size`` crops of ``train.crops.size``
 px; seeded by ``seed``). A step is ``model.train_step`` (forward, loss, backward, fused
-Adam), ``torch.set_num_threads(train.threads)``. Variants of the same step:
+Adam), ``torch.set_num_threads(runtime.threads)``. Variants of the same step:
 
 * ``a`` today's (fp32, contiguous NCHW); ``cl`` channels_last (model and inputs);
-  ``bf16`` bfloat16 autocast (``train.amp: bf16``); ``bf16_cl`` both;
+  ``bf16`` bfloat16 autocast (``runtime.amp: bf16``); ``bf16_cl`` both;
   ``compile`` / ``compile_cl`` / ``compile_bf16`` / ``compile_max``: ``model.loss`` wrapped
   by ``torch.compile`` (CPU inductor; ``compile_max``: mode ``max-autotune-no-cudagraphs``);
   its first steps are the compile time;
@@ -26,7 +26,7 @@ the same batches); numerics (each variant from the same weights on the same batc
 ``--numerics`` steps: max |loss - loss_a|); FLOPs (``FlopCounterMode``) and parameters;
 peak anonymous memory of each variant in a subprocess (``--memory``); a
 ``torch.profiler`` table of ``a``; and with ``--quality N`` short trainings by
-:func:`aerestore.croptrain.fit_crops` (N steps, one evaluation at the end) of ``a`` (two
+:func:`aerestore.tracks.images.train.fit_crops` (N steps, one evaluation at the end) of ``a`` (two
 seeds: the noise) and ``--quality-variants``, scored as PSNR on whole validation images.
 
 On a shared machine prefer ``--threads 1``: with 2 threads every parallel region waits for
@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aerestore.cropdata import ImageData, sample_crops
+from aerestore.tracks.images.dataset import ImageData, sample_crops
 from step_variants import (ARCH, DEFAULT_VARIANTS, ROOT, VARIANTS, Runner, build, compile_loss, cycler, draw_batches,
                            flops_and_params, interleaved, numerics, setup)
 
@@ -69,7 +69,7 @@ def profile_a(runner: Runner, train, cfg, seed: int, steps: int, top: int) -> tu
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             with record_function("## data: sample_crops (fresh damage)"):
-                batch = tuple(t for t in sample_crops(train, cfg.batch_size, cfg.crop, rng) if t is not None)
+                batch = tuple(t for t in sample_crops(train, cfg.batch_size, cfg.crops.size, rng) if t is not None)
             with record_function("## train_step"):
                 runner.step(batch)
     events = prof.key_averages()
@@ -109,7 +109,7 @@ def prefetch_loop(train, cfg, runner: Runner, seed: int, steps: int) -> dict:
                 yield draw(rng)
 
     def draw(rng):
-        return tuple(t for t in sample_crops(train, cfg.batch_size, cfg.crop, rng) if t is not None)
+        return tuple(t for t in sample_crops(train, cfg.batch_size, cfg.crops.size, rng) if t is not None)
 
     def inline():
         rng = np.random.default_rng(seed)
@@ -143,12 +143,12 @@ def prefetch_loop(train, cfg, runner: Runner, seed: int, steps: int) -> dict:
 
 
 def decoder_parts(params, cfg, train, seed: int, n: int, rounds: int) -> dict:
-    """``decoders@unet_ae``'s fine-tuning step (:func:`aerestore.mapdecoders.fine_tune`) in
+    """``decoders@unet_ae``'s fine-tuning step (:func:`aerestore.tracks.images.decoders.fine_tune`) in
     its parts, interleaved: the draw (fresh damage), the frozen encoder with the routing maps
     (``damage_head``), the decoder's update; seconds per call."""
     import copy
 
-    from aerestore.mapdecoders import weighted_recon
+    from aerestore.tracks.images.decoders import weighted_recon
     from aerestore.restore import route_maps, upsample_maps
 
     dp = params.decoders
@@ -161,7 +161,7 @@ def decoder_parts(params, cfg, train, seed: int, n: int, rounds: int) -> dict:
         p.requires_grad_(True)
     opt = torch.optim.Adam(decoder.parameters(), lr=dp.lr)
     rng = np.random.default_rng(seed)
-    deg, y, _ = sample_crops(train, dp.crop_batch, cfg.crop, rng)
+    deg, y, _ = sample_crops(train, dp.crop_batch, cfg.crops.size, rng)
 
     def encode():
         with torch.no_grad():
@@ -173,13 +173,13 @@ def decoder_parts(params, cfg, train, seed: int, n: int, rounds: int) -> dict:
 
     def update():
         decoder.train()
-        loss = weighted_recon(decoder(f), y, w, cfg.recon)
+        loss = weighted_recon(decoder(f), y, w, cfg.loss.recon)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     update()
-    return interleaved({"draw": lambda: sample_crops(train, dp.crop_batch, cfg.crop, rng), "encode": encode,
+    return interleaved({"draw": lambda: sample_crops(train, dp.crop_batch, cfg.crops.size, rng), "encode": encode,
                         "update": update}, n, rounds)
 
 
@@ -216,13 +216,14 @@ def memory_child(name: str, args) -> None:
 def quality(names, params, cfg, train, val, steps: int) -> list[dict]:
     """``fit_crops`` for ``steps`` steps (one evaluation, at the end), from the same initial
     weights (``seed``): validation MSE and PSNR on whole images."""
-    from aerestore.croptrain import fit_crops
-    from aerestore.cropdata import image_batches
+    from aerestore.tracks.images.train import fit_crops
+    from aerestore.tracks.images.dataset import image_batches
 
     rows = []
     for name, seed in [("a", params.seed), ("a", params.seed + 1)] + [(n, params.seed) for n in names]:
         cl, amp, mode, overrides = VARIANTS[name]
-        run_cfg = cfg.model_copy(update={"steps": steps, "eval_every": steps, "amp": amp})
+        run_cfg = cfg.model_copy(update={"crops": cfg.crops.model_copy(update={"steps": steps, "eval_every": steps})})
+        runtime = params.runtime.model_copy(update={"amp": amp})
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         model = build(params, cfg, train.channels, overrides, seed)
@@ -231,7 +232,7 @@ def quality(names, params, cfg, train, val, steps: int) -> list[dict]:
         if mode:
             compile_loss(model, mode)
         t0 = time.perf_counter()
-        fit_crops(model, train, val, run_cfg, seed, progress=False)
+        fit_crops(model, train, val, run_cfg, seed, progress=False, runtime=runtime)
         seconds = time.perf_counter() - t0
         model.eval()
         per_image, se, n = [], 0.0, 0
@@ -254,7 +255,7 @@ def main() -> None:
     ap.add_argument("--prepared", default=str(ROOT / "data" / "prepared"),
                     help="data/prepared to read (read only); synthetic images when missing")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {','.join(VARIANTS)}")
-    ap.add_argument("--threads", type=int, default=0, help="0 = train.threads")
+    ap.add_argument("--threads", type=int, default=0, help="0 = runtime.threads")
     ap.add_argument("--steps", type=int, default=20, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     ap.add_argument("--warmup", type=int, default=10, help="steps before timing (after the compile)")
@@ -283,10 +284,10 @@ def main() -> None:
         return
     out: dict = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
                  "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-                 "data": args.source, "batch": cfg.batch_size, "crop": cfg.crop, "steps_default": cfg.steps,
+                 "data": args.source, "batch": cfg.batch_size, "crop": cfg.crops.size, "steps_default": cfg.crops.steps,
                  "load_start": os.getloadavg()}
     print(f"torch {out['torch']} ({out['capability']}), {out['threads']} threads, data {out['data']}, "
-          f"batch {cfg.batch_size} x {cfg.crop} px; load average {out['load_start'][0]:.2f}", flush=True)
+          f"batch {cfg.batch_size} x {cfg.crops.size} px; load average {out['load_start'][0]:.2f}", flush=True)
 
     batches = draw_batches(train, cfg, 16, params.seed)
     runners = {}
@@ -304,8 +305,8 @@ def main() -> None:
     rng = np.random.default_rng(params.seed)
     plain = ImageData(train.degraded, train.clean, train.classes)
     timing.update(interleaved({
-        "data_fresh": lambda: sample_crops(train, cfg.batch_size, cfg.crop, rng),
-        "data_prepared_copy": lambda: sample_crops(plain, cfg.batch_size, cfg.crop, rng),
+        "data_fresh": lambda: sample_crops(train, cfg.batch_size, cfg.crops.size, rng),
+        "data_prepared_copy": lambda: sample_crops(plain, cfg.batch_size, cfg.crops.size, rng),
         "a_again": cycler(runners["a"], batches)}, args.steps, args.rounds))
     out["timing"] = timing
     out["load_after_timing"] = os.getloadavg()
@@ -328,17 +329,17 @@ def main() -> None:
     out["load_end"] = os.getloadavg()
 
     a = timing["a"]
-    print(f"\nunet_ae train step, batch {cfg.batch_size} x {cfg.crop} px, {out['threads']} threads; medians of "
+    print(f"\nunet_ae train step, batch {cfg.batch_size} x {cfg.crops.size} px, {out['threads']} threads; medians of "
           f"{args.rounds} interleaved rounds of {args.steps} steps; load average {out['load_start'][0]:.2f} -> "
           f"{out['load_end'][0]:.2f}\n")
     print("| variant | steps/s | x a (wall) | x a (CPU) | first step s | min at "
-          f"{cfg.steps} steps | max abs loss diff vs a ({args.numerics} steps) | MFLOP/step | params | peak MiB |")
+          f"{cfg.crops.steps} steps | max abs loss diff vs a ({args.numerics} steps) | MFLOP/step | params | peak MiB |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for name in names:
         t, num = timing[name], out["numerics"].get(name, {})
         fl = out["flops"].get(name) or out["flops"]["a"]
         mem = out.get("memory_mib", {}).get(name)
-        minutes = (cfg.steps * t["wall"] + runners[name].compile_s) / 60
+        minutes = (cfg.crops.steps * t["wall"] + runners[name].compile_s) / 60
         print(f"| {name} | {1 / t['wall']:.2f} | {a['wall'] / t['wall']:.2f} | {a['cpu'] / t['cpu']:.2f} "
               f"| {runners[name].compile_s:.1f} | {minutes:.1f} | "
               f"{num.get('max_abs_diff', float('nan')):.2e} | {fl['mflop_per_step']:,.0f} | {fl['params']:,} | "

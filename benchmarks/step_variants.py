@@ -1,5 +1,5 @@
 """The variants of ``train@unet_ae``'s step that ``bench_train_step.py`` times: their set-up
-(model, optimiser, batches as :func:`aerestore.croptrain.fit_crops` draws them), interleaved
+(model, optimiser, batches as :func:`aerestore.tracks.images.train.fit_crops` draws them), interleaved
 timing, numerics against today's step, and FLOPs. See ``bench_train_step.py``."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aerestore.cropdata import ImageData, sample_crops
+from aerestore.tracks.images.dataset import ImageData, sample_crops
 from aerestore.data.degrade import degrader
 from aerestore.losses import LossConfig
 from aerestore.models import create_model
@@ -77,7 +77,7 @@ def build(params, cfg, channels: int, overrides: dict, seed: int):
     model_kw = {**params.arch_params(ARCH).model, **overrides}
     block, unet_ae._conv_block = unet_ae._conv_block, (_separable_block if separable else unet_ae._conv_block)
     try:
-        return create_model(ARCH, latent=params.latent_for(ARCH), block=cfg.crop, channels=channels,
+        return create_model(ARCH, latent=params.latent_for(ARCH), block=cfg.crops.size, channels=channels,
                             loss=LossConfig.from_train(cfg), **model_kw)
     finally:
         unet_ae._conv_block = block
@@ -116,7 +116,7 @@ class Runner:
 
 def draw_batches(train: ImageData, cfg, n: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
-    return [tuple(t for t in sample_crops(train, cfg.batch_size, cfg.crop, rng) if t is not None) for _ in range(n)]
+    return [tuple(t for t in sample_crops(train, cfg.batch_size, cfg.crops.size, rng) if t is not None) for _ in range(n)]
 
 
 def timed(fn, n: int) -> tuple[float, float]:
@@ -185,7 +185,7 @@ def flops_and_params(names, params, cfg, channels, seed, batch) -> dict[str, dic
 def setup(args):
     params = load_params(args.params)
     cfg = params.train_for(ARCH)
-    torch.set_num_threads(args.threads or cfg.threads)
+    torch.set_num_threads(args.threads or params.runtime.threads)
     train, val, source = load_data(params, Path(args.prepared) if args.prepared else None)
     args.source = source
     return params, cfg, train, val

@@ -1,5 +1,5 @@
 """train@<arch>: train an encoder and a shared decoder, degraded -> clean (on several
-processes under torchrun when train.nproc * train.nnodes > 1; :mod:`aerestore.pipeline.train`)."""
+processes under torchrun when runtime.nproc * runtime.nnodes > 1; :mod:`aerestore.pipeline.train`)."""
 
 import sys
 from pathlib import Path

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from aerestore.blocks import split_images_uint8
 from aerestore.tracks.blocks.dataset import BlockData
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 
 
 def stage_args(stage: str, arch: str | None = None) -> list[str]:
@@ -89,11 +89,11 @@ def save_tiny_restorer(model_dir: Path, name: str = "conv_ae", block: int = 16, 
     from aerestore.models import save_model
     from aerestore.restore import Restorer
     from aerestore.tracks.blocks.train import fit
-    from aerestore.params import TrainParams
+    from aerestore.params import RuntimeParams, TrainParams
 
     data = block_data(block=block, overlap=overlap)
     model = tiny_model(name, block=block)
-    fit(model, data, data, TrainParams(epochs=1, batch_size=32, threads=1), seed=0, progress=False)
+    fit(model, data, data, TrainParams(batch_size=32, blocks={"epochs": 1}), seed=0, progress=False, runtime=RuntimeParams(threads=1))
     model_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, model_dir / "model.pt", overlap=overlap)
     z = C.encode_blocks(model, data.degraded)

@@ -20,7 +20,8 @@ TINY = {
     "data": {"image_size": 32, "limit": 30},
     "prepare": {"augment_copies": 0},
     "blocks": {"size": 16, "overlap": 4},
-    "train": {"epochs": 1, "batch_size": 64, "threads": 1},
+    "runtime": {"threads": 1},
+    "train": {"blocks": {"epochs": 1}, "batch_size": 64},
     "cluster": {"k": 3, "max_blocks": 2000},  # the default damage_head: one cluster per damage class
     "decoders": {"epochs": 1, "min_blocks": 8, "batch_size": 64},
     "evaluate": {"classical": [], "grid_images": 2, "max_images": 4},

@@ -51,7 +51,7 @@ def work(tmp_path, monkeypatch):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw.update(architectures=["conv_ae", "unet_ae"], blocks={"size": 16, "overlap": 4})
     raw["mlflow"]["enabled"] = False
-    raw["train"]["threads"] = 1
+    raw["runtime"]["threads"] = 1
     raw["evaluate"].update(classical=[], grid_images=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     write_restorer(tmp_path / "models" / "conv_ae", tiny_model("conv_ae", block=16))

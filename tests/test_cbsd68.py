@@ -150,7 +150,7 @@ def test_the_preset_validates_and_draws_sigma_over_the_benchmark_range():
     base = load_base(REPO / "params.yaml")
     for sample in (False, True):
         p = SP.resolve(preset, base, sample=sample)
-        assert p.architectures == ["unet_ae"] and p.train.fresh_damage
+        assert p.architectures == ["unet_ae"] and p.train.crops.fresh_damage
         (op,) = p.prepare.degrade
         assert isinstance(op, GaussianNoiseOp) and op.prob == 1.0
         lo, hi = op.std

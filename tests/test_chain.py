@@ -10,7 +10,7 @@ from aerestore import chain as C
 from aerestore import explore as X
 from aerestore.losses import LossConfig
 from aerestore.models import create_model
-from aerestore.params import ExploreParams, TrainParams
+from aerestore.params import ExploreParams, RuntimeParams, TrainParams
 
 from helpers import fit_to, photo_images
 
@@ -26,8 +26,8 @@ def setup():
     torch.manual_seed(0)
     vae = create_model("vae", latent=16, block=32, channels=3, loss=LossConfig(beta=0.01))
     codec = X.LatentCodec(fit_to(vae, X.to_tensor(train), steps=60))
-    cfg = TrainParams(epochs=60, batch_size=8, lr=3e-3, patience=0, threads=1)
-    ae, result = C.train_chain(codec, "unet_ae", train, train[:0], cfg, seed=0, progress=False)
+    cfg = TrainParams(batch_size=8, lr=3e-3, blocks={"epochs": 60, "patience": 0})
+    ae, result = C.train_chain(codec, "unet_ae", train, train[:0], cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
     return codec, ae, result, train, held_out
 
 

@@ -258,7 +258,7 @@ def test_bm3d_in_worker_processes_equals_the_serial_loop(monkeypatch):
     pytest.importorskip("bm3d")
     from aerestore import workers
     from aerestore.classical import oracle_restore
-    from aerestore.data.layout import DAMAGE_KINDS
+    from aerestore.damage import DAMAGE_KINDS
 
     rng = np.random.default_rng(3)
     clean = data.astronaut()[96:176:4, 192:272:4].astype(np.float64) / 255.0  # 20 x 20 px

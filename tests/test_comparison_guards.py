@@ -27,7 +27,7 @@ from aerestore import evaluate as E
 from aerestore import evaluate_summary as ES
 from aerestore.tracks.images import decoders as MD
 from aerestore import metrics as M
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.studies import analysis as A
 from aerestore.studies import claims as C
 from aerestore.restore import Restorer

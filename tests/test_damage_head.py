@@ -1,17 +1,21 @@
-"""The semi-supervised damage head of the block models (train.damage_weight,
+"""The semi-supervised damage head of the block models (train.loss.damage_weight,
 cluster.method: damage_head): the latent learns to say which damage a block carries."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from aerestore import cluster as C
-from aerestore.data.layout import DAMAGE_CLASSES, damage_shares
+from aerestore.damage import DAMAGE_CLASSES
+from aerestore.data.layout import damage_shares
 from aerestore.losses import LossConfig
 from aerestore.models import create_model, load_model, save_model
-from aerestore.params import Params, ParamsError, TrainParams, parse_params
+from aerestore.params import Params, ParamsError, RuntimeParams, TrainParams, parse_params
 from aerestore.tracks.blocks.train import fit, iterate_batches
 
 from helpers import block_data
@@ -70,8 +74,8 @@ def test_training_makes_the_latent_predict_the_damage():
     assert set(np.unique(majority)) == {0, 1}  # clean and blurred blocks both present
     chance = max(np.mean(majority == c) for c in (0, 1))  # always answering the larger class
     model = model_with_head(3.0)
-    fit(model, data, data, TrainParams(epochs=40, batch_size=32, lr=1e-3, lr_decay=1.0, patience=0, threads=1),
-        seed=0, progress=False)
+    fit(model, data, data, TrainParams(batch_size=32, lr=1e-3, blocks={"epochs": 40, "lr_decay": 1.0, "patience": 0}),
+        seed=0, progress=False, runtime=RuntimeParams(threads=1))
     labels = C.head_assign(model, data.degraded, head="damage_head")
     accuracy = float((labels == majority).mean())
     # the middle column of blocks is a quarter to three quarters blurred: hard to call
@@ -81,20 +85,20 @@ def test_training_makes_the_latent_predict_the_damage():
 
 
 def test_head_assign_needs_the_head():
-    with pytest.raises(ValueError, match="train.damage_weight"):
+    with pytest.raises(ValueError, match="train.loss.damage_weight"):
         C.head_assign(model_with_head(0.0), np.zeros((2, 3, 16, 16), np.uint8), head="damage_head")
 
 
 def test_params_damage_head_needs_k_and_weight():
-    base = Params().model_dump()
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     base["architectures"] = ["conv_ae"]
-    base["train"]["damage_weight"] = 0.1
+    base["train"]["loss"]["damage_weight"] = 0.1
     base["cluster"].update(method="damage_head", k=len(DAMAGE_CLASSES))
     parse_params(base)
     with pytest.raises(ParamsError, match="cluster.k"):
         parse_params({**base, "cluster": {**base["cluster"], "k": 2}})
     with pytest.raises(ParamsError, match="damage_weight"):
-        parse_params({**base, "train": {**base["train"], "damage_weight": 0.0}})
+        parse_params({**base, "train": {**base["train"], "loss": {**base["train"]["loss"], "damage_weight": 0.0}}})
 
 
 def test_vae_gan_refuses_a_damage_weight():

@@ -56,7 +56,7 @@ def two_kinds(n: int, seed: int) -> tuple[BlockData, np.ndarray]:
 def setup():
     from aerestore.losses import LossConfig
     from aerestore.models import create_model
-    from aerestore.params import TrainParams
+    from aerestore.params import RuntimeParams, TrainParams
     from aerestore.tracks.blocks.train import fit
 
     torch.set_num_threads(1)
@@ -66,8 +66,8 @@ def setup():
     # a decoder with batch norm (ccp_ae's has four: after its dense layer and each transposed
     # conv): the study's conv_ae decoder has none
     model = create_model("ccp_ae", latent=8, block=16, channels=3, loss=LossConfig(), filters=(8, 16, 16))
-    fit(model, train, val, TrainParams(epochs=3, batch_size=32, lr=3e-3, threads=1, patience=0,
-                                       blocks_per_epoch=0), seed=0, progress=False)
+    fit(model, train, val, TrainParams(batch_size=32, lr=3e-3, blocks={"epochs": 3, "patience": 0, "per_epoch": 0}),
+        seed=0, progress=False, runtime=RuntimeParams(threads=1))
     z_train, z_val = D.encode_all(model, train.degraded), D.encode_all(model, val.degraded)
 
     def route(z):

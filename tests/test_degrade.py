@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from aerestore.data.degrade import degrade_image
 from aerestore.data.localops import disc_kernel, motion_kernel
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.params import DegradeOp
 
 OP = TypeAdapter(DegradeOp)

@@ -1,4 +1,4 @@
-"""train.device / train.amp end to end (aerestore.models.device): the CPU path is unchanged,
+"""runtime.device / runtime.amp end to end (aerestore.models.device): the CPU path is unchanged,
 and the bf16 autocast code path (which exists on CPUs too) trains, encodes, fine-tunes the
 decoders and restores to the fp32 results within bf16's precision."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aerestore.models.device import autocast, resolve_device, to_device
-from aerestore.params import TrainParams
+from aerestore.params import RuntimeParams, TrainParams
 
 
 def test_cpu_path_copies_nothing_and_amp_fp32_is_a_no_op():
@@ -24,12 +24,12 @@ def test_cpu_path_copies_nothing_and_amp_fp32_is_a_no_op():
     with pytest.raises(ValueError, match="amp"):
         autocast("cpu", "fp8")
     with pytest.raises(Exception, match="amp"):
-        TrainParams(amp="fp16")
+        RuntimeParams(amp="fp16")
     # `dvc exp run -S` rewrites params.yaml with a bare `off`, which YAML 1.1 reads as false
     import yaml
 
-    assert TrainParams(**yaml.safe_load("amp: off")).amp == "fp32"
-    assert TrainParams(**yaml.safe_load("amp: fp32")).amp == "fp32"  # no YAML reading of its own
+    assert RuntimeParams(**yaml.safe_load("amp: off")).amp == "fp32"
+    assert RuntimeParams(**yaml.safe_load("amp: fp32")).amp == "fp32"  # no YAML reading of its own
 
 
 def _fit(amp: str):
@@ -39,8 +39,8 @@ def _fit(amp: str):
 
     data = block_data()
     model = tiny_model("conv_ae")
-    result = fit(model, data, data, TrainParams(epochs=2, batch_size=32, threads=1, device="cpu", amp=amp),
-                 seed=0, progress=False)
+    result = fit(model, data, data, TrainParams(batch_size=32, blocks={"epochs": 2}),
+                 seed=0, progress=False, runtime=RuntimeParams(threads=1, device="cpu", amp=amp))
     return model, result
 
 

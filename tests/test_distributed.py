@@ -1,5 +1,5 @@
 """Data-parallel training (aerestore.distributed): the launcher's command line, each rank's
-share of a batch, and the real thing: `stages/train.py` with train.nproc = 2 re-executes
+share of a batch, and the real thing: `stages/train.py` with runtime.nproc = 2 re-executes
 itself under torchrun, two CPU processes (gloo) train to the same result as one process
 with the same global batch, and rank 0 alone writes the same files."""
 
@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from aerestore import distributed
-from aerestore.params import TrainParams
+from aerestore.params import RuntimeParams, TrainParams
 from helpers import stage_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,18 +34,18 @@ def test_shares_cover_the_batch_in_order():
 
 
 def test_launch_command_one_machine_and_several(monkeypatch):
-    one = distributed.launch_command(distributed.rendezvous(TrainParams(nproc=2)), "stages/train.py", ["conv_ae_v1"])
+    one = distributed.launch_command(distributed.rendezvous(RuntimeParams(nproc=2)), "stages/train.py", ["conv_ae_v1"])
     assert one[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone", "stages/train.py", "conv_ae_v1"]
     monkeypatch.setenv("AERESTORE_NODE_RANK", "1")
     monkeypatch.setenv("AERESTORE_MASTER_ADDR", "10.0.0.5")
-    rdzv = distributed.rendezvous(TrainParams(nproc=4, nnodes=2, master_port=29600))
+    rdzv = distributed.rendezvous(RuntimeParams(nproc=4, nnodes=2, master_port=29600))
     assert rdzv.world_size == 8
     cmd = distributed.launch_command(rdzv, "s.py", [])
     assert cmd[3:8] == ["--nproc-per-node=4", "--nnodes=2", "--node-rank=1", "--master-addr=10.0.0.5",
                         "--master-port=29600"]
     monkeypatch.setenv("AERESTORE_NODE_RANK", "2")
     with pytest.raises(ValueError, match="node_rank"):
-        distributed.rendezvous(TrainParams(nproc=4, nnodes=2))
+        distributed.rendezvous(RuntimeParams(nproc=4, nnodes=2))
 
 
 def test_models_with_their_own_training_step_are_refused():
@@ -74,8 +74,9 @@ def _stage_dir(root: Path, nproc: int) -> Path:
     params["blocks"].update(size=16, overlap=4)
     params["mlflow"]["enabled"] = False
     # 3 epochs of 4 global batches of 64 blocks (the last one 44): 1 or 2 processes
-    params["train"].update(epochs=3, batch_size=64, blocks_per_epoch=0, threads=1, patience=0,
-                           device="cpu", nproc=nproc)
+    params["train"].update(batch_size=64)
+    params["train"]["blocks"].update(epochs=3, per_epoch=0, patience=0)
+    params["runtime"].update(threads=1, device="cpu", nproc=nproc)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -145,8 +146,9 @@ def crop_run():
 
     torch.manual_seed(0)
     model = small()
-    cfg = TrainParams(batch_size=6, crop=16, steps=6, eval_every=3, lr=2e-3, threads=1, device="cpu")
-    result = fit_crops(model, images(), images(2, seed=1), cfg, seed=3, progress=False)
+    cfg = TrainParams(batch_size=6, lr=2e-3, crops={"size": 16, "steps": 6, "eval_every": 3})
+    result = fit_crops(model, images(), images(2, seed=1), cfg, seed=3, progress=False,
+                       runtime=RuntimeParams(threads=1, device="cpu"))
     return result, model.state_dict()
 
 

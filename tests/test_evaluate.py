@@ -15,7 +15,7 @@ from aerestore import evaluate as E
 from aerestore import evaluate_classical as EC
 from aerestore import evaluate_summary as ES
 from aerestore import metrics as M
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.params import parse_params
 
 from helpers import degrade, photo_images, save_tiny_restorer

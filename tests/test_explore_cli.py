@@ -183,7 +183,7 @@ def _stage_repo(work: Path, vae_dir: Path, explore: dict, monkeypatch):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     params = parse_params(_with(raw, {
         "architectures": ["vae_lfw"], "data": {"image_size": 32}, "blocks": {"size": 32, "overlap": 0},
-        "mlflow": {"enabled": False}, "train": {"threads": 1},  # the stage sets torch's threads
+        "mlflow": {"enabled": False}, "runtime": {"threads": 1},  # the stage sets torch's threads
         "explore": {"architectures": ["vae_lfw"], "pairs": 2, "steps": 4, "samples": 4, **explore},
     }))
     monkeypatch.chdir(work)
@@ -243,16 +243,17 @@ def test_colourisation_beats_the_grey_image():
     from aerestore.losses import LossConfig
     from aerestore.metrics import psnr
     from aerestore.models import create_model
-    from aerestore.params import TrainParams
+    from aerestore.params import RuntimeParams, TrainParams
 
     photos = photo_images(24, 48, seed=7)
     train, test = photos[:20], photos[20:]
     data = ImageData.from_arrays(to_grey(train), train)
-    cfg = TrainParams(crop=32, steps=60, batch_size=8, lr=3e-3, eval_every=60, threads=1, damage_weight=0.0)
+    cfg = TrainParams(batch_size=8, lr=3e-3, crops={"size": 32, "steps": 60, "eval_every": 60},
+                      loss={"beta": 1.0, "damage_weight": 0.0})
     torch.manual_seed(0)
     model = create_model("unet_ae", latent=8, block=32, channels=3, loss=LossConfig.from_train(cfg),
                          width=8, levels=1, unshuffle=1)
-    fit_crops(model, data, data, cfg, seed=0, progress=False)
+    fit_crops(model, data, data, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
     model.eval()
     grey = to_grey(test)
     with torch.no_grad():

@@ -40,7 +40,7 @@ def _stage_dir(root: Path) -> Path:
     params.update(latent=8, architectures=["vae"])
     params["blocks"].update(size=16, overlap=4)
     params["mlflow"]["enabled"] = False
-    params["train"].update(threads=1, device="cpu")
+    params["runtime"].update(threads=1, device="cpu")
     params["explore"].update(architectures=["vae"], pairs=2, steps=3, samples=4, max_train_images=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

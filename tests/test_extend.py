@@ -62,7 +62,10 @@ def tiny_params(**cluster):
     raw["data"].update(image_size=32, limit=20)
     raw["prepare"]["augment_copies"] = 0
     raw["blocks"].update(size=16, overlap=4)
-    raw["train"].update(epochs=1, batch_size=32, threads=1, device="cpu", damage_weight=0.0)
+    raw["train"]["batch_size"] = 32
+    raw["train"]["blocks"]["epochs"] = 1
+    raw["train"]["loss"]["damage_weight"] = 0.0
+    raw["runtime"].update(threads=1, device="cpu")
     raw["cluster"].update(method="soft_kmeans", k=2, max_blocks=500)
     raw["decoders"].update(epochs=1, min_blocks=4, batch_size=32, ensemble=False)
     raw["mlflow"]["enabled"] = False

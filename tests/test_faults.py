@@ -24,7 +24,7 @@ import torch
 
 from aerestore import io as aio
 from aerestore.losses import LossDiverged
-from aerestore.params import TrainParams
+from aerestore.params import RuntimeParams, TrainParams
 
 # ------------------------------------------------------------------ a diverging loss
 
@@ -51,14 +51,14 @@ def test_block_training_stops_at_the_batch_and_term_that_diverged():
     from aerestore.tracks.blocks.train import fit
 
     data = block_data()
-    cfg = TrainParams(epochs=3, batch_size=16, threads=1)  # 5 batches an epoch
+    cfg = TrainParams(batch_size=16, blocks={"epochs": 3})  # 5 batches an epoch
     model = nan_at(tiny_model("vae"), call=7, term="kl", value=float("inf"))
     with pytest.raises(LossDiverged, match=r"vae epoch 2, batch 1 of 5: loss term 'kl' is inf .*train\.lr"):
-        fit(model, data, data, cfg, seed=0, progress=False)
+        fit(model, data, data, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
     # a real divergence: a learning rate far too high
     with pytest.raises(LossDiverged, match=r"conv_ae epoch 1, batch 2 of 5: loss term 'recon' is nan"):
-        fit(tiny_model(), data, data, TrainParams(epochs=1, batch_size=16, lr=1e30, threads=1), seed=0,
-            progress=False)
+        fit(tiny_model(), data, data, TrainParams(batch_size=16, lr=1e30, blocks={"epochs": 1}), seed=0,
+            progress=False, runtime=RuntimeParams(threads=1))
 
 
 def test_crop_training_stops_at_the_step_and_term_that_diverged():
@@ -66,12 +66,12 @@ def test_crop_training_stops_at_the_step_and_term_that_diverged():
 
     from aerestore.tracks.images.train import fit_crops
 
-    cfg = TrainParams(steps=4, batch_size=2, crop=16, eval_every=4, threads=1)
+    cfg = TrainParams(batch_size=2, crops={"size": 16, "steps": 4, "eval_every": 4})
     from aerestore.losses import LossConfig
 
     model = nan_at(small(loss=LossConfig(damage_weight=0.1)), call=3, term="damage")
     with pytest.raises(LossDiverged, match=r"unet_ae step 3 of 4: loss term 'damage' is nan"):
-        fit_crops(model, images(), images(2, seed=1), cfg, seed=0, progress=False)
+        fit_crops(model, images(), images(2, seed=1), cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
 
 
 def test_decoder_fine_tuning_stops_at_the_update_that_diverged():
@@ -283,11 +283,11 @@ def outputs(repo) -> dict[str, bytes | None]:
 
 
 def locked_epochs(repo) -> int:
-    """train.epochs as dvc.lock records it for train@conv_ae (its last complete run)."""
+    """train.blocks.epochs as dvc.lock records it for train@conv_ae (its last complete run)."""
     import yaml
 
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return lock["stages"]["train@conv_ae"]["params"]["params.yaml"]["train.epochs"]
+    return lock["stages"]["train@conv_ae"]["params"]["params.yaml"]["train.blocks"]["epochs"]
 
 
 def stage_process(dvc: subprocess.Popen, script: str, timeout: float = 120):
@@ -348,7 +348,7 @@ def test_kill_9_mid_training_loses_nothing_and_the_next_repro_reruns_the_stage(p
     from pipeline_utils import repro, set_params
 
     lock = (pipeline / "dvc.lock").read_bytes()
-    set_params(pipeline, {"train": {"epochs": 400, "patience": 0}, "mlflow": {"enabled": True}})  # minutes
+    set_params(pipeline, {"train": {"blocks": {"epochs": 400, "patience": 0}}, "mlflow": {"enabled": True}})  # minutes
     with background_repro(pipeline, tmp_path / "dvc.log") as dvc:
         stage = stage_process(dvc, "train.py")
         running = wait_for_an_epoch(pipeline / "mlflow.db")
@@ -364,7 +364,7 @@ def test_kill_9_mid_training_loses_nothing_and_the_next_repro_reruns_the_stage(p
     assert (pipeline / "dvc.lock").read_bytes() == lock
     KILLED["run_id"] = running  # RUNNING until the stage's next tracked run
     # the next repro reruns the stage (fewer epochs than the killed one's 400, to keep it short)
-    set_params(pipeline, {"train": {"epochs": 2, "patience": 3}, "mlflow": {"enabled": False}})
+    set_params(pipeline, {"train": {"blocks": {"epochs": 2, "patience": 3}}, "mlflow": {"enabled": False}})
     assert repro(pipeline, "train@conv_ae") == {"train@conv_ae"}
     assert json.loads((pipeline / "metrics/train/conv_ae.json").read_text())["epochs_run"] == 2
     assert locked_epochs(pipeline) == 2

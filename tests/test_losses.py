@@ -167,7 +167,8 @@ def test_weight_penalties_sum_conv_and_linear_weights_only():
 
 # ---------------------------------------------------------------------------- config
 def test_loss_config_from_train_params_and_dict():
-    train = TrainParams(recon="rmse", beta=0.25, sharpness_weight=0.1, sharpness_start_epoch=3, ncut_k=4)
+    train = TrainParams(loss={"recon": "rmse", "beta": 0.25, "sharpness_weight": 0.1, "sharpness_start_epoch": 3,
+                              "ncut_k": 4})
     cfg = LossConfig.from_train(train)
     got = (cfg.recon, cfg.beta, cfg.sharpness_weight, cfg.sharpness_start_epoch, cfg.ncut_k)
     assert got == ("rmse", 0.25, 0.1, 3, 4)
@@ -180,7 +181,7 @@ def test_loss_config_from_train_params_and_dict():
         LossConfig(beta=-1.0)
     with pytest.raises(ValueError, match="ncut_k"):
         LossConfig(ncut_k=1)
-    assert LossConfig.from_train(TrainParams(pixel_kl=0.3)).pixel_kl == 0.3
+    assert LossConfig.from_train(TrainParams(loss={"pixel_kl": 0.3})).pixel_kl == 0.3
     with pytest.raises(ValueError, match="pixel_kl"):
         LossConfig(pixel_kl=-1.0)
 

@@ -13,7 +13,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aerestore import metric_ops as K
 from aerestore import metrics as M
-from aerestore.data.layout import DAMAGE_KINDS, damage_labels
+from aerestore.damage import DAMAGE_KINDS
+from aerestore.data.layout import damage_labels
 
 
 def _rand_pair(shape, seed=0, noise=0.1):

@@ -11,11 +11,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aerestore.tracks.images.dataset import ImageData
 from aerestore.tracks.images.train import fit_crops
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.losses import LossConfig
 from aerestore.models import create_model, model_class
 from aerestore.models.peers import FULL, PEERS
-from aerestore.params import TrainParams
+from aerestore.params import RuntimeParams, TrainParams
 
 
 def n_params(model) -> int:
@@ -107,15 +107,15 @@ def images(n: int = 4, size: int = 24, seed: int = 0) -> ImageData:
 def test_one_crop_training_step_is_deterministic_and_moves_the_weights(name):
     """One fit_crops step on a damage-class batch (ignored: no damage head), twice with the
     same seed: the same weights, which differ from the initial ones."""
-    cfg = TrainParams.model_validate({"steps": 1, "batch_size": 2, "crop": 16, "eval_every": 1,
-                                      "threads": 1, "lr": 1e-3, "damage_weight": 0.1})
+    cfg = TrainParams.model_validate({"batch_size": 2, "lr": 1e-3, "crops": {"size": 16, "steps": 1, "eval_every": 1},
+                                      "loss": {"beta": 1.0, "damage_weight": 0.1}})
     data = images()
     states = []
     for _ in range(2):
         torch.manual_seed(0)
         model = build(name, loss=LossConfig.from_train(cfg))
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        result = fit_crops(model, data, data, cfg, seed=0, progress=False)
+        result = fit_crops(model, data, data, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
         assert result.epochs_run == 1 and np.isfinite(result.best_val_loss)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

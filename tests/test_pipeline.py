@@ -83,7 +83,7 @@ def test_degradation_param_reruns_from_prepare(pipeline):
     noise["std"] = 0.03
     set_params(repo, {"prepare": {"degrade": degrade}})
     # prepare, and the stages that read prepare.degrade themselves: train and decoders
-    # (fully convolutional models draw fresh damage for their crops, train.fresh_damage)
+    # (fully convolutional models draw fresh damage for their crops, train.crops.fresh_damage)
     assert out_of_date(repo) == {"prepare"} | {f"{s}@{a}" for s in ("train", "decoders") for a in ARCHS}
     # the data stages rerun (not download); then every stage reading the new data is
     # out of date: all of them down to evaluate (running those is the caching tests' job)
@@ -101,7 +101,7 @@ def test_one_architecture_section_reruns_only_that_architecture(pipeline):
     none of conv_ae's (what follows them reruns by DVC's rules, as the tests above show)."""
     repo, _ = pipeline
     set_params(repo, {"arch": {"vae": {"train": {"lr": 0.002}}}})
-    assert out_of_date(repo) == {"train@vae", "decoders@vae"}  # decoders: its train.recon / crop overrides
+    assert out_of_date(repo) == {"train@vae", "decoders@vae"}  # decoders: its train.loss.recon / crop overrides
     set_params(repo, {"arch": {"vae": {"train": {}}}})
     assert out_of_date(repo) == set()
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aerestore.data.layout import DAMAGE_CLASSES, damage_labels
+from aerestore.damage import DAMAGE_CLASSES
+from aerestore.data.layout import damage_labels
 from aerestore.data.layout import PrepareError
 from aerestore.data.prepare import run_prepare
 from aerestore.data.raw import load_image

@@ -62,7 +62,7 @@ def test_new_keys_are_added_with_plus_plus():
     preset = SP.load_preset(REPO / "presets" / "sharpness-mnist-vae-gan.yaml")
     overrides = SP.set_params(preset, BASE)
     assert "arch.vae_gan.model.width=1.0" in overrides  # exists in params.yaml
-    assert "train.sharpness_weight=1.0" in overrides
+    assert "train.loss.sharpness_weight=1.0" in overrides
     base = {"arch": {"vae_gan": {"model": {}}}}
     assert "++arch.vae_gan.model.width=1.0" in SP.set_params(preset, base)
 
@@ -73,8 +73,8 @@ def test_bad_preset_files_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"bad.yaml.*unknown key.*extra.*missing.*sample"):
         SP.load_preset(bad)
     bad.write_text(yaml.safe_dump({"description": "x", "study": "y", "data": "z",
-                                   "params": {"train": {"epochs": -1}}, "sample": {}}))
-    with pytest.raises(ParamsError, match=r"(?s)bad.yaml.*train.epochs"):
+                                   "params": {"train": {"blocks": {"epochs": -1}}}, "sample": {}}))
+    with pytest.raises(ParamsError, match=r"(?s)bad.yaml.*train.blocks.epochs"):
         SP.resolve(SP.load_preset(bad), BASE)
     with pytest.raises(ValueError, match="no preset 'nope'.*known: .*lfw-colourise"):
         SP.find_preset("nope", REPO / "presets")
@@ -96,9 +96,9 @@ def test_cli_lists_and_prints_the_command(capsys, monkeypatch):
 
 def test_extra_overrides_and_sweeps():
     preset = SP.load_preset(REPO / "presets" / "sharpness-mnist-vae.yaml")
-    one = SP.dvc_command(preset, BASE, extra=["train.sharpness_weight=0"])
+    one = SP.dvc_command(preset, BASE, extra=["train.loss.sharpness_weight=0"])
     assert one[:5] == ["dvc", "exp", "run", "-n", "sharpness-mnist-vae"]
-    assert one[-2:] == ["-S", "train.sharpness_weight=0"]  # last: it wins over the preset's 1.0
+    assert one[-2:] == ["-S", "train.loss.sharpness_weight=0"]  # last: it wins over the preset's 1.0
     sweep = SP.dvc_command(preset, BASE, queue=True, extra=["seed=1,2,3"])
     assert sweep[:4] == ["dvc", "exp", "run", "--queue"] and "-n" not in sweep
     assert SP.is_sweep("seed=1,2,3") and not SP.is_sweep("architectures=[a,b]")
@@ -166,9 +166,9 @@ def test_animal_presets_are_the_bottleneck_studys_final_network(name):
     p = full(name)
     t = p.train_for("ccp_ae")
     assert p.architectures == ["ccp_ae"] and p.latent_for("ccp_ae") == 1000
-    assert (t.lr, t.lr_decay) == (0.001, 1.0)  # Adam's default lr, no schedule (the FCN's only)
-    assert (t.epochs, t.patience) == (50, 3)
-    assert t.recon == "mse" and t.damage_weight == 0 and t.l1 == t.l2 == 0
+    assert (t.lr, t.blocks.lr_decay) == (0.001, 1.0)  # Adam's default lr, no schedule (the FCN's only)
+    assert (t.blocks.epochs, t.blocks.patience) == (50, 3)
+    assert t.loss.recon == "mse" and t.loss.damage_weight == 0 and t.loss.l1 == t.loss.l2 == 0
     assert (p.data.image_size, p.blocks.size, p.blocks.overlap) == (64, 64, 0)  # whole 64 px images
     assert sorted(op.op for op in p.prepare.degrade) == ops
     check_animal_distortions(p)
@@ -184,10 +184,10 @@ def test_animal_fcn_preset_is_the_studys_fully_convolutional_run():
     t = p.train_for("fcn_ae")
     dense = full("animal-all").train_for("ccp_ae")
     assert p.architectures == ["fcn_ae"] and p.latent_for("fcn_ae") == 4096  # 8 x 8 x 64 at 64 px
-    assert (t.epochs, t.lr, t.recon, t.damage_weight) == (50, 0.001, "mse", 0)
-    assert t.lr_decay < 1.0  # exponential: lr * lr_decay ** epoch
-    assert t.patience > dense.patience  # increased
-    assert (t.lr_decay, t.patience) == (0.9, 10)  # our numbers where the text gives none (README)
+    assert (t.blocks.epochs, t.lr, t.loss.recon, t.loss.damage_weight) == (50, 0.001, "mse", 0)
+    assert t.blocks.lr_decay < 1.0  # exponential: lr * lr_decay ** epoch
+    assert t.blocks.patience > dense.blocks.patience  # increased
+    assert (t.blocks.lr_decay, t.blocks.patience) == (0.9, 10)  # our numbers where the text gives none (README)
     assert (p.data.image_size, p.blocks.size, p.blocks.overlap) == (64, 64, 0)
     assert sorted(op.op for op in p.prepare.degrade) == TABLE2["animal-all"][2]  # multiple perturbations
     check_animal_distortions(p)
@@ -210,21 +210,21 @@ def test_celeba_preset_is_the_block_studys_setting(tmp_path):
     p = full("celeba-256-noise")
     t = p.train_for("conv_ae")
     assert (p.cluster.method, p.cluster.k) == ("soft_kmeans", 2)
-    assert (t.lr, t.lr_decay, t.batch_size) == (0.001, 0.9, 128)
-    assert t.pixel_kl == 1.0 and t.recon == "mse" and t.damage_weight == 0
+    assert (t.lr, t.blocks.lr_decay, t.batch_size) == (0.001, 0.9, 128)
+    assert t.loss.pixel_kl == 1.0 and t.loss.recon == "mse" and t.loss.damage_weight == 0
     assert (p.blocks.size, p.blocks.overlap) == (18, 4)
     n = p.data.limit
     assert (round(n * p.data.split.train), round(n * p.data.split.val)) == (225, 75)
     # scaled: 2 passes over every training block, said in the description; no early stopping
-    assert (t.epochs, t.blocks_per_epoch, t.patience) == (2, 0, 0)
-    assert "2 epochs" in preset.description and "train.epochs=100" in preset.description
+    assert (t.blocks.epochs, t.blocks.per_epoch, t.blocks.patience) == (2, 0, 0)
+    assert "2 epochs" in preset.description and "train.blocks.epochs=100" in preset.description
     # the study's 100 epochs are one override away, through DVC's own -S code
     target = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", target)
-    cmd = SP.dvc_command(preset, BASE, extra=["train.epochs=100"])
+    cmd = SP.dvc_command(preset, BASE, extra=["train.blocks.epochs=100"])
     apply_overrides(target, [cmd[i + 1] for i, c in enumerate(cmd) if c == "-S"])
     study = load_params(target)
-    assert study.train_for("conv_ae").epochs == 100
+    assert study.train_for("conv_ae").blocks.epochs == 100
     assert study.model_copy(update={"train": p.train}) == p  # and nothing else moved
 
 

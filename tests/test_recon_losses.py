@@ -1,4 +1,4 @@
-"""The reconstruction losses unet_ae may train with (``train.recon``): charbonnier and psnr,
+"""The reconstruction losses unet_ae may train with (``train.loss.recon``): charbonnier and psnr,
 against values computed by hand or by the metrics module, and the property each is for."""
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ def test_unet_ae_trains_with_each_loss_and_params_validate_the_name():
     x = torch.rand(2, 3, 16, 16)
     y = (x + 0.05).clamp(0, 1)
     for kind in ("charbonnier", "psnr"):
-        cfg = LossConfig.from_train(TrainParams(recon=kind))
+        cfg = LossConfig.from_train(TrainParams(loss={"recon": kind, "beta": 1.0, "damage_weight": 0.1}))
         model = create_model("unet_ae", latent=8, block=16, channels=3, loss=cfg, width=8)
         terms = model.loss((x, y))
         assert torch.isfinite(terms["loss"]) and terms["recon"].item() == pytest.approx(
             reconstruction(model.run(x).x_hat, y, kind).item(), rel=1e-5)
         terms["loss"].backward()
     raw = repo_params()
-    raw["arch"]["unet_ae"]["train"] = {**raw["arch"]["unet_ae"]["train"], "recon": "l2"}
+    raw["arch"]["unet_ae"]["train"]["loss"] = {**raw["arch"]["unet_ae"]["train"]["loss"], "recon": "l2"}
     with pytest.raises(ParamsError, match="recon"):
         parse_params(raw).train_for("unet_ae")
     with pytest.raises(ValueError, match="recon"):

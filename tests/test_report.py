@@ -238,7 +238,7 @@ def test_claim_selection_and_every_arm_validates():
     for name, arm in C.ARMS.items():
         params = RN.arm_params(BASE, arm, 1)
         assert params["architectures"] == [arm.arch] and params["seed"] == 1, name
-        assert params["mlflow"]["enabled"] is False and params["train"]["threads"] == 1
+        assert params["mlflow"]["enabled"] is False and params["runtime"]["threads"] == 1
 
 
 # ------------------------------------------------------------------ the run cache
@@ -249,7 +249,7 @@ def test_cached_runs_are_reused_and_a_change_reruns(tmp_path, monkeypatch):
         calls.append((arm.arch, params["seed"]))
         n = 5
         return {"arch": arm.arch, "seed": params["seed"], "seconds": 0.1,
-                "items": {"base": {"psnr": list(np.full(n, 20.0 + params["train"]["epochs"]))}}}
+                "items": {"base": {"psnr": list(np.full(n, 20.0 + params["train"]["blocks"]["epochs"]))}}}
 
     monkeypatch.setattr(RN, "run_arm", fake_run)
     monkeypatch.setattr(RN, "prepare_data", lambda params, folder: None)
@@ -282,7 +282,7 @@ def test_tiny_claim_end_to_end(tmp_path, monkeypatch):
     tiny = P.deep_update(json.loads(json.dumps(C.SCALED)), {
         "data": {"limit": 30, "image_size": 32},
         "blocks": {"size": 16, "overlap": 4},
-        "train": {"epochs": 1, "blocks_per_epoch": 256},
+        "train": {"blocks": {"epochs": 1, "per_epoch": 256}},
         "latent": 8,
     })
     monkeypatch.setattr(RN, "SCALED", tiny)  # the runs' params

@@ -1,5 +1,5 @@
 """Reproducibility (README "Reproducibility"): the thread count a stage computes with is
-fixed by ``train.threads``, not by the machine's cores; every stage that computes records
+fixed by ``runtime.threads``, not by the machine's cores; every stage that computes records
 the machine; two trainings with the same seed and threads give bit-identical weights."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from aerestore import stage as S
-from aerestore.params import TrainParams
+from aerestore.params import RuntimeParams, TrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
 # the stages that compute with floats, and the file each records its machine in
@@ -37,15 +37,15 @@ def cores(monkeypatch):
 
 
 def test_the_default_thread_count_is_fixed_in_params_and_schema():
-    committed = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["threads"]
-    assert committed == TrainParams().threads == 2
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())["runtime"]["threads"]
+    assert committed == RuntimeParams().threads == 2
 
 
 @pytest.mark.parametrize("n", [1, 2, 16])
 def test_a_stage_uses_the_same_threads_on_any_number_of_cores(cores, n):
     cores(n)
     assert S.cpu_count() == n
-    assert S.set_threads(TrainParams().threads) == 2 and torch.get_num_threads() == 2
+    assert S.set_threads(RuntimeParams().threads) == 2 and torch.get_num_threads() == 2
     assert S.machine_info()["threads"] == 2 and S.machine_info()["cores"] == n
     # 0 still means every core (the results then depend on the machine)
     assert S.set_threads(0) == n
@@ -58,26 +58,27 @@ def test_training_uses_the_param_not_the_cores(cores):
 
     data = block_data(n_images=1)
     cores(16)
-    fit(tiny_model(), data, data, TrainParams(epochs=1, batch_size=32, blocks_per_epoch=32), seed=0, progress=False)
+    fit(tiny_model(), data, data, TrainParams(batch_size=32, blocks={"epochs": 1, "per_epoch": 32}), seed=0, progress=False,
+        runtime=RuntimeParams())
     assert torch.get_num_threads() == 2
 
 
 def test_every_computing_stage_sets_the_threads_records_the_machine_and_declares_both():
     """The stages' library functions (aerestore.pipeline, which the scripts call) call
     set_threads with the param (training: inside fit / fit_crops) and record_machine;
-    dvc.yaml lists train.threads as a param of each and the record as an out."""
+    dvc.yaml lists runtime.threads as a param of each and the record as an out."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage, record in COMPUTING.items():
         script = (ROOT / "src/aerestore/pipeline" / f"{stage}.py").read_text()
         if stage == "train":
             for lib in ("tracks/blocks/train.py", "tracks/images/train.py"):
-                assert re.search(r"set_threads\(process_threads\(cfg\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
+                assert re.search(r"set_threads\(process_threads\(runtime\.threads", (ROOT / "src/aerestore" / lib).read_text()), lib
         else:
-            assert re.search(r"set_threads\(params\.(train|train_for\(arch\))\.threads\)", script), stage
+            assert re.search(r"set_threads\(params\.runtime\.threads\)", script), stage
         calls = re.findall(r"record_machine\(f?\"([^\"]+)\"", script)
         assert calls and set(calls) == {record.replace("${item.arch}", "{arch}")}, (stage, calls)
         declared = [p if isinstance(p, str) else next(iter(p)) for p in dvc[stage]["params"]]
-        assert "train.threads" in declared or "train" in declared, stage  # or the whole section
+        assert "runtime.threads" in declared, stage
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in dvc[stage]["outs"]]
         assert f"metrics/machine/{record}.json" in outs, stage
 
@@ -115,8 +116,8 @@ def _train_blocks(threads: int, before_fit=None) -> dict[str, torch.Tensor]:
     model = tiny_model(latent=16)  # its dummy forward pass runs with the caller's threads
     if before_fit:
         before_fit()
-    fit(model, data, data, TrainParams(epochs=2, batch_size=32, threads=threads, patience=0), seed=5,
-        progress=False)
+    fit(model, data, data, TrainParams(batch_size=32, blocks={"epochs": 2, "patience": 0}), seed=5,
+        progress=False, runtime=RuntimeParams(threads=threads))
     return model.state_dict()
 
 
@@ -126,8 +127,9 @@ def _train_crops(threads: int) -> dict[str, torch.Tensor]:
     from aerestore.tracks.images.train import fit_crops
 
     model = small()
-    cfg = TrainParams(batch_size=6, crop=16, steps=6, eval_every=3, lr=2e-3, threads=threads, device="cpu")
-    fit_crops(model, images(), images(2, seed=1), cfg, seed=3, progress=False)
+    cfg = TrainParams(batch_size=6, lr=2e-3, crops={"size": 16, "steps": 6, "eval_every": 3})
+    fit_crops(model, images(), images(2, seed=1), cfg, seed=3, progress=False,
+              runtime=RuntimeParams(threads=threads, device="cpu"))
     return model.state_dict()
 
 
@@ -141,7 +143,7 @@ def test_same_seed_and_threads_give_bit_identical_weights(train):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_training_computes_with_the_thread_count_it_is_given(threads, monkeypatch):
-    """What the code promises: ``fit`` computes with exactly ``train.threads`` threads,
+    """What the code promises: ``fit`` computes with exactly ``runtime.threads`` threads,
     whatever the process had before (the conftest sets 1), so that the count is fixed by
     the param and recorded, not by the machine."""
     seen: list[int] = []

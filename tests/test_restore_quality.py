@@ -17,7 +17,7 @@ from aerestore.tracks.images.train import fit_crops
 from aerestore.data.degrade import degrade_image
 from aerestore.losses import LossConfig
 from aerestore.models import create_model, save_model
-from aerestore.params import TrainParams, load_params
+from aerestore.params import RuntimeParams, TrainParams, load_params
 
 from pipeline_utils import REPO
 
@@ -53,8 +53,8 @@ def trained_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("unet_ae", latent=16, block=32, channels=3, loss=LossConfig(), width=16)
     fit_crops(model, data, ImageData.from_arrays(degraded[:4], clean[:4], mask[:4]),
-              TrainParams(steps=800, batch_size=8, crop=32, lr=3e-3, eval_every=800, threads=1),
-              seed=0, progress=False)
+              TrainParams(batch_size=8, lr=3e-3, crops={"size": 32, "steps": 800, "eval_every": 800}),
+              seed=0, progress=False, runtime=RuntimeParams(threads=1))
     folder = tmp_path_factory.mktemp("models") / "unet_ae"
     folder.mkdir()
     save_model(model, folder / "model.pt")

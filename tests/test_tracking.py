@@ -138,14 +138,14 @@ PARAMS_YAML = {
     "seed": 7,
     "architectures": ["conv_ae", "vae"],
     "latent": 8,
-    "train": {"lr": 0.002, "epochs": 3},
+    "train": {"lr": 0.002, "blocks": {"epochs": 3}},
     "blocks": {"size": 16},
     "arch": {"conv_ae": {"latent": 4, "model": {}, "train": {"lr": 0.01}}, "vae": {"model": {"hidden": 16}}},
     "prepare": {"degrade": [{"op": "gaussian_blur", "sigma": [0.5, 2.0]}, {"op": "grayscale", "prob": 0.5}]},
 }
 
 #: What params.yaml holds for train@conv_ae, as DVC reads it (keys it lacks are left out).
-TRAIN_KEYS = ["seed", "latent", "train.lr", "train.epochs", "arch.conv_ae.latent", "arch.conv_ae.train.lr",
+TRAIN_KEYS = ["seed", "latent", "train.lr", "train.blocks.epochs", "arch.conv_ae.latent", "arch.conv_ae.train.lr",
               "blocks.size"]  # arch.conv_ae.model is {}: no key, as in `dvc params diff`
 
 
@@ -344,7 +344,7 @@ def test_stage_params_flattens_each_listed_subtree():
     params = parse_params(PARAMS_YAML)
     flat = stage_params(params, ["seed", "train", "arch.conv_ae", "prepare.degrade", "architectures"])
     assert flat["seed"] == "7"
-    assert flat["train.lr"] == "0.002" and flat["train.recon"] == "mse" and "train.epochs" in flat
+    assert flat["train.lr"] == "0.002" and flat["train.loss.recon"] == "mse" and "train.blocks.epochs" in flat
     assert flat["arch.conv_ae.latent"] == "4" and flat["arch.conv_ae.train.lr"] == "0.01"
     assert "arch.conv_ae.model" not in flat  # {}: no param, as in `dvc params diff`
     assert flat["prepare.degrade.0.op"] == "gaussian_blur"
@@ -388,7 +388,7 @@ def test_stage_run_logs_params_metrics_and_tags(repo, monkeypatch):
 
     # exactly what params.yaml holds for the stage (DVC's view), not the schema's defaults
     assert got.data.params == stage_params(params, TRAIN_KEYS)
-    assert got.data.params["arch.conv_ae.train.lr"] == "0.01" and "train.recon" not in got.data.params
+    assert got.data.params["arch.conv_ae.train.lr"] == "0.01" and "train.loss.recon" not in got.data.params
 
     # the stage's data: DVC's md5 of data/blocks as the dataset's digest
     [dataset] = got.inputs.dataset_inputs

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aerestore.params import TrainParams
+from aerestore.params import RuntimeParams, TrainParams
 from aerestore.tracks.blocks.dataset import BlockData, to_float
 from aerestore.tracks.blocks.train import fit, iterate_batches
 
@@ -29,12 +29,12 @@ def test_to_float_and_batches_cover_every_block_once():
 
 
 def test_two_runs_give_identical_weights():
-    cfg = TrainParams(epochs=1, batch_size=32, threads=1)
+    cfg = TrainParams(batch_size=32, blocks={"epochs": 1})
     data = block_data()
     states = []
     for _ in range(2):
         model = tiny_model(seed=3)
-        fit(model, data, data, cfg, seed=5, progress=False)
+        fit(model, data, data, cfg, seed=5, progress=False, runtime=RuntimeParams(threads=1))
         states.append(model.state_dict())
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
@@ -43,8 +43,8 @@ def test_two_runs_give_identical_weights():
 def test_training_lowers_validation_loss_and_records_history():
     data = block_data()
     model = tiny_model()
-    cfg = TrainParams(epochs=3, batch_size=16, lr=3e-3, threads=1, patience=0)
-    res = fit(model, data, data, cfg, seed=0, progress=False)
+    cfg = TrainParams(batch_size=16, lr=3e-3, blocks={"epochs": 3, "patience": 0})
+    res = fit(model, data, data, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
     assert res.epochs_run == 3 and len(res.history) == 3
     assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
     assert [h["lr"] for h in res.history] == pytest.approx([3e-3, 3e-3 * 0.9, 3e-3 * 0.81])
@@ -62,8 +62,8 @@ def test_early_stopping_restores_best_weights(monkeypatch):
         return {"loss": next(losses)}
 
     monkeypatch.setattr("aerestore.tracks.blocks.train.evaluate_loss", fake_eval)
-    cfg = TrainParams(epochs=6, batch_size=32, patience=2, threads=1)
-    res = fit(model, data, data, cfg, seed=0, progress=False)
+    cfg = TrainParams(batch_size=32, blocks={"epochs": 6, "patience": 2})
+    res = fit(model, data, data, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
     assert res.stopped_early and res.epochs_run == 4 and res.best_epoch == 2
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[1][k]), k
@@ -72,7 +72,7 @@ def test_early_stopping_restores_best_weights(monkeypatch):
 def test_empty_training_split_is_an_error():
     empty = BlockData(np.zeros((0, 3, 16, 16), np.uint8), np.zeros((0, 3, 16, 16), np.uint8))
     with pytest.raises(ValueError, match="no training blocks"):
-        fit(tiny_model(), empty, empty, TrainParams(epochs=1), seed=0, progress=False)
+        fit(tiny_model(), empty, empty, TrainParams(blocks={"epochs": 1}), seed=0, progress=False, runtime=RuntimeParams())
 
 
 def _fake_losses(monkeypatch, values):
@@ -98,8 +98,9 @@ def test_late_sharpness_compares_only_epochs_under_the_same_objective(monkeypatc
     # epochs 1-3 under MSE alone (their losses are lower: no sharpness term), then 4-7 with
     # the sharpness term. Epoch 1 is the lowest overall, but another objective's.
     snapshots = _fake_losses(monkeypatch, [0.1, 0.2, 0.3, 0.5, 0.4, 0.45, 0.46, 0.47])
-    cfg = TrainParams(epochs=8, batch_size=32, patience=2, threads=1, sharpness_weight=0.5, sharpness_start_epoch=3)
-    res = fit(model, data, data, cfg, seed=0, progress=False)
+    cfg = TrainParams(batch_size=32, blocks={"epochs": 8, "patience": 2},
+                      loss={"sharpness_weight": 0.5, "sharpness_start_epoch": 3})
+    res = fit(model, data, data, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
     # patience did not stop the run before the switch (epochs 2 and 3 were "worse")
     assert res.compared_from == 4 and res.best_epoch == 5 and res.best_val_loss == 0.4
     assert res.stopped_early and res.epochs_run == 7
@@ -111,8 +112,8 @@ def test_no_switch_without_a_late_sharpness_loss(monkeypatch):
     data = block_data()
     _fake_losses(monkeypatch, [0.1, 0.2, 0.3, 0.5])
     # the model's loss has no sharpness term: cfg's start epoch alone changes nothing
-    cfg = TrainParams(epochs=4, batch_size=32, patience=2, threads=1, sharpness_start_epoch=1)
-    res = fit(tiny_model(), data, data, cfg, seed=0, progress=False)
+    cfg = TrainParams(batch_size=32, blocks={"epochs": 4, "patience": 2}, loss={"sharpness_start_epoch": 1})
+    res = fit(tiny_model(), data, data, cfg, seed=0, progress=False, runtime=RuntimeParams(threads=1))
     assert res.compared_from == 1 and res.best_epoch == 1 and res.stopped_early and res.epochs_run == 3
 
 

@@ -11,7 +11,7 @@ import torch
 
 from aerestore.artifacts import Clusters, ModelKey, write_clusters, write_decoders
 from aerestore.tracks.images.dataset import ImageData, location_features, sample_crops
-from aerestore.data.layout import DAMAGE_CLASSES, DAMAGE_KINDS
+from aerestore.damage import DAMAGE_CLASSES, DAMAGE_KINDS
 from aerestore.losses import LossConfig
 from aerestore.tracks.images.decoders import train_map_decoders, weighted_mse
 from aerestore.models import create_model, load_model, save_model
@@ -103,15 +103,16 @@ def test_damage_term_and_training_lowers_the_loss():
 
 def test_crop_training_is_deterministic_and_keeps_the_best():
     from aerestore.tracks.images.train import fit_crops, lr_at
-    from aerestore.params import TrainParams
+    from aerestore.params import RuntimeParams, TrainParams
 
     assert lr_at(0, 100, 1.0, 0.1) == pytest.approx(0.1) and lr_at(10, 100, 1.0, 0.1) == pytest.approx(1.0)
     assert lr_at(99, 100, 1.0, 0.1) < 0.01
-    cfg = TrainParams(batch_size=4, crop=16, steps=6, eval_every=3, lr=2e-3, threads=1, device="cpu")
+    cfg = TrainParams(batch_size=4, lr=2e-3, crops={"size": 16, "steps": 6, "eval_every": 3})
     runs = []
     for _ in range(2):
         m = small()
-        res = fit_crops(m, images(), images(2, seed=1), cfg, seed=3, progress=False)
+        res = fit_crops(m, images(), images(2, seed=1), cfg, seed=3, progress=False,
+                        runtime=RuntimeParams(threads=1, device="cpu"))
         runs.append((res, m.state_dict()))
     assert [r["step"] for r in runs[0][0].history] == [3, 6]
     assert runs[0][0].best_val_loss == min(r["val_mse"] for r in runs[0][0].history)
@@ -215,7 +216,7 @@ def _default_degrader():
 
 
 def test_fresh_damage_degrades_each_crop_anew_from_its_clean_image():
-    """``train.fresh_damage``: a crop's input is its clean image degraded by
+    """``train.crops.fresh_damage``: a crop's input is its clean image degraded by
     ``prepare.degrade`` with a seed drawn from the crop stream (the same stream gives the
     same crops), its damage classes come from that draw's masks, and two draws of one image
     get different damage where the prepared copy would repeat."""

@@ -1,5 +1,5 @@
 """The fine-tuning loss of fully convolutional decoders follows the training loss
-(``train.recon``), weighted per pixel by a cluster's routing map."""
+(``train.loss.recon``), weighted per pixel by a cluster's routing map."""
 
 import pytest
 import torch
@@ -48,5 +48,5 @@ def test_images_count_by_their_weight():
 
 def test_unknown_kind_names_the_key():
     y_hat, y = _pair()
-    with pytest.raises(ValueError, match="train.recon"):
+    with pytest.raises(ValueError, match="train.loss.recon"):
         weighted_recon(y_hat, y, None, "huber")

@@ -39,7 +39,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aerestore.data.layout import DAMAGE_CLASSES, SPLITS, PrepareError, damage_labels
+from aerestore.damage import DAMAGE_CLASSES
+from aerestore.data.layout import SPLITS, PrepareError, damage_labels
 from aerestore.io import atomic_dir
 from aerestore.io import NpyWriter, open_array, write_json
 from aerestore.params import Params

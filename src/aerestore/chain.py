@@ -54,11 +54,14 @@ def train_chain(
     seed: int,
     latent: int = 64,
     progress: bool = True,
+    *,
+    runtime,
     **model_options,
 ):
     """Train ``arch`` (a registered architecture, on whole images: block = the image size)
     to map the VAE's reconstructions of ``train_clean`` to the images; ``cfg`` is a
-    :class:`aerestore.params.TrainParams` (epochs, batch size, learning rate, loss, ...).
+    :class:`aerestore.params.TrainParams` (``train.blocks``' epochs, batch size, learning rate, loss, ...)
+    and ``runtime`` an :class:`aerestore.params.RuntimeParams` (device, threads).
     Returns ``(model in eval mode, TrainResult)``."""
     from .tracks.blocks.train import fit
 
@@ -71,7 +74,7 @@ def train_chain(
     model = create_model(arch, latent=latent, block=h, channels=c, loss=LossConfig.from_train(cfg), **model_options)
     train = chain_data(codec, train_clean)
     val = chain_data(codec, val_clean) if len(val_clean) else BlockData(train.degraded[:0], train.clean[:0])
-    result = fit(model, train, val, cfg, seed, progress=progress)
+    result = fit(model, train, val, cfg, seed, progress=progress, runtime=runtime)
     return model.eval(), result
 
 

@@ -332,7 +332,7 @@ def oracle_restore(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray,
     ``mask``: uint8 ``(H, W, K)``, channels :data:`DAMAGE_KINDS`. Returns the image and what it
     was told. The BM3D runs at the two levels go to ``workers`` processes
     (:func:`aerestore.workers.run_all`; None: the current thread setting)."""
-    from aerestore.data.layout import DAMAGE_KINDS
+    from aerestore.damage import DAMAGE_KINDS
 
     w = np.asarray(mask, dtype=np.float64) / 255.0
     nw = w[..., DAMAGE_KINDS.index("noise")] if "noise" in DAMAGE_KINDS else np.zeros(degraded.shape[:2])

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .data.layout import DAMAGE_CLASSES, damage_shares  # noqa: F401  (damage_shares: re-exported)
+from .damage import DAMAGE_CLASSES
+from .data.layout import damage_shares  # noqa: F401  (damage_shares: re-exported)
 from .io import atomic_path
 
 LABEL_MARGIN = 1.25  # a cluster is 'blurred' / 'clear' only if it departs this much from all blocks
@@ -263,7 +264,7 @@ def head_assign(model, blocks: np.ndarray, batch_size: int = 2048, head: str = "
 
     module = getattr(model, "cluster_head" if head == "ncut_head" else "damage_head", None)
     if module is None:
-        need = "train.ncut_weight" if head == "ncut_head" else "train.damage_weight"
+        need = "train.loss.ncut_weight" if head == "ncut_head" else "train.loss.damage_weight"
         raise ValueError(f"cluster.method {head!r} needs a model trained with {need} > 0")
     model.eval()
     out = []

@@ -1,6 +1,6 @@
 """Data-parallel training over several processes and machines, on ``torch.distributed``.
 
-``train.nproc`` processes per machine and ``train.nnodes`` machines train one network
+``runtime.nproc`` processes per machine and ``runtime.nnodes`` machines train one network
 together: :func:`launch_command` is the ``torchrun`` (``python -m torch.distributed.run``)
 command that ``stages/train.py`` re-executes itself under when ``nproc * nnodes > 1``;
 torchrun starts the processes and gives each its ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``
@@ -12,8 +12,8 @@ global batch (:func:`share`); rank 0 alone writes outputs and logs to MLflow.
 
 One machine uses torchrun's ``--standalone`` rendezvous (a free local port, so that two
 queued experiments never clash). Several machines use a static rendezvous at
-``train.master_addr:train.master_port`` (machine 0's address, reachable from the others),
-each machine with its own ``train.node_rank``; the environment variables
+``runtime.master_addr:runtime.master_port`` (machine 0's address, reachable from the others),
+each machine with its own ``runtime.node_rank``; the environment variables
 ``AERESTORE_NNODES``, ``AERESTORE_NODE_RANK``, ``AERESTORE_MASTER_ADDR`` and
 ``AERESTORE_MASTER_PORT`` override these params, so every machine runs the same commit.
 """
@@ -43,17 +43,17 @@ class Rendezvous:
         return self.nproc * self.nnodes
 
 
-def rendezvous(cfg) -> Rendezvous:
-    """``cfg``'s (a :class:`aerestore.params.TrainParams`) settings, overridden by
+def rendezvous(runtime) -> Rendezvous:
+    """``runtime``'s (a :class:`aerestore.params.RuntimeParams`) settings, overridden by
     ``AERESTORE_<KEY>`` environment variables (a machine's own rank and address)."""
     values = {}
     for key in ENV_OVERRIDES:
         env = os.environ.get(f"AERESTORE_{key.upper()}")
-        value = getattr(cfg, key)
+        value = getattr(runtime, key)
         values[key] = type(value)(env) if env not in (None, "") else value
     if not 0 <= values["node_rank"] < values["nnodes"]:
-        raise ValueError(f"train.node_rank ({values['node_rank']}) must be in [0, train.nnodes = {values['nnodes']})")
-    return Rendezvous(nproc=cfg.nproc, **values)
+        raise ValueError(f"runtime.node_rank ({values['node_rank']}) must be in [0, runtime.nnodes = {values['nnodes']})")
+    return Rendezvous(nproc=runtime.nproc, **values)
 
 
 def under_launcher() -> bool:
@@ -109,9 +109,9 @@ def local_world() -> int:
 
 
 def process_threads(threads: int, cores: int) -> int:
-    """This process's CPU threads: ``threads`` (``train.threads``; 0 = the machine's
+    """This process's CPU threads: ``threads`` (``runtime.threads``; 0 = the machine's
     ``cores``) shared among this machine's processes, at least 1 each. With 2 threads and
-    ``train.nproc: 2`` each process gets 1: two processes of 2 threads on 2 cores would run
+    ``runtime.nproc: 2`` each process gets 1: two processes of 2 threads on 2 cores would run
     2.6-3.3x slower (README, Reproducibility)."""
     return max(1, (threads or cores) // local_world())
 
@@ -159,7 +159,7 @@ def wrap(model: torch.nn.Module, device: torch.device, batch_size: int | None = 
                          f"({rank_and_world()[1]}): each needs a share of every batch")
     if type(model).train_step is not _base_train_step():
         raise ValueError(f"{model.name} has its own training step (several optimizers): "
-                         "train it with train.nproc = 1 and train.nnodes = 1")
+                         "train it with runtime.nproc = 1 and runtime.nnodes = 1")
     if device.type == "cuda":
         _original_bn[id(model)] = {name: type(m) for name, m in model.named_modules()
                                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}

@@ -10,7 +10,7 @@ damage-blind routes) and ``multi`` (per-cluster decoders), and the classical res
 control, and not applicable where fewer than two clusters have a decoder of their own. Per metric: the mean over images, the
 share of images on which ``multi`` beats ``single`` (the CelebA study's "Percentage"
 column; ties count half) and a paired two-sided Wilcoxon test. With damage masks (one
-channel per kind of local damage, :data:`aerestore.data.layout.DAMAGE_KINDS`), PSNR and SSIM
+channel per kind of local damage, :data:`aerestore.damage.DAMAGE_KINDS`), PSNR and SSIM
 are also reported per region (:data:`aerestore.metrics.REGIONS`): inside each kind's damage
 (``psnr_blur``, ``psnr_noise``) and in the clean pixels (``psnr_clean``).
 
@@ -332,8 +332,8 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     own_decoders: dict[str, int] = {}
     for arch in archs:
         restorer = Restorer.load(models_dir / arch, routing=ep.routing, batch_size=ep.batch_size)
-        cfg = params.train_for(arch)  # train.device and train.amp: where and how the networks run
-        restorer.to(resolve_device(cfg.device), cfg.amp)
+        rt = params.runtime  # where and how the networks run
+        restorer.to(resolve_device(rt.device), rt.amp)
         restorer.check_blocks(params.blocks.size, params.blocks.overlap, models_dir / arch)
         restorer.use_runtime(ep.runtime)  # unet_ae on the CPU: OpenVINO or PyTorch (evaluate.runtime)
         own_decoders[arch] = restorer.own_decoders

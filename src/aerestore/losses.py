@@ -111,8 +111,9 @@ class LossConfig:
 
     @classmethod
     def from_train(cls, train: Any) -> LossConfig:
-        """Take the loss fields of an :class:`aerestore.params.TrainParams`."""
-        return cls(**{f.name: getattr(train, f.name) for f in dataclasses.fields(cls) if hasattr(train, f.name)})
+        """The ``loss`` section of an :class:`aerestore.params.TrainParams` (every field:
+        :class:`aerestore.params.LossParams` has exactly these)."""
+        return cls(**{f.name: getattr(train.loss, f.name) for f in dataclasses.fields(cls)})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LossConfig:
@@ -202,7 +203,7 @@ def pixel_kl(output: Tensor, target: Tensor) -> Tensor:
 
     It is not a divergence between distributions (pixels are not normalised): for a fixed
     t it falls as y grows, and can be negative; with the MSE it pulls dark outputs up.
-    It is the study's term, as an option (``train.pixel_kl``).
+    It is the study's term, as an option (``train.loss.pixel_kl``).
     """
     _same_shape(output, target)
     t = target.clamp(PIXEL_KL_EPS, 1.0)
@@ -297,7 +298,7 @@ def sharpness_loss(output: Tensor, target: Tensor, variant: str = "max") -> Tens
       L2 between the per-block mean squared variations.
 
     Variant (d), switching any of these on after some epoch, is
-    ``train.sharpness_start_epoch``, applied by the model. Adapted: the study took the
+    ``train.loss.sharpness_start_epoch``, applied by the model. Adapted: the study took the
     maximum of the signed variations; here the absolute value, so that a dark pixel next
     to a bright one and the bright pixel itself both count as an edge.
     """

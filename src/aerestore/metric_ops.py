@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from aerestore.data.layout import DAMAGE_KINDS, damage_labels
+from aerestore.damage import DAMAGE_KINDS
+from aerestore.data.layout import damage_labels
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5

@@ -10,7 +10,7 @@ Conventions (whole module)
 * Blur measures work on the luminance ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, as
   OpenCV's ``cvtColor``); a grey image is its own luminance.
 * A damage mask is ``(H, W, K)`` with one channel per kind of local damage, ``K =
-  len(DAMAGE_KINDS)`` in the order of :data:`aerestore.data.layout.DAMAGE_KINDS` (``blur``,
+  len(DAMAGE_KINDS)`` in the order of :data:`aerestore.damage.DAMAGE_KINDS` (``blur``,
   ``noise``): the weight (``uint8`` 0..255, or float in [0, 1] = weight / 255) with which that
   kind was applied at each pixel. For backwards compatibility ``(H, W)`` and ``(H, W, 1)`` are
   a one-kind mask of local blur (the other kinds 0). Region metrics are reported per region of
@@ -81,7 +81,7 @@ from typing import Any
 import numpy as np
 
 from aerestore import metric_ops as K
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 
 __all__ = [
     "METRICS",

@@ -196,7 +196,7 @@ class Compiled:
 
 def compile_mode(restorer, mode: str) -> Compiled:
     """Compile ``mode`` of a ``ConvRestorer`` (see :func:`supports`) with the torch thread
-    count (the stages set it from ``train.threads``)."""
+    count (the stages set it from ``runtime.threads``)."""
     if mode == "base":
         graph = RestoreGraph(restorer.model, [restorer.model.decoder], None)
     elif mode == "single" or not restorer.cluster_decoders:

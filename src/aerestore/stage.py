@@ -39,7 +39,7 @@ def set_threads(threads: int = 0) -> int:
     """Use ``threads`` CPU threads in torch and in numpy's BLAS (0 = every core) -> the count.
 
     Floating-point sums are split between the threads, so the count is part of what is
-    computed: a fixed count (``train.threads``, 2 by default) gives the same numbers on a
+    computed: a fixed count (``runtime.threads``, 2 by default) gives the same numbers on a
     2-core and a 16-core machine of the same CPU, and more threads than cores gives the same
     numbers too, only slower. 0 follows the machine, and so do its results."""
     import torch

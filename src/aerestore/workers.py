@@ -9,7 +9,7 @@ as ``[fn(*a) for a in args]`` (the same code on the same inputs in another proce
 ``tests/test_classical.py`` checks bit for bit).
 
 The pool's size defaults to the current thread setting (:func:`default_workers`: torch's
-thread count, which the stages set from ``train.threads``, 0 = every core). Workers are
+thread count, which the stages set from ``runtime.threads``, 0 = every core). Workers are
 started with ``spawn``, as forking a process whose torch and OpenVINO threads are running is
 unsafe; each worker limits itself to one BLAS thread, and runs its own calls serially (no pool
 inside a worker). The pool is started once, on first use, and kept for the next calls (a
@@ -42,7 +42,7 @@ def _in_child() -> bool:
 
 def default_workers() -> int:
     """The processes :func:`run_all` uses unless told: torch's thread count where torch is
-    loaded (the stages set it from ``train.threads``), else 1 (serial); 1 inside a worker."""
+    loaded (the stages set it from ``runtime.threads``), else 1 (serial); 1 inside a worker."""
     if _in_child():
         return 1
     torch = sys.modules.get("torch")

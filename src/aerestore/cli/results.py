@@ -185,7 +185,7 @@ def add_preset(sub: Any) -> None:
     p.add_argument("--run", action="store_true", help="run the command instead of printing it")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="one more `dvc exp run -S` override, after the preset's (e.g. 'seed=1,2,3' "
-                        "to queue one experiment per seed, or train.sharpness_weight=0 for a control)")
+                        "to queue one experiment per seed, or train.loss.sharpness_weight=0 for a control)")
     p.add_argument("--params", default="params.yaml", help="the base params (default params.yaml)")
     p.add_argument("--dir", type=Path, default=Path("presets"), help="presets folder (default presets/)")
     p.set_defaults(func=cmd_preset)

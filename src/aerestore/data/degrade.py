@@ -16,7 +16,7 @@ Conventions
   (``rng.spawn(len(ops))``), so switching one op on or off, or changing its
   probability, does not change what the other ops draw.
 * The returned mask has one channel per kind of local damage
-  (:data:`aerestore.data.layout.DAMAGE_KINDS`: ``blur``, ``noise``), 0..255: channel
+  (:data:`aerestore.damage.DAMAGE_KINDS`: ``blur``, ``noise``), 0..255: channel
   ``blur`` is the maximum, over the ``local_blur`` ops that were applied, of the weight
   ``w(x)`` in ``[0, 1]`` with which the blurred copies were blended in at pixel ``x``;
   channel ``noise`` the same for ``local_noise`` (the noise amplitude's share of its
@@ -54,7 +54,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from aerestore.data.layout import DAMAGE_KINDS
+from aerestore.damage import DAMAGE_KINDS
 from aerestore.data.localops import (BORDER, _hwc, disc_kernel, draw_float, draw_int, filter_image, gaussian_blur,
                                      local_blur, local_noise, motion_kernel)
 from aerestore.params import (

@@ -11,14 +11,6 @@ SPLITS = ("train", "val", "test")
 class PrepareError(ValueError):
     """Bad input to the prepare or blocks stage; the message names the file."""
 
-# The kinds of LOCAL damage the masks record, one mask channel each, in this order:
-# ``mask.npy`` is uint8 (N, H, W, len(DAMAGE_KINDS)) in data/prepared and
-# (N, len(DAMAGE_KINDS), s, s) in data/blocks; channel k holds the weight (0..255) with
-# which damage kind k was applied at that pixel (0 = not at all). A pixel with every
-# channel 0 is "clean" (it may still carry the light global noise of the default task).
-DAMAGE_KINDS = ("blur", "noise")
-# The classes of :func:`damage_labels`: clean, then one per damage kind.
-DAMAGE_CLASSES = ("clean",) + DAMAGE_KINDS
 # A pixel counts as damaged by kind k when its weight exceeds this (of 255): the
 # feathered rims of the regions, where the weight is small, count as their majority.
 DAMAGE_THRESHOLD = 127
@@ -36,7 +28,7 @@ def damage_labels(mask, axis: int = -1):
 
 
 def damage_shares(mask):
-    """Share of each damage class (:data:`DAMAGE_CLASSES`: clean, then each kind) among the
+    """Share of each damage class (:data:`aerestore.damage.DAMAGE_CLASSES`: clean, then each kind) among the
     pixels of each block; uint8 masks ``(N, K, s, s)`` -> float ``(N, 1 + K)``, rows sum to 1."""
     import numpy as np
 

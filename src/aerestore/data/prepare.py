@@ -13,7 +13,7 @@ height, sha256``):
    :mod:`aerestore.data.augment`; copy 0 is always the unaugmented image.
 4. **Degrade** the input copy (:func:`aerestore.data.degrade.degrade_image`); the clean
    image is kept as the target, the local damage weight maps (one channel per kind in
-   :data:`aerestore.data.layout.DAMAGE_KINDS`) as the mask.
+   :data:`aerestore.damage.DAMAGE_KINDS`) as the mask.
 
 Determinism: the randomness of copy ``c`` of an image comes only from
 ``SeedSequence([seed mod 2^64, int(sha256, 16), c])`` (spawned into one stream for the
@@ -45,7 +45,8 @@ from tqdm import tqdm
 
 from aerestore.data.augment import Augmenter
 from aerestore.data.degrade import degrade_image
-from aerestore.data.layout import DAMAGE_CLASSES, DAMAGE_KINDS, SPLITS, damage_labels
+from aerestore.damage import DAMAGE_CLASSES, DAMAGE_KINDS
+from aerestore.data.layout import SPLITS, damage_labels
 from aerestore.data.raw import load_image, read_manifest
 from aerestore.io import atomic_dir, NpyWriter, atomic_path, open_array, write_json
 from aerestore.params import Params

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from aerestore.data.layout import DAMAGE_CLASSES
+from aerestore.damage import DAMAGE_CLASSES
 from aerestore.losses import (
     LossConfig,
     kl_divergence,

@@ -18,7 +18,7 @@ decoder 378,155 (Figure 3), 824,735 in all. Our ``latent`` is the pipeline's
 Not in the figures, assumed: the activations (Keras folds them into the layers): ReLU
 after every conv and hidden dense layer, the batch norm after the last conv's ReLU, a
 linear code, a sigmoid output (targets in [0, 1]). The study's L1 and L2 kernel
-regularisers are ``train.l1`` and ``train.l2`` (applied by the base class, to every model).
+regularisers are ``train.loss.l1`` and ``train.loss.l2`` (applied by the base class, to every model).
 
 Adapted: the decoder's sides are computed back from the block (``ceil(side / stride)``
 per stage: 18 -> 3 x 3 x 144 exactly as the study; 16 -> 3, 6, 16; 32 -> 6, 11, 32) and

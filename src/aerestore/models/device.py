@@ -1,4 +1,4 @@
-"""Where the networks run: ``train.device`` and ``train.amp`` for every stage that runs them.
+"""Where the networks run: ``runtime.device`` and ``runtime.amp`` for every stage that runs them.
 
 - :func:`resolve_device`: ``auto`` is CUDA when present, else the CPU.
 - :func:`to_device`: a host tensor to the device; on CUDA through pinned (page-locked)
@@ -26,7 +26,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
 
 

@@ -16,7 +16,7 @@ them as buffers).
   basic network with Figure 5's encoder: the residual block, flatten, dense 16, then a
   dense ``latent`` as the code (where Figure 5 has ``z_mean``), and ``conv_ae``'s decoder
   (Figure 3). The n-cut term is the loss's, not the network's: set
-  ``train.ncut_weight > 0`` (the row's "N Cut Loss") to reproduce the row.
+  ``train.loss.ncut_weight > 0`` (the row's "N Cut Loss") to reproduce the row.
 
 Not in the figure, assumed: ReLU after the first conv (before the batch norm, as in
 Figure 6) and after the dense 16; the second conv, the shortcut and the sum are linear

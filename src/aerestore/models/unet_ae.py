@@ -33,8 +33,8 @@ damage loss shapes the embedding and leaves the content code to the reconstructi
 puts the head on the content code itself (measured: at ``damage_weight`` 0.1 that cost
 about 4 dB of restoration).
 ``damage_head`` is a 1x1 conv on the code predicting, per bottleneck location, the
-damage class (``aerestore.data.layout.DAMAGE_CLASSES``: clean, then each damage kind);
-it is trained with weight ``train.damage_weight`` (``loss_config.damage_weight``) against the masks' damage classes area-pooled to the
+damage class (``aerestore.damage.DAMAGE_CLASSES``: clean, then each damage kind);
+it is trained with weight ``train.loss.damage_weight`` (``loss_config.damage_weight``) against the masks' damage classes area-pooled to the
 bottleneck resolution, and can route the per-cluster decoders (``cluster.method:
 damage_head``).
 """
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aerestore.data.layout import DAMAGE_CLASSES
+from aerestore.damage import DAMAGE_CLASSES
 from aerestore.losses import LossConfig
 from aerestore.models.base import ForwardOut, RestorationModel, positive
 from aerestore.models.registry import register_model
@@ -246,7 +246,7 @@ class UNetAE(RestorationModel):
         """``(degraded, clean)`` or ``(degraded, clean, damage)``; ``damage`` is per pixel
         the probability of each damage class ``(N, len(DAMAGE_CLASSES), H, W)`` (one-hot
         from the masks), area-pooled here to the code's resolution. With
-        ``loss_config.damage_weight > 0`` (``train.damage_weight``) the term ``'damage'`` (cross entropy of the damage
+        ``loss_config.damage_weight > 0`` (``train.loss.damage_weight``) the term ``'damage'`` (cross entropy of the damage
         head against it) is added with that weight."""
         degraded, clean = batch[0], batch[1]
         damage = batch[2] if len(batch) > 2 else None

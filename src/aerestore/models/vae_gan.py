@@ -142,8 +142,8 @@ class VAEGAN(VariationalModel):
         super().__init__(latent, block, channels, loss)
         if self.loss_config.damage_weight > 0:
             raise ValueError(
-                "vae_gan: train.damage_weight must be 0 (its three-optimiser update of Larsen et al. "
-                "has no damage term); set arch.vae_gan.train.damage_weight: 0"
+                "vae_gan: train.loss.damage_weight must be 0 (its three-optimiser update of Larsen et al. "
+                "has no damage term); set arch.vae_gan.train.loss.damage_weight: 0"
             )
         width = positive("width", width)
         self.gamma = float(positive("gamma", gamma))

@@ -21,6 +21,7 @@ from .. import cluster as C
 from ..artifacts import Clusters, ModelKey, write_clusters
 from ..io import write_json
 from ..models import check_model, load_model
+from ..params import ClusterParams
 from ..stage import StageError, record_machine, seed_everything, set_threads
 from ..tracking import stage_run
 from ..tracks.clustering import codes as track_codes
@@ -46,7 +47,7 @@ class Fitted:
     converged: bool = True
 
 
-def soft_kmeans(codes, z: np.ndarray, fit_idx: np.ndarray, cp, seed: int) -> Fitted:
+def soft_kmeans(codes, z: np.ndarray, fit_idx: np.ndarray, cp: ClusterParams, seed: int) -> Fitted:
     """Soft k-means (:func:`aerestore.cluster.soft_kmeans`) on the drawn codes; every code
     labelled by its largest responsibility."""
     if cp.k > len(z):
@@ -59,7 +60,7 @@ def soft_kmeans(codes, z: np.ndarray, fit_idx: np.ndarray, cp, seed: int) -> Fit
 def head(name: str) -> Callable[..., Fitted]:
     """A clusterer taking the argmax of the model's head ``name``; the centroids are the
     mean code per head cluster (:func:`aerestore.cluster.mean_centroids`)."""
-    def fit(codes, z: np.ndarray, fit_idx: np.ndarray, cp, seed: int) -> Fitted:
+    def fit(codes, z: np.ndarray, fit_idx: np.ndarray, cp: ClusterParams, seed: int) -> Fitted:
         labels = codes.head_labels(z, name)
         return Fitted(C.mean_centroids(z, labels, cp.k), codes.head_scale(z, fit_idx), labels)
 
@@ -78,7 +79,7 @@ CLUSTERERS: dict[str, Callable[..., Fitted]] = {
 def run_cluster(params, arch: str, paths: ClusterPaths) -> None:
     """Cluster ``arch``'s codes; write ``clusters.npz`` beside its model, the metrics and the plot."""
     cp = params.cluster
-    set_threads(params.train_for(arch).threads)
+    set_threads(params.runtime.threads)
     seed_everything(params.seed)
     model_path = paths.model_dir / "model.pt"
     model, _ = load_model(model_path)

@@ -29,7 +29,7 @@ class DecoderPaths:
 
 def run_decoders(params, arch: str, paths: DecoderPaths) -> None:
     """Fine-tune ``arch``'s decoders; write ``decoders.pt`` beside its model, the summary and the curves."""
-    set_threads(params.train_for(arch).threads)
+    set_threads(params.runtime.threads)
     seed_everything(params.seed)
     # model + clusters only (routing = nearest centroid); the old decoders.pt is being replaced
     restorer = Restorer.load(paths.model_dir, decoders=False)

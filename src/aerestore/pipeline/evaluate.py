@@ -24,7 +24,7 @@ class EvaluatePaths:
 
 def run_evaluation(params, paths: EvaluatePaths) -> dict:
     """Evaluate every architecture of ``params`` and write the outputs; -> the results."""
-    set_threads(params.train.threads)
+    set_threads(params.runtime.threads)
     seed_everything(params.seed)
     with stage_run("evaluate", params) as mlrun:
         result, summary = run_evaluate(params, paths.prepared, paths.models, paths.metrics, paths.details,

@@ -45,12 +45,14 @@ def run_chain(params, model, overlap, clean, train, prepared):
 
     ep = params.explore
     # no damage or n-cut head: there are no masks or clusters to train them on here
-    cfg = params.train_for(ep.chain).model_copy(
-        update={"epochs": ep.chain_epochs, "damage_weight": 0.0, "ncut_weight": 0.0})
+    cfg = params.train_for(ep.chain)
+    cfg = cfg.model_copy(update={"blocks": cfg.blocks.model_copy(update={"epochs": ep.chain_epochs}),
+                                 "loss": cfg.loss.model_copy(update={"damage_weight": 0.0, "ncut_weight": 0.0})})
     val = np.load(prepared / "val" / "clean.npy", mmap_mode="r")
     val = np.ascontiguousarray(val[pick(len(val), ep.max_train_images, params.seed)]) if len(val) else val[:0]
     codec = LatentCodec(model, overlap=overlap)
     ae, result = train_chain(codec, ep.chain, train, val, cfg, params.seed, latent=params.latent_for(ep.chain),
+                             runtime=params.runtime,
                              **params.arch_params(ep.chain).model)
     vae_out, chained = chain_images(codec, ae, clean)
     scores = compare({"model": vae_out, "chained": chained}, clean)
@@ -88,7 +90,7 @@ def run_explore(params, arch: str, paths: ExplorePaths) -> None:
     if arch not in params.architectures:
         raise StageError(f"explore.architectures lists {arch!r}, which the pipeline does not train: "
                          f"add it to architectures {params.architectures} (params.yaml)")
-    set_threads(params.train_for(arch).threads)
+    set_threads(params.runtime.threads)
     seed_everything(params.seed)
     saved = read_model(paths.model)
     model, overlap = saved.model, saved.geometry.overlap

@@ -1,7 +1,7 @@
 """``train@<arch>``: train an encoder and a shared decoder, degraded -> clean
 (:func:`run_train`), on the architecture's track (:mod:`aerestore.tracks`).
 
-With ``train.nproc * train.nnodes > 1`` the stage re-executes itself under torchrun
+With ``runtime.nproc * runtime.nnodes > 1`` the stage re-executes itself under torchrun
 (``python -m torch.distributed.run``): every process trains on its share of each batch
 (:mod:`aerestore.distributed`) and rank 0 alone writes the outputs and logs to MLflow.
 """
@@ -41,7 +41,7 @@ def run_train(params, arch: str, paths: TrainPaths) -> None:
     """Train ``arch`` and write ``paths.model``, its metrics and its curve. Launches torchrun
     (re-executing this process's command line) when the params ask for several processes."""
     cfg = params.train_for(arch)
-    rdzv = distributed.rendezvous(cfg)
+    rdzv = distributed.rendezvous(params.runtime)
     if rdzv.world_size > 1 and not distributed.under_launcher():
         cmd = distributed.launch_command(rdzv, str(Path(sys.argv[0]).resolve()), sys.argv[1:])
         print(f"train@{arch}: {' '.join(cmd[1:])}", file=sys.stderr)
@@ -49,7 +49,7 @@ def run_train(params, arch: str, paths: TrainPaths) -> None:
         if code:
             raise StageError(f"torchrun exited with code {code}")
         return
-    distributed.init(cfg.device)
+    distributed.init(params.runtime.device)
     try:
         _train(params, arch, cfg, paths)
     finally:
@@ -59,13 +59,13 @@ def run_train(params, arch: str, paths: TrainPaths) -> None:
 def _train(params, arch: str, cfg, paths: TrainPaths) -> None:
     job = training(params, arch, cfg, paths)
     with tracked(f"train@{arch}", params, arch) as mlrun:
-        result = job.fit(cfg, params.seed, mlrun.log_metrics)
+        result = job.fit(cfg, params.seed, mlrun.log_metrics, runtime=params.runtime)
         if not distributed.is_main():
             return
         job.save(paths.model, result)
         metrics = {
             "best_val_loss": result.best_val_loss,  # images track: pixel MSE on whole validation images
-            "best_epoch": result.best_epoch,  # images track: the validation point (every train.eval_every steps)
+            "best_epoch": result.best_epoch,  # images track: the validation point (every train.crops.eval_every steps)
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "parameters": job.n_params,

@@ -44,8 +44,8 @@ INTERVAL = "t over per-seed means"
 SCALED: dict[str, Any] = {
     "data": {"source": "sample", "limit": 250},
     "prepare": {"augment_copies": 0, "workers": 1},
-    "train": {"epochs": 6, "batch_size": 64, "blocks_per_epoch": 3072, "patience": 0, "threads": 1,
-              "device": "cpu", "amp": "fp32"},
+    "runtime": {"threads": 1, "device": "cpu", "amp": "fp32"},
+    "train": {"batch_size": 64, "blocks": {"epochs": 6, "per_epoch": 3072, "patience": 0}},
     "cluster": {"max_blocks": 4000},
     "decoders": {"epochs": 1, "min_blocks": 64},
     "evaluate": {"classical": [], "max_images": 0, "grid_images": 1},
@@ -54,7 +54,7 @@ SCALED: dict[str, Any] = {
 }
 # The 64 px claims (the bottleneck study): whole 64 px images as one block each.
 PX64: dict[str, Any] = {"data": {"image_size": 64, "limit": 200}, "blocks": {"size": 64, "overlap": 0},
-                        "train": {"blocks_per_epoch": 0, "epochs": 6, "batch_size": 32}}
+                        "train": {"blocks": {"per_epoch": 0, "epochs": 6}, "batch_size": 32}}
 # The bottleneck study's three distortions, all at once (its Table 2's last row): additive
 # Gaussian noise, three 12x12 black squares (12/64 of the side), channel-wise salt and pepper.
 ANIMAL_DISTORTIONS: list[dict[str, Any]] = [
@@ -97,13 +97,15 @@ class Arm:
         return self.overrides["architectures"][0]
 
 
-VAE_GAN_TRAIN: dict[str, Any] = {"damage_weight": 0.0, "blocks_per_epoch": 2048}
+VAE_GAN_TRAIN: dict[str, Any] = {"loss": {"damage_weight": 0.0}, "blocks": {"per_epoch": 2048}}
+VAE_GAN_SHARP: dict[str, Any] = {"loss": {"damage_weight": 0.0, "sharpness_weight": 1.0, "sharpness_variant": "max"},
+                                 "blocks": {"per_epoch": 2048}}
 ARMS: dict[str, Arm] = {
     "conv_ae": Arm(_arch("conv_ae"), full=True),
     "vae": Arm(_arch("vae")),
     "resnet_vae": Arm(_arch("resnet_vae")),
-    "ncut_off": Arm(_arch("resnet_ncut", train={"ncut_k": 3}), silhouette=True),
-    "ncut_on": Arm(_arch("resnet_ncut", train={"ncut_weight": 0.1, "ncut_k": 3}), silhouette=True),
+    "ncut_off": Arm(_arch("resnet_ncut", train={"loss": {"ncut_k": 3}}), silhouette=True),
+    "ncut_on": Arm(_arch("resnet_ncut", train={"loss": {"ncut_weight": 0.1, "ncut_k": 3}}), silhouette=True),
     "v2_latent8": Arm(_arch("conv_ae_v2", latent=8, model={"code": True})),
     "v2_latent256": Arm(_arch("conv_ae_v2", latent=256, model={"code": True})),
     "ccp_500": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=500)}),
@@ -111,12 +113,12 @@ ARMS: dict[str, Arm] = {
     "ccp_2000": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=2000)}),
     "ccp_1000_distorted": Arm({**PX64_DISTORTED, **_arch("ccp_ae", latent=1000)}),
     "fcn_4096_distorted": Arm({**PX64_DISTORTED, **_arch("fcn_ae", latent=4096)}),
-    "vae_sharp": Arm(_arch("vae", train={"sharpness_weight": 1.0, "sharpness_variant": "max"})),
+    "vae_sharp": Arm(_arch("vae", train={"loss": {"sharpness_weight": 1.0, "sharpness_variant": "max"}})),
     # vae_gan has no damage head (its three-optimiser update has no damage term), so its arms
     # cluster with soft k-means (they do not run the cluster stage; the params must validate);
     # its three updates per step make it 5x slower than vae: 2048 blocks an epoch, both arms
     "vae_gan": Arm(_arch("vae_gan", train=VAE_GAN_TRAIN, cluster={"method": "soft_kmeans"})),
-    "vae_gan_sharp": Arm(_arch("vae_gan", train={**VAE_GAN_TRAIN, "sharpness_weight": 1.0, "sharpness_variant": "max"},
+    "vae_gan_sharp": Arm(_arch("vae_gan", train=VAE_GAN_SHARP,
                                cluster={"method": "soft_kmeans"})),
     "conv_ae_v1": Arm(_arch("conv_ae_v1")),
     "conv_ae_v2": Arm(_arch("conv_ae_v2")),

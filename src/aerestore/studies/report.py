@@ -150,8 +150,8 @@ def scaled_description(base: dict) -> str:
 
     p = parse_params(deep_update(copy.deepcopy(base), SCALED))
     return (f"{p.data.source} data, {p.data.limit} images of {p.data.image_size} px "
-            f"({PX64['data']['limit']} for the 64 px claims), {p.train.epochs} epochs of "
-            f"{p.train.blocks_per_epoch} blocks, {p.train.threads} thread")
+            f"({PX64['data']['limit']} for the 64 px claims), {p.train.blocks.epochs} epochs of "
+            f"{p.train.blocks.per_epoch} blocks, {p.runtime.threads} thread")
 
 
 def write_report(claims: list[Claim], seeds: list[int], results: dict, out_dir: Path, base: dict) -> list[dict]:

@@ -196,7 +196,7 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / "data").symlink_to((data_dir / "data").resolve(), target_is_directory=True)
-    torch.set_num_threads(params.train.threads or 1)
+    torch.set_num_threads(params.runtime.threads or 1)
     t0 = time.perf_counter()
     with _cwd(work):
         from ..pipeline.cluster import ClusterPaths, run_cluster
@@ -228,7 +228,7 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
             train = BlockData.load("data/blocks", "train")
             test = BlockData.load("data/blocks", "test")
             sil = silhouette_items(restorer.model, train.degraded, test.degraded,
-                                   params.train_for(arch).ncut_k, params.seed)
+                                   params.train_for(arch).loss.ncut_k, params.seed)
             items["base"]["silhouette"] = sil.tolist()
         train_metrics = json.loads(Path(f"metrics/train/{arch}.json").read_text())
     return {"arch": arch, "seed": params.seed, "items": items, "train": train_metrics,

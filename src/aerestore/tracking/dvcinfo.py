@@ -102,7 +102,7 @@ def _flatten_value(value: Any, key: str, out: dict[str, str]) -> None:
 def stage_params(params: Params, keys: list[str]) -> dict[str, str]:
     """Flatten each key's subtree to MLflow params.
 
-    ``'train'`` -> ``{'train.lr': '0.001', 'train.epochs': '10', ...}``; lists of
+    ``'train'`` -> ``{'train.lr': '0.001', 'train.blocks.epochs': '10', ...}``; lists of
     sections get an index (``prepare.degrade.0.op``); other values are JSON text
     (``true``, ``[0.5, 2.0]``), cut at MLflow's limit of 6000 characters; an empty
     section (``arch.conv_ae.model: {}``) gives nothing. So the names are those of

@@ -39,14 +39,16 @@ def track_of(model_or_class) -> str:
 
 
 class Training(Protocol):
-    """``TRAINING[track](params, arch, cfg, paths)``: the data loaded, the model built and seeded."""
+    """``TRAINING[track](params, arch, cfg, paths)`` (``cfg``: the architecture's train section,
+    :meth:`aerestore.params.Params.train_for`): the data loaded, the model built and seeded."""
 
     model: Any
     n_params: int
 
-    def fit(self, cfg, seed: int, log: Callable[..., None]) -> Any:
-        """Train the model, restoring its best weights; ``log(row, step=...)`` per validation
-        point -> :class:`aerestore.tracks.blocks.train.TrainResult`."""
+    def fit(self, cfg, seed: int, log: Callable[..., None], *, runtime) -> Any:
+        """Train the model on ``runtime``'s device and threads (``params.runtime``), restoring its
+        best weights; ``log(row, step=...)`` per validation point ->
+        :class:`aerestore.tracks.blocks.train.TrainResult`."""
 
     def save(self, path: Path, result) -> None:
         """Write the trained model (:func:`aerestore.models.save_model`)."""

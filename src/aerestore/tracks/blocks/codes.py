@@ -25,8 +25,8 @@ class BlockCodes:
         check_model(model, paths.model_dir / "model.pt", block=self.train.degraded.shape[-1], where=str(paths.blocks))
         if cp.k > len(self.train):
             raise StageError(f"cluster.k ({cp.k}) is larger than the number of training blocks ({len(self.train)})")
-        cfg = params.train_for(arch)  # train.device and train.amp: where and how the encoder runs
-        self.device, self.amp = resolve_device(cfg.device), cfg.amp
+        rt = params.runtime  # where and how the encoder runs
+        self.device, self.amp = resolve_device(rt.device), rt.amp
         model.to(self.device)
 
     def encode(self) -> np.ndarray:

@@ -23,9 +23,9 @@ class ClusterDecoders:
         if restorer.centroids is None:
             raise StageError(f"{paths.model_dir / 'clusters.npz'}: not found (run cluster@{arch} first)")
         self.k = len(restorer.centroids)
-        cfg = params.train_for(arch)  # train.device and train.amp: where and how the networks run
-        self.device, self.amp = resolve_device(cfg.device), cfg.amp
-        restorer.to(self.device, cfg.amp)
+        rt = params.runtime  # where and how the networks run
+        self.device, self.amp = resolve_device(rt.device), rt.amp
+        restorer.to(self.device, rt.amp)
         self.title = f"{arch}: per-cluster decoders and the controls"
 
     def fit(self, mlrun):

@@ -32,7 +32,7 @@ from ...data.layout import damage_shares
 from ...models.device import autocast, resolve_device  # noqa: F401  (resolve_device: re-exported)
 from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, share, unwrap, wrap
 from ...losses import check_finite
-from ...params import TrainParams
+from ...params import RuntimeParams, TrainParams
 from ...stage import cpu_count, set_threads
 
 
@@ -129,11 +129,11 @@ def objective_switch_epoch(model, cfg: TrainParams) -> int:
 
     That is ``sharpness_start_epoch`` when the sharpness loss is on (weight > 0) and
     starts after the first epoch and before the last; read from the model's loss config
-    (what its loss uses), else from ``cfg``.
+    (what its loss uses), else from ``cfg.loss``.
     """
-    loss_cfg = getattr(model, "loss_config", None) or cfg
+    loss_cfg = getattr(model, "loss_config", None) or cfg.loss
     start = loss_cfg.sharpness_start_epoch
-    if loss_cfg.sharpness_weight > 0 and 0 < start < cfg.epochs:
+    if loss_cfg.sharpness_weight > 0 and 0 < start < cfg.blocks.epochs:
         return start
     return 0
 
@@ -146,10 +146,13 @@ def fit(
     seed: int,
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    *,
+    runtime: RuntimeParams,
 ) -> TrainResult:
-    """Train ``model`` (degraded -> clean) and restore its best weights.
+    """Train ``model`` (degraded -> clean) and restore its best weights: ``cfg.blocks``'
+    schedule, ``cfg.lr`` and ``cfg.batch_size``, on ``runtime``'s device and threads.
 
-    In a ``torch.distributed`` process group (``train.nproc`` > 1, launched by torchrun:
+    In a ``torch.distributed`` process group (``runtime.nproc`` > 1, launched by torchrun:
     :mod:`aerestore.distributed`), every rank draws the same global batches and trains on
     its contiguous share of each through DistributedDataParallel, with the gradient of the
     global batch's mean loss: the same updates as one process, up to float rounding (and,
@@ -160,8 +163,8 @@ def fit(
         raise ValueError("no training blocks: the train split is empty")
     rank, world = rank_and_world()
     # one process per core by default: the cores are shared by this machine's processes
-    set_threads(process_threads(cfg.threads, cpu_count()))
-    device = resolve_device(cfg.device)
+    set_threads(process_threads(runtime.threads, cpu_count()))
+    device = resolve_device(runtime.device)
     model.to(device)
     ddp = wrap(model, device, cfg.batch_size) if world > 1 else None
     progress = progress and rank == 0
@@ -172,18 +175,18 @@ def fit(
     result = TrainResult()
     best_state = copy.deepcopy(model.state_dict())
     bad_epochs = 0
-    n_per_epoch = min(cfg.blocks_per_epoch or len(train), len(train))
+    n_per_epoch = min(cfg.blocks.per_epoch or len(train), len(train))
     n_batches = math.ceil(n_per_epoch / cfg.batch_size)
     t_start = time.perf_counter()
     train_seconds = 0.0
     blocks_seen = 0
     switch = objective_switch_epoch(model, cfg)
-    for epoch in range(cfg.epochs):
+    for epoch in range(cfg.blocks.epochs):
         if switch and epoch == switch:  # a new objective: compare only the epochs under it
             result.best_val_loss = math.inf
             result.compared_from = epoch + 1
             bad_epochs = 0
-        lr = cfg.lr * cfg.lr_decay**epoch
+        lr = cfg.lr * cfg.blocks.lr_decay**epoch
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -192,7 +195,7 @@ def fit(
         sums: dict[str, float] = defaultdict(float)
         count = 0
         t0 = time.perf_counter()
-        bar = tqdm(total=n_batches, desc=f"train {model.name} {epoch + 1}/{cfg.epochs}",
+        bar = tqdm(total=n_batches, desc=f"train {model.name} {epoch + 1}/{cfg.blocks.epochs}",
                    disable=not progress, leave=False, mininterval=0.5)
         local = 0  # this rank's blocks (count: the global batches')
         for b, idx in enumerate(batch_indices(len(train), cfg.batch_size, rng, n_per_epoch)):
@@ -200,7 +203,7 @@ def fit(
                 continue
             part = share(idx, rank, world) if ddp is not None else idx
             batch = load_batch(train, part, device, _wants_damage(model))
-            with autocast(device, cfg.amp):
+            with autocast(device, runtime.amp):
                 if ddp is None:
                     terms = model.train_step(batch, optimizers)
                 else:
@@ -220,7 +223,7 @@ def fit(
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         blocks_seen += count
-        with autocast(device, cfg.amp):
+        with autocast(device, runtime.amp):
             val_terms = evaluate_loss(model, monitor, 2048, device)
         check_finite(val_terms, f"{model.name} epoch {epoch + 1}, validation", lr_hint(cfg))
         row = {"epoch": epoch + 1, "lr": lr}
@@ -246,7 +249,7 @@ def fit(
             bad_epochs = 0
         else:
             bad_epochs += 1
-            if cfg.patience and bad_epochs >= cfg.patience and epoch >= switch:
+            if cfg.blocks.patience and bad_epochs >= cfg.blocks.patience and epoch >= switch:
                 result.stopped_early = True
                 break
     return finish(result, model, ddp, best_state, t_start, blocks_seen / max(train_seconds, 1e-9))

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from ... import distributed
+from ...params import TrainParams
 from ...stage import seed_everything
 from .dataset import BlockData
 
@@ -14,7 +15,7 @@ from .dataset import BlockData
 class BlockTraining:
     """``train@<arch>`` of a block network: epochs over ``data/blocks`` (:func:`aerestore.tracks.blocks.train.fit`)."""
 
-    def __init__(self, params, arch: str, cfg, paths):
+    def __init__(self, params, arch: str, cfg: TrainParams, paths):
         from ...losses import LossConfig
         from ...models import create_model
 
@@ -30,10 +31,11 @@ class BlockTraining:
             print(f"train@{arch}: {self.n_params:,} parameters, {len(self.train):,} training blocks of {block} px",
                   file=sys.stderr)
 
-    def fit(self, cfg, seed: int, log):
+    def fit(self, cfg: TrainParams, seed: int, log, *, runtime):
         from .train import fit
 
-        return fit(self.model, self.train, self.val, cfg, seed, on_epoch=lambda row: log(row, step=int(row["epoch"])))
+        return fit(self.model, self.train, self.val, cfg, seed, on_epoch=lambda row: log(row, step=int(row["epoch"])),
+                   runtime=runtime)
 
     def save(self, path, result) -> None:
         from ...blocks import read_geometry

@@ -3,7 +3,7 @@
 What the fully convolutional models (``unet_ae``) train, cluster and fine-tune on, in a
 module of its own (as :mod:`aerestore.tracks.blocks.dataset` for blocks) so that editing the training
 loop does not rerun the clustering. Masks are uint8 ``(N, H, W, K)`` with one channel per
-damage kind (:data:`aerestore.data.layout.DAMAGE_KINDS`; an older single-channel mask is
+damage kind (:data:`aerestore.damage.DAMAGE_KINDS`; an older single-channel mask is
 the blur channel); they become per-pixel damage classes with
 :func:`aerestore.data.layout.damage_labels`.
 """
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...data.layout import DAMAGE_CLASSES, damage_labels
+from ...damage import DAMAGE_CLASSES
+from ...data.layout import damage_labels
 from ...io import open_split
 from ...models.device import to_device
 

@@ -7,7 +7,7 @@ or takes the damage head's classes (``cluster.method: damage_head``); the routin
 
 Decoder ``k`` is a copy of the shared decoder fine-tuned, encoder frozen, on random crops
 with the per-pixel squared error weighted by cluster ``k``'s routing map (bilinearly
-upsampled): the training stage's loss (``train.recon``, :func:`weighted_recon`; for ``mse``
+upsampled): the training stage's loss (``train.loss.recon``, :func:`weighted_recon`; for ``mse``
 ``sum(w * (y_hat - y)^2) / (C * sum(w))``). The control is a copy fine-tuned on
 all pixels (the unweighted loss) for as many updates as all cluster decoders together, with the
 same learning rate (constant), batch, crop size and crop stream (seeded alike: the
@@ -50,7 +50,7 @@ def weighted_mse(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -
 
 
 def weighted_recon(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, kind: str = "mse") -> torch.Tensor:
-    """The training stage's reconstruction loss ``kind`` (``train.recon``), weighted per pixel
+    """The training stage's reconstruction loss ``kind`` (``train.loss.recon``), weighted per pixel
     by ``w`` (N, 1, H, W; all pixels when None), so that fine-tuning optimises what the shared
     decoder was trained on (a decoder trained on ``psnr`` and fine-tuned on MSE moved away from
     its own objective: the control ended below the shared decoder it started from).
@@ -79,7 +79,7 @@ def weighted_recon(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None,
     elif kind == "rmse":
         per_image = m.clamp_min(1e-12).sqrt()
     else:
-        raise ValueError(f"train.recon must be one of mse, rmse, charbonnier, psnr; got {kind!r}")
+        raise ValueError(f"train.loss.recon must be one of mse, rmse, charbonnier, psnr; got {kind!r}")
     return (weight * per_image).sum() / weight.sum().clamp_min(1e-8)
 
 

@@ -24,11 +24,11 @@ class MapDecoders:
         self.params, self.restorer = params, restorer
         dp = params.decoders
         tp = params.train_for(arch)
-        self.crop, self.recon = tp.crop, tp.recon  # fine-tune on the loss the shared decoder was trained on
+        self.crop, self.recon = tp.crops.size, tp.loss.recon  # fine-tune on the loss the shared decoder was trained on
         train = ImageData.load(paths.prepared, "train")
         self.val = ImageData.load(paths.prepared, "val")
         z, _ = location_features(restorer.model, train)  # the cluster sizes: on the prepared copies
-        if tp.fresh_damage:  # fine-tuned on fresh damage as the shared decoder was trained (control alike)
+        if tp.crops.fresh_damage:  # fine-tuned on fresh damage as the shared decoder was trained (control alike)
             train = train.fresh(degrader(params.prepare.degrade))
         self.train = train
         with torch.no_grad():

@@ -1,12 +1,12 @@
 """Training of fully convolutional models (``unet_ae``) on random crops of whole images.
 
-Beside :func:`aerestore.tracks.blocks.train.fit` (blocks, epochs): ``train.steps`` updates of
-``train.batch_size`` random ``train.crop``-px crops with random flips drawn from
+Beside :func:`aerestore.tracks.blocks.train.fit` (blocks, epochs): ``train.crops.steps`` updates of
+``train.batch_size`` random ``train.crops.size``-px crops with random flips drawn from
 ``data/prepared/train``; the learning rate follows a one-cycle-like schedule suited to a
-short budget (linear warm-up over ``train.warmup`` of the steps to ``train.lr``, then a
+short budget (linear warm-up over ``train.crops.warmup`` of the steps to ``train.lr``, then a
 cosine decay to 0; Smith & Topin 2017, Loshchilov & Hutter 2017); every
-``train.eval_every`` steps (and at the end) the loss on whole validation images; the best
-weights are restored at the end. ``train.damage_weight`` weights the damage head's
+``train.crops.eval_every`` steps (and at the end) the loss on whole validation images; the best
+weights are restored at the end. ``train.loss.damage_weight`` weights the damage head's
 cross entropy against the masks (semi-supervised). Seeded: the same params give the same
 weights on CPU.
 """
@@ -24,7 +24,7 @@ import torch
 
 from .dataset import ImageData, image_batches, sample_crops
 from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, share, wrap
-from ...params import TrainParams
+from ...params import RuntimeParams, TrainParams
 from ...stage import cpu_count, set_threads
 from ...losses import check_finite
 from ...models.device import autocast
@@ -62,8 +62,11 @@ def fit_crops(
     seed: int,
     progress: bool = True,
     on_eval: Callable[[dict[str, float]], None] | None = None,
+    *,
+    runtime: RuntimeParams,
 ) -> TrainResult:
-    """Train a fully convolutional ``model`` on random crops; restore its best weights.
+    """Train a fully convolutional ``model`` on random crops (``cfg.crops``, ``cfg.lr``,
+    ``cfg.batch_size``) on ``runtime``'s device and threads; restore its best weights.
 
     ``TrainResult.history`` has one row per evaluation (``epoch`` = its number, ``step``,
     ``lr``, train / val loss and terms); ``blocks_per_second`` counts crops.
@@ -78,8 +81,8 @@ def fit_crops(
     from tqdm import tqdm
 
     rank, world = rank_and_world()
-    set_threads(process_threads(cfg.threads, cpu_count()))
-    device = resolve_device(cfg.device)
+    set_threads(process_threads(runtime.threads, cpu_count()))
+    device = resolve_device(runtime.device)
     model.to(device)
     ddp = wrap(model, device, cfg.batch_size, find_unused=True) if world > 1 else None
     progress = progress and rank == 0
@@ -95,19 +98,19 @@ def fit_crops(
     train_seconds = 0.0
     t_seg = time.perf_counter()
     crops_seen = 0
-    bar = tqdm(total=cfg.steps, desc=f"train {model.name} (crops)", disable=not progress, leave=False,
+    bar = tqdm(total=cfg.crops.steps, desc=f"train {model.name} (crops)", disable=not progress, leave=False,
                mininterval=0.5)
-    for step in range(cfg.steps):
-        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+    for step in range(cfg.crops.steps):
+        lr = lr_at(step, cfg.crops.steps, cfg.lr, cfg.crops.warmup)
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
         model.train()
         # every rank draws the same global batch and cuts only its share of the crops
         part = share(np.arange(cfg.batch_size), rank, world) if ddp is not None else None
-        deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crop, rng, device, keep=part)
+        deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crops.size, rng, device, keep=part)
         batch = (deg, cln, dmg) if dmg is not None else (deg, cln)
-        with autocast(device, cfg.amp):
+        with autocast(device, runtime.amp):
             if ddp is None:
                 terms = model.train_step(batch, optimizers)
                 weight = 1.0
@@ -115,22 +118,22 @@ def fit_crops(
                 weight = len(part) / cfg.batch_size
                 ddp.train()
                 terms = ddp_step(ddp, batch, optimizers, weight=weight * world)
-        check_finite(terms, f"{model.name} step {step + 1} of {cfg.steps}", lr_hint(cfg))
+        check_finite(terms, f"{model.name} step {step + 1} of {cfg.crops.steps}", lr_hint(cfg))
         for k, v in terms.items():
             sums[k] += v * weight  # summed over the ranks: the global batch's mean
         count += 1
         crops_seen += cfg.batch_size  # the global batch
         bar.update(1)
         bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.crops.eval_every == 0 or step + 1 == cfg.crops.steps:
             if ddp is not None:
                 keys = list(sums)  # the model's order, the same on every rank
                 sums = defaultdict(float, zip(keys, all_sum([sums[k] for k in keys], device)))
             seconds = time.perf_counter() - t_seg
             train_seconds += seconds
-            with autocast(device, cfg.amp):
+            with autocast(device, runtime.amp):
                 val_terms = evaluate_images(model, monitor, device=device)
-            check_finite(val_terms, f"{model.name} step {step + 1} of {cfg.steps}, validation", lr_hint(cfg))
+            check_finite(val_terms, f"{model.name} step {step + 1} of {cfg.crops.steps}, validation", lr_hint(cfg))
             row = {"epoch": len(result.history) + 1, "step": step + 1, "lr": lr,
                    "train_loss": sums["loss"] / count, "val_loss": val_terms["loss"]}
             row.update({f"train_{k}": v / count for k, v in sums.items() if k != "loss"})

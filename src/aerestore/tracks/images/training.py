@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from ...params import TrainParams
 from ...stage import seed_everything
 from .dataset import ImageData
 
@@ -14,27 +15,28 @@ class CropTraining:
     """``train@<arch>`` of a fully convolutional network: random crops of ``data/prepared``,
     whole validation images (:func:`aerestore.tracks.images.train.fit_crops`)."""
 
-    def __init__(self, params, arch: str, cfg, paths):
+    def __init__(self, params, arch: str, cfg: TrainParams, paths):
         from ...data.degrade import degrader
         from ...losses import LossConfig
         from ...models import create_model
 
         train = ImageData.load(paths.prepared, "train")
-        if cfg.fresh_damage:  # each crop degraded anew, as prepare degrades (train.fresh_damage)
+        if cfg.crops.fresh_damage:  # each crop degraded anew, as prepare degrades (train.crops.fresh_damage)
             train = train.fresh(degrader(params.prepare.degrade))
         self.train, self.val = train, ImageData.load(paths.prepared, "val")
         seed_everything(params.seed)
-        self.model = create_model(arch, latent=params.latent_for(arch), block=cfg.crop, channels=train.channels,
+        self.model = create_model(arch, latent=params.latent_for(arch), block=cfg.crops.size, channels=train.channels,
                                   loss=LossConfig.from_train(cfg), **params.arch_params(arch).model)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        print(f"train@{arch}: {self.n_params:,} parameters, {cfg.steps} steps of {cfg.batch_size} random "
-              f"{cfg.crop} px crops from {len(train):,} training images"
-              + (", each degraded anew" if cfg.fresh_damage else ""), file=sys.stderr)
+        print(f"train@{arch}: {self.n_params:,} parameters, {cfg.crops.steps} steps of {cfg.batch_size} random "
+              f"{cfg.crops.size} px crops from {len(train):,} training images"
+              + (", each degraded anew" if cfg.crops.fresh_damage else ""), file=sys.stderr)
 
-    def fit(self, cfg, seed: int, log):
+    def fit(self, cfg: TrainParams, seed: int, log, *, runtime):
         from .train import fit_crops
 
-        return fit_crops(self.model, self.train, self.val, cfg, seed, on_eval=lambda row: log(row, step=int(row["step"])))
+        return fit_crops(self.model, self.train, self.val, cfg, seed, on_eval=lambda row: log(row, step=int(row["step"])),
+                         runtime=runtime)
 
     def save(self, path, result) -> None:
         from ...models import save_model

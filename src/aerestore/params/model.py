@@ -1,0 +1,134 @@
+"""The whole of ``params.yaml``: its sections, the checks across them, and the
+per-architecture resolution (``arch.<name>`` applied)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from .base import ParamsError, _Strict
+from .data import BlocksParams, DataParams, PrepareParams
+from .errors import _format
+from .stages import ClusterParams, DecodersParams, EvaluateParams, ExploreParams, MlflowParams
+from .training import ArchParams, RuntimeParams, TrainParams, moved_keys
+
+
+def deep_update(base: dict, override: dict) -> dict:
+    """``base`` updated in place by ``override`` and returned: nested mappings merged key by key
+    (``arch.<name>.train`` on ``train``; a study preset or a claims-report arm on params.yaml),
+    any other value, and an empty mapping, replaces the old one by a copy."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and value:
+            deep_update(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+class Params(_Strict):
+    """The whole file. A default is params.yaml's value (``tests/test_params.py``), but for two
+    empty collections: ``arch`` (no overrides) and ``prepare.degrade`` (no damage)."""
+
+    seed: int = 42
+    latent: int = Field(64, ge=1)
+    architectures: list[str] = ["conv_ae", "vae", "unet_ae"]
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    blocks: BlocksParams = BlocksParams()
+    runtime: RuntimeParams = RuntimeParams()
+    train: TrainParams = TrainParams()
+    cluster: ClusterParams = ClusterParams()
+    decoders: DecodersParams = DecodersParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    explore: ExploreParams = ExploreParams()
+    mlflow: MlflowParams = MlflowParams()
+    arch: dict[str, ArchParams] = {}  # no overrides (params.yaml writes every architecture's)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Params":
+        if not self.architectures:
+            raise ValueError("architectures: the list is empty")
+        if len(set(self.architectures)) != len(self.architectures):
+            raise ValueError(f"architectures: names repeat in {self.architectures!r}")
+        if self.blocks.overlap >= self.blocks.size:
+            raise ValueError(
+                f"blocks.overlap ({self.blocks.overlap}) must be smaller than "
+                f"blocks.size ({self.blocks.size})"
+            )
+        if self.blocks.size > self.data.image_size:
+            raise ValueError(
+                f"blocks.size ({self.blocks.size}) is larger than data.image_size "
+                f"({self.data.image_size})"
+            )
+        if self.cluster.method == "ncut_head":
+            for name in self.architectures:
+                loss = self.train_for(name).loss
+                if loss.ncut_weight <= 0:
+                    raise ValueError(
+                        f"cluster.method 'ncut_head' needs the n-cut head: set train.loss.ncut_weight "
+                        f"> 0 (it is {loss.ncut_weight} for {name})"
+                    )
+                if loss.ncut_k != self.cluster.k:
+                    raise ValueError(
+                        f"cluster.k ({self.cluster.k}) must equal train.loss.ncut_k ({loss.ncut_k}) "
+                        f"when cluster.method is 'ncut_head'"
+                    )
+        if self.decoders.method == "gate":
+            from aerestore.models import model_class
+
+            blocky = [name for name in self.architectures if model_class(name).track == "blocks"]
+            if blocky:
+                raise ValueError(
+                    f"decoders.method 'gate' is built for fully convolutional models (unet_ae) only; "
+                    f"architectures holds {blocky}: set architectures=[unet_ae]"
+                )
+        if self.cluster.method == "damage_head":
+            from aerestore.damage import DAMAGE_CLASSES
+
+            if self.cluster.k != len(DAMAGE_CLASSES):
+                raise ValueError(
+                    f"cluster.k ({self.cluster.k}) must be {len(DAMAGE_CLASSES)} when cluster.method is "
+                    f"'damage_head': one cluster per damage class {list(DAMAGE_CLASSES)}"
+                )
+            for name in self.architectures:
+                if self.train_for(name).loss.damage_weight <= 0:
+                    raise ValueError(
+                        f"cluster.method 'damage_head' needs the damage head: set train.loss.damage_weight "
+                        f"> 0 (it is 0 for {name})"
+                    )
+        return self
+
+    # ---- per-architecture resolution
+    def arch_params(self, name: str) -> ArchParams:
+        return self.arch.get(name, ArchParams())
+
+    def latent_for(self, name: str) -> int:
+        a = self.arch_params(name)
+        return a.latent if a.latent is not None else self.latent
+
+    def train_for(self, name: str) -> TrainParams:
+        """The train section with ``arch.<name>.train`` merged in key by key (validated)."""
+        overrides = self.arch_params(name).train
+        if not overrides:
+            return self.train
+        moved = moved_keys(overrides, f"arch.{name}.train")
+        if moved:
+            raise ParamsError("\n".join(moved))
+        merged = deep_update(self.train.model_dump(), overrides)
+        try:
+            return TrainParams.model_validate(merged)
+        except ValidationError as exc:
+            raise ParamsError(_format(exc, prefix=f"arch.{name}.train", source=merged)) from None
+
+
+def check_moved(raw: Any) -> list[str]:
+    """The moved keys a raw params mapping still sets (``train`` and ``arch.<name>.train``)."""
+    lines = moved_keys(raw.get("train"), "train")
+    arch = raw.get("arch")
+    if isinstance(arch, dict):
+        for name, section in arch.items():
+            if isinstance(section, dict):
+                lines += moved_keys(section.get("train"), f"arch.{name}.train")
+    return lines

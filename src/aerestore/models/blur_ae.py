@@ -47,7 +47,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import RestorationModel, choice, conv_out, int_tuple, transpose_to
+from aerestore.models.base import RestorationModel
+from aerestore.models.layers import choice, conv_out, int_tuple, transpose_to
 from aerestore.models.fcn_ae import bottleneck_channels
 from aerestore.models.registry import register_model
 

@@ -51,7 +51,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import RestorationModel, choice, int_tuple, transpose_to
+from aerestore.models.base import RestorationModel
+from aerestore.models.layers import choice, int_tuple, transpose_to
 from aerestore.models.conv_ae import study_encoder_convs
 from aerestore.models.registry import register_model
 

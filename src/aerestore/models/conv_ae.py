@@ -42,7 +42,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import RestorationModel, choice, conv_out, int_tuple, positive, transpose_to
+from aerestore.models.base import RestorationModel
+from aerestore.models.layers import choice, conv_out, int_tuple, positive, transpose_to
 from aerestore.models.registry import register_model
 
 STUDY_FILTERS = (16, 32, 48, 72, 128)

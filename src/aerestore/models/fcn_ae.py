@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import RestorationModel, int_tuple
+from aerestore.models.base import RestorationModel
+from aerestore.models.layers import int_tuple
 from aerestore.models.ccp_ae import ccp_decoder_convs, ccp_encoder_convs
 from aerestore.models.registry import register_model
 

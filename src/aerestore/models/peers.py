@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import CLUSTER_HEAD_HIDDEN, ForwardOut, RestorationModel, int_tuple, positive
+from aerestore.models.base import CLUSTER_HEAD_HIDDEN, ForwardOut, RestorationModel
+from aerestore.models.layers import int_tuple, positive
 from aerestore.models.registry import register_model
 from aerestore.models.unet_ae import pad_to_multiple, straight_through_clamp
 

@@ -17,7 +17,8 @@ import torch
 
 from aerestore.io import write_torch
 from aerestore.losses import LossConfig
-from aerestore.models.base import RestorationModel, _plain
+from aerestore.models.base import RestorationModel
+from aerestore.models.layers import _plain
 
 
 class UnknownModelError(KeyError, ValueError):

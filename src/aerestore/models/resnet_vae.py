@@ -37,15 +37,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import (
-    GaussianHead,
-    RestorationModel,
-    VAEEncoder,
-    VariationalModel,
-    conv_out,
-    int_tuple,
-    positive,
-)
+from aerestore.models.base import GaussianHead, RestorationModel, VAEEncoder, VariationalModel
+from aerestore.models.layers import conv_out, int_tuple, positive
 from aerestore.models.conv_ae import STUDY_DEC_FILTERS, STUDY_DEC_STRIDES, StudyDecoder
 from aerestore.models.registry import register_model
 from aerestore.models.vae import FORMS

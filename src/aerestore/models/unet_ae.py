@@ -49,7 +49,8 @@ from torch import Tensor, nn
 
 from aerestore.damage import DAMAGE_CLASSES
 from aerestore.losses import LossConfig
-from aerestore.models.base import ForwardOut, RestorationModel, positive
+from aerestore.models.base import ForwardOut, RestorationModel
+from aerestore.models.layers import positive
 from aerestore.models.registry import register_model
 
 

@@ -45,7 +45,8 @@ from typing import Any
 from torch import nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import GaussianHead, VAEEncoder, VariationalModel, choice, int_tuple
+from aerestore.models.base import GaussianHead, VAEEncoder, VariationalModel
+from aerestore.models.layers import choice, int_tuple
 from aerestore.models.conv_ae import StudyDecoder, study_encoder_convs
 from aerestore.models.registry import register_model
 

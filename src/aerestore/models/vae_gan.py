@@ -55,17 +55,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import (
-    adam,
-    ForwardOut,
-    GaussianHead,
-    VAEEncoder,
-    VariationalModel,
-    conv_stack,
-    positive,
-    reparameterise,
-    transpose_to,
-)
+from aerestore.models.base import adam, ForwardOut, GaussianHead, VAEEncoder, VariationalModel, reparameterise
+from aerestore.models.layers import conv_stack, positive, transpose_to
 from aerestore.models.registry import register_model
 
 KERNEL = 5

@@ -39,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from aerestore.losses import LossConfig
-from aerestore.models.base import GaussianHead, VAEEncoder, VariationalModel, conv_bn_relu, positive
+from aerestore.models.base import GaussianHead, VAEEncoder, VariationalModel
+from aerestore.models.layers import conv_bn_relu, positive
 from aerestore.models.registry import register_model
 
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))

@@ -297,3 +297,79 @@ def test_cli_seeds_reads_dvc_experiments(tmp_path, capsys):
     assert cli.main(["seeds", "no-such-exp", "--repo", str(repo)]) == 2
     assert "no-such-exp: not a file, folder, experiment or git revision" in capsys.readouterr().err
 
+
+
+# ------------------------------------------------ against the ensemble control, per region
+def _three_arms(seed: int, vs_ensemble: float, vs_single: float, n: int = 30) -> dict:
+    """Per-image rows of one seed with a known effect: PSNR (whole and per region) of multi is
+    the ensemble control's + ``vs_ensemble`` and the single control's + ``vs_single``, plus
+    per-image noise (sd 0.05 dB) drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    rows: dict = {"unet_ae.multi": {}, "unet_ae.single": {}, "unet_ae.ensemble": {}}
+    for k in SD.REGION_VERDICT_METRICS:
+        multi = rng.uniform(25, 35, n)
+        rows["unet_ae.multi"][k] = multi.tolist()
+        rows["unet_ae.ensemble"][k] = (multi - vs_ensemble + rng.normal(0, 0.05, n)).tolist()
+        rows["unet_ae.single"][k] = (multi - vs_single + rng.normal(0, 0.05, n)).tolist()
+    return rows
+
+
+def _arm_run(seed: int, own: int = 3, **kw) -> SR.SeedRun:
+    return SR.SeedRun(label=f"s{seed}", seed=seed, per_image=SR.parse_per_image({"per_image": _three_arms(seed, **kw)}),
+                      meta={"own_decoders": {"unet_ae": own}})
+
+
+def test_against_the_ensemble_control_compares_multi_with_the_ensemble_row():
+    """multi beats the single control by 0.3 dB but the ensemble control by nothing: against
+    ``single`` every region is "better", against ``ensemble`` none is (a comparison that read the
+    single row for the ensemble one, or the control for multi, turns this red)."""
+    runs = [_arm_run(s, vs_ensemble=0.0, vs_single=0.3) for s in range(1, 6)]
+    vs_single = SD.analyse(runs, against="single")
+    vs_ensemble = SD.analyse(runs, against="ensemble")
+    assert vs_single["against"] == "single" and vs_ensemble["against"] == "ensemble"
+    for k in SD.REGION_VERDICT_METRICS:
+        s, e = vs_single["regions"]["unet_ae"][k], vs_ensemble["regions"]["unet_ae"][k]
+        assert s["verdict"] == "better" and s["mean"] == pytest.approx(0.3, abs=0.02)
+        assert s["ci"][0] > 0 and s["seeds"] == 5 and s["seeds_won"] == 5
+        assert e["verdict"] == "undecided" and e["ci"][0] < 0 < e["ci"][1]
+        assert vs_ensemble["aggregate"]["unet_ae"][k]["mean_diff"]["mean"] == pytest.approx(e["mean"])
+    text = SD.markdown(vs_ensemble)
+    assert "Per-cluster vs ensemble control decoders over 5 seed(s)" in text
+    assert "| unet_ae | blur | 5 |" in text and "multi − ensemble" in text
+    # swapped arms: multi worse than the ensemble control everywhere
+    worse = SD.analyse([_arm_run(s, vs_ensemble=-0.2, vs_single=0.0) for s in range(1, 6)], against="ensemble")
+    assert {v["verdict"] for v in worse["regions"]["unet_ae"].values()} == {"worse"}
+    with pytest.raises(ValueError, match="against must be one of"):
+        SD.analyse(runs, against="base")
+
+
+def test_region_verdict_needs_two_seeds_and_two_own_decoders():
+    one = SD.analyse([_arm_run(1, vs_ensemble=0.3, vs_single=0.3)], against="ensemble")
+    assert {v["verdict"] for v in one["regions"]["unet_ae"].values()} == {"one seed: no interval"}
+    # a run whose per-cluster restorer has one decoder of its own is an ensemble itself
+    runs = [_arm_run(s, own=1 if s == 3 else 3, vs_ensemble=0.3, vs_single=0.3) for s in range(1, 6)]
+    region = SD.analyse(runs, against="ensemble")["regions"]["unet_ae"]["psnr_blur"]
+    assert region["verdict"] == "not applicable: one cluster" and region["not_applicable_runs"] == ["s3"]
+    # no ensemble row at all: a clear error
+    plain = [_run("s1", 1, wins=16, win=1.0, loss=0.5, clean_diff=0.0)]
+    with pytest.raises(ValueError, match="decoders.ensemble"):
+        SD.analyse(plain, against="ensemble")
+
+
+def test_cli_seeds_against_the_ensemble_reads_own_decoders_beside_the_details(tmp_path, capsys):
+    paths = []
+    for s in range(1, 4):
+        folder = tmp_path / f"exp{s}" / "metrics"
+        folder.mkdir(parents=True)
+        (folder / "evaluate_details.json").write_text(json.dumps(
+            {"seed": s, "rows": {}, "per_image": _three_arms(s, vs_ensemble=0.2, vs_single=0.2)}))
+        (folder / "evaluate.json").write_text(json.dumps({"unet_ae": {"own_decoders": 1 if s == 2 else 3}}))
+        paths.append(str(folder / "evaluate_details.json"))
+    md = tmp_path / "seeds_ensemble.md"
+    assert cli.main(["seeds", *paths, "--against", "ensemble", "-o", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "ensemble control" in out and "not applicable: one cluster" in out
+    report = json.loads(md.with_suffix(".json").read_text())
+    assert report["regions"]["unet_ae"]["psnr"]["not_applicable_runs"] == [paths[1]]
+    assert SR.own_decoders('{"conv_ae": {"own_decoders": 1}, "images": 30}') == {"conv_ae": 1}
+    assert SR.own_decoders(None) == {} and SR.own_decoders("not json") == {}

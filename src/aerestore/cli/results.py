@@ -83,6 +83,9 @@ def add_seeds(sub: Any) -> None:
     p.add_argument("--plot", type=Path, default=None, help="PNG plot path (default: MD with .png)")
     p.add_argument("--metrics", default=None,
                    help="comma-separated metrics to compare (default: every one with a direction)")
+    p.add_argument("--against", choices=("single", "ensemble"), default="single",
+                   help="the control multi is compared with: single (the equal-budget single decoder) or "
+                        "ensemble (the ensemble control: the idea holds only where multi beats it)")
     p.add_argument("--blur-metric", default="psnr_blur", help="target metric inside the blur (psnr_blur)")
     p.add_argument("--clean-metric", default="psnr_clean", help="target metric in clean regions (psnr_clean)")
     p.add_argument("--min-share", type=float, default=0.75, help="blur target: share won (0.75)")
@@ -108,7 +111,7 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     targets = SD.Targets(blur_metric=args.blur_metric, clean_metric=args.clean_metric,
                          min_share=args.min_share, max_p=args.max_p, min_clean_diff=args.min_clean_diff)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    report = SD.analyse(runs, metrics=metrics, targets=targets)
+    report = SD.analyse(runs, metrics=metrics, targets=targets, against=args.against)
     print(SD.markdown(report), end="")
     json_path, png_path = args.json, args.plot
     if args.out is not None:

@@ -22,6 +22,7 @@ import numpy as np
 from .revisions import read_revision
 
 DETAILS = "metrics/evaluate_details.json"
+EVALUATE = "metrics/evaluate.json"  # optional: each architecture's own_decoders
 PARAMS = "params.yaml"
 
 
@@ -76,6 +77,19 @@ def parse_rows(details: dict, per_image: dict[str, dict[str, np.ndarray]]) -> di
             for r, m in per_image.items()}
 
 
+def own_decoders(evaluate_text: str | None) -> dict[str, int]:
+    """``{arch: own_decoders}`` from an ``evaluate.json`` text (how many clusters have a decoder
+    of their own; below 2 the per-cluster restorer is an ensemble); ``{}`` when absent."""
+    if not evaluate_text:
+        return {}
+    try:
+        data = json.loads(evaluate_text)
+    except json.JSONDecodeError:
+        return {}
+    return {str(a): int(v["own_decoders"]) for a, v in data.items()
+            if isinstance(v, dict) and isinstance(v.get("own_decoders"), int)}
+
+
 def _seed_of(params_text: str | None) -> int | None:
     if not params_text:
         return None
@@ -109,8 +123,11 @@ def load_file(path: str | Path, label: str | None = None) -> SeedRun:
     if seed is None and folder is not None and (folder / PARAMS).is_file():
         seed = _seed_of((folder / PARAMS).read_text())
     per_image = parse_per_image(details, str(path))
+    beside = path.parent / Path(EVALUATE).name  # evaluate.json sits beside evaluate_details.json
+    own = own_decoders(beside.read_text()) if beside.is_file() else {}
     return SeedRun(label=label or str(folder or path), per_image=per_image,
-                   seed=None if seed is None else int(seed), source=str(path), rows=parse_rows(details, per_image))
+                   seed=None if seed is None else int(seed), source=str(path), rows=parse_rows(details, per_image),
+                   meta={"own_decoders": own})
 
 
 
@@ -118,10 +135,11 @@ def load_rev(rev: str, repo: str | Path = ".") -> SeedRun:
     """A run from a DVC experiment (name, e.g. ``moody-lahs``) or git revision of ``repo``:
     its ``metrics/evaluate_details.json`` and the seed of its ``params.yaml``
     (:func:`aerestore.studies.revisions.read_revision`)."""
-    sha, files = read_revision(rev, (DETAILS, PARAMS), repo, optional=(PARAMS,),
+    sha, files = read_revision(rev, (DETAILS, PARAMS, EVALUATE), repo, optional=(PARAMS, EVALUATE),
                                what="a file, folder, experiment or git revision",
                                hint=" (did its evaluate stage run?)")
     details = json.loads(files[DETAILS])
     per_image = parse_per_image(details, f"{rev}:{DETAILS}")
     return SeedRun(label=rev, per_image=per_image, seed=_seed_of(files[PARAMS]), source=f"{rev} ({sha[:7]})",
-                   meta={"rev": sha}, rows=parse_rows(details, per_image))
+                   meta={"rev": sha, "own_decoders": own_decoders(files.get(EVALUATE))},
+                   rows=parse_rows(details, per_image))

@@ -87,10 +87,15 @@ def baseline_experiments(repo: str | Path = ".") -> list[str]:
 
 
 # ---------------------------------------------------------------------- comparing
-def architectures(per_image: dict[str, dict[str, np.ndarray]]) -> list[str]:
-    """The architectures with both a ``.multi`` and a ``.single`` row, in row order."""
+CONTROLS = ("single", "ensemble")  # what the per-cluster decoders are compared with (``against``)
+# the whole image, then each region: the rows of the per-region verdict over the seeds
+REGION_VERDICT_METRICS = ("psnr", "psnr_blur", "psnr_noise", "psnr_clean")
+
+
+def architectures(per_image: dict[str, dict[str, np.ndarray]], against: str = "single") -> list[str]:
+    """The architectures with both a ``.multi`` and a ``.<against>`` row, in row order."""
     return [r[: -len(".multi")] for r in per_image
-            if r.endswith(".multi") and r[: -len(".multi")] + ".single" in per_image]
+            if r.endswith(".multi") and r[: -len(".multi")] + f".{against}" in per_image]
 
 
 def compared_metrics(multi: dict[str, np.ndarray], single: dict[str, np.ndarray]) -> list[str]:
@@ -117,9 +122,10 @@ def compare_metric(metric: str, multi: Any, single: Any) -> dict[str, float | in
 
 
 def compare_run(per_image: dict[str, dict[str, np.ndarray]], arch: str,
-                metrics: Iterable[str] | None = None) -> dict[str, dict[str, float | int]]:
-    """:func:`compare_metric` for each metric of ``arch``'s multi vs single rows."""
-    multi, single = per_image[f"{arch}.multi"], per_image[f"{arch}.single"]
+                metrics: Iterable[str] | None = None, against: str = "single") -> dict[str, dict[str, float | int]]:
+    """:func:`compare_metric` for each metric of ``arch``'s multi vs ``against`` (single or
+    ensemble) rows."""
+    multi, single = per_image[f"{arch}.multi"], per_image[f"{arch}.{against}"]
     keys = compared_metrics(multi, single) if metrics is None else [k for k in metrics if k in multi and k in single]
     return {k: compare_metric(k, multi[k], single[k]) for k in keys}
 
@@ -174,16 +180,57 @@ def levels(runs: list[SeedRun], metrics: Iterable[str] = HEADLINE) -> dict[str, 
     return out
 
 
+def region_verdicts(runs: list[SeedRun], arch: str, against: str = "single",
+                    level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per whole image and region (:data:`REGION_VERDICT_METRICS`), the verdict over the seeds
+    with the seeds as the independent units: each seed's mean per-image difference multi −
+    ``against`` (dB), their mean, the Student-t ``level`` interval over the seeds
+    (:func:`aerestore.stats.t_interval`, its error rate calibrated by simulation in ``tests/test_report.py``),
+    how many seeds multi won, and ``verdict``: ``"better"`` (interval above 0), ``"worse"``
+    (below 0), ``"undecided"`` (it holds 0) or ``"one seed: no interval"``.
+
+    Where a run's per-cluster restorer has fewer than two decoders of its own (its
+    ``own_decoders``, from ``metrics/evaluate.json``), it is an ensemble itself: every
+    region's verdict is :data:`aerestore.evaluate_compare.NOT_APPLICABLE`."""
+    from ..evaluate_compare import NOT_APPLICABLE
+
+    used = [r for r in runs if f"{arch}.multi" in r.per_image and f"{arch}.{against}" in r.per_image]
+    single_cluster = [r.label for r in used if (r.meta.get("own_decoders") or {}).get(arch, 2) < 2]
+    out: dict[str, dict[str, Any]] = {}
+    for k in REGION_VERDICT_METRICS:
+        diffs = [r.per_image[f"{arch}.multi"][k] - r.per_image[f"{arch}.{against}"][k]
+                 for r in used if k in r.per_image[f"{arch}.multi"] and k in r.per_image[f"{arch}.{against}"]]
+        means = S.seed_means(diffs)
+        if not means.size:
+            continue
+        lo, hi = S.t_interval(diffs, level)
+        if single_cluster:
+            verdict = NOT_APPLICABLE
+        elif means.size < 2:
+            verdict = "one seed: no interval"
+        else:
+            verdict = "better" if lo > 0 else ("worse" if hi < 0 else "undecided")
+        out[k] = {"mean": float(means.mean()), "ci": [lo, hi], "level": level, "seeds": int(means.size),
+                  "seeds_won": int((means > 0).sum()), "verdict": verdict,
+                  "not_applicable_runs": single_cluster}
+    return out
+
+
 def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
-            targets: Targets = Targets()) -> dict[str, Any]:
+            targets: Targets = Targets(), against: str = "single") -> dict[str, Any]:
     """Every run compared, then aggregated over the runs, per architecture and metric.
 
     Returns (JSON-ready) ``runs`` (label, seed, source), ``targets``, ``per_seed[arch][label]``
     = ``{"metrics": {metric: compare_metric(...)}, "targets": check_targets(...)}``,
     ``aggregate[arch][metric][stat]`` = :func:`spread` of ``stat`` in ``mean_diff``, ``share``,
     ``p_value`` over the runs, ``holds[arch]`` (targets met in every run of ``arch``),
-    ``levels`` (the headline figures per run and their spread: :func:`levels`) and ``warnings``.
+    ``levels`` (the headline figures per run and their spread: :func:`levels`), ``regions[arch]``
+    (:func:`region_verdicts`), ``against`` and ``warnings``. ``against``: the control the
+    per-cluster decoders (``multi``) are compared with, ``single`` (the equal-budget single
+    decoder) or ``ensemble`` (the ensemble control: the idea holds only where it wins there).
     """
+    if against not in CONTROLS:
+        raise ValueError(f"against must be one of {list(CONTROLS)}, got {against!r}")
     if not runs:
         raise ValueError("no runs to compare")
     metrics = None if metrics is None else list(metrics)
@@ -198,21 +245,22 @@ def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
         warnings.append("one run only: no spread over seeds")
     archs: list[str] = []
     for r in runs:
-        for a in architectures(r.per_image):
+        for a in architectures(r.per_image, against):
             if a not in archs:
                 archs.append(a)
     if not archs:
-        raise ValueError("no architecture has both a <arch>.multi and a <arch>.single row")
+        raise ValueError(f"no architecture has both a <arch>.multi and a <arch>.{against} row"
+                         + (" (was the ensemble control trained? decoders.ensemble)" if against == "ensemble" else ""))
     per_seed: dict[str, dict[str, Any]] = {}
     aggregate: dict[str, dict[str, Any]] = {}
     holds: dict[str, bool] = {}
     for arch in archs:
         per_seed[arch] = {}
         for r in runs:
-            if f"{arch}.multi" not in r.per_image or f"{arch}.single" not in r.per_image:
-                warnings.append(f"{r.label}: no {arch}.multi/{arch}.single rows")
+            if f"{arch}.multi" not in r.per_image or f"{arch}.{against}" not in r.per_image:
+                warnings.append(f"{r.label}: no {arch}.multi/{arch}.{against} rows")
                 continue
-            cmp = compare_run(r.per_image, arch, metrics)
+            cmp = compare_run(r.per_image, arch, metrics, against)
             per_seed[arch][r.label] = {"seed": r.seed, "metrics": cmp, "targets": check_targets(cmp, targets)}
         keys: list[str] = []
         for entry in per_seed[arch].values():
@@ -230,6 +278,8 @@ def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
         "aggregate": aggregate,
         "holds": holds,
         "levels": levels(runs),
+        "regions": {arch: region_verdicts(runs, arch, against) for arch in archs},
+        "against": against,
         "warnings": warnings,
     }
 
@@ -261,9 +311,12 @@ def markdown(report: dict) -> str:
     runs = report["runs"]
     t = report["targets"]
     seeds = ", ".join(f"{r['label']} (seed {r['seed']})" if r["seed"] is not None else r["label"] for r in runs)
-    lines = [f"## Per-cluster vs control decoders over {len(runs)} seed(s)", "", f"Runs: {seeds}.", "",
-             "Per metric, over the seeds: mean ± standard deviation [min, max] of the mean per-image "
-             "difference multi − single, of the share of test images won by multi (ties half) and "
+    against = report.get("against", "single")
+    control = {"single": "control", "ensemble": "ensemble control"}[against]
+    lines = [f"## Per-cluster vs {control} decoders over {len(runs)} seed(s)", "", f"Runs: {seeds}.", ""]
+    lines += regions_markdown(report.get("regions") or {}, against)
+    lines += ["Per metric, over the seeds: mean ± standard deviation [min, max] of the mean per-image "
+             f"difference multi − {against}, of the share of test images won by multi (ties half) and "
              "of the paired Wilcoxon p-value. Δ in dB for PSNR; for blur_percent the difference of "
              "|blur %| (negative: multi sharper, closer to the clean image).", "",
              "| architecture | metric | Δ mean | Δ [min, max] | share won | share [min, max] | p | p max |",
@@ -303,6 +356,26 @@ def markdown(report: dict) -> str:
 
 
 LEVEL_FORMAT = {"psnr": ".2f", "ssim": ".3f", "uqi": ".3f", "blur_percent": ".1f"}
+
+
+def regions_markdown(regions: dict[str, dict[str, dict]], against: str) -> list[str]:
+    """The verdict per architecture and region (:func:`region_verdicts`) as markdown lines."""
+    if not regions:
+        return []
+    lines = [f"The verdict per region, with the seeds as the units: the mean over seeds of each seed's mean "
+             f"per-image PSNR difference multi − {against} (dB), its 95 % Student-t interval over the seeds, "
+             "the seeds multi won, and **better** / **worse** where the interval excludes 0.", "",
+             "| architecture | region | seeds | Δ PSNR mean | 95 % interval | seeds won | verdict |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for arch, by_region in regions.items():
+        for k, v in by_region.items():
+            region = "whole image" if k == "psnr" else k[len("psnr_"):]
+            lo, hi = v["ci"]
+            ci = "–" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{lo:+.3f}, {hi:+.3f}]"
+            word = f"**{v['verdict']}**" if v["verdict"] in ("better", "worse") else v["verdict"]
+            lines.append(f"| {arch} | {region} | {v['seeds']} | {v['mean']:+.3f} | {ci} "
+                         f"| {v['seeds_won']} of {v['seeds']} | {word} |")
+    return lines + [""]
 
 
 def levels_markdown(lv: dict[str, dict[str, dict]], n_runs: int) -> list[str]:

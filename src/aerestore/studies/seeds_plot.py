@@ -30,6 +30,7 @@ def plot_png(report: dict, path: str | Path) -> None:
 
 
     t = report["targets"]
+    against = report.get("against", "single")
     archs = list(report["aggregate"])
     width = max([5.5] + [3.5 + 0.7 * len(m) for m in report["aggregate"].values()])
     fig, axes = plt.subplots(2, len(archs), figsize=(width * len(archs), 6.4), dpi=100, squeeze=False)
@@ -39,7 +40,7 @@ def plot_png(report: dict, path: str | Path) -> None:
         keys = [k for k in report["aggregate"][arch] if base_metric(k) == "psnr"]
         if not keys:
             keys = list(report["aggregate"][arch])
-        for i, (stat, title) in enumerate((("mean_diff", "mean PSNR difference multi − single (dB)"),
+        for i, (stat, title) in enumerate((("mean_diff", f"mean PSNR difference multi − {against} (dB)"),
                                             ("share", "share of images won by multi"))):
             ax = axes[i, j]
             x = np.arange(len(keys))
@@ -72,7 +73,7 @@ def plot_png(report: dict, path: str | Path) -> None:
             if i == 0 and j == 0:
                 ax.legend(fontsize=7, loc="best")
     verdict = "; ".join(f"{a}: {'holds' if ok else 'does not hold'}" for a, ok in report["holds"].items())
-    fig.suptitle(f"per-cluster vs control over {len(labels)} seed(s) — targets {verdict}", fontsize=10)
+    fig.suptitle(f"per-cluster vs {against} over {len(labels)} seed(s) — targets {verdict}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

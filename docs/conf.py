@@ -42,7 +42,9 @@ suppress_warnings = ["misc.highlighting_failure"]
 # API reference: autosummary writes one page per module into api/ at build time
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# ignore-module-all: a package that re-exports its submodules' names in __all__ (aerestore.params)
+# would document them twice and make every cross-reference to them ambiguous
+autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 # not the docstrings of other packages' base classes (MLflow's refer to its own site)

@@ -1,4 +1,4 @@
-"""Validation errors as params.yaml's dotted keys (``train.loss.beta: ... (got -1)``)."""
+"""Validation errors named by params.yaml's dotted keys, e.g. ``train.loss.beta: must be >= 0 (got -1)``."""
 
 from __future__ import annotations
 

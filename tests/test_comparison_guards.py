@@ -123,13 +123,13 @@ def test_map_control_gets_the_summed_steps_with_the_clusters_lr_batch_and_crops(
     r = Restorer.load(tmp_path, decoders=False)
     calls = []
 
-    def spy(decoder, model, maps_fn, cluster, train, val, steps, lr, batch_size, crop, eval_every, seed, desc,
-            progress=True, recon="mse"):
-        calls.append(dict(decoder=decoder, cluster=cluster, train=train, steps=steps, lr=lr,
-                          batch_size=batch_size, crop=crop, seed=seed, recon=recon))
-        return [{"step": 0, "train_loss": float("nan"), "val_loss": 0.0}]
+    def spy(jobs, model, train, lr, batch_size, crop, eval_every, seed, progress=True, recon="mse"):
+        for job in jobs:  # the decoders fine-tuned in lockstep: one call, the shared settings
+            calls.append(dict(decoder=job.decoder, cluster=job.cluster, train=train, steps=job.steps, lr=lr,
+                              batch_size=batch_size, crop=crop, seed=seed, recon=recon))
+        return [[{"step": 0, "train_loss": float("nan"), "val_loss": 0.0}] for _ in jobs]
 
-    monkeypatch.setattr(MD, "fine_tune", spy)
+    monkeypatch.setattr(MD, "fine_tune_many", spy)
     res = MD.train_map_decoders(r.model, r.route_maps, k, data, images(2, seed=1), steps=3, lr=2e-3, batch_size=2,
                                 crop=16, eval_every=1, min_locations=1, seed=5, sizes=[10] * k, progress=False)
     (control,) = [c for c in calls if c["decoder"] is res.control]

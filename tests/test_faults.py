@@ -90,6 +90,7 @@ def test_map_decoder_and_gate_fine_tuning_stop_at_the_step_that_diverged(monkeyp
 
     import aerestore.gate as G
     import aerestore.tracks.images.decoders as MD
+    import aerestore.tracks.images.gate_decoders as GD
     from aerestore.restore import Restorer
 
     data = images()
@@ -100,7 +101,9 @@ def test_map_decoder_and_gate_fine_tuning_stop_at_the_step_that_diverged(monkeyp
 
     def diverging(*args, **kw):
         calls[0] += 1
-        return recon(*args, **kw) * (float("nan") if calls[0] >= 2 else 1.0)
+        # the 2k + 1 decoders (clusters, ensemble, control) step in lockstep: call 2k + 2 is
+        # decoder 0's second step
+        return recon(*args, **kw) * (float("nan") if calls[0] >= 2 * k + 2 else 1.0)
 
     monkeypatch.setattr(MD, "weighted_recon", diverging)
     with pytest.raises(LossDiverged, match=r"decoder 0, step 2 of 3: loss term 'psnr' is nan"):
@@ -111,7 +114,7 @@ def test_map_decoder_and_gate_fine_tuning_stop_at_the_step_that_diverged(monkeyp
     monkeypatch.setattr(G, "balance_loss", lambda g: g.sum() * float("inf"))
     with pytest.raises(LossDiverged, match=r"gate \+ 3 decoders, step 1 of 3: loss term 'balance' is inf"
                                            r".*decoders\.gate_lr"):
-        MD.train_gate_decoders(restorer.model, G.Gate.from_damage_head(restorer.model), data, images(2, seed=1),
+        GD.train_gate_decoders(restorer.model, G.Gate.from_damage_head(restorer.model), data, images(2, seed=1),
                                steps=3, lr=1e-3, gate_lr=1e-2, balance=0.01, batch_size=2, crop=16, eval_every=3,
                                seed=0, progress=False)
 

@@ -11,6 +11,7 @@ import torch
 from test_unet_ae import _save, images, small
 
 import aerestore.tracks.images.decoders as MD
+import aerestore.tracks.images.gate_decoders as GD
 from aerestore.artifacts import write_decoders
 from aerestore.gate import Gate, balance_loss, cv_squared
 from aerestore.params import ParamsError, load_params
@@ -21,7 +22,7 @@ STEPS, LR, BATCH, CROP = 3, 1e-3, 2, 16
 
 
 def train(model, gate, steps=STEPS, **kw):
-    return MD.train_gate_decoders(model, gate, images(), images(2, seed=1), steps=steps, lr=LR, gate_lr=1e-2,
+    return GD.train_gate_decoders(model, gate, images(), images(2, seed=1), steps=steps, lr=LR, gate_lr=1e-2,
                                   balance=kw.pop("balance", 0.01), batch_size=BATCH, crop=CROP,
                                   eval_every=kw.pop("eval_every", 1), seed=0, progress=False, **kw)
 
@@ -103,7 +104,8 @@ def test_the_control_gets_the_same_crops_lr_and_batch_for_as_many_decoder_update
             self.updates += 1
             return super().step(*a, **kw)
 
-    monkeypatch.setattr(MD, "sample_crops", spy_crops)
+    monkeypatch.setattr(GD, "sample_crops", spy_crops)  # the mixture's crops
+    monkeypatch.setattr(MD, "sample_crops", spy_crops)  # the control's
     monkeypatch.setattr(torch.optim, "Adam", SpyAdam)
     res = train(m, Gate.from_damage_head(m))
     k = 3

@@ -271,16 +271,15 @@ def test_map_ensemble_gets_the_per_cluster_budget_on_damage_blind_maps(tmp_path,
     k = _save(tmp_path, m, data, "damage_head")
     r = Restorer.load(tmp_path, decoders=False)
     calls = []
-    real = MD.fine_tune
+    real = MD.fine_tune_many
 
-    def spy(decoder, model, maps_fn, cluster, train, val, steps, lr, batch_size, crop, eval_every, seed, desc,
-            progress=True, recon="mse"):
-        calls.append(dict(maps_fn=maps_fn, cluster=cluster, train=train, steps=steps, lr=lr, batch_size=batch_size,
-                          crop=crop, seed=seed, recon=recon, desc=desc))
-        return real(decoder, model, maps_fn, cluster, train, val, steps, lr, batch_size, crop, eval_every, seed,
-                    desc, progress, recon)
+    def spy(jobs, model, train, lr, batch_size, crop, eval_every, seed, progress=True, recon="mse"):
+        for job in jobs:
+            calls.append(dict(maps_fn=job.maps_fn, cluster=job.cluster, train=train, steps=job.steps, lr=lr,
+                              batch_size=batch_size, crop=crop, seed=seed, recon=recon, desc=job.desc))
+        return real(jobs, model, train, lr, batch_size, crop, eval_every, seed, progress, recon)
 
-    monkeypatch.setattr(MD, "fine_tune", spy)
+    monkeypatch.setattr(MD, "fine_tune_many", spy)
     with pytest.warns(UserWarning, match="cluster 1"):
         result = train_map_decoders(r.model, r.route_maps, k, data, images(2, seed=1), steps=2, lr=1e-3,
                                     batch_size=2, crop=16, eval_every=1, min_locations=5, seed=0,
@@ -302,3 +301,40 @@ def test_map_ensemble_gets_the_per_cluster_budget_on_damage_blind_maps(tmp_path,
                              crop=16, eval_every=1, min_locations=1, seed=0, sizes=[10] * k, progress=False,
                              ensemble=False)
     assert off.ensemble is None and "ensemble" not in off.summary["updates"]
+
+
+def test_lockstep_fine_tuning_equals_each_decoder_alone_bit_for_bit(tmp_path):
+    """fine_tune_many shares one crop stream, one encoder pass and one map per routing
+    function among the decoders of a step; each decoder must come out exactly as if it were
+    fine-tuned alone by fine_tune (weights and history), whatever its steps and route."""
+    import copy
+
+    import aerestore.tracks.images.decoders as MD
+    from aerestore.restore import blind_maps
+
+    m = small().eval()
+    data = images()
+    k = _save(tmp_path, m, data, "soft_kmeans")
+    r = Restorer.load(tmp_path, decoders=False)
+    for p in r.model.parameters():
+        p.requires_grad_(False)
+
+    def blind(code):
+        return blind_maps(r.route_maps(code))
+
+    vset, bset = MD._Val(r.model, r.route_maps, images(2, seed=1)), MD._Val(r.model, blind, images(2, seed=1))
+    specs = [(r.route_maps, 0, vset, 3), (r.route_maps, k - 1, vset, 3), (blind, 0, bset, 3), (r.route_maps, None, vset, 7)]
+    settings = dict(lr=2e-3, batch_size=2, crop=16, eval_every=2, seed=4, progress=False, recon="psnr")
+    jobs = [MD.FineTune(copy.deepcopy(r.model.decoder), fn, c, v, n, f"job {i}") for i, (fn, c, v, n) in enumerate(specs)]
+    together = MD.fine_tune_many(jobs, r.model, data, **settings)
+    for job, history in zip(jobs, together):
+        alone = copy.deepcopy(r.model.decoder)
+        s = settings
+        solo = MD.fine_tune(alone, r.model, job.maps_fn, job.cluster, data, job.val, job.steps, s["lr"],
+                            s["batch_size"], s["crop"], s["eval_every"], s["seed"], job.desc, False, s["recon"])
+        assert repr(solo) == repr(history)  # every float to the last digit (repr: nan equals nan)
+        assert [h["step"] for h in history] == [0, *range(2, job.steps, 2), job.steps]
+        for a, b in zip(alone.state_dict().values(), job.decoder.state_dict().values()):
+            assert torch.equal(a, b)
+    # and the decoders did move (a test of equality between two no-ops proves nothing)
+    assert not torch.equal(next(iter(jobs[0].decoder.parameters())), next(iter(r.model.decoder.parameters())))

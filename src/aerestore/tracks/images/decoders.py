@@ -28,6 +28,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -126,41 +128,89 @@ class _Val:
         return num / max(n, 1)
 
 
+@dataclass
+class FineTune:
+    """One decoder's fine-tuning in :func:`fine_tune_many`: ``steps`` Adam updates of
+    ``decoder`` with the loss weighted by route ``cluster`` of ``maps_fn``'s maps (all
+    pixels when ``cluster`` is None), validated on ``val``."""
+
+    decoder: torch.nn.Module
+    maps_fn: Callable | None
+    cluster: int | None
+    val: _Val
+    steps: int
+    desc: str
+
+
+def fine_tune_many(
+    jobs: list[FineTune], model, train: ImageData, lr: float, batch_size: int, crop: int, eval_every: int,
+    seed: int, progress: bool = True, recon: str = "mse",
+) -> list[list[dict]]:
+    """Fine-tune every job's decoder in lockstep on one seeded crop stream; per job its
+    history rows ``{step, train_loss, val_loss}``, from step 0.
+
+    Every job would draw the same crops from the same seed if it ran alone (that is what
+    makes the per-cluster decoders, the ensemble and the control comparable: the control's
+    first updates see the cluster decoders' crops). So the crops, the frozen encoder's
+    features and each routing function's maps are computed once per step and shared by
+    every job still running (a job stops after its ``steps``). Each decoder's updates are
+    exactly those of a run alone (same inputs, its own Adam; no random op in a decoder),
+    bit for bit (tested), at a third of the encoder passes and crop draws of three
+    sequential runs (the per-cluster decoders, the ensemble, the control)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    opts, histories, totals = [], [], []
+    for job in jobs:
+        for p in job.decoder.parameters():
+            p.requires_grad_(True)
+        opts.append(torch.optim.Adam(job.decoder.parameters(), lr=lr))
+        histories.append([{"step": 0, "train_loss": float("nan"), "val_loss": job.val.loss(job.decoder, job.cluster)}])
+        totals.append([0.0, 0])
+    last = max((job.steps for job in jobs), default=0)
+    names = ", ".join(job.desc for job in jobs)
+    bar = tqdm(total=sum(job.steps for job in jobs), desc=names if len(jobs) == 1 else f"{len(jobs)} decoders",
+               disable=not progress, leave=False, mininterval=0.5)
+    for step in range(1, last + 1):
+        deg, y, _ = sample_crops(train, batch_size, crop, rng)
+        maps = {}
+        with torch.no_grad():
+            f = model.features(deg)
+            for job in jobs:
+                if job.cluster is not None and step <= job.steps and job.maps_fn not in maps:
+                    maps[job.maps_fn] = upsample_maps(job.maps_fn(f.code), model.multiple, f.size)
+        for job, opt, history, total in zip(jobs, opts, histories, totals):
+            if step > job.steps:
+                continue
+            w = None if job.cluster is None else maps[job.maps_fn][:, job.cluster : job.cluster + 1]
+            job.decoder.train()
+            loss = weighted_recon(job.decoder(f), y, w, recon)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = float(loss.detach())
+            check_finite({recon: value}, f"{job.desc}, step {step} of {job.steps}", f"lower decoders.lr ({lr:g})")
+            total[0] += value
+            total[1] += 1
+            bar.update(1)
+            if step % eval_every == 0 or step == job.steps:
+                history.append({"step": step, "train_loss": total[0] / total[1],
+                                "val_loss": job.val.loss(job.decoder, job.cluster)})
+                total[:] = [0.0, 0]
+    bar.close()
+    for job in jobs:
+        job.decoder.eval()
+    return histories
+
+
 def fine_tune(
     decoder, model, maps_fn, cluster: int | None, train: ImageData, val: _Val, steps: int, lr: float,
     batch_size: int, crop: int, eval_every: int, seed: int, desc: str, progress: bool = True, recon: str = "mse",
 ) -> list[dict]:
     """``steps`` Adam updates of ``decoder`` on crops (weighted by cluster ``cluster``'s
-    maps; all pixels when None); history rows ``{step, train_loss, val_loss}``, from step 0."""
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    for p in decoder.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
-    history = [{"step": 0, "train_loss": float("nan"), "val_loss": val.loss(decoder, cluster)}]
-    total, count = 0.0, 0
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, mininterval=0.5)
-    for step in range(1, steps + 1):
-        deg, y, _ = sample_crops(train, batch_size, crop, rng)
-        with torch.no_grad():
-            f = model.features(deg)
-            w = None if cluster is None else upsample_maps(maps_fn(f.code), model.multiple, f.size)[:, cluster : cluster + 1]
-        decoder.train()
-        loss = weighted_recon(decoder(f), y, w, recon)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        value = float(loss.detach())
-        check_finite({recon: value}, f"{desc}, step {step} of {steps}", f"lower decoders.lr ({lr:g})")
-        total += value
-        count += 1
-        bar.update(1)
-        if step % eval_every == 0 or step == steps:
-            history.append({"step": step, "train_loss": total / count, "val_loss": val.loss(decoder, cluster)})
-            total, count = 0.0, 0
-    bar.close()
-    decoder.eval()
-    return history
+    maps; all pixels when None); history rows ``{step, train_loss, val_loss}``, from step 0.
+    One job of :func:`fine_tune_many`."""
+    job = FineTune(decoder, maps_fn, cluster, val, steps, desc)
+    return fine_tune_many([job], model, train, lr, batch_size, crop, eval_every, seed, progress, recon)[0]
 
 
 def val_losses(vset: _Val, shared, control, routed: list) -> dict:
@@ -198,8 +248,7 @@ def train_map_decoders(
     model.eval()
     vset = _Val(model, maps_fn, val)
     sizes = list(sizes) if sizes is not None else [min_locations] * k
-    clusters, fallback, histories = [], [], {}
-    updates = 0
+    clusters, fallback, jobs = [], [], {}
     for c in range(k):
         if sizes[c] < min_locations:
             warnings.warn(f"cluster {c} has {sizes[c]} training locations (< decoders.min_blocks = "
@@ -208,11 +257,10 @@ def train_map_decoders(
             fallback.append(True)
             continue
         dec = copy.deepcopy(model.decoder)
-        histories[f"cluster_{c}"] = fine_tune(dec, model, maps_fn, c, train, vset, steps, lr, batch_size, crop,
-                                              eval_every, seed, f"decoder {c}", progress, recon)
-        updates += steps
+        jobs[f"cluster_{c}"] = FineTune(dec, maps_fn, c, vset, steps, f"decoder {c}")
         clusters.append(dec)
         fallback.append(False)
+    updates = steps * (len(fallback) - sum(fallback))
     ensemble_decoders, ensemble_updates = None, 0
     if ensemble:
         def blind_fn(code):
@@ -225,14 +273,15 @@ def train_map_decoders(
                 ensemble_decoders.append(None)
                 continue
             dec = copy.deepcopy(model.decoder)
-            histories[f"ensemble_{c}"] = fine_tune(dec, model, blind_fn, c, train, bset, steps, lr, batch_size,
-                                                   crop, eval_every, seed, f"ensemble decoder {c}", progress, recon)
+            jobs[f"ensemble_{c}"] = FineTune(dec, blind_fn, c, bset, steps, f"ensemble decoder {c}")
             ensemble_updates += steps
             ensemble_decoders.append(dec)
     control = copy.deepcopy(model.decoder)
     control_updates = updates or steps
-    histories["control"] = fine_tune(control, model, maps_fn, None, train, vset, control_updates, lr, batch_size,
-                                     crop, eval_every, seed, "control decoder", progress, recon)
+    jobs["control"] = FineTune(control, maps_fn, None, vset, control_updates, "control decoder")
+    # one crop stream for all (each would draw the same alone): computed once per step
+    histories = dict(zip(jobs, fine_tune_many(list(jobs.values()), model, train, lr, batch_size, crop,
+                                              eval_every, seed, progress, recon)))
     routed = [d if d is not None else control for d in clusters]
     summary = {
         "k": k,
@@ -249,138 +298,3 @@ def train_map_decoders(
         summary["val_loss"]["ensemble_soft"] = bset.blended(blended, hard=False)
         summary["val_loss"]["ensemble_hard"] = bset.blended(blended, hard=True)
     return DecodersResult(control, clusters, sizes, fallback, histories, summary, ensemble=ensemble_decoders)
-
-
-
-# ------------------------------------------------------------------ the learned gate
-def gate_routing(model, gate, data: ImageData) -> dict:
-    """Whether the gate's routes follow the damage, as for clusters
-    (:func:`aerestore.cluster.damage_report`): every code location of ``data``'s images
-    goes to the gate's argmax; per route its size and clean / blur / noise shares, the AMI
-    with the locations' majority damage, and per damage class its route's purity and recall
-    (``{"locations", "sizes"}`` only, without masks)."""
-    from ...cluster import damage_report
-
-    z, damage = location_features(model, data)
-    with torch.no_grad():
-        labels = gate(torch.from_numpy(z)[:, :, None, None])[:, :, 0, 0].argmax(1).numpy()
-    out = {"locations": int(len(z)), "sizes": [int((labels == c).sum()) for c in range(gate.k)]}
-    if damage is not None and len(z):
-        out.update(damage_report(labels, damage))
-    return out
-
-
-def train_gate_decoders(
-    model, gate, train: ImageData, val: ImageData, *, steps: int, lr: float, gate_lr: float, balance: float,
-    batch_size: int, crop: int, eval_every: int, seed: int, progress: bool = True, recon: str = "mse",
-) -> DecodersResult:
-    """K decoders and a learned gate (:class:`aerestore.gate.Gate`) trained end to end, a
-    mixture of experts (``decoders.method: gate``), and the equal-budget control.
-
-    The K decoders start as copies of the shared decoder. Each of ``steps`` steps: a batch
-    of crops (the same seeded stream as every fine-tuning here), the frozen encoder's
-    features, the gate's noisy weights per code location upsampled to the pixels, the
-    mixture ``sum_k g_k * decoder_k(f)``, and one Adam update of every decoder (``lr``)
-    and the gate (``gate_lr``) on ``recon(mixture, clean) + balance * CV(importance)^2``
-    (:func:`aerestore.gate.balance_loss`). Each decoder gets ``steps`` updates, as a
-    per-cluster decoder does, so the control (:func:`fine_tune` on all pixels, same lr,
-    batch, crop size and crop stream) gets ``K * steps``: the rule of the per-cluster
-    decoders, equal decoder updates, and the same control for the same seed.
-
-    Histories: ``gate`` (step = decoder updates so far, K per step, the control's unit):
-    ``train_loss`` (the mixture's MSE), ``val_loss`` (the soft mixture on the validation
-    images), ``balance`` (CV^2, mean over the interval) and, with masks, ``val_ami`` (the
-    gate's routes against the validation locations' majority damage); ``control``.
-    ``result.summary["gate"]`` holds the training settings; the trained gate is
-    ``result.gate`` (saved by :func:`aerestore.artifacts.write_decoders`)."""
-    from ...gate import balance_loss
-
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.eval()
-    k = gate.k
-    vset = _Val(model, lambda code: gate(code), val)  # stored maps: the initial gate's
-    z_val, dmg_val = location_features(model, val)
-    code_val = torch.from_numpy(z_val)[:, :, None, None]
-
-    def val_ami() -> float:
-        from ...cluster import damage_report
-
-        if dmg_val is None or not len(z_val):
-            return float("nan")
-        with torch.no_grad():
-            labels = gate(code_val)[:, :, 0, 0].argmax(1).numpy()
-        return damage_report(labels, dmg_val)["ami_majority_damage"]
-
-    decoders = [copy.deepcopy(model.decoder) for _ in range(k)]
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    noise = torch.Generator().manual_seed(seed)
-    for p in [*gate.parameters(), *(q for d in decoders for q in d.parameters())]:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [q for d in decoders for q in d.parameters()], "lr": lr},
-                            {"params": list(gate.parameters()), "lr": gate_lr}])
-
-    def point(step: int, train_loss: float, bal: float) -> dict:
-        gate.eval()
-        return {"step": step * k, "train_loss": train_loss, "val_loss": vset.blended(decoders, False, gate),
-                "balance": bal, "val_ami": val_ami()}
-
-    history = [point(0, float("nan"), float("nan"))]
-    total = total_bal = 0.0
-    count = 0
-    bar = tqdm(total=steps, desc=f"gate + {k} decoders", disable=not progress, leave=False, mininterval=0.5)
-    for step in range(1, steps + 1):
-        deg, y, _ = sample_crops(train, batch_size, crop, rng)
-        with torch.no_grad():
-            f = model.features(deg)
-        gate.train()
-        for d in decoders:
-            d.train()
-        g = gate(f.code, noise)
-        maps = upsample_maps(g, model.multiple, f.size)
-        out = sum(maps[:, j : j + 1] * d(f) for j, d in enumerate(decoders))
-        mse = weighted_recon(out, y, None, recon)
-        bal = balance_loss(g)
-        opt.zero_grad(set_to_none=True)
-        (mse + balance * bal).backward()
-        opt.step()
-        values = {recon: float(mse.detach()), "balance": float(bal.detach())}
-        check_finite(values, f"gate + {k} decoders, step {step} of {steps}",
-                     f"lower decoders.lr ({lr:g}) or decoders.gate_lr ({gate_lr:g})")
-        total += values[recon]
-        total_bal += values["balance"]
-        count += 1
-        bar.update(1)
-        if step % eval_every == 0 or step == steps:
-            history.append(point(step, total / count, total_bal / count))
-            total = total_bal = 0.0
-            count = 0
-    bar.close()
-    gate.eval()
-    for d in decoders:
-        d.eval()
-    for p in gate.parameters():
-        p.requires_grad_(False)
-
-    control = copy.deepcopy(model.decoder)
-    control_updates = k * steps
-    control_history = fine_tune(control, model, None, None, train, vset, control_updates, lr, batch_size, crop,
-                                eval_every, seed, "control decoder", progress, recon)
-    final = _Val(model, lambda code: gate(code), val)  # the trained gate's maps
-    routes = gate_routing(model, gate, train)
-    summary = {
-        "method": "gate",
-        "k": k,
-        "sizes": routes["sizes"],
-        "fallback": [False] * k,
-        "updates": {"clusters": k * steps, "control": control_updates},
-        "crop_updates": {"clusters": k * steps * batch_size, "control": control_updates * batch_size},
-        "gate": {"steps": steps, "lr": gate_lr, "balance_weight": balance,
-                 "balance_end": history[-1]["balance"]},
-        **val_losses(final, model.decoder, control, decoders),
-        # do the gate's routes follow the damage? (the cluster stage's measures)
-        "routing": {"train": routes, "val": gate_routing(model, gate, val)},
-    }
-    return DecodersResult(control, list(decoders), routes["sizes"], [False] * k,
-                          {"gate": history, "control": control_history}, summary, gate=gate)

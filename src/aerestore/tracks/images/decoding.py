@@ -58,12 +58,12 @@ class MapDecoders:
 
 class GateDecoders(MapDecoders):
     """``decoders.method: gate``: K decoders and a learned gate trained end to end
-    (:func:`aerestore.tracks.images.decoders.train_gate_decoders`)."""
+    (:func:`aerestore.tracks.images.gate_decoders.train_gate_decoders`)."""
 
     what = "a learned gate over K decoders"
 
     def fit(self, mlrun):
-        from .decoders import train_gate_decoders
+        from .gate_decoders import train_gate_decoders
 
         dp, restorer = self.params.decoders, self.restorer
         result = train_gate_decoders(restorer.model, initial_gate(restorer, self.k), self.train, self.val,

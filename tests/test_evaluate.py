@@ -60,8 +60,10 @@ def _val_split(seed: int = 5, n: int = 4):
 def _run(root, out, **evaluate):
     params = parse_params({"architectures": ["conv_ae"], "data": {"image_size": 32},
                            "blocks": {"size": 16, "overlap": 4},
-                           # the classical defaults and no oracle unless a test asks (tested on their own)
-                           "evaluate": {"grid_images": 2, "classical_grid": {}, "oracle": False, **evaluate}})
+                           # the classical defaults, no oracle and no speed image unless a test asks (tested on
+                           # their own)
+                           "evaluate": {"grid_images": 2, "classical_grid": {}, "oracle": False, "speed_size": 0,
+                                        **evaluate}})
     out.mkdir(parents=True, exist_ok=True)
     result, summary = E.run_evaluate(params, root / "prepared", root / "models", out / "evaluate.json",
                                      out / "details.json", out / "summary.md", out / "plots", progress=False)
@@ -361,3 +363,46 @@ def test_summary_reports_both_controls_and_not_applicable_for_one_cluster():
     # ... and in the multi-vs-single table too, instead of a verdict
     first = text.split("beat the single decoder (control)")[1].split("\n\n")[1]
     assert "not applicable: one cluster" in next(line for line in first.splitlines() if line.startswith("| one |"))
+
+
+def test_every_row_is_timed_on_one_image_of_one_size(tmp_path, workdir):
+    """evaluate.speed_size: each row (networks' every mode, classical, oracle) restores the
+    same degraded image once more, and its Mpx/s is a column of both tables."""
+    saved, summary, _ = _run(workdir, tmp_path, classical=["tv", "bm3d"], oracle=True, anchor_images=3, speed_size=32)
+    sp = saved["speed"]
+    assert sp["size"] == 32 and sp["threads"] >= 1
+    rows = {f"conv_ae.{m}" for m in ("base", "single", "multi", "ensemble")} | {"tv", "bm3d", "oracle"}
+    assert set(sp["megapixels_per_s"]) == rows
+    assert all(np.isfinite(v) and v > 0 for v in sp["megapixels_per_s"].values())
+    assert summary.count("Mpx/s, one 32 px image |") == 2  # the whole split's table and the anchor subset's
+    assert "on one 32 px image)" in summary  # the oracle's line
+
+
+def test_speed_image_is_the_tasks_damage_and_timing_keeps_the_fastest(monkeypatch):
+    from aerestore import evaluate_speed as ES
+    from pathlib import Path
+
+    from aerestore.params import load_params, parse_params
+
+    ops = load_params(Path(__file__).resolve().parents[1] / "params.yaml").prepare.degrade  # the default task
+    clean, degraded, mask = ES.speed_image(64, 3, ops, seed=1)
+    assert clean.shape == degraded.shape == (64, 64, 3) and mask.shape[:2] == (64, 64)
+    assert (degraded != clean).any() and mask.max() > 0
+    again = ES.speed_image(64, 3, ops, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((clean, degraded, mask), again))  # seeded
+    grey = ES.speed_image(32, 1, [], seed=1)
+    assert grey[1].shape == (32, 32, 1) and np.array_equal(grey[0], grey[1]) and grey[2].max() == 0
+    with pytest.raises(ValueError, match="evaluate.speed_size"):
+        ES.speed_image(600, 3, ops, seed=1)
+    with pytest.raises(Exception, match="speed_size"):
+        parse_params({"evaluate": {"speed_size": 8}})
+    # a fast row: three calls, the fastest kept; a slow row: its one call
+    for durations, calls, expected in (([0.3, 0.1, 0.2], 3, 0.1), ([2.0, 0.1, 0.1], 1, 2.0)):
+        clock, ticks = [0.0], iter(durations)
+
+        def fn(_):
+            clock[0] += next(ticks)
+
+        monkeypatch.setattr(ES.time, "perf_counter", lambda: clock[0])
+        assert ES.time_row(fn, None) == pytest.approx(expected)
+        assert len(durations) - sum(1 for _ in ticks) == calls

@@ -328,6 +328,15 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
                        own_decoders=own_decoders)
     if oracle_metrics:
         add_oracle(result, anchor, oracle_seconds["oracle"], len(indices) * h * w / 1e6, denoiser, archs)
+    if ep.speed_size:  # every row on one image of one size: the speeds side by side
+        from .evaluate_speed import row_speeds, speed_image
+
+        sp_clean, sp_degraded, sp_mask = speed_image(ep.speed_size, clean.shape[3], params.prepare.degrade, params.seed)
+        timed = {name: fn for name, fn in {**rows, **slow_rows}.items() if name != "degraded"}
+        if oracle_metrics:  # a fresh oracle row per call (it walks through its images)
+            timed["oracle"] = lambda d: oracle_row(sp_clean[None], sp_mask[None], denoiser, [])(d)
+        result["speed"] = {"size": ep.speed_size, "threads": torch.get_num_threads(),
+                           "megapixels_per_s": row_speeds(timed, sp_degraded, progress)}
     result["classical_tuning"] = {name: {"chosen": rec["chosen"], "val_psnr": rec["val_psnr"]}
                                   for name, rec in tuning.items()}
     result["classical_tuning_images"] = len(val_idx)

@@ -33,12 +33,15 @@ def classical_markdown(result: dict, archs: list[str], tuning: dict, tune_images
     o = sub.get("oracle")
     if o is not None:
         regions = _shown_regions(sub)
+        sp = result.get("speed") or {}
+        one = (f" ({_speed(sp['megapixels_per_s']['oracle'])} on one {sp['size']} px image)"
+               if "oracle" in sp.get("megapixels_per_s", {}) else "")
         cells = " ".join(f"PSNR {r} {_fmt(o.get(f'psnr_{r}'), 2)};" for r in regions)
         gaps = "; ".join(f"{arch} {mode} {sub[arch][mode]['oracle_gap_db']:+.2f} dB" for arch in archs
                          for mode in ("single", "multi") if sub.get(arch, {}).get(mode, {}).get("oracle_gap_db") is not None)
         lines += ["", f"**Upper bound, not a competitor: oracle ({o['denoiser']} + Wiener told the true masks, "
                   f"noise levels and blur strength)** on the {sub['images']} anchor images: PSNR {_fmt(o['psnr'], 2)}, "
-                  f"SSIM {_fmt(o['ssim'])}; {cells} {_speed(o.get('megapixels_per_s'))} Mpx/s. "
+                  f"SSIM {_fmt(o['ssim'])}; {cells} {_speed(o.get('megapixels_per_s'))} Mpx/s{one}. "
                   f"The networks against it (PSNR): {gaps or '–'}."]
     return "\n".join(lines) + "\n" if lines else ""
 
@@ -61,7 +64,10 @@ def _shown_regions(block: dict) -> list[str]:
 
 
 def _table(block: dict, archs: list[str], classical: list[str], regions: list[str],
-           margin_to: dict | None) -> list[str]:
+           margin_to: dict | None, speed: dict | None = None) -> list[str]:
+    """One results table; ``speed`` (``result["speed"]``) adds a column: each row's Mpx/s on
+    one image of ``speed["size"]`` px (:mod:`aerestore.evaluate_speed`)."""
+    per_row = (speed or {}).get("megapixels_per_s", {})
     head = "| restorer | PSNR (dB) | SSIM | UQI | blur % |"
     sep = "|---|---:|---:|---:|---:|"
     for r in regions:
@@ -72,29 +78,33 @@ def _table(block: dict, archs: list[str], classical: list[str], regions: list[st
         sep += "---:|"
     head += " Mpx/s |"
     sep += "---:|"
+    if speed:
+        head += f" Mpx/s, one {speed['size']} px image |"
+        sep += "---:|"
     lines = [head, sep]
 
-    def row(label: str, r: dict, speed: float | None) -> str:
+    def row(label: str, r: dict, mpx: float | None, key: str | None = None) -> str:
         s = (f"| {label} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'])} | {_fmt(r['uqi'])} "
              f"| {_fmt(r['blur_percent'], 1)} |")
         for reg in regions:
             s += f" {_fmt(r.get(f'psnr_{reg}'), 2)} |"
         if margin_to is not None:
             s += " – |" if r["psnr"] is None else f" {r['psnr'] - margin_to['psnr']:+.2f} |"
-        return s + f" {_speed(speed)} |"
+        s += f" {_speed(mpx)} |"
+        return s + f" {_speed(per_row.get(key))} |" if speed else s
 
     lines.append(row("degraded input", block["degraded"], None))
     for arch in archs:
         e = block[arch]
-        lines.append(row(f"{arch} shared decoder (as trained)", e["base"], None))
-        lines.append(row(f"{arch} single decoder (control)", e["single"], None))
+        lines.append(row(f"{arch} shared decoder (as trained)", e["base"], None, f"{arch}.base"))
+        lines.append(row(f"{arch} single decoder (control)", e["single"], None, f"{arch}.single"))
         if ENSEMBLE in e:
-            lines.append(row(f"{arch} ensemble control", e[ENSEMBLE], None))
-        lines.append(row(f"**{arch} per-cluster decoders**", e["multi"], e.get("megapixels_per_s")))
+            lines.append(row(f"{arch} ensemble control", e[ENSEMBLE], None, f"{arch}.{ENSEMBLE}"))
+        lines.append(row(f"**{arch} per-cluster decoders**", e["multi"], e.get("megapixels_per_s"), f"{arch}.multi"))
     for name in classical:
         if name in block.get("classical", {}):
             r = block["classical"][name]
-            lines.append(row(f"{_classical_label(name)} (classical)", r, r.get("megapixels_per_s")))
+            lines.append(row(f"{_classical_label(name)} (classical)", r, r.get("megapixels_per_s"), name))
     return lines
 
 
@@ -112,13 +122,13 @@ def summary_markdown(result: dict, archs: list[str], classical: list[str], setti
     full_classical = [c for c in classical if c in result.get("classical", {})]
     subset_only = [c for c in classical if sub and c in sub.get("classical", {}) and c not in full_classical]
     lines = [f"## aerestore: {result['images']} test images, whole-image metrics", ""]
-    lines += _table(result, archs, full_classical, regions, None)
+    lines += _table(result, archs, full_classical, regions, None, result.get("speed"))
     if sub is not None and subset_only:
         what = ", ".join(subset_only) if subset_only else "none"
         lines += ["", f"### Like for like on the anchor subset: {sub['images']} of the {result['images']} test "
                   f"images (evenly spaced, `evaluate.anchor_images`), every row on the same images",
                   "", f"Slow classical restorers that ran on these images only: {what}.", ""]
-        lines += _table(sub, archs, classical, regions, sub.get("best_classical"))
+        lines += _table(sub, archs, classical, regions, sub.get("best_classical"), result.get("speed"))
     if sub is not None and sub.get("best_classical"):
         b = sub["best_classical"]
         margins = "; ".join(

@@ -80,6 +80,15 @@ class EvaluateParams(_Strict):
     # the upper bound (never a competitor): the classical denoisers and deconvolution given the true
     # damage masks and noise levels (README "Classical restorers")
     oracle: bool = True
+    # every row's restore speed on one image of this many px (README "Results"; 0 = off)
+    speed_size: int = Field(256, ge=0, le=512)
+
+    @field_validator("speed_size")
+    @classmethod
+    def _speed_size(cls, v: int) -> int:
+        if v and v < 16:
+            raise ValueError(f"0 (off) or 16..512 px, got {v}")
+        return v
 
     @field_validator("classical_grid")
     @classmethod

@@ -57,8 +57,8 @@ def _val_split(seed: int = 5, n: int = 4):
     return clean, degraded, mask
 
 
-def _run(root, out, **evaluate):
-    params = parse_params({"architectures": ["conv_ae"], "data": {"image_size": 32},
+def _run(root, out, prepare=None, **evaluate):
+    params = parse_params({"architectures": ["conv_ae"], "data": {"image_size": 32}, **({"prepare": prepare} if prepare else {}),
                            "blocks": {"size": 16, "overlap": 4},
                            # the classical defaults, no oracle and no speed image unless a test asks (tested on
                            # their own)
@@ -406,3 +406,31 @@ def test_speed_image_is_the_tasks_damage_and_timing_keeps_the_fastest(monkeypatc
         monkeypatch.setattr(ES.time, "perf_counter", lambda: clock[0])
         assert ES.time_row(fn, None) == pytest.approx(expected)
         assert len(durations) - sum(1 for _ in ticks) == calls
+
+
+def test_damage_draws_score_each_test_image_under_other_damage(tmp_path, workdir, test_split):
+    """evaluate.draws = 2: the prepared split as it is, then every clean test image degraded
+    anew (seeded): every row covers both draws, draw 0 exactly as with draws = 1."""
+    from pathlib import Path
+
+    from aerestore.data.degrade import redegrade
+    from aerestore.params import load_params
+
+    ops = load_params(Path(__file__).resolve().parents[1] / "params.yaml").prepare.degrade
+    prepare = {"degrade": [op.model_dump() for op in ops]}
+    one, _, d1 = _run(workdir, tmp_path / "one", prepare=prepare, classical=["tv"])
+    two, summary, d2 = _run(workdir, tmp_path / "two", prepare=prepare, classical=["tv"], draws=2)
+    clean, degraded, _ = test_split
+    assert two["images"] == 2 * one["images"] == 12 and two["draws"] == 2 and "draws" not in one
+    assert "6 test images x 2 damage draws = 12 scored" in summary
+    for row in ("degraded", "conv_ae.multi", "conv_ae.single"):
+        first, second = d2["per_image"][row]["psnr"][:6], d2["per_image"][row]["psnr"][6:]
+        assert first == d1["per_image"][row]["psnr"]  # draw 0: the prepared split
+        assert second != first
+    again, masks = redegrade(clean, ops, seed=42, draw=1)
+    assert d2["per_image"]["degraded"]["psnr"][6:] == pytest.approx(list(M.batch_metrics(again, clean)["psnr"]))
+    assert masks.max() > 0 and not np.array_equal(again, degraded)
+    assert np.array_equal(redegrade(clean, ops, seed=42, draw=2)[0], redegrade(clean, ops, seed=42, draw=2)[0])
+    assert not np.array_equal(redegrade(clean, ops, seed=42, draw=2)[0], again)
+    with pytest.raises(Exception, match="evaluate.draws"):
+        parse_params({"evaluate": {"draws": 2}})  # no prepare.degrade to draw from

@@ -272,6 +272,13 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
 
     ep = params.evaluate
     clean, degraded, masks = load_test(prepared_dir, ep.max_images)
+    if ep.draws > 1:  # the same test images under other draws of the damage, draw after draw
+        from .data.degrade import redegrade
+
+        more = [redegrade(clean, params.prepare.degrade, params.seed, d) for d in range(1, ep.draws)]
+        degraded = np.concatenate([np.asarray(degraded), *(d for d, _ in more)])
+        masks = np.concatenate([np.asarray(masks), *(m for _, m in more)])
+        clean = np.concatenate([np.asarray(clean)] * ep.draws)
     n, h, w = clean.shape[:3]
     archs = list(params.architectures)
     rows: dict[str, RowFn] = {"degraded": lambda d: d}
@@ -326,6 +333,8 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     result = summarise(metrics, seconds, archs, classical, n, n * h * w / 1e6,
                        anchor=anchor, anchor_seconds=sub_seconds, anchor_megapixels=len(indices) * h * w / 1e6,
                        own_decoders=own_decoders)
+    if ep.draws > 1:
+        result["draws"] = ep.draws
     if oracle_metrics:
         add_oracle(result, anchor, oracle_seconds["oracle"], len(indices) * h * w / 1e6, denoiser, archs)
     if ep.speed_size:  # every row on one image of one size: the speeds side by side
@@ -361,6 +370,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
         "classical_tuning": {"records": tuning, "seconds": tune_seconds, "images": val_idx.tolist()},
         "oracle": {"told": told, "seconds": oracle_seconds.get("oracle"), "denoiser": denoiser} if told else None,
         "routing": ep.routing,
+        "draws": ep.draws,  # per-image rows: draw after draw, each over the test images in order
     }
     clean_u8 = np.asarray(clean[: ep.grid_images])
     with atomic_dir(plots_dir) as tmp:  # the whole folder at once: no grid of a removed architecture lingers

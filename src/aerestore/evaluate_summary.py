@@ -121,7 +121,11 @@ def summary_markdown(result: dict, archs: list[str], classical: list[str], setti
     sub = result.get("anchor_subset")
     full_classical = [c for c in classical if c in result.get("classical", {})]
     subset_only = [c for c in classical if sub and c in sub.get("classical", {}) and c not in full_classical]
-    lines = [f"## aerestore: {result['images']} test images, whole-image metrics", ""]
+    scored = f"{result['images']} test images"
+    if result.get("draws", 1) > 1:  # evaluate.draws
+        scored = (f"{result['images'] // result['draws']} test images x {result['draws']} damage draws "
+                  f"= {result['images']} scored")
+    lines = [f"## aerestore: {scored}, whole-image metrics", ""]
     lines += _table(result, archs, full_classical, regions, None, result.get("speed"))
     if sub is not None and subset_only:
         what = ", ".join(subset_only) if subset_only else "none"

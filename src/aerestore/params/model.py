@@ -75,6 +75,9 @@ class Params(_Strict):
                         f"cluster.k ({self.cluster.k}) must equal train.loss.ncut_k ({loss.ncut_k}) "
                         f"when cluster.method is 'ncut_head'"
                     )
+        if self.evaluate.draws > 1 and not self.prepare.degrade:
+            raise ValueError(f"evaluate.draws ({self.evaluate.draws}) degrades the test images anew, "
+                             f"but prepare.degrade is empty: set evaluate.draws=1")
         if self.decoders.method == "gate":
             from aerestore.models import model_class
 

@@ -80,6 +80,9 @@ class EvaluateParams(_Strict):
     # the upper bound (never a competitor): the classical denoisers and deconvolution given the true
     # damage masks and noise levels (README "Classical restorers")
     oracle: bool = True
+    # damage draws per test image: draw 0 is the prepared split's, each other one every test
+    # image degraded anew by prepare.degrade (seeded by seed, draw, image); more images to compare
+    draws: int = Field(1, ge=1, le=16)
     # every row's restore speed on one image of this many px (README "Results"; 0 = off)
     speed_size: int = Field(256, ge=0, le=512)
 

@@ -379,7 +379,7 @@ def test_every_row_is_timed_on_one_image_of_one_size(tmp_path, workdir):
 
 
 def test_speed_image_is_the_tasks_damage_and_timing_keeps_the_fastest(monkeypatch):
-    from aerestore import evaluate_speed as ES
+    from aerestore import evaluate_inputs as ES
     from pathlib import Path
 
     from aerestore.params import load_params, parse_params
@@ -413,7 +413,7 @@ def test_damage_draws_score_each_test_image_under_other_damage(tmp_path, workdir
     anew (seeded): every row covers both draws, draw 0 exactly as with draws = 1."""
     from pathlib import Path
 
-    from aerestore.data.degrade import redegrade
+    from aerestore.evaluate_inputs import redegrade
     from aerestore.params import load_params
 
     ops = load_params(Path(__file__).resolve().parents[1] / "params.yaml").prepare.degrade

@@ -273,7 +273,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     ep = params.evaluate
     clean, degraded, masks = load_test(prepared_dir, ep.max_images)
     if ep.draws > 1:  # the same test images under other draws of the damage, draw after draw
-        from .data.degrade import redegrade
+        from .evaluate_inputs import redegrade
 
         more = [redegrade(clean, params.prepare.degrade, params.seed, d) for d in range(1, ep.draws)]
         degraded = np.concatenate([np.asarray(degraded), *(d for d, _ in more)])
@@ -338,7 +338,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     if oracle_metrics:
         add_oracle(result, anchor, oracle_seconds["oracle"], len(indices) * h * w / 1e6, denoiser, archs)
     if ep.speed_size:  # every row on one image of one size: the speeds side by side
-        from .evaluate_speed import row_speeds, speed_image
+        from .evaluate_inputs import row_speeds, speed_image
 
         sp_clean, sp_degraded, sp_mask = speed_image(ep.speed_size, clean.shape[3], params.prepare.degrade, params.seed)
         timed = {name: fn for name, fn in {**rows, **slow_rows}.items() if name != "degraded"}

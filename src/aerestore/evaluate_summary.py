@@ -66,7 +66,7 @@ def _shown_regions(block: dict) -> list[str]:
 def _table(block: dict, archs: list[str], classical: list[str], regions: list[str],
            margin_to: dict | None, speed: dict | None = None) -> list[str]:
     """One results table; ``speed`` (``result["speed"]``) adds a column: each row's Mpx/s on
-    one image of ``speed["size"]`` px (:mod:`aerestore.evaluate_speed`)."""
+    one image of ``speed["size"]`` px (:mod:`aerestore.evaluate_inputs`)."""
     per_row = (speed or {}).get("megapixels_per_s", {})
     head = "| restorer | PSNR (dB) | SSIM | UQI | blur % |"
     sep = "|---|---:|---:|---:|---:|"

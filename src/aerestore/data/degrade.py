@@ -229,20 +229,6 @@ def degrade_image(
     return _to_uint8(img), np.ascontiguousarray(mask)
 
 
-DRAW_TAG = 0x6472617773  # "draws": keeps these seeds apart from prepare's (seed, sha256, copy)
-
-
-def redegrade(clean: np.ndarray, ops: Sequence[object], seed: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
-    """Another draw of the damage for a set of images (``evaluate.draws``): every image of
-    ``clean`` (uint8 ``N x H x W x C``) degraded anew by ``ops``, image ``i`` seeded by
-    ``(seed, draw, i)``; returns ``(degraded, mask)`` stacked like ``clean``."""
-    if not ops:
-        raise ValueError("evaluate.draws > 1 degrades the test images anew: prepare.degrade is empty")
-    out = [degrade_image(np.asarray(img), ops, np.random.default_rng([DRAW_TAG, int(seed) % 2**64, draw, i]))
-           for i, img in enumerate(clean)]
-    return np.stack([d for d, _ in out]), np.stack([m for _, m in out])
-
-
 def degrader(ops: Sequence[object]):
     """``(clean, rng) -> (degraded, mask)``: :func:`degrade_image` with ``ops`` (e.g.
     ``prepare.degrade``), as :meth:`aerestore.tracks.images.dataset.ImageData.fresh` takes it."""

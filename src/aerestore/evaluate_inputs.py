@@ -1,8 +1,13 @@
-"""Restore speed of every row of the ``evaluate`` table on one image of the same size for all
-(``evaluate.speed_size`` px, 256 by default; 0 = off), so that the rows' Mpx/s can be set side
-by side: the ``Mpx/s`` of the test split depends on how a row batches 64 px images (a network
-restores a batch at once, a classical restorer one image after another, the slow ones in
-worker processes), while a user restores one photo.
+"""Images the ``evaluate`` stage makes itself, beyond the prepared test split.
+
+**More damage draws** (``evaluate.draws``, :func:`redegrade`): every clean test image
+degraded anew by ``prepare.degrade``, so the comparisons rest on k x the test images.
+
+**Every row's restore speed** on one image of the same size for all (``evaluate.speed_size``
+px, 256 by default; 0 = off: :func:`speed_image`, :func:`row_speeds`), so that the rows'
+Mpx/s can be set side by side: the ``Mpx/s`` of the test split depends on how a row batches
+64 px images (a network restores a batch at once, a classical restorer one image after
+another, the slow ones in worker processes), while a user restores one photo.
 
 The image: the top-left ``speed_size`` square of scikit-image's ``astronaut`` (512 px; grey
 when the data are), degraded by ``prepare.degrade`` with the run's ``seed``, so the damage is
@@ -24,6 +29,22 @@ from tqdm import tqdm
 
 REPEAT_BELOW = 1.0  # seconds: rows faster than this are timed three times (the fastest kept)
 MAX_SIZE = 512  # the astronaut's side
+
+
+DRAW_TAG = 0x6472617773  # "draws": keeps these seeds apart from prepare's (seed, sha256, copy)
+
+
+def redegrade(clean: np.ndarray, ops, seed: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Another draw of the damage for a set of images (``evaluate.draws``): every image of
+    ``clean`` (uint8 ``N x H x W x C``) degraded anew by ``ops``, image ``i`` seeded by
+    ``(seed, draw, i)``; returns ``(degraded, mask)`` stacked like ``clean``."""
+    from .data.degrade import degrade_image
+
+    if not ops:
+        raise ValueError("evaluate.draws > 1 degrades the test images anew: prepare.degrade is empty")
+    out = [degrade_image(np.asarray(img), list(ops), np.random.default_rng([DRAW_TAG, int(seed) % 2**64, draw, i]))
+           for i, img in enumerate(clean)]
+    return np.stack([d for d, _ in out]), np.stack([m for _, m in out])
 
 
 def speed_image(size: int, channels: int, ops, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

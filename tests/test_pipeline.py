@@ -84,7 +84,9 @@ def test_degradation_param_reruns_from_prepare(pipeline):
     set_params(repo, {"prepare": {"degrade": degrade}})
     # prepare, and the stages that read prepare.degrade themselves: train and decoders
     # (fully convolutional models draw fresh damage for their crops, train.crops.fresh_damage)
-    assert out_of_date(repo) == {"prepare"} | {f"{s}@{a}" for s in ("train", "decoders") for a in ARCHS}
+    # and evaluate (its extra damage draws and the speed image, evaluate.draws / speed_size)
+    assert out_of_date(repo) == ({"prepare", "evaluate"}
+                                 | {f"{s}@{a}" for s in ("train", "decoders") for a in ARCHS})
     # the data stages rerun (not download); then every stage reading the new data is
     # out of date: all of them down to evaluate (running those is the caching tests' job)
     assert repro(repo, "blocks") == {"prepare", "blocks"}

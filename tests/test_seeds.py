@@ -15,6 +15,7 @@ from aerestore import cli
 from aerestore import metrics as M
 from aerestore.studies import seed_runs as SR
 from aerestore.studies import seeds as SD
+from aerestore.studies import seeds_report as SW
 
 from pipeline_utils import run, stand_in_repo
 
@@ -137,7 +138,7 @@ def test_analyse_means_and_spreads_over_seeds():
     assert not report["warnings"]
     assert SD.analyse(runs[:2])["holds"] == {"conv_ae": True}
 
-    text = SD.markdown(report)
+    text = SW.markdown(report)
     assert "| conv_ae | psnr_blur |" in text and "| conv_ae | s3 | 3 |" in text
     assert "do **not** hold in every run (2 of 3)" in text
 
@@ -170,12 +171,12 @@ def test_levels_the_headline_figures_per_seed_and_their_spread(tmp_path):
     tv = report["levels"]["tv"]["psnr"]
     assert (tv["mean"], tv["min"], tv["max"], tv["n"]) == (pytest.approx(31.1666667), 30.0, 32.5, 3)
     assert tv["std"] == pytest.approx(np.std([30.0, 31.0, 32.5], ddof=1))
-    text = SD.markdown(report)
+    text = SW.markdown(report)
     assert "## The headline figures over 3 seed(s)" in text
     assert "| restorer | psnr | ssim |" in text
     assert "| tv | 31.17 ± 1.26 [30.00, 32.50] | 0.800 ± 0.000 [0.800, 0.800] |" in text
     assert "| conv_ae.multi | 26.20 ± 0.10 [26.10, 26.30] |" in text
-    assert json.loads(json.dumps(SD._clean(report)))["levels"]["tv"]["psnr"]["values"] == {
+    assert json.loads(json.dumps(SW._clean(report)))["levels"]["tv"]["psnr"]["values"] == {
         str(tmp_path / f"{s}.json"): v for s, v in ((1, 30.0), (2, 31.0), (3, 32.5))}
 
 
@@ -333,7 +334,7 @@ def test_against_the_ensemble_control_compares_multi_with_the_ensemble_row():
         assert s["ci"][0] > 0 and s["seeds"] == 5 and s["seeds_won"] == 5
         assert e["verdict"] == "undecided" and e["ci"][0] < 0 < e["ci"][1]
         assert vs_ensemble["aggregate"]["unet_ae"][k]["mean_diff"]["mean"] == pytest.approx(e["mean"])
-    text = SD.markdown(vs_ensemble)
+    text = SW.markdown(vs_ensemble)
     assert "Per-cluster vs ensemble control decoders over 5 seed(s)" in text
     assert "| unet_ae | blur | 5 |" in text and "multi − ensemble" in text
     # swapped arms: multi worse than the ensemble control everywhere

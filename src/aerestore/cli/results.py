@@ -99,6 +99,7 @@ def add_seeds(sub: Any) -> None:
 
 def cmd_seeds(args: argparse.Namespace) -> int:
     from aerestore.studies import seeds as SD
+    from aerestore.studies import seeds_report as SR
 
     sources = list(args.sources)
     if args.all:
@@ -112,12 +113,12 @@ def cmd_seeds(args: argparse.Namespace) -> int:
                          min_share=args.min_share, max_p=args.max_p, min_clean_diff=args.min_clean_diff)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     report = SD.analyse(runs, metrics=metrics, targets=targets, against=args.against)
-    print(SD.markdown(report), end="")
+    print(SR.markdown(report), end="")
     json_path, png_path = args.json, args.plot
     if args.out is not None:
         json_path = json_path or args.out.with_suffix(".json")
         png_path = png_path or args.out.with_suffix(".png")
-    for path in SD.write_report(report, args.out, json_path, png_path):
+    for path in SR.write_report(report, args.out, json_path, png_path):
         print(f"wrote {path}", file=sys.stderr)
     return 1 if args.check and not all(report["holds"].values()) else 0
 

@@ -282,9 +282,4 @@ def analyse(runs: list[SeedRun], metrics: Iterable[str] | None = None,
         "warnings": warnings,
     }
 
-
-# ------------------------------------------------------------------------ outputs
-
-
-# the writing half lives in seeds_report (a module per job); its names stay reachable here
-from .seeds_report import _clean, levels_markdown, markdown, regions_markdown, write_report  # noqa: E402,F401
+# the Markdown, JSON and figure of a report: aerestore.studies.seeds_report

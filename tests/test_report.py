@@ -107,7 +107,7 @@ def _fake_results(effects: dict[int, float], claims=(2,), seeds=(1, 2, 3), n=30,
     for c in C.select_claims(list(claims)):
         for s in seeds:
             for arm in c.arms:
-                rows = ("base", "single", "multi") if C.ARMS[arm].full else ("base",)
+                rows = (*C.ARMS[arm].rows, *(("ensemble",) if C.ARMS[arm].full else ()))
                 results.setdefault((arm, s), {"seconds": 1.0, "items": {r: {} for r in rows}})
             for m in c.measures:
                 first_w, first_arm, first_row = m.terms[0]
@@ -169,7 +169,8 @@ def test_separability_is_measured_on_held_out_blocks():
     in_sample = RN.silhouette_items(None, train, train, 3, seed=1, encode=encode)
     assert held_out.shape == (200,) and in_sample.shape == (300,)
     assert in_sample.mean() > 0.9 and held_out.mean() < 0.6
-    assert C.ARMS["ncut_on"].silhouette and "held-out" in C.select_claims([3])[0].setting
+    assert C.ARMS["conv_ae_ncut"].silhouette and C.ARMS["conv_ae"].silhouette
+    assert "held-out" in C.select_claims([3])[0].setting
 
 
 def _digest_tree(root: Path) -> None:
@@ -220,25 +221,91 @@ def test_report_files(tmp_path):
     RP.write_report(C.select_claims([5]), [1, 2, 3], results, tmp_path, BASE)
     md = (tmp_path / "claims.md").read_text()
     data = json.loads((tmp_path / "claims.json").read_text())
-    assert "| 5 | a smaller latent gives blurrier output and colour shifts | blur study:" in md
+    assert "| 5 | a smaller latent gives the VAE blurrier output and colour shifts | blur study:" in md
     assert "blur % latent 8 - 256" in md and "colour bias latent 8 - 256" in md  # both measures
     assert "**holds** (this measure: holds)" in md and "| this measure: holds |" in md
     assert "Verdict rule" in md and "(claims/claim_5.png)" in md
     row = data["claims"][0]
     assert row["claim"] == 5 and len(row["measures"]) == 2 and row["verdict"] == "holds"
-    assert row["arms"]["v2_latent8"]["arch"]["conv_ae_v2"]["latent"] == 8
+    assert row["arms"]["vae_latent8"]["arch"]["vae"]["latent"] == 8
     png = tmp_path / "claims" / "claim_5.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_claim_selection_and_every_arm_validates():
-    assert [c.number for c in C.CLAIMS] == list(range(1, 11))
-    with pytest.raises(ValueError, match=r"unknown claim number\(s\) \[11\]"):
-        C.select_claims([11])
+    assert [c.number for c in C.CLAIMS] == list(range(1, 21))
+    with pytest.raises(ValueError, match=r"unknown claim number\(s\) \[21\]"):
+        C.select_claims([21])
     for name, arm in C.ARMS.items():
         params = RN.arm_params(BASE, arm, 1)
         assert params["architectures"] == [arm.arch] and params["seed"] == 1, name
         assert params["mlflow"]["enabled"] is False and params["runtime"]["threads"] == 1
+
+
+def _params(arm: str) -> dict:
+    return RN.arm_params(BASE, C.ARMS[arm], 1)
+
+
+def test_claims_test_the_network_the_study_names():
+    """Issue 26: claim 3 (and 11) is the basic network + n-cut (4.6), not ResNet + n-cut;
+    claim 5 is the standard VAE's latent (the blur study), not conv_ae_v2's."""
+    for number in (3, 11):
+        arms = [_params(a) for a in C.select_claims([number])[0].arms]
+        assert [a["architectures"] for a in arms] == [["conv_ae"], ["conv_ae"]]
+        assert sorted(P.parse_params(a).train_for("conv_ae").loss.ncut_weight for a in arms) == [0.0, 0.1]
+    five = [P.parse_params(_params(a)) for a in C.select_claims([5])[0].arms]
+    assert [p.architectures for p in five] == [["vae"], ["vae"]]
+    assert sorted(p.latent_for("vae") for p in five) == [8, 256]
+    # the bottleneck study's networks 1-3: the three decoders at latent 4096, undistorted images
+    nets = [P.parse_params(_params(a)) for a in C.select_claims([18])[0].arms]
+    assert [p.architectures[0] for p in nets] == ["ccp_ae", "ccp_ae_upsample", "ccp_ae_convt2"]
+    assert all(p.latent_for(p.architectures[0]) == 4096 and p.prepare.degrade == [] for p in nets)
+    # the sharpness study's variants (a) mean_max, (b) max, (c) mean_sq, (d) = (b) started late
+    loss = {a: P.parse_params(_params(a)).train_for("vae").loss for a in
+            ("vae_sharp_a", "vae_sharp", "vae_sharp_c", "vae_sharp_late")}
+    assert [loss[a].sharpness_variant for a in loss] == ["mean_max", "max", "mean_sq", "max"]
+    assert [loss[a].sharpness_start_epoch for a in loss] == [0, 0, 0, C.SHARP_LATE_EPOCH]
+    assert 0 < C.SHARP_LATE_EPOCH < P.parse_params(_params("vae")).train.blocks.epochs
+
+
+def test_the_study_filters_train_with_the_encoders_settings():
+    """Claim 20 (the study's per-cluster training, 3.2.1): each filter at the encoder's lr,
+    epochs and batch size, whatever those are in the scaled settings."""
+    p = P.parse_params(_params("conv_ae_study_filters"))
+    t = p.train_for("conv_ae")
+    assert (p.decoders.lr, p.decoders.epochs, p.decoders.batch_size) == (t.lr, t.blocks.epochs, t.batch_size)
+    ours = P.parse_params(_params("conv_ae")).decoders
+    assert (ours.lr, ours.epochs) != (p.decoders.lr, p.decoders.epochs)  # a variant, not a twin
+
+
+class _Doubler:
+    """A fake restorer: base halves the distance to 0.5, multi adds 0.1, the ensemble 0.2."""
+
+    ensemble_decoders = object()
+
+    def restore_float(self, x, mode):
+        import torch
+
+        return {"base": 0.5 + (x - 0.5) / 2, "single": x, "multi": x + 0.1, "ensemble": x + 0.2}[mode].clamp(0, 1).to(torch.float32)
+
+
+def test_measured_rows_input_passes_and_the_ensemble():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    x = rng.uniform(0, 1, (4, 16, 16, 3)).astype(np.float32)
+    masks = np.zeros((4, 16, 16, 2), np.float32)
+    arm = C.Arm(C._arch("conv_ae"), full=True, passes=3)
+    assert arm.rows == ("input", "base", "single", "multi", "pass2", "pass3")
+    items = RN.measure_rows(_Doubler(), arm, x, clean, masks)
+    assert set(items) == {"input", "base", "single", "multi", "pass2", "pass3", "ensemble"}
+
+    def expect(out):
+        return RN.image_measures(out.astype(np.float64), clean, masks)["mse"]
+
+    np.testing.assert_allclose(items["input"]["mse"], expect(x))  # the degraded image itself
+    np.testing.assert_allclose(items["pass3"]["mse"], expect(0.5 + (x - 0.5) / 8), rtol=1e-5)  # three passes
+    np.testing.assert_allclose(items["ensemble"]["mse"], expect(np.clip(x + 0.2, 0, 1)), rtol=1e-5)
+    assert "ensemble" not in RN.measure_rows(_Doubler(), C.Arm(C._arch("vae")), x, clean, masks)
 
 
 # ------------------------------------------------------------------ the run cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,12 +147,15 @@ def add_report(sub: Any) -> None:
         "(reports/cache/), then write reports/claims.md, reports/claims.json and one plot per "
         "claim (reports/claims/). See docs/studies.md, \"The studies' claims\".",
     )
-    p.add_argument("--claims", default=None, metavar="N,N", help="only these claims (e.g. 3,7; default: all ten)")
+    p.add_argument("--claims", default=None, metavar="N,N", help="only these claims (e.g. 3,7; default: all)")
     p.add_argument("--seeds", type=int, default=len(R_SEEDS), metavar="K",
                    help=f"seeds 1..K per arm (default {len(R_SEEDS)}; the interval needs at least 2)")
     p.add_argument("--params", default="params.yaml", help="the base params (default params.yaml)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default reports/)")
     p.add_argument("--cache", type=Path, default=None, help="run cache (default OUT/cache)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="runs trained at once, one thread each (default: 2, or 1 on a 1-core machine; "
+                   "the numbers do not depend on it)")
     p.add_argument("--check", action="store_true",
                    help="train nothing: say whether OUT/claims.json was written by the code now "
                    "(exit code 1 when stale)")
@@ -167,8 +171,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0 if fresh else 1
     if args.seeds < 1:
         raise CliError(f"--seeds {args.seeds}: at least 1 (2 for the report's interval, 5 by default)")
+    if args.workers < 1:
+        raise CliError(f"--workers {args.workers}: at least 1")
     rows = R.report(_claim_numbers(args.claims), seeds=range(1, args.seeds + 1), params_path=args.params,
-                    out_dir=args.out, cache_dir=args.cache)
+                    out_dir=args.out, cache_dir=args.cache, workers=args.workers)
     for r in rows:
         print(f"claim {r['claim']:2d}: {r['verdict']:14s} {r['text']}")
     print(f"wrote {args.out / 'claims.md'}", file=sys.stderr)

@@ -86,11 +86,21 @@ def _arch(name: str, latent: int | None = None, model: dict | None = None, train
 class Arm:
     """One trained configuration: ``overrides`` on params.yaml + :data:`SCALED`; ``full`` adds
     the cluster and decoders stages (rows ``single`` and ``multi``); ``silhouette`` measures
-    the separability of the training blocks' latents (:func:`silhouette_items`)."""
+    the separability of the codes (:func:`aerestore.studies.runner.silhouette_items`);
+    ``passes`` > 1 feeds the shared decoder's output back through the network (the blur
+    study's repeated passes)."""
 
     overrides: dict[str, Any]
     full: bool = False
     silhouette: bool = False
+    passes: int = 1  # > 1: rows pass2..passN, the shared decoder's restorer fed its own output again
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """The measured rows: ``input`` (the degraded test image itself), ``base``, ``single``
+        and ``multi`` for a full arm, ``pass2`` ... for repeated passes."""
+        full = ("single", "multi") if self.full else ()
+        return ("input", "base", *full, *(f"pass{k}" for k in range(2, self.passes + 1)))
 
     @property
     def arch(self) -> str:
@@ -100,20 +110,47 @@ class Arm:
 VAE_GAN_TRAIN: dict[str, Any] = {"loss": {"damage_weight": 0.0}, "blocks": {"per_epoch": 2048}}
 VAE_GAN_SHARP: dict[str, Any] = {"loss": {"damage_weight": 0.0, "sharpness_weight": 1.0, "sharpness_variant": "max"},
                                  "blocks": {"per_epoch": 2048}}
+# The CelebA study's "Basic Network with Soft N-Cut Loss" (section 3.2.5): the conv AE, the same
+# k (3) for the n-cut head and for the silhouette's clusters; ncut_k does nothing at weight 0.
+NCUT_K: dict[str, Any] = {"loss": {"ncut_k": 3}}
+NCUT_ON: dict[str, Any] = {"loss": {"ncut_k": 3, "ncut_weight": 0.1}}
+
+
+def _sharp(variant: str, start: int = 0) -> dict[str, Any]:
+    return {"loss": {"sharpness_weight": 1.0, "sharpness_variant": variant, "sharpness_start_epoch": start}}
+
+
+# The sharpness study's variants (002, "(a)" - "(d)"): (a) mean_max, (b) max, (c) mean_sq, (d) (b)
+# from a later epoch. The study's (d) starts "after 15 epochs" of a run whose length it does not
+# give; scaled: epoch 3 of our 6, half-way.
+SHARP_LATE_EPOCH = 3
+# The study's per-cluster training (001, 3.2.1: "Each filter was trained with the same
+# learning_rate, epochs, and batch_size" as the encoder): decoders at train.lr, the encoder's
+# epochs and batch (scaled: 0.001, 6, 64), instead of our 1-epoch fine-tune at 1e-4.
+STUDY_FILTERS: dict[str, Any] = {"decoders": {"lr": 0.001, "epochs": 6, "batch_size": 64}}
+# The bottleneck study's networks 1-3 (004, 3.1, Table 1): latent 4096 on undistorted images.
 ARMS: dict[str, Arm] = {
-    "conv_ae": Arm(_arch("conv_ae"), full=True),
-    "vae": Arm(_arch("vae")),
+    "conv_ae": Arm(_arch("conv_ae", train=NCUT_K), full=True, silhouette=True),
+    "conv_ae_ncut": Arm(_arch("conv_ae", train=NCUT_ON), silhouette=True),
+    "conv_ae_study_filters": Arm({**_arch("conv_ae"), **STUDY_FILTERS}, full=True),
+    "vae": Arm(_arch("vae"), full=True),
+    "vae_alpha1": Arm(_arch("vae", train={"loss": {"alpha": 1.0, "beta": 1.0}})),
     "resnet_vae": Arm(_arch("resnet_vae")),
-    "ncut_off": Arm(_arch("resnet_ncut", train={"loss": {"ncut_k": 3}}), silhouette=True),
-    "ncut_on": Arm(_arch("resnet_ncut", train={"loss": {"ncut_weight": 0.1, "ncut_k": 3}}), silhouette=True),
-    "v2_latent8": Arm(_arch("conv_ae_v2", latent=8, model={"code": True})),
-    "v2_latent256": Arm(_arch("conv_ae_v2", latent=256, model={"code": True})),
+    "vgg_vae": Arm(_arch("vgg_vae")),
+    "vae_latent8": Arm(_arch("vae", latent=8)),
+    "vae_latent256": Arm(_arch("vae", latent=256)),
     "ccp_500": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=500)}),
     "ccp_1000": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=1000)}),
     "ccp_2000": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=2000)}),
+    "ccp_net1": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=4096)}),
+    "ccp_net2": Arm({**PX64_CLEAN, **_arch("ccp_ae_upsample", latent=4096)}),
+    "ccp_net3": Arm({**PX64_CLEAN, **_arch("ccp_ae_convt2", latent=4096)}),
     "ccp_1000_distorted": Arm({**PX64_DISTORTED, **_arch("ccp_ae", latent=1000)}),
     "fcn_4096_distorted": Arm({**PX64_DISTORTED, **_arch("fcn_ae", latent=4096)}),
-    "vae_sharp": Arm(_arch("vae", train={"loss": {"sharpness_weight": 1.0, "sharpness_variant": "max"}})),
+    "vae_sharp": Arm(_arch("vae", train=_sharp("max"))),
+    "vae_sharp_a": Arm(_arch("vae", train=_sharp("mean_max"))),
+    "vae_sharp_c": Arm(_arch("vae", train=_sharp("mean_sq"))),
+    "vae_sharp_late": Arm(_arch("vae", train=_sharp("max", SHARP_LATE_EPOCH))),
     # vae_gan has no damage head (its three-optimiser update has no damage term), so its arms
     # cluster with soft k-means (they do not run the cluster stage; the params must validate);
     # its three updates per step make it 5x slower than vae: 2048 blocks an epoch, both arms
@@ -121,7 +158,8 @@ ARMS: dict[str, Arm] = {
     "vae_gan_sharp": Arm(_arch("vae_gan", train=VAE_GAN_SHARP,
                                cluster={"method": "soft_kmeans"})),
     "conv_ae_v1": Arm(_arch("conv_ae_v1")),
-    "conv_ae_v2": Arm(_arch("conv_ae_v2")),
+    # the blur study's version 2, also fed its own output twice more (the repeated passes)
+    "conv_ae_v2": Arm(_arch("conv_ae_v2"), passes=3),
 }
 
 
@@ -166,30 +204,38 @@ def _pair(metric: str, a: str, b: str, sign: int, unit: str, label: str, rows=("
     return Measure(metric, ((1.0, a, rows[0]), (-1.0, b, rows[1])), sign, unit, label, **kw)
 
 
+def _both(metric: str, a: str, others: tuple[str, str], sign: int, unit: str, label: str, **kw) -> tuple[Measure, ...]:
+    """``a`` against each of two other arms (a claim that needs both)."""
+    return tuple(_pair(metric, a, b, sign, unit, label.format(b), **kw) for b in others)
+
+
 CLAIMS: tuple[Claim, ...] = (
-    Claim(1, "per-cluster decoders beat a single decoder", "CelebA blocks",
+    Claim(1, "per-cluster decoders beat a single decoder, and not by ensembling", "CelebA blocks",
           "per-cluster decoders better on 93 % of the images (PSNR)",
-          "conv_ae, 18 px blocks, damage-head clusters (k = 3), per-cluster decoders vs the equal-budget control",
+          "conv_ae, 18 px blocks, damage-head clusters (k = 3), per-cluster decoders vs the equal-budget control "
+          "(one decoder) and vs the ensemble control (as many decoders on damage-blind routes, issue 23)",
           (Measure("psnr", ((1.0, "conv_ae", "multi"), (-1.0, "conv_ae", "single")), +1, "dB",
-                   "PSNR multi - single"),)),
+                   "PSNR multi - single"),
+           Measure("psnr", ((1.0, "conv_ae", "multi"), (-1.0, "conv_ae", "ensemble")), +1, "dB",
+                   "PSNR multi - ensemble"))),
     Claim(2, "the conv AE restores far better than the VAE", "CelebA blocks",
           "conv AE ahead of the VAE in PSNR, SSIM and UQI (the conclusion table)",
           "conv_ae vs vae (shared decoders), 18 px blocks; 'far' = at least 1 dB",
           (_pair("psnr", "conv_ae", "vae", +1, "dB", "PSNR conv_ae - vae", size=1.0),)),
     Claim(3, "the soft n-cut loss makes clusters more separable", "CelebA blocks",
-          "ResNet + N Cut: clusters more distinct (qualitative)",
-          "resnet_ncut with ncut_weight 0.1 vs 0, k = 3; per-block silhouette of the held-out test blocks' codes, "
-          "clusters of soft k-means (k = 3) fitted on the training blocks' codes",
-          (_pair("silhouette", "ncut_on", "ncut_off", +1, "", "silhouette n-cut - none"),)),
+          "4.6, Basic Network with Soft N-Cut Loss: \"The separability of the clusters is improved\" (figures)",
+          "conv_ae (the basic network) with ncut_weight 0.1 vs 0, k = 3; per-block silhouette of the held-out "
+          "test blocks' codes, clusters of soft k-means (k = 3) fitted on the training blocks' codes",
+          (_pair("silhouette", "conv_ae_ncut", "conv_ae", +1, "", "silhouette n-cut - none"),)),
     Claim(4, "a ResNet encoder does not help", "CelebA blocks",
           "VAE + ResNet no better than the VAE (the conclusion table)",
           "resnet_vae vs vae, 18 px blocks; 'no help' = gain below 0.1 dB",
           (_pair("psnr", "resnet_vae", "vae", +1, "dB", "PSNR resnet_vae - vae", size=0.1, kind="none"),)),
-    Claim(5, "a smaller latent gives blurrier output and colour shifts", "blur study",
-          "smaller latents: blurrier, colours shift (qualitative)",
-          "conv_ae_v2 with a dense code of 8 vs 256, 18 px blocks; blur % and mean per-channel bias",
-          (_pair("blur_percent", "v2_latent8", "v2_latent256", +1, "%", "blur % latent 8 - 256"),
-           _pair("colour_bias", "v2_latent8", "v2_latent256", +1, "/255", "colour bias latent 8 - 256"))),
+    Claim(5, "a smaller latent gives the VAE blurrier output and colour shifts", "blur study",
+          "smaller latent spaces of the standard VAE: images \"lose definition\", \"color changes as well\" (figure)",
+          "vae with latent 8 vs 256, 18 px blocks; blur % and mean per-channel bias",
+          (_pair("blur_percent", "vae_latent8", "vae_latent256", +1, "%", "blur % latent 8 - 256"),
+           _pair("colour_bias", "vae_latent8", "vae_latent256", +1, "/255", "colour bias latent 8 - 256"))),
     Claim(6, "diminishing returns past a latent of about 1000 at 64 px", "bottleneck study",
           "the MSE gain is limited past 1000 units (Figure 4; 0.0058 validation MSE at 1000)",
           "ccp_ae at 64 px, undistorted images (reconstruction, as the sweep), latent 500 / 1000 / 2000: "
@@ -212,6 +258,58 @@ CLAIMS: tuple[Claim, ...] = (
           "Version 2 (strided) sharper than Version 1 (pooling) (qualitative)",
           "conv_ae_v2 (stride 2) vs conv_ae_v1 (max pooling + upsampling), 18 px blocks; |blur %|",
           (_pair("blur_percent", "conv_ae_v2", "conv_ae_v1", -1, "%", "|blur %| strided - pooling", absolute=True),)),
+    Claim(11, "the soft n-cut loss costs restoration quality", "CelebA blocks",
+          "Conv AE 29.07 dB, Conv AE + N Cut Loss 25.67 dB (the conclusion table)",
+          "conv_ae with ncut_weight 0.1 vs 0 (the arms of claim 3), 18 px blocks; PSNR of the shared decoder",
+          (_pair("psnr", "conv_ae_ncut", "conv_ae", -1, "dB", "PSNR n-cut - none"),)),
+    Claim(12, "a VGG16 encoder does not help", "CelebA blocks",
+          "4.2: \"VGG16 does not positively affect training\" (VAE + VGG16 0.0279 vs VAE 10.37 in the table)",
+          "vgg_vae (width 0.25, no pretrained weights) vs vae, 18 px blocks; 'no help' = gain below 0.1 dB",
+          (_pair("psnr", "vgg_vae", "vae", +1, "dB", "PSNR vgg_vae - vae", size=0.1, kind="none"),)),
+    Claim(13, "the VAE's per-cluster decoders beat its single decoder", "CelebA blocks",
+          "4.1: the double-filter network better \"in 96 percent of time\" (VAE row: 96.3 %)",
+          "vae, 18 px blocks, damage-head clusters (k = 3), per-cluster decoders vs the equal-budget control",
+          (Measure("psnr", ((1.0, "vae", "multi"), (-1.0, "vae", "single")), +1, "dB", "PSNR multi - single"),)),
+    Claim(14, "sharpness variant (b) is sharper than variants (a) and (c)", "sharpness study",
+          "\"Loss defined in (b) gave best result\"; \"the poor results of (a) and (c)\" (MNIST, qualitative)",
+          "vae with the sharpness loss, variant max (b) vs mean_max (a) and mean_sq (c), from the start, 18 px blocks; |blur %|",
+          _both("blur_percent", "vae_sharp", ("vae_sharp_a", "vae_sharp_c"), -1, "%", "|blur %| (b) - {}",
+                absolute=True)),
+    Claim(15, "starting the sharpness loss late (d) is worse than from the start (b)", "sharpness study",
+          "(d) = (b) \"induced after 15 epochs\"; (b) \"with it being present from the beginning\" gave the best",
+          f"vae, variant max from epoch {SHARP_LATE_EPOCH} of 6 (scaled from the study's 15) vs from epoch 0, "
+          "18 px blocks; |blur %|",
+          (_pair("blur_percent", "vae_sharp_late", "vae_sharp", +1, "%", "|blur %| late - from the start",
+                 absolute=True),)),
+    Claim(16, "version 2 changes the colours of its output", "blur study",
+          "Version 2: \"background color changes on pretty much all output images\" (figure)",
+          "conv_ae_v2, 18 px blocks; colour bias of its output minus that of its input (both against the clean image)",
+          (Measure("colour_bias", ((1.0, "conv_ae_v2", "base"), (-1.0, "conv_ae_v2", "input")), +1, "/255",
+                   "colour bias output - input"),)),
+    Claim(17, "repeated passes through the AE worsen the colour shift", "blur study",
+          "\"Background color change seems to get worse as it's run through the ae multiple times\" (figure)",
+          "conv_ae_v2 fed its own output twice more (3 passes) vs once, 18 px blocks; colour bias (the study "
+          "fed a VAE's output to an AE trained clean -> clean; ours is trained degraded -> clean)",
+          (Measure("colour_bias", ((1.0, "conv_ae_v2", "pass3"), (-1.0, "conv_ae_v2", "base")), +1, "/255",
+                   "colour bias 3 passes - 1"),)),
+    Claim(18, "network 1 (transposed convolutions) beats networks 2 and 3", "bottleneck study",
+          "Table 1: validation loss 0.0057 (network 1) vs 0.0072 (networks 2 and 3)",
+          "ccp_ae (decoder 1) vs ccp_ae_upsample (2) and ccp_ae_convt2 (3), latent 4096, undistorted 64 px "
+          "images (as Table 1); per-image test MSE",
+          _both("mse", "ccp_net1", ("ccp_net2", "ccp_net3"), -1, "", "MSE net 1 - {}")),
+    Claim(19, "a larger reconstruction weight makes the VAE reconstruct better", "LFW study",
+          "1.6: with a lower weight \"the model loses the image features\"; higher, it \"acts as a normal AE\"",
+          "vae, alpha / beta = 1000 (params.yaml: alpha 1, beta 0.001) vs 1 (alpha 1, beta 1), 18 px blocks, "
+          "MSE reconstruction (the study's RMSE); PSNR",
+          (_pair("psnr", "vae", "vae_alpha1", +1, "dB", "PSNR alpha/beta 1000 - 1"),)),
+    Claim(20, "per-cluster filters trained as the study trained them beat a single decoder", "CelebA blocks",
+          "3.2.1: \"Each filter was trained with the same learning_rate, epochs, and batch_size\" as the encoder",
+          "conv_ae as claim 1, each decoder trained at the encoder's lr 0.001, 6 epochs, batch 64 (ours: 1 epoch at "
+          "1e-4), vs the control and the ensemble control given the same updates",
+          (Measure("psnr", ((1.0, "conv_ae_study_filters", "multi"), (-1.0, "conv_ae_study_filters", "single")), +1,
+                   "dB", "PSNR multi - single"),
+           Measure("psnr", ((1.0, "conv_ae_study_filters", "multi"), (-1.0, "conv_ae_study_filters", "ensemble")), +1,
+                   "dB", "PSNR multi - ensemble"))),
 )
 
 

@@ -173,7 +173,7 @@ def write_report(claims: list[Claim], seeds: list[int], results: dict, out_dir: 
 
 def report(claim_numbers: Iterable[int] | None = None, seeds: Iterable[int] = SEEDS,
            params_path: str | Path = "params.yaml", out_dir: str | Path = REPORT_DIR,
-           cache_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
+           cache_dir: str | Path | None = None, progress: bool = True, workers: int = 1) -> list[dict]:
     """Run (or reuse) every run the claims need, then write the report; returns its rows.
 
     A subset of claims writes a report of that subset only (the other rows are not kept)."""
@@ -184,7 +184,7 @@ def report(claim_numbers: Iterable[int] | None = None, seeds: Iterable[int] = SE
     base = load_base(params_path)
     out_dir = Path(out_dir)
     cache_root = (Path(cache_dir) if cache_dir else out_dir / "cache").resolve()
-    results = run_claims(claims, seeds, base, cache_root, progress=progress)
+    results = run_claims(claims, seeds, base, cache_root, progress=progress, workers=workers)
     return write_report(claims, seeds, results, out_dir, base)
 
 

@@ -92,7 +92,7 @@ SILHOUETTE_ON = "test blocks, clusters fitted on training blocks"
 
 def run_key(params: dict, arm: Arm, code: str) -> str:
     return _key({"v": CACHE_VERSION, "code": code, "params": params, "full": arm.full,
-                 "silhouette": SILHOUETTE_ON if arm.silhouette else False})
+                 "silhouette": SILHOUETTE_ON if arm.silhouette else False, "rows": list(arm.rows)})
 
 
 # ------------------------------------------------------------------------ running
@@ -181,12 +181,33 @@ def silhouette_items(model, train_blocks: np.ndarray, test_blocks: np.ndarray, k
     return silhouette_samples(z, labels)
 
 
+def measure_rows(restorer, arm: Arm, x: np.ndarray, clean: np.ndarray, masks) -> dict[str, dict[str, list]]:
+    """Per-item measures (:func:`image_measures`) of every row of :attr:`Arm.rows` on the
+    degraded test images ``x`` (floats in [0, 1]): ``input`` scores ``x`` itself; ``base``,
+    ``single``, ``multi`` the restorer's modes, and ``ensemble`` (the ensemble control) where
+    the restorer has one; ``pass<k>`` the shared decoder's output fed back through the network
+    until it has made k passes."""
+    from ..evaluate import network_modes, restorer_row
+
+    rows = list(arm.rows)
+    if arm.full and "ensemble" in network_modes(restorer):
+        rows.append("ensemble")
+    outputs: dict[str, np.ndarray] = {"input": x}
+    for row in rows:
+        if row.startswith("pass"):
+            previous = outputs["base"] if row == "pass2" else outputs[f"pass{int(row[4:]) - 1}"]
+            outputs[row] = restorer_row(restorer, "base")(np.clip(previous, 0.0, 1.0).astype(np.float32))
+        elif row != "input":
+            outputs[row] = restorer_row(restorer, row)(x)
+    return {row: {k: v.tolist() for k, v in image_measures(outputs[row], clean, masks).items()} for row in rows}
+
+
 def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str, Any]:
     """Train one arm in ``work`` on the data of ``data_dir``; its per-item measures."""
     import torch
 
     from ..tracks.blocks.dataset import BlockData
-    from ..evaluate import load_test, restorer_row
+    from ..evaluate import load_test
     from ..params import parse_params
     from ..restore import Restorer
 
@@ -218,12 +239,7 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
         seconds_train = time.perf_counter() - t0
         clean, degraded, masks = load_test("data/prepared", params.evaluate.max_images)
         restorer = Restorer.load(Path("models") / arch, routing=params.evaluate.routing, decoders=arm.full)
-        rows = ("base", "single", "multi") if arm.full else ("base",)
-        items: dict[str, dict[str, list]] = {}
-        x = _float_images(degraded)
-        for row in rows:
-            restored = restorer_row(restorer, row)(x)
-            items[row] = {k: v.tolist() for k, v in image_measures(restored, clean, masks).items()}
+        items = measure_rows(restorer, arm, _float_images(degraded), clean, masks)
         if arm.silhouette:
             train = BlockData.load("data/blocks", "train")
             test = BlockData.load("data/blocks", "test")
@@ -258,40 +274,71 @@ class RunCache:
         write_json(self.path(key), result)
 
 
+def _train_one(name: str, params: dict, key: str, cache_root: str, data_dir: str) -> dict:
+    """Train one (arm, seed) whose data is prepared, cache and return its result (a worker
+    process's job: top-level, so that it pickles)."""
+    cache_root_p = Path(cache_root)
+    work = cache_root_p / "work" / key
+    with _quiet():
+        hit = run_arm(params, ARMS[name], work, Path(data_dir))
+    shutil.rmtree(work, ignore_errors=True)
+    hit["key"] = key
+    hit["arm"] = name
+    RunCache(cache_root_p).put(key, hit)
+    return hit
+
+
 def run_claims(claims: list[Claim], seeds: Iterable[int], base: dict, cache_root: Path,
-               progress: bool = True) -> dict[tuple[str, int], dict]:
+               progress: bool = True, workers: int = 1) -> dict[tuple[str, int], dict]:
     """Every (arm, seed) the claims need: from the cache, or trained now. Returns the results
-    by (arm, seed)."""
+    by (arm, seed).
+
+    ``workers`` > 1 trains that many runs at once in worker processes (each run uses one
+    thread, :data:`SCALED`, so a run's numbers do not depend on ``workers``). The data stages
+    run first, one after the other, since the arms of a seed share them."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     from tqdm import tqdm
 
+    from ..params import parse_params
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     code = code_digest()
     cache = RunCache(cache_root)
     todo = [(a, s) for s in seeds for a in dict.fromkeys(a for c in claims for a in c.arms)]
     results: dict[tuple[str, int], dict] = {}
-    fresh = 0
-    bar = tqdm(todo, desc="report runs", unit="run", disable=not progress, file=sys.stderr)
-    for name, seed in bar:
-        arm = ARMS[name]
-        params = arm_params(base, arm, seed)
-        key = run_key(params, arm, code)
+    jobs = []
+    for name, seed in todo:
+        params = arm_params(base, ARMS[name], seed)
+        key = run_key(params, ARMS[name], code)
         hit = cache.get(key)
-        bar.set_postfix_str(f"{name} seed {seed}" + (" (cached)" if hit else ""))
         if hit is None:
-            data_dir = cache_root / "data" / data_key(params, code)
-            with _quiet():
-                from ..params import parse_params
-
-                prepare_data(parse_params(params), data_dir)
-                work = cache_root / "work" / key
-                hit = run_arm(params, arm, work, data_dir)
-            shutil.rmtree(work, ignore_errors=True)
-            hit["key"] = key
-            hit["arm"] = name
-            cache.put(key, hit)
-            fresh += 1
-        results[(name, seed)] = hit
+            jobs.append((name, seed, params, key, cache_root / "data" / data_key(params, code)))
+        else:
+            results[(name, seed)] = hit
+    bar = tqdm(total=len(todo), initial=len(results), desc="report runs", unit="run", disable=not progress,
+               file=sys.stderr)
+    for _, _, params, _, data_dir in jobs:
+        with _quiet():
+            prepare_data(parse_params(params), data_dir)
+    args = [(name, params, key, str(cache_root), str(data_dir)) for name, _, params, key, data_dir in jobs]
+    if workers == 1 or len(jobs) < 2:
+        for (name, seed, *_), a in zip(jobs, args):
+            bar.set_postfix_str(f"{name} seed {seed}")
+            results[(name, seed)] = _train_one(*a)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, *a): (name, seed) for (name, seed, *_), a in zip(jobs, args)}
+            for f in as_completed(futures):
+                name, seed = futures[f]
+                results[(name, seed)] = f.result()
+                bar.set_postfix_str(f"{name} seed {seed}")
+                bar.update()
     bar.close()
     if progress:
-        print(f"report: {len(todo)} runs, {fresh} trained now, {len(todo) - fresh} from the cache "
+        print(f"report: {len(todo)} runs, {len(jobs)} trained now, {len(todo) - len(jobs)} from the cache "
               f"({cache.root / 'runs'})", file=sys.stderr)
     return results

@@ -68,18 +68,29 @@ def test_the_summary_reads_multi_and_single_from_their_own_rows():
 
 
 def test_claim_1_is_multi_minus_single():
-    """The claims report's claim 1: per-cluster decoders 1 dB ahead of the control on every
-    image of every seed -> effect +1 dB, holds."""
+    """The claims report's claim 1: per-cluster decoders 1 dB ahead of the control and 0.5 dB
+    ahead of the ensemble control on every image of every seed -> effects +1 and +0.5 dB,
+    holds; behind the ensemble control -> does not hold, whatever the single decoder does."""
     (claim,) = C.select_claims([1])
-    rng = np.random.default_rng(0)
-    results = {}
-    for s in (1, 2, 3):
-        single = rng.uniform(20, 30, 20)
-        results[("conv_ae", s)] = {"items": {"single": {"psnr": list(single)},
-                                             "multi": {"psnr": list(single + 1.0 + rng.normal(0, 0.01, 20))},
-                                             "base": {"psnr": list(single)}}}
-    (row,) = A.analyse([claim], results, [1, 2, 3])
-    assert row["measures"][0]["effect"] == pytest.approx(1.0, abs=0.02) and row["verdict"] == "holds"
+
+    def results_with(ensemble_offset: float) -> dict:
+        rng = np.random.default_rng(0)
+        results = {}
+        for s in (1, 2, 3):
+            single = rng.uniform(20, 30, 20)
+            results[("conv_ae", s)] = {"items": {
+                "single": {"psnr": list(single)},
+                "multi": {"psnr": list(single + 1.0 + rng.normal(0, 0.01, 20))},
+                "ensemble": {"psnr": list(single + ensemble_offset + rng.normal(0, 0.01, 20))},
+                "base": {"psnr": list(single)}}}
+        return results
+
+    (row,) = A.analyse([claim], results_with(0.5), [1, 2, 3])
+    vs_single, vs_ensemble = row["measures"]
+    assert vs_single["effect"] == pytest.approx(1.0, abs=0.02) and vs_single["label"] == "PSNR multi - single"
+    assert vs_ensemble["effect"] == pytest.approx(0.5, abs=0.02) and row["verdict"] == "holds"
+    (row,) = A.analyse([claim], results_with(1.5), [1, 2, 3])
+    assert row["measures"][0]["verdict"] == "holds" and row["verdict"] == "does not hold"
 
 
 # ------------------------------------------------------------ 2. the control's budget

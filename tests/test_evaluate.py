@@ -335,6 +335,27 @@ def test_verdict_only_where_the_per_cluster_decoders_beat_the_ensemble():
     assert E.verdict(None, 3).startswith("no verdict")
 
 
+def test_beating_the_ensemble_is_not_enough_when_the_single_decoder_is_better():
+    """The CelebA study's setting (celeba-256-noise) gave per-cluster decoders that beat the
+    ensemble control on most images but lost to the single decoder on 99 % of them: that is
+    no support. A verdict that reads the ensemble comparison alone fails here."""
+    vs_ensemble = {"psnr": _cmp(0.8, 1e-5), "psnr_blur": _cmp(0.9, 1e-4), "psnr_noise": _cmp(0.7, 0.01)}
+    vs_single = {"psnr": _cmp(0.01, 1e-20), "psnr_blur": _cmp(0.85, 1e-3), "psnr_noise": _cmp(0.6, 0.4)}
+    assert E.verdict(vs_ensemble, 2, vs_single=vs_single) == (
+        "supported in: blur; worse than a control in: whole image")
+    assert E.verdict(vs_ensemble, 2, vs_single={"psnr": _cmp(0.2, 1e-3)}) == (
+        "not supported: beats both controls nowhere; worse than a control in: whole image")
+    # the stage passes its multi-vs-single comparison to the verdict
+    rng = np.random.default_rng(0)
+    base = rng.normal(25, 1, 40)
+    metrics = {"a.multi": {"psnr": base + 0.5}, "a.single": {"psnr": base + 1.0}, "a.ensemble": {"psnr": base}}
+    for row in metrics.values():
+        row.update({k: np.full(40, 0.5) for k in ("ssim", "uqi", "blur_percent")})
+    out = E.network_comparisons(metrics, "a", 2)
+    assert out["multi_vs_ensemble"]["psnr"]["share"] == 1.0 and out["multi_vs_single"]["psnr"]["share"] == 0.0
+    assert out["verdict"].startswith("not supported") and "whole image" in out["verdict"]
+
+
 def test_summary_reports_both_controls_and_not_applicable_for_one_cluster():
     rng = np.random.default_rng(0)
     n = 30

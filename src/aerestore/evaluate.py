@@ -7,8 +7,8 @@ trained), ``single`` (the control decoder), ``ensemble`` (the ensemble control, 
 damage-blind routes) and ``multi`` (per-cluster decoders), and the classical restorers of
 :mod:`aerestore.classical`. ``multi`` is compared with ``single`` and with ``ensemble``
 (:func:`aerestore.evaluate_compare.network_comparisons`); the idea is supported only where it
-beats the ensemble control, and not applicable where fewer than two clusters have a decoder of
-their own. Per metric: the mean over images, the share of images on which ``multi`` beats ``single`` (the CelebA study's "Percentage"
+beats both the ensemble control and the single decoder, and not applicable where fewer than
+two clusters have a decoder of their own. Per metric: the mean over images, the share of images on which ``multi`` beats ``single`` (the CelebA study's "Percentage"
 column; ties count half) and a paired two-sided Wilcoxon test. With damage masks (one
 channel per kind of local damage, :data:`aerestore.damage.DAMAGE_KINDS`), PSNR and SSIM
 are also reported per region (:data:`aerestore.metrics.REGIONS`): inside each kind's damage

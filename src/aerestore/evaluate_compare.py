@@ -48,25 +48,39 @@ def network_comparisons(metrics: dict, arch: str, own_decoders: int | None) -> d
         out["ensemble_vs_single"] = compare(metrics[f"{arch}.{ENSEMBLE}"], metrics[f"{arch}.single"])
     if own_decoders is not None:
         out["own_decoders"] = int(own_decoders)
-    out["verdict"] = verdict(out.get("multi_vs_ensemble"), own_decoders)
+    out["verdict"] = verdict(out.get("multi_vs_ensemble"), own_decoders, vs_single=out["multi_vs_single"])
     return out
 
 
-def verdict(vs_ensemble: dict | None, own_decoders: int | None, alpha: float = 0.05) -> str:
+def verdict(vs_ensemble: dict | None, own_decoders: int | None, alpha: float = 0.05,
+            vs_single: dict | None = None) -> str:
     """Whether the per-cluster decoders support the idea: only where they beat the ensemble
-    control (PSNR, share of images > 1/2 and Wilcoxon p < ``alpha``), per region (whole image,
-    then each damage kind's pixels and the clean ones). With fewer than two clusters that have
-    a decoder of their own the per-cluster restorer is an ensemble itself:
-    :data:`NOT_APPLICABLE`."""
+    control **and**, where ``vs_single`` is given, the equal-budget single decoder (PSNR, share
+    of images > 1/2 and Wilcoxon p < ``alpha`` against each), per region (whole image, then
+    each damage kind's pixels and the clean ones); a region where they lose to either control
+    (share < 1/2, p < ``alpha``) is named as worse. Beating the ensemble alone is not enough:
+    where the ensemble's decoders are each too weak (e.g. a short fine-tune on a fraction of the
+    blocks), per-cluster decoders can beat it and still restore worse than one decoder. With
+    fewer than two clusters that have a decoder of their own the per-cluster restorer is an
+    ensemble itself: :data:`NOT_APPLICABLE`."""
     if own_decoders is not None and own_decoders < 2:
         return NOT_APPLICABLE
     if vs_ensemble is None:
         return "no verdict: no ensemble control (decoders.ensemble false)"
+    controls = [vs_ensemble] + ([vs_single] if vs_single is not None else [])
     won, lost = [], []
     for key in ["psnr"] + [f"psnr_{r}" for r in M.REGIONS]:
-        c = vs_ensemble.get(key)
-        if not c or c["share"] is None or c["p_value"] is None or c["p_value"] >= alpha:
-            continue
-        (won if c["share"] > 0.5 else lost).append("whole image" if key == "psnr" else key[len("psnr_"):])
-    text = f"supported in: {', '.join(won)}" if won else "not supported: beats the ensemble control nowhere"
-    return text + (f"; worse than it in: {', '.join(lost)}" if lost else "")
+        region = "whole image" if key == "psnr" else key[len("psnr_"):]
+        signs = []
+        for control in controls:
+            c = control.get(key)
+            significant = c and c["share"] is not None and c["p_value"] is not None and c["p_value"] < alpha
+            signs.append(0 if not significant else (1 if c["share"] > 0.5 else -1))
+        if -1 in signs:
+            lost.append(region)
+        elif all(sg == 1 for sg in signs):
+            won.append(region)
+    rivals = "the ensemble control" if vs_single is None else "both controls"
+    text = f"supported in: {', '.join(won)}" if won else f"not supported: beats {rivals} nowhere"
+    worse = "it" if vs_single is None else "a control"
+    return text + (f"; worse than {worse} in: {', '.join(lost)}" if lost else "")

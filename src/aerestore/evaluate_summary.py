@@ -160,7 +160,7 @@ COMPARISONS = (
     ("multi_vs_single", "the per-cluster decoders beat the single decoder (control)"),
     ("multi_vs_ensemble", "the per-cluster decoders beat the ensemble control (as many decoders, the same "
                           "budget and mixing, damage-blind routes and weights): the idea is supported only "
-                          "where they do"),
+                          "where they beat it and the single decoder"),
     ("ensemble_vs_single", "the ensemble control beats the single decoder (what mixing decoders buys without "
                            "any damage information)"),
 )

@@ -51,6 +51,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     explore.add_colourise,
     explore.add_latent_sizes,
     results.add_report,
+    results.add_side_by_side,
     results.add_preset,
     store.add_team_users,
     results.add_cbsd68,

@@ -1,4 +1,4 @@
-"""Results and studies: ``models``, ``summary``, ``seeds``, ``report``, ``preset``, ``cbsd68``."""
+"""Results and studies: ``models``, ``summary``, ``seeds``, ``report``, ``side-by-side``, ``preset``, ``cbsd68``."""
 
 from __future__ import annotations
 
@@ -178,6 +178,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"claim {r['claim']:2d}: {r['verdict']:14s} {r['text']}")
     print(f"wrote {args.out / 'claims.md'}", file=sys.stderr)
+    return 0
+
+
+def add_side_by_side(sub: Any) -> None:
+    p = sub.add_parser(
+        "side-by-side",
+        help="the studies' headline figures beside ours from runs of their presets",
+        description="Set each number a study reports (aerestore.studies.side_by_side.FIGURES) beside "
+        "the same quantity in our run of its setting (a DVC experiment of a study preset), with the "
+        "difference and a verdict within a stated tolerance; settings without a run are listed as not "
+        "run here, with what they need. Writes OUT/side_by_side.md and .json. See docs/studies.md, "
+        "\"Studies side by side\".",
+    )
+    p.add_argument("--run", action="append", default=[], metavar="SETTING=REV",
+                   help="our run of a setting: a DVC experiment name or git revision (repeatable), e.g. "
+                   "celeba-256-noise=celeba-256-noise")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default reports/)")
+    p.set_defaults(func=cmd_side_by_side)
+
+
+def cmd_side_by_side(args: argparse.Namespace) -> int:
+    from aerestore.studies import side_by_side as SB
+
+    runs: dict[str, str] = {}
+    for item in args.run:
+        setting, sep, rev = item.partition("=")
+        if not sep or not setting or not rev:
+            raise CliError(f"--run {item!r}: expected SETTING=REV (settings: {', '.join(sorted(SB.SETTINGS))})")
+        if setting in runs:
+            raise CliError(f"--run {setting}: given twice")
+        runs[setting] = rev
+    try:
+        rows = SB.side_by_side(runs)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise CliError(str(e).strip("'\"")) from None
+    md, _ = SB.write(rows, args.out)
+    for r in rows:
+        print(f"{r['verdict']:15s} {r['study']}: {r['what']}")
+    print(f"wrote {md}", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,9 @@ TEXTS = {SB.CELEBA: "001_c49bd315ba67f4a2.txt", SB.BOTTLENECK: "004_d67dddc4407b
 def test_every_headline_figure_of_issue_26_has_a_row():
     named = {11.37, 0.5593, 0.5965, 29.07, 0.8428, 0.9763, 93.33, 100.0, 94.7, 10.37, 96.3, 0.0058, 0.00668, 0.0037}
     assert {f.value for f in SB.FIGURES} == named
+    # each share of the study against both readings of its "single decoder"
+    shares = [f for f in SB.FIGURES if f.unit == "%"]
+    assert {f.path[0] for f in shares} == {"conv_ae", "vae", "share"} and len(shares) == 8
     assert {f.setting for f in SB.FIGURES} <= set(SB.SETTINGS)
 
 
@@ -37,7 +40,10 @@ def _run(rev: str, multi_psnr: float = 28.5, share: float = 0.9, per_image_psnr=
                 "conv_ae": {"multi": {"psnr": multi_psnr, "ssim": 0.80, "uqi": 0.97},
                             "multi_vs_single": {"psnr": {"share": share}, "ssim": {"share": 0.5},
                                                 "uqi": {"share": 0.95}}}}
-    details = {"per_image": {"ccp_ae.single": {"psnr": list(per_image_psnr)}}}
+    as_trained = {m: [0.1, 0.2, 0.3, 0.4] for m in ("psnr", "ssim", "uqi")}
+    filters = {m: [0.5, 0.5, 0.5, 0.4] for m in ("psnr", "ssim", "uqi")}  # better on 3, a tie on 1
+    details = {"per_image": {"ccp_ae.single": {"psnr": list(per_image_psnr)},
+                             "conv_ae.base": as_trained, "conv_ae.multi": filters}}
     return {"rev": rev, "sha": "a" * 40, "evaluate": evaluate, "details": details}
 
 
@@ -55,6 +61,17 @@ def test_rows_verdicts_and_what_is_not_run():
     vae = by["VAE, PSNR"]
     assert vae["ours"] is None and vae["verdict"] == "not run here"
     assert "architectures=[vae]" in vae["why"]  # the command that runs it
+
+
+def test_shares_against_the_network_as_trained_come_from_the_per_image_values():
+    rows = SB.side_by_side({"celeba-256-noise": "exp-a"}, reader=_run)
+    share = next(r for r in rows if r["what"] == "per-cluster better than the network as trained, share of images (PSNR)")
+    assert share["ours"] == pytest.approx(87.5)  # 3 of 4 images better, one tie counted half
+    assert share["verdict"] == "reproduced"  # 93.33 within 10 points
+    missing = _run("b")
+    del missing["details"]["per_image"]["conv_ae.base"]
+    with pytest.raises(KeyError, match="conv_ae.multi"):
+        SB.side_by_side({"celeba-256-noise": "b"}, reader=lambda rev: missing)
 
 
 def test_a_rigged_tolerance_or_value_changes_the_verdict():
@@ -109,3 +126,13 @@ def test_cli_without_runs_lists_every_figure_as_not_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("not run here") == len(SB.FIGURES)
     assert np.all([line.strip() for line in out.splitlines()])
+
+
+def test_the_docs_show_the_committed_table():
+    """docs/studies.md holds reports/side_by_side.md's table as written (no hand-edited figure)."""
+    repo = Path(__file__).resolve().parents[1]
+    md = (repo / "reports" / "side_by_side.md").read_text()
+    table = md[md.index("| study |"):md.index("\n\nRuns:")]
+    assert table in (repo / "docs" / "studies.md").read_text()
+    rows = json.loads((repo / "reports" / "side_by_side.json").read_text())["rows"]
+    assert [r["what"] for r in rows] == [f.what for f in SB.FIGURES]  # written by the figures now

@@ -388,3 +388,18 @@ def test_code_digest_follows_the_code_runs_execute(tmp_path):
     assert d1 != d0
     (tmp_path / "stages/train.py").write_text("t = 2\n")
     assert RN.code_digest(tmp_path) != d1
+
+
+def test_the_docs_show_the_committed_verdicts():
+    """docs/studies.md's results table carries every claim's effect and verdict as the
+    committed reports/claims.md states them (no hand-edited or stale figure)."""
+    repo = Path(__file__).resolve().parents[1]
+    docs = (repo / "docs" / "studies.md").read_text()
+    rows = [r for r in (repo / "reports" / "claims.md").read_text().splitlines()
+            if r.startswith("| ") and not r.startswith("| # ")]
+    claims = {r.split(" | ")[0].strip("| ") for r in rows} - {""}
+    assert claims == {str(c.number) for c in C.CLAIMS}  # the report holds every claim
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
+        measure, effect, verdict = cells[4], cells[6], cells[10]
+        assert f"| {measure} | {cells[5]} | {effect} | {cells[9]} | {verdict} |" in docs, row

@@ -204,5 +204,13 @@ def test_champion_is_the_best_by_validation_psnr_on_the_same_data(tmp_path, tmp_
     assert version("conv_ae", 30.0, "md5-b", test_psnr=99.0) == ("6", False)
     assert version("conv_ae", None, "md5-b", test_psnr=99.0) == ("7", False)  # no validation figure
     assert champion("conv_ae") == "5"
+    # a run without damage (a preset with prepare.degrade: []): the input's PSNR is infinite,
+    # stored as None; the version is still tagged and described
+    number = str(client.create_model_version(registered_name("conv_ae"), source=str(tmp_path)).version)
+    tag_version("conv_ae", number, {"multi": {"psnr": 40.0, "ssim": 0.9}, "degraded": {"psnr": None}},
+                test_data="md5-b", uri=uri)
+    described = client.get_model_version(registered_name("conv_ae"), number)
+    assert "PSNR 40.00 dB" in described.description and "degraded input" not in described.description
+    assert "test.degraded_psnr" not in described.tags
     v6 = client.get_model_version(registered_name("conv_ae"), "6").tags
     assert v6["val.psnr"] == "30.0000" and v6["test.psnr"] == "99.0000" and v6["val.images"] == "4"

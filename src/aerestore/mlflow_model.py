@@ -286,7 +286,9 @@ def tag_version(
     if isinstance(psnr, (int, float)):
         lines.append(f"Test ({mode} mode, {metrics.get('images', '?')} images): PSNR {psnr:.2f} dB, "
                      f"SSIM {figures.get('ssim', float('nan')):.3f}"
-                     + (f"; the degraded input: {degraded['psnr']:.2f} dB." if "psnr" in degraded else "."))
+                     # undamaged inputs (a run with no degradation) have no finite PSNR: None
+                     + (f"; the degraded input: {degraded['psnr']:.2f} dB."
+                        if isinstance(degraded.get("psnr"), (int, float)) else "."))
     if val_psnr is not None:
         lines.append(f"Validation ({validation.get('images', '?')} images, the champion's criterion): "
                      f"PSNR {val_psnr:.2f} dB.")

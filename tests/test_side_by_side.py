@@ -42,7 +42,7 @@ def _run(rev: str, multi_psnr: float = 28.5, share: float = 0.9, per_image_psnr=
                                                 "uqi": {"share": 0.95}}}}
     as_trained = {m: [0.1, 0.2, 0.3, 0.4] for m in ("psnr", "ssim", "uqi")}
     filters = {m: [0.5, 0.5, 0.5, 0.4] for m in ("psnr", "ssim", "uqi")}  # better on 3, a tie on 1
-    details = {"per_image": {"ccp_ae.single": {"psnr": list(per_image_psnr)},
+    details = {"per_image": {"ccp_ae.base": {"psnr": list(per_image_psnr)},
                              "conv_ae.base": as_trained, "conv_ae.multi": filters}}
     return {"rev": rev, "sha": "a" * 40, "evaluate": evaluate, "details": details}
 
@@ -98,7 +98,7 @@ def test_bad_settings_and_missing_figures_are_named():
         SB.side_by_side({"celeba-256-noise": "z"}, reader=lambda rev: broken)
     empty = _run("z")
     empty["details"] = {"per_image": {}}
-    with pytest.raises(KeyError, match="fcn_ae.single"):
+    with pytest.raises(KeyError, match="fcn_ae.base"):
         SB.side_by_side({"animal-fcn": "z"}, reader=lambda rev: {**empty, "details": {"per_image": {}}})
 
 

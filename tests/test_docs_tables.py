@@ -5,13 +5,13 @@ and a test checks that every figure in those tables equals the committed metrics
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from aerestore import cli, docs_tables
+from aerestore.studies.revisions import read_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "metrics/summary.md"
@@ -31,11 +31,9 @@ def committed_summary() -> str:
     before the tests, and a rerun of evaluate on another machine rewrites the workspace's
     summary with that machine's speeds (Mpx/s): the docs hold the committed figures, so they
     are compared with the committed file. Outside a git checkout: the file on disk."""
-    try:
-        out = subprocess.run(["git", "show", "HEAD:metrics/summary.md"], cwd=ROOT, capture_output=True,
-                             text=True, check=True)
-        return out.stdout
-    except (OSError, subprocess.CalledProcessError):
+    try:  # the project's one revision reader (DVC's API over git)
+        return read_revision("HEAD", ["metrics/summary.md"], ROOT)[1]["metrics/summary.md"]
+    except ValueError:  # not a git checkout
         return SUMMARY.read_text()
 
 

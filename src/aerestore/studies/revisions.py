@@ -30,9 +30,16 @@ def read_revision(rev: str, paths: Iterable[str], repo: str | Path = ".", *, bin
     from dvc.repo import Repo
     from dvc.scm import RevError, SCMError, resolve_rev
 
+    from scmrepo.exceptions import RevError as GitRevError
+
     try:
         with Repo(str(repo)) as r:
-            sha = resolve_rev(r.scm, rev)
+            try:  # a git revision (sha, branch, tag, HEAD) first: DVC's resolve_rev maps "HEAD" to
+                # refs/exps/exec/EXEC_BASELINE whenever that ref exists, and an interrupted
+                # workspace `dvc exp run` leaves it behind, pointing at an old commit
+                sha = r.scm.resolve_rev(rev)
+            except GitRevError:
+                sha = resolve_rev(r.scm, rev)  # an experiment name
     except (NotDvcRepoError, SCMError, RevError, AssertionError):  # AssertionError: no git (NoSCM)
         raise ValueError(f"{rev}: not {what} of {repo}") from None
     binary, optional = set(binary), set(optional)

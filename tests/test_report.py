@@ -233,9 +233,9 @@ def test_report_files(tmp_path):
 
 
 def test_claim_selection_and_every_arm_validates():
-    assert [c.number for c in C.CLAIMS] == list(range(1, 21))
-    with pytest.raises(ValueError, match=r"unknown claim number\(s\) \[21\]"):
-        C.select_claims([21])
+    assert [c.number for c in C.CLAIMS] == list(range(1, 25))
+    with pytest.raises(ValueError, match=r"unknown claim number\(s\) \[25\]"):
+        C.select_claims([25])
     for name, arm in C.ARMS.items():
         params = RN.arm_params(BASE, arm, 1)
         assert params["architectures"] == [arm.arch] and params["seed"] == 1, name
@@ -363,6 +363,9 @@ def test_tiny_claim_end_to_end(tmp_path, monkeypatch):
     assert m["n_items"] >= 2 and np.isfinite(m["effect"]) and np.isfinite(m["p_value"])
     runs = sorted((out / "cache" / "runs").glob("*.json"))
     assert len(runs) == 2
+    (machine,) = data["machines"]  # both runs trained here, on one machine, recorded
+    assert data["machines"][machine] == 2 and "not recorded" not in machine
+    assert f"Trained on {machine}: 2 runs." in (out / "claims.md").read_text()
     stamps = [p.stat().st_mtime_ns for p in runs]
     assert main(["report", "--claims", "4", "--seeds", "1", "--out", str(out)]) == 0
     assert [p.stat().st_mtime_ns for p in runs] == stamps  # reused, not retrained

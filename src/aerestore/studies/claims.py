@@ -65,6 +65,17 @@ ANIMAL_DISTORTIONS: list[dict[str, Any]] = [
 # Its latent sweep reconstructs undistorted images (section 3.1.1): no degradation.
 PX64_CLEAN: dict[str, Any] = {**PX64, "prepare": {"degrade": []}}
 PX64_DISTORTED: dict[str, Any] = {**PX64, "prepare": {"degrade": ANIMAL_DISTORTIONS}}
+# Its Table 2 trains on each distortion alone and on their combinations; the test images of a
+# cross row (Arm.cross) are the clean test images degraded anew by one of these alone.
+EVAL_DAMAGE: dict[str, list[dict[str, Any]]] = {
+    "gaussian": [ANIMAL_DISTORTIONS[0]], "coarse": [ANIMAL_DISTORTIONS[1]], "salt_pepper": [ANIMAL_DISTORTIONS[2]]}
+# Claim 23's margin: the network trained on all three may be worse than the one trained on a
+# distortion alone by less than this MSE (about 7 % of Table 2's test errors, 0.0063-0.0077).
+ALL_THREE_MARGIN = 0.0005
+
+
+def _px64_only(damage: str) -> dict[str, Any]:
+    return {**PX64, "prepare": {"degrade": EVAL_DAMAGE[damage]}}
 
 
 def _arch(name: str, latent: int | None = None, model: dict | None = None, train: dict | None = None,
@@ -88,19 +99,27 @@ class Arm:
     the cluster and decoders stages (rows ``single`` and ``multi``); ``silhouette`` measures
     the separability of the codes (:func:`aerestore.studies.runner.silhouette_items`);
     ``passes`` > 1 feeds the shared decoder's output back through the network (the blur
-    study's repeated passes)."""
+    study's repeated passes); ``cross`` names damages of :data:`EVAL_DAMAGE` whose freshly
+    degraded test images the shared decoder also restores (rows ``base@<name>``);
+    ``interpolation`` adds the ``base`` row's ``interpolation`` measure
+    (:func:`aerestore.studies.measures.interpolation_departure`). Every arm's ``base`` row
+    also carries ``train_loss_drop`` (:func:`aerestore.studies.measures.train_loss_drop`)."""
 
     overrides: dict[str, Any]
     full: bool = False
     silhouette: bool = False
     passes: int = 1  # > 1: rows pass2..passN, the shared decoder's restorer fed its own output again
+    cross: tuple[str, ...] = ()
+    interpolation: bool = False
 
     @property
     def rows(self) -> tuple[str, ...]:
         """The measured rows: ``input`` (the degraded test image itself), ``base``, ``single``
-        and ``multi`` for a full arm, ``pass2`` ... for repeated passes."""
+        and ``multi`` for a full arm, ``pass2`` ... for repeated passes, ``base@<damage>``
+        for each of :attr:`cross`."""
         full = ("single", "multi") if self.full else ()
-        return ("input", "base", *full, *(f"pass{k}" for k in range(2, self.passes + 1)))
+        return ("input", "base", *full, *(f"pass{k}" for k in range(2, self.passes + 1)),
+                *(f"base@{d}" for d in self.cross))
 
     @property
     def arch(self) -> str:
@@ -110,6 +129,21 @@ class Arm:
 VAE_GAN_TRAIN: dict[str, Any] = {"loss": {"damage_weight": 0.0}, "blocks": {"per_epoch": 2048}}
 VAE_GAN_SHARP: dict[str, Any] = {"loss": {"damage_weight": 0.0, "sharpness_weight": 1.0, "sharpness_variant": "max"},
                                  "blocks": {"per_epoch": 2048}}
+# The LFW study's VAE (003, 1.6) on whole 32 px images, its alpha * RMSE + KL loss as our LFW presets
+# give it (alpha 1, beta 1), its latent 1024; trained to reconstruct, to denoise (its Gaussian
+# noise, std 0.1) or to colourise (grey input), the three tasks of its section 1.8.
+LFW32: dict[str, Any] = {"data": {"image_size": 32, "limit": 250}, "blocks": {"size": 32, "overlap": 0},
+                         "train": {"blocks": {"per_epoch": 0, "epochs": 6}, "batch_size": 32},
+                         "cluster": {"method": "soft_kmeans"}}
+LFW_TRAIN: dict[str, Any] = {"loss": {"recon": "rmse", "alpha": 1.0, "beta": 1.0}}
+LFW_TASKS: dict[str, list[dict[str, Any]]] = {
+    "recon": [], "denoise": [{"op": "gaussian_noise", "std": 0.1, "prob": 1.0}], "colourise": [{"op": "grayscale", "prob": 1.0}]}
+
+
+def _lfw(task: str) -> dict[str, Any]:
+    return {**LFW32, "prepare": {"degrade": LFW_TASKS[task]}, **_arch("vae_lfw", latent=1024, train=LFW_TRAIN)}
+
+
 # The CelebA study's "Basic Network with Soft N-Cut Loss" (section 3.2.5): the conv AE, the same
 # k (3) for the n-cut head and for the silhouette's clusters; ncut_k does nothing at weight 0.
 NCUT_K: dict[str, Any] = {"loss": {"ncut_k": 3}}
@@ -137,15 +171,17 @@ ARMS: dict[str, Arm] = {
     "vae_alpha1": Arm(_arch("vae", train={"loss": {"alpha": 1.0, "beta": 1.0}})),
     "resnet_vae": Arm(_arch("resnet_vae")),
     "vgg_vae": Arm(_arch("vgg_vae")),
-    "vae_latent8": Arm(_arch("vae", latent=8)),
-    "vae_latent256": Arm(_arch("vae", latent=256)),
+    "vae_latent8": Arm(_arch("vae", latent=8), interpolation=True),
+    "vae_latent256": Arm(_arch("vae", latent=256), interpolation=True),
     "ccp_500": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=500)}),
     "ccp_1000": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=1000)}),
     "ccp_2000": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=2000)}),
     "ccp_net1": Arm({**PX64_CLEAN, **_arch("ccp_ae", latent=4096)}),
     "ccp_net2": Arm({**PX64_CLEAN, **_arch("ccp_ae_upsample", latent=4096)}),
     "ccp_net3": Arm({**PX64_CLEAN, **_arch("ccp_ae_convt2", latent=4096)}),
-    "ccp_1000_distorted": Arm({**PX64_DISTORTED, **_arch("ccp_ae", latent=1000)}),
+    "ccp_1000_distorted": Arm({**PX64_DISTORTED, **_arch("ccp_ae", latent=1000)}, cross=tuple(EVAL_DAMAGE)),
+    # Table 2's single-distortion rows, each tested on its own distortion (claim 23)
+    **{f"ccp_1000_{d}": Arm({**_px64_only(d), **_arch("ccp_ae", latent=1000)}, cross=(d,)) for d in EVAL_DAMAGE},
     "fcn_4096_distorted": Arm({**PX64_DISTORTED, **_arch("fcn_ae", latent=4096)}),
     "vae_sharp": Arm(_arch("vae", train=_sharp("max"))),
     "vae_sharp_a": Arm(_arch("vae", train=_sharp("mean_max"))),
@@ -158,6 +194,7 @@ ARMS: dict[str, Arm] = {
     "vae_gan_sharp": Arm(_arch("vae_gan", train=VAE_GAN_SHARP,
                                cluster={"method": "soft_kmeans"})),
     "conv_ae_v1": Arm(_arch("conv_ae_v1")),
+    **{f"vae_lfw_{task}": Arm(_lfw(task)) for task in LFW_TASKS},
     # the blur study's version 2, also fed its own output twice more (the repeated passes)
     "conv_ae_v2": Arm(_arch("conv_ae_v2"), passes=3),
 }
@@ -310,6 +347,34 @@ CLAIMS: tuple[Claim, ...] = (
                    "dB", "PSNR multi - single"),
            Measure("psnr", ((1.0, "conv_ae_study_filters", "multi"), (-1.0, "conv_ae_study_filters", "ensemble")), +1,
                    "dB", "PSNR multi - ensemble"))),
+    Claim(21, "a ResNet encoder lowers the training loss by a smaller share than the basic network", "CelebA blocks",
+          "4.3: \"the decreased percentage of the loss of ResNet (5 percent) is much lower than the loss of Basic "
+          "Network (73 percent)\"",
+          "resnet_vae (the study's 3.2.3) vs conv_ae (the basic network, 3.2.1), 18 px blocks; the fall of the "
+          "training loss from the first epoch's mean to the last's (6 epochs), in % of the first; one value per seed",
+          (_pair("train_loss_drop", "resnet_vae", "conv_ae", -1, "%", "loss fall % resnet_vae - conv_ae"),)),
+    Claim(22, "interpolations are more drastic with fewer latent variables", "blur study",
+          "\"interpolations seem to be much more drastic with fewer latent variables\" (figure)",
+          "vae with latent 8 vs 256 (the arms of claim 5), 18 px blocks; per pair of test images, the inner frames' "
+          "RMS departure from a cross-fade of the end frames, relative to the ends' RMS difference",
+          (_pair("interpolation", "vae_latent8", "vae_latent256", +1, "", "departure latent 8 - 256"),)),
+    Claim(23, "training on the three distortions at once handles each as well as training on it alone",
+          "bottleneck study",
+          "\"Multiple distortions at once were also applied with success ..., increasing the generalization of the "
+          "model in handling various sources of errors\" (Table 2: 0.00668 all three, 0.00673 / 0.00765 / 0.00676 "
+          "Gaussian / coarse / salt and pepper alone)",
+          f"ccp_ae latent 1000 at 64 px trained on all three vs on one alone, both restoring the test images degraded "
+          f"anew by that one; per-image MSE; 'as well' = worse by less than {ALL_THREE_MARGIN}",
+          tuple(Measure("mse", ((1.0, "ccp_1000_distorted", f"base@{d}"), (-1.0, f"ccp_1000_{d}", f"base@{d}")), +1,
+                        "", f"MSE all three - {d} alone", size=ALL_THREE_MARGIN, kind="none") for d in EVAL_DAMAGE)),
+    Claim(24, "the VAE denoises and colourises worse than it reconstructs", "LFW study",
+          "1.9: \"'Image reconstruction' shows good accuracy ... But 'noise reduction model' and 'image colouring "
+          "model' don't\"",
+          "vae_lfw (latent 1024, alpha * RMSE + KL with alpha = beta = 1, as our LFW presets) on whole 32 px images, "
+          "trained clean -> clean, noisy (std 0.1) -> clean and grey -> colour; per-image MSE of each output "
+          "against the clean image",
+          (_pair("mse", "vae_lfw_denoise", "vae_lfw_recon", +1, "", "MSE denoise - reconstruct"),
+           _pair("mse", "vae_lfw_colourise", "vae_lfw_recon", +1, "", "MSE colourise - reconstruct"))),
 )
 
 

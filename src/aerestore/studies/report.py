@@ -82,13 +82,15 @@ def _sample_size(m: dict) -> str:
     return f"{m.get('n_seeds', len(counts))} x {lo if lo == hi else f'{lo}-{hi}'}"
 
 
-def claims_markdown(rows: list[dict], seeds: list[int], seconds: float, settings: str) -> str:
+def claims_markdown(rows: list[dict], seeds: list[int], seconds: float, settings: str,
+                    machines: dict[str, int] | None = None) -> str:
+    trained_on = "; ".join(f"{name}: {n} runs" for name, n in (machines or {}).items())
     lines = [
         "# The studies' claims, re-tested",
         "",
         f"Written by `aerestore report` from real runs: {len(seeds)} seeds ({', '.join(map(str, seeds))}) per arm, "
         f"scaled down ({settings}). Runs took {seconds / 60:.1f} min of training and measuring in all "
-        "(cached runs count their original time).",
+        "(cached runs count their original time)." + (f" Trained on {trained_on}." if trained_on else ""),
         "",
         "| # | claim | source (study's figure) | our setting | measure | n | effect [95 % CI] | p (Wilcoxon) | share | per seed | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -154,11 +156,24 @@ def scaled_description(base: dict) -> str:
             f"{p.train.blocks.per_epoch} blocks, {p.runtime.threads} thread")
 
 
+def run_machines(results: dict) -> dict[str, int]:
+    """How many runs each machine trained (``cpu (isa)``, :func:`aerestore.stage.machine_info`):
+    the last bits of training differ between CPUs, and at this scale a verdict near the edge of
+    its interval can flip with them (docs/studies.md). Runs cached before the machine was
+    recorded count as ``not recorded``."""
+    counts: dict[str, int] = {}
+    for r in results.values():
+        name = r.get("machine", "not recorded")
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def write_report(claims: list[Claim], seeds: list[int], results: dict, out_dir: Path, base: dict) -> list[dict]:
     """reports/claims.md, reports/claims.json and reports/claims/claim_<n>.png."""
     rows = analyse(claims, results, seeds)
     seconds = sum(r.get("seconds", 0) for r in results.values())
     settings = scaled_description(base)
+    machines = run_machines(results)
     for c, r in zip(claims, rows):
         diffs = {m.label: {s: contrast(m, results, s)[0] for s in seeds} for m in c.measures}
         claim_plot(r, diffs, out_dir / "claims" / f"claim_{c.number}.png")
@@ -166,8 +181,8 @@ def write_report(claims: list[Claim], seeds: list[int], results: dict, out_dir: 
                                          "settings": settings, "claims": rows,
                                          "interval": {"method": INTERVAL, "level": LEVEL},
                                          "code_digest": code_digest(), "report_digest": report_digest(),
-                                         "seconds": round(seconds, 1)})
-    write_text(out_dir / "claims.md", claims_markdown(rows, seeds, seconds, settings))
+                                         "seconds": round(seconds, 1), "machines": machines})
+    write_text(out_dir / "claims.md", claims_markdown(rows, seeds, seconds, settings, machines))
     return rows
 
 
@@ -192,7 +207,8 @@ def report(claim_numbers: Iterable[int] | None = None, seeds: Iterable[int] = SE
 # The report's own code (under src/aerestore): the claims, the runs, the statistics, the
 # outputs. runner.code_digest leaves them out (a change here reruns no run) and report_digest
 # hashes them (a change here can change the verdicts, so the committed report is stale).
-REPORT_FILES = ("studies/claims.py", "studies/runner.py", "studies/analysis.py", "studies/report.py", "stats.py")
+REPORT_FILES = ("studies/claims.py", "studies/runner.py", "studies/measures.py", "studies/analysis.py",
+                "studies/report.py", "stats.py")
 
 
 def report_digest(root: Path = REPO) -> str:

@@ -35,9 +35,10 @@ import numpy as np
 from ..io import write_json
 from ..params import deep_update
 from .claims import ARMS, SCALED, Arm, Claim
+from .measures import interpolation_departure, train_loss_drop
 
 REPO = Path(__file__).resolve().parents[3]
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: every run records train_loss_drop (claim 21)
 
 
 def arm_params(base: dict, arm: Arm, seed: int) -> dict:
@@ -92,7 +93,8 @@ SILHOUETTE_ON = "test blocks, clusters fitted on training blocks"
 
 def run_key(params: dict, arm: Arm, code: str) -> str:
     return _key({"v": CACHE_VERSION, "code": code, "params": params, "full": arm.full,
-                 "silhouette": SILHOUETTE_ON if arm.silhouette else False, "rows": list(arm.rows)})
+                 "silhouette": SILHOUETTE_ON if arm.silhouette else False, "rows": list(arm.rows),
+                 "interpolation": arm.interpolation})
 
 
 # ------------------------------------------------------------------------ running
@@ -194,12 +196,35 @@ def measure_rows(restorer, arm: Arm, x: np.ndarray, clean: np.ndarray, masks) ->
         rows.append("ensemble")
     outputs: dict[str, np.ndarray] = {"input": x}
     for row in rows:
+        if "@" in row:
+            continue  # measured on other inputs: cross_rows
         if row.startswith("pass"):
             previous = outputs["base"] if row == "pass2" else outputs[f"pass{int(row[4:]) - 1}"]
             outputs[row] = restorer_row(restorer, "base")(np.clip(previous, 0.0, 1.0).astype(np.float32))
         elif row != "input":
             outputs[row] = restorer_row(restorer, row)(x)
-    return {row: {k: v.tolist() for k, v in image_measures(outputs[row], clean, masks).items()} for row in rows}
+    return {row: {k: v.tolist() for k, v in image_measures(outputs[row], clean, masks).items()}
+            for row in rows if row in outputs}
+
+
+def cross_rows(restorer, arm: Arm, params_dict: dict, clean: np.ndarray) -> dict[str, dict[str, list]]:
+    """Rows ``base@<damage>`` (:attr:`Arm.cross`): the shared decoder's restorer on the clean
+    test images degraded anew by :data:`aerestore.studies.claims.EVAL_DAMAGE` ``[damage]``
+    (:func:`aerestore.studies.measures.degrade_anew`, seeded by the run's seed: the same
+    inputs for every arm of a seed)."""
+    from ..evaluate import restorer_row
+    from ..params import parse_params
+    from .claims import EVAL_DAMAGE
+    from .measures import degrade_anew
+
+    out = {}
+    for damage in arm.cross:
+        raw = deep_update(copy.deepcopy(params_dict), {"prepare": {"degrade": EVAL_DAMAGE[damage]}})
+        ops = parse_params(raw, source=f"cross damage {damage}").prepare.degrade
+        x, masks = degrade_anew(clean, ops, int(params_dict["seed"]))
+        restored = restorer_row(restorer, "base")(x)
+        out[f"base@{damage}"] = {k: v.tolist() for k, v in image_measures(restored, clean, masks).items()}
+    return out
 
 
 def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str, Any]:
@@ -240,6 +265,11 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
         clean, degraded, masks = load_test("data/prepared", params.evaluate.max_images)
         restorer = Restorer.load(Path("models") / arch, routing=params.evaluate.routing, decoders=arm.full)
         items = measure_rows(restorer, arm, _float_images(degraded), clean, masks)
+        items.update(cross_rows(restorer, arm, params_dict, clean))
+        items["base"]["train_loss_drop"] = [train_loss_drop(f"metrics/curves/train_{arch}.csv")]
+        if arm.interpolation:
+            items["base"]["interpolation"] = interpolation_departure(
+                restorer.model, params.blocks.overlap, _float_images(clean)).tolist()
         if arm.silhouette:
             train = BlockData.load("data/blocks", "train")
             test = BlockData.load("data/blocks", "test")
@@ -247,7 +277,11 @@ def run_arm(params_dict: dict, arm: Arm, work: Path, data_dir: Path) -> dict[str
                                    params.train_for(arch).loss.ncut_k, params.seed)
             items["base"]["silhouette"] = sil.tolist()
         train_metrics = json.loads(Path(f"metrics/train/{arch}.json").read_text())
+    from ..stage import machine_info
+
+    machine = machine_info()
     return {"arch": arch, "seed": params.seed, "items": items, "train": train_metrics,
+            "machine": f"{machine['cpu']} ({machine['isa']})",
             "seconds": round(time.perf_counter() - t0, 2), "seconds_train": round(seconds_train, 2),
             "test_images": int(len(clean))}
 

@@ -1,0 +1,45 @@
+"""docs/peers.md's seed table and its summary come from the committed raw benchmark files
+(docs/peers/bench_full*.json, written by benchmarks/bench_peers.py): a hand-edited or stale
+figure fails here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from aerestore.stats import t_interval
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+SEEDS = {42: "bench_full.json", 1: "bench_full_seed1.json", 2: "bench_full_seed2.json"}
+
+
+def _rows(name: str) -> dict[str, dict]:
+    data = json.loads((DOCS / "peers" / name).read_text())
+    return {r["arch"]: r for r in data["rows"] if "arch" in r}
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "\u2212")
+
+
+def test_the_seed_table_is_the_raw_files():
+    page = (DOCS / "peers.md").read_text()
+    for seed, name in SEEDS.items():
+        r = _rows(name)
+        u, n = r["unet_ae"], r["nafnet"]
+        cells = [str(seed), f"{u['train_cpu_seconds']:.0f}", f"{n['steps']}, {n['train_cpu_seconds']:.0f}"]
+        for split, key in (("test", "psnr"), ("test", "psnr_blur"), ("faces", "psnr"), ("faces", "psnr_blur")):
+            cells.append(f"{u[split][key]:.2f} / {n[split][key]:.2f}")
+        assert "| " + " | ".join(cells) + " |" in page, cells
+
+
+def test_the_seed_summary_is_the_t_interval_of_the_raw_files():
+    page = (DOCS / "peers.md").read_text()
+    for split, key, shown in (("test", "psnr", "test PSNR **{}**"), ("faces", "psnr", "faces PSNR **{}**")):
+        diffs = [_rows(name)["unet_ae"][split][key] - _rows(name)["nafnet"][split][key] for name in SEEDS.values()]
+        lo, hi = t_interval([np.array([d]) for d in diffs])
+        mean = float(np.mean(diffs))
+        figure = f"{_signed(mean)}{' dB' if split == 'test' else ''} [{_signed(lo)}, {_signed(hi)}]"
+        assert shown.format(figure) in page, figure

@@ -55,14 +55,22 @@ def test_interpolation_departure_of_a_trained_block_vae():
     assert value.shape == (2,) and np.isfinite(value).all() and (value > 0).all()
 
 
-def test_degrade_anew_gives_every_arm_the_same_inputs():
+def _cross_inputs(clean, ops, seed):
+    """The cross rows' inputs as :func:`aerestore.studies.runner.cross_rows` draws them."""
+    from aerestore.evaluate_inputs import redegrade
+
+    degraded, masks = redegrade(clean, ops, seed, RN.CROSS_DRAW)
+    return RN._float_images(degraded), masks
+
+
+def test_cross_inputs_are_the_same_for_every_arm_of_a_seed():
     from aerestore.params import parse_params
 
     clean = photo_images(3, 16, seed=2)
     ops = parse_params(RN.arm_params(_base(), C.ARMS["ccp_1000_gaussian"], 1)).prepare.degrade
-    x1, m1 = M.degrade_anew(clean, ops, 1)
-    x2, _ = M.degrade_anew(clean, ops, 1)
-    x3, _ = M.degrade_anew(clean, ops, 2)
+    x1, m1 = _cross_inputs(clean, ops, 1)
+    x2, _ = _cross_inputs(clean, ops, 1)
+    x3, _ = _cross_inputs(clean, ops, 2)
     assert x1.shape == (3, 16, 16, 3) and x1.dtype == np.float32 and m1.shape[:3] == (3, 16, 16)
     np.testing.assert_array_equal(x1, x2)  # the seed alone decides the inputs
     assert not np.array_equal(x1, x3)
@@ -95,7 +103,7 @@ def test_cross_rows_score_the_same_fresh_inputs_for_the_specialist_and_the_all_t
     np.testing.assert_array_equal(a["base@coarse"]["mse"], b["base@coarse"]["mse"])
     from aerestore.params import parse_params
 
-    x, masks = M.degrade_anew(clean, parse_params(p_spec).prepare.degrade, 4)
+    x, masks = _cross_inputs(clean, parse_params(p_spec).prepare.degrade, 4)
     expect = RN.image_measures((0.5 + (x - 0.5) / 2).astype(np.float64), clean, masks)["mse"]
     np.testing.assert_allclose(a["base@coarse"]["mse"], expect, rtol=1e-5)
     # measure_rows leaves the cross rows to cross_rows
@@ -152,3 +160,13 @@ def test_the_report_counts_the_machines_its_runs_trained_on():
     results = {("a", 1): {"machine": "Intel Xeon (AVX512)"}, ("a", 2): {"machine": "AMD EPYC (AVX512)"},
                ("b", 1): {"machine": "Intel Xeon (AVX512)"}, ("b", 2): {}}
     assert RP.run_machines(results) == {"AMD EPYC (AVX512)": 1, "Intel Xeon (AVX512)": 2, "not recorded": 1}
+
+
+def test_changing_how_cross_inputs_are_drawn_reruns_only_the_cross_arms(monkeypatch):
+    def key(name):
+        return RN.run_key(RN.arm_params(_base(), C.ARMS[name], 1), C.ARMS[name], "code")
+
+    before = {name: key(name) for name in ("ccp_1000_coarse", "ccp_1000")}
+    monkeypatch.setattr(RN, "CROSS_INPUTS", "another draw")
+    assert key("ccp_1000_coarse") != before["ccp_1000_coarse"]
+    assert key("ccp_1000") == before["ccp_1000"]

@@ -1,6 +1,7 @@
 """Measures of the claims report beyond the per-image restoration metrics (issue 26): the
-training loss's fall, how far a latent interpolation departs from a cross-fade, and test
-images degraded anew by another damage than the arm trained on.
+training loss's fall and how far a latent interpolation departs from a cross-fade. (Test
+images degraded anew by another damage, the cross rows, are the evaluate stage's own
+:func:`aerestore.evaluate_inputs.redegrade`, called by :func:`aerestore.studies.runner.cross_rows`.)
 
 Used by :func:`aerestore.studies.runner.run_arm`; part of the report's own code
 (:data:`aerestore.studies.report.REPORT_FILES`), not of the runs' code digest.
@@ -63,15 +64,3 @@ def interpolation_departure(model, overlap: int, images: np.ndarray, steps: int 
     inner = rms(frames - fade)[:, 1:-1].mean(1)
     ends = rms(frames[:, -1:] - frames[:, :1])[:, 0]
     return (inner / ends.clamp_min(1e-12)).numpy()
-
-
-def degrade_anew(clean: np.ndarray, ops, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The uint8 clean test images ``(N, H, W, C)`` degraded by ``ops`` (validated
-    ``prepare.degrade`` entries), image ``i`` with the generator ``default_rng([seed, i])``
-    (as ``benchmarks/real_photos.py`` degrades photos): the same inputs for every arm of a
-    seed, whatever damage each arm trained on. Returns floats in [0, 1] and the masks."""
-    from ..data.degrade import degrade_image
-
-    pairs = [degrade_image(np.asarray(img), ops, np.random.default_rng([seed, i])) for i, img in enumerate(clean)]
-    degraded = np.stack([d for d, _ in pairs]).astype(np.float32) / 255.0
-    return degraded, np.stack([m for _, m in pairs])

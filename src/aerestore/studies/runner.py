@@ -91,10 +91,19 @@ def data_key(params: dict, code: str) -> str:
 SILHOUETTE_ON = "test blocks, clusters fitted on training blocks"
 
 
+# How the cross rows' inputs are drawn (cross_rows); part of a cross arm's run key, so that a run
+# cached with other inputs is rerun.
+CROSS_DRAW = 1
+CROSS_INPUTS = f"evaluate_inputs.redegrade, draw {CROSS_DRAW}"
+
+
 def run_key(params: dict, arm: Arm, code: str) -> str:
-    return _key({"v": CACHE_VERSION, "code": code, "params": params, "full": arm.full,
-                 "silhouette": SILHOUETTE_ON if arm.silhouette else False, "rows": list(arm.rows),
-                 "interpolation": arm.interpolation})
+    key = {"v": CACHE_VERSION, "code": code, "params": params, "full": arm.full,
+           "silhouette": SILHOUETTE_ON if arm.silhouette else False, "rows": list(arm.rows),
+           "interpolation": arm.interpolation}
+    if arm.cross:  # only the cross arms' keys: the other arms' cached runs stay valid
+        key["cross"] = CROSS_INPUTS
+    return _key(key)
 
 
 # ------------------------------------------------------------------------ running
@@ -210,18 +219,20 @@ def measure_rows(restorer, arm: Arm, x: np.ndarray, clean: np.ndarray, masks) ->
 def cross_rows(restorer, arm: Arm, params_dict: dict, clean: np.ndarray) -> dict[str, dict[str, list]]:
     """Rows ``base@<damage>`` (:attr:`Arm.cross`): the shared decoder's restorer on the clean
     test images degraded anew by :data:`aerestore.studies.claims.EVAL_DAMAGE` ``[damage]``
-    (:func:`aerestore.studies.measures.degrade_anew`, seeded by the run's seed: the same
-    inputs for every arm of a seed)."""
+    with the evaluate stage's :func:`aerestore.evaluate_inputs.redegrade` (``evaluate.draws``'
+    per-image seeding: the run's seed, :data:`CROSS_DRAW`, the image's index), so the same
+    inputs for every arm of a seed."""
     from ..evaluate import restorer_row
+    from ..evaluate_inputs import redegrade
     from ..params import parse_params
     from .claims import EVAL_DAMAGE
-    from .measures import degrade_anew
 
     out = {}
     for damage in arm.cross:
         raw = deep_update(copy.deepcopy(params_dict), {"prepare": {"degrade": EVAL_DAMAGE[damage]}})
         ops = parse_params(raw, source=f"cross damage {damage}").prepare.degrade
-        x, masks = degrade_anew(clean, ops, int(params_dict["seed"]))
+        degraded, masks = redegrade(clean, ops, int(params_dict["seed"]), CROSS_DRAW)
+        x = _float_images(degraded)
         restored = restorer_row(restorer, "base")(x)
         out[f"base@{damage}"] = {k: v.tolist() for k, v in image_measures(restored, clean, masks).items()}
     return out

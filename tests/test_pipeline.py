@@ -108,6 +108,26 @@ def test_one_architecture_section_reruns_only_that_architecture(pipeline):
     assert out_of_date(repo) == set()
 
 
+def test_a_deep_peer_trains_alone_and_becomes_a_row_of_evaluate(pipeline):
+    """``peers.names``: ``peer@<name>`` trains the peer (no architecture's stage reruns) and
+    evaluate adds its row; its steps rerun it alone; taking it out reruns evaluate alone."""
+    repo, _ = pipeline
+    # unet_ae's settings are the peers' (crops of 16 px: the tiny images are 32 px)
+    set_params(repo, {"peers": {"names": ["dncnn"], "steps": 2},
+                      "arch": {"unet_ae": {"train": {"crops": {"size": 16, "steps": 2}}}}})
+    assert repro(repo) == {"peer@dncnn", "evaluate"}
+    result = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert result["peers"]["dncnn"]["psnr"] is not None and set(result["peers"]["dncnn"]["vs"]) == {
+        f"{a}.{m}" for a in ARCHS for m in ("base", "multi")}
+    assert "| peer: dncnn |" in (repo / "metrics/summary.md").read_text()
+    assert (repo / "models/peers/dncnn/model.pt").exists() and (repo / "metrics/peers/dncnn.json").exists()
+    set_params(repo, {"peers": {"steps": 3}})
+    assert out_of_date(repo) == {"peer@dncnn"}
+    set_params(repo, {"peers": {"names": [], "steps": 2}})
+    assert repro(repo) == {"evaluate"}
+    assert "peers" not in json.loads((repo / "metrics/evaluate.json").read_text())
+
+
 def test_editing_evaluation_code_does_not_retrain(pipeline):
     repo, _ = pipeline
     path = repo / "src/aerestore/evaluate.py"

@@ -154,7 +154,8 @@ UNSEEN = {"train": {"runtime.nnodes"}}
 # data.max_pixels, which the download already left out.
 CHECKS = {"explore": {"architectures", "explore.architectures"}, "prepare": {"data.max_pixels"}}
 # Calls on the Params (or on a train section) and the keys they read.
-CALLS = {"train_for": ("train", "arch"), "arch_params": ("arch",), "latent_for": ("latent", "arch")}
+CALLS = {"train_for": ("train", "arch"), "arch_params": ("arch",), "latent_for": ("latent", "arch"),
+         "peer_train": ("train", "arch", "peers.steps")}  # through train_for: unet_ae's settings
 # Function parameters that hold a section: by annotation, else by name (``cfg``: in the
 # stage scripts, the architecture's train section).
 ANNOTATED = {"Params": "", "TrainParams": "train", "RuntimeParams": "runtime", "ClusterParams": "cluster"}

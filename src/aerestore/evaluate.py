@@ -8,7 +8,11 @@ damage-blind routes) and ``multi`` (per-cluster decoders), and the classical res
 :mod:`aerestore.classical`. ``multi`` is compared with ``single`` and with ``ensemble``
 (:func:`aerestore.evaluate_compare.network_comparisons`); the idea is supported only where it
 beats both the ensemble control and the single decoder, and not applicable where fewer than
-two clusters have a decoder of their own. Per metric: the mean over images, the share of images on which ``multi`` beats ``single`` (the CelebA study's "Percentage"
+two clusters have a decoder of their own. The deep peers (``peers.names``, trained by ``peer@<name>``
+with unet_ae's settings) are rows ``peer: <name>`` (:data:`PEER_PREFIX`), each scored as
+the networks are and compared image by image with every architecture's per-cluster restorer
+(``peers.<name>.vs``: ``<arch>.base``, the network as trained, at the peer's budget, and
+``<arch>.multi``, with the decoders stage's fine-tuning on top). Per metric: the mean over images, the share of images on which ``multi`` beats ``single`` (the CelebA study's "Percentage"
 column; ties count half) and a paired two-sided Wilcoxon test. With damage masks (one
 channel per kind of local damage, :data:`aerestore.damage.DAMAGE_KINDS`), PSNR and SSIM
 are also reported per region (:data:`aerestore.metrics.REGIONS`): inside each kind's damage
@@ -39,10 +43,12 @@ from .evaluate_compare import (  # noqa: F401  (compare, verdict: the module's A
     COMPARED, ENSEMBLE, NOT_APPLICABLE, REGION_KEYS, compare, network_comparisons, verdict,
 )
 from .io import atomic_dir, open_array, write_json, write_text
+from .params import PEER_REFERENCE
 
 # The columns of metrics/evaluate.json and of the summary table (means over images).
 MAIN_METRICS = ("psnr", "ssim", "uqi", "blur_percent")
 MODES = ("base", "single", "multi")
+PEER_PREFIX = "peer: "  # the row key of a deep peer: "peer: nafnet"
 
 RowFn = Callable[[np.ndarray], np.ndarray]  # float (N, H, W, C) degraded -> float restored
 
@@ -79,6 +85,34 @@ def network_modes(restorer) -> tuple[str, ...]:
     """The rows of one architecture: :data:`MODES`, and the ensemble control where the
     restorer has one (a decoders.pt written with ``decoders.ensemble``)."""
     return MODES + ((ENSEMBLE,) if getattr(restorer, "ensemble_decoders", None) is not None else ())
+
+
+def peer_path(models_dir: str | Path, name: str) -> Path:
+    """Where ``peer@<name>`` writes the peer's model: ``<models>/peers/<name>/model.pt``."""
+    return Path(models_dir) / "peers" / name / "model.pt"
+
+
+def peer_row(path: str | Path, device: torch.device | str = "cpu", amp: str = "fp32", per_batch: int = 8) -> RowFn:
+    """The row of a deep peer saved at ``path``: the one network restores whole images
+    (``per_batch`` at a time; a peer pads to its own multiple), on ``device``."""
+    from .models import read_model
+    from .models.device import autocast, to_device
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing (peers.names lists it: run `dvc repro` to train it)")
+    model = read_model(path).model.eval().to(device)
+
+    @torch.no_grad()
+    def fn(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+        out = []
+        for s in range(0, len(x), per_batch):
+            with autocast(device, amp):
+                out.append(model.run(to_device(x[s : s + per_batch], device)).x_hat.float().cpu())
+        return torch.cat(out).permute(0, 2, 3, 1).numpy().astype(np.float64)
+
+    return fn
 
 
 def classical_row(name: str, restorer=None) -> RowFn:
@@ -188,7 +222,7 @@ def row_summary(per: dict[str, np.ndarray]) -> dict[str, float | None]:
 
 
 def _rows_block(metrics, seconds, archs, classical, megapixels, with_compare: bool,
-                own_decoders: dict[str, int] | None = None) -> dict:
+                own_decoders: dict[str, int] | None = None, peers: list[str] = ()) -> dict:
     block: dict = {"degraded": row_summary(metrics["degraded"])}
     for arch in archs:
         entry = {mode: row_summary(metrics[f"{arch}.{mode}"]) for mode in (*MODES, ENSEMBLE)
@@ -197,6 +231,17 @@ def _rows_block(metrics, seconds, archs, classical, megapixels, with_compare: bo
             entry.update(network_comparisons(metrics, arch, (own_decoders or {}).get(arch)))
             entry["megapixels_per_s"] = megapixels / max(seconds[f"{arch}.multi"], 1e-9)
         block[arch] = entry
+    if peers:
+        block["peers"] = {}
+        for name in peers:
+            key = PEER_PREFIX + name
+            entry = row_summary(metrics[key])
+            entry["megapixels_per_s"] = megapixels / max(seconds[key], 1e-9)
+            if with_compare:  # each architecture as trained (the peer's budget: the same train settings and
+                # steps) and with its per-cluster decoders (+ the decoders stage's fine-tuning) against the peer
+                entry["vs"] = {f"{arch}.{mode}": compare(metrics[f"{arch}.{mode}"], metrics[key])
+                               for arch in archs for mode in ("base", "multi")}
+            block["peers"][name] = entry
     names = [c for c in classical if c in metrics]
     if names:
         block["classical"] = {}
@@ -228,8 +273,12 @@ def summarise(
     anchor_seconds: dict[str, float] | None = None,
     anchor_megapixels: float = 0.0,
     own_decoders: dict[str, int] | None = None,
+    peers: list[str] = (),
 ) -> dict:
     """The content of metrics/evaluate.json.
+
+    ``peers``: the deep peers' rows (``peers.<name>``: the row's means, its speed and ``vs``:
+    each architecture as trained and with its per-cluster decoders compared with it, image by image).
 
     ``own_decoders``: per architecture the clusters with a decoder of their own (fewer than
     two: the per-cluster comparison is "not applicable", :func:`verdict`).
@@ -242,22 +291,21 @@ def summarise(
     """
     result: dict = {"images": n_images}
     result.update(_rows_block(metrics, seconds, archs, classical, megapixels, with_compare=True,
-                              own_decoders=own_decoders))
+                              own_decoders=own_decoders, peers=peers))
     if anchor is not None:
         n_sub = len(anchor["degraded"]["psnr"])
         sub = {"images": n_sub}
         sub_seconds = {r: t * n_sub / n_images for r, t in seconds.items()}  # a share of the full run
         sub_seconds.update(anchor_seconds or {})
         sub_mpx = anchor_megapixels or megapixels * n_sub / n_images
-        sub.update(_rows_block(anchor, sub_seconds, archs, classical, sub_mpx, with_compare=False))
+        sub.update(_rows_block(anchor, sub_seconds, archs, classical, sub_mpx, with_compare=False, peers=peers))
         best = best_classical(sub)
         if best is not None:
             sub["best_classical"] = best
-            for arch in archs:
-                for mode in (*MODES, ENSEMBLE):
-                    r = sub[arch].get(mode)
-                    if r is not None:
-                        r["margin_db"] = None if r["psnr"] is None else r["psnr"] - best["psnr"]
+            rows = [sub[arch].get(mode) for arch in archs for mode in (*MODES, ENSEMBLE)]
+            for r in rows + list(sub.get("peers", {}).values()):
+                if r is not None:
+                    r["margin_db"] = None if r["psnr"] is None else r["psnr"] - best["psnr"]
         result["anchor_subset"] = sub
     return result
 
@@ -293,6 +341,10 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
         for mode in network_modes(restorer):
             restorer.prepare(mode)  # compiled (OpenVINO) before the timed restoring, not during it
             rows[f"{arch}.{mode}"] = restorer_row(restorer, mode)
+    peers = list(params.peers.names)
+    for name in peers:  # the deep peers (peer@<name>): one network each, on the networks' device
+        rows[PEER_PREFIX + name] = peer_row(peer_path(models_dir, name), resolve_device(params.runtime.device),
+                                            params.runtime.amp)
     classical = list(ep.classical)
     skipped = {name: why for name in classical if (why := RESTORERS[name].missing()) is not None}
     ran = [name for name in classical if name not in skipped]
@@ -332,7 +384,7 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
     anchor = on_subset(metrics, indices, {**sub_metrics, **oracle_metrics})
     result = summarise(metrics, seconds, archs, classical, n, n * h * w / 1e6,
                        anchor=anchor, anchor_seconds=sub_seconds, anchor_megapixels=len(indices) * h * w / 1e6,
-                       own_decoders=own_decoders)
+                       own_decoders=own_decoders, peers=peers)
     if ep.draws > 1:
         result["draws"] = ep.draws
     if oracle_metrics:
@@ -350,9 +402,10 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
                                   for name, rec in tuning.items()}
     result["classical_tuning_images"] = len(val_idx)
     settings = {name: ", ".join(f"{k} {v}" for k, v in tuned[name].settings.items()) for name in ran}
-    summary = summary_markdown(result, archs, classical, settings, skipped)
+    summary = summary_markdown(result, archs, classical, settings, skipped, peers)
     summary += classical_markdown(result, archs, tuning, len(val_idx))
-    network_rows = ["degraded"] + [f"{a}.{mode}" for a in archs for mode in (*MODES, ENSEMBLE) if f"{a}.{mode}" in metrics]
+    network_rows = (["degraded"] + [f"{a}.{mode}" for a in archs for mode in (*MODES, ENSEMBLE) if f"{a}.{mode}" in metrics]
+                    + [PEER_PREFIX + name for name in peers])
     details = {
         "rows": {r: {k: _mean(v) for k, v in m.items()} for r, m in metrics.items()},
         # per test image, for the multi-vs-single comparison over seeds (aerestore seeds)
@@ -378,10 +431,15 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
             grid_png([("degraded", images["degraded"]), ("single", images[f"{arch}.single"]),
                       ("multi", images[f"{arch}.multi"]), ("clean", clean_u8)],
                      tmp / f"grid_{arch}.png", f"{arch}: degraded | single decoder | per-cluster | clean")
-        bars_png(result, archs, classical, tmp / "bars.png")
+        bars_png(result, archs, classical, tmp / "bars.png", peers=peers)
         if slow_rows:
             bars_png(result["anchor_subset"], archs, classical, tmp / "bars_anchor.png",
-                     f"anchor subset: {len(indices)} of {n} test images, every row on the same images")
+                     f"anchor subset: {len(indices)} of {n} test images, every row on the same images", peers=peers)
+        ref = PEER_REFERENCE if PEER_REFERENCE in archs else archs[-1]
+        for name in peers:  # the peer beside unet_ae's per-cluster restorer, on the same images
+            grid_png([("degraded", images["degraded"]), (f"{ref} per-cluster", images[f"{ref}.multi"]),
+                      (f"peer: {name}", images[PEER_PREFIX + name]), ("clean", clean_u8)],
+                     tmp / f"grid_peer_{name}.png", f"peer {name}: degraded | {ref} per-cluster | {name} | clean")
     write_json(json_path, result)
     write_json(details_path, details)
     write_text(summary_path, summary)

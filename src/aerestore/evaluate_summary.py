@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as M
-from .evaluate import COMPARED, ENSEMBLE, NOT_APPLICABLE
+from .evaluate import COMPARED, ENSEMBLE, NOT_APPLICABLE, PEER_PREFIX
 from .io import atomic_path
 
 
@@ -64,7 +64,7 @@ def _shown_regions(block: dict) -> list[str]:
 
 
 def _table(block: dict, archs: list[str], classical: list[str], regions: list[str],
-           margin_to: dict | None, speed: dict | None = None) -> list[str]:
+           margin_to: dict | None, speed: dict | None = None, peers: list[str] = ()) -> list[str]:
     """One results table; ``speed`` (``result["speed"]``) adds a column: each row's Mpx/s on
     one image of ``speed["size"]`` px (:mod:`aerestore.evaluate_inputs`)."""
     per_row = (speed or {}).get("megapixels_per_s", {})
@@ -101,6 +101,9 @@ def _table(block: dict, archs: list[str], classical: list[str], regions: list[st
         if ENSEMBLE in e:
             lines.append(row(f"{arch} ensemble control", e[ENSEMBLE], None, f"{arch}.{ENSEMBLE}"))
         lines.append(row(f"**{arch} per-cluster decoders**", e["multi"], e.get("megapixels_per_s"), f"{arch}.multi"))
+    for name in peers:
+        r = block["peers"][name]
+        lines.append(row(f"peer: {name}", r, r.get("megapixels_per_s"), PEER_PREFIX + name))
     for name in classical:
         if name in block.get("classical", {}):
             r = block["classical"][name]
@@ -115,7 +118,7 @@ def _classical_label(name: str) -> str:
 
 
 def summary_markdown(result: dict, archs: list[str], classical: list[str], settings: dict[str, str],
-                     skipped: dict[str, str] | None = None) -> str:
+                     skipped: dict[str, str] | None = None, peers: list[str] = ()) -> str:
     skipped = skipped or {}
     regions = _shown_regions(result)
     sub = result.get("anchor_subset")
@@ -126,23 +129,26 @@ def summary_markdown(result: dict, archs: list[str], classical: list[str], setti
         scored = (f"{result['images'] // result['draws']} test images x {result['draws']} damage draws "
                   f"= {result['images']} scored")
     lines = [f"## aerestore: {scored}, whole-image metrics", ""]
-    lines += _table(result, archs, full_classical, regions, None, result.get("speed"))
+    lines += _table(result, archs, full_classical, regions, None, result.get("speed"), peers)
     if sub is not None and subset_only:
         what = ", ".join(subset_only) if subset_only else "none"
         lines += ["", f"### Like for like on the anchor subset: {sub['images']} of the {result['images']} test "
                   f"images (evenly spaced, `evaluate.anchor_images`), every row on the same images",
                   "", f"Slow classical restorers that ran on these images only: {what}.", ""]
-        lines += _table(sub, archs, classical, regions, sub.get("best_classical"), result.get("speed"))
+        lines += _table(sub, archs, classical, regions, sub.get("best_classical"), result.get("speed"), peers)
     if sub is not None and sub.get("best_classical"):
         b = sub["best_classical"]
         margins = "; ".join(
             f"{arch} {mode} {sub[arch][mode]['margin_db']:+.2f} dB" for arch in archs for mode in ("single", "multi")
             if sub[arch].get(mode, {}).get("margin_db") is not None)
+        margins += "".join(f"; peer: {name} {r['margin_db']:+.2f} dB" for name, r in sub.get("peers", {}).items()
+                           if r.get("margin_db") is not None)
         lines += ["", f"Best classical restorer on the {sub['images']} anchor images: **{b['name']}**, "
                   f"{b['psnr']:.2f} dB. Margin of the networks over it (PSNR): {margins or '–'}."]
     for name, why in skipped.items():
         lines += ["", f"**{name} (classical): skipped**: {why}."]
     lines += comparison_lines(result, archs, regions)
+    lines += peer_lines(result, archs, regions, peers)
     ran = [n for n in classical if n not in skipped]
     if ran:
         lines += ["", "Classical restorers' settings: " + "; ".join(f"{n}: {settings.get(n, '')}" for n in ran) + "."]
@@ -196,6 +202,32 @@ def comparison_lines(result: dict, archs: list[str], regions: list[str]) -> list
     return lines
 
 
+def peer_lines(result: dict, archs: list[str], regions: list[str], peers: list[str]) -> list[str]:
+    """The summary's table of each architecture against each deep peer (``peers.names``), image
+    by image: as trained (the shared decoder: the peer's budget, the same train settings and
+    steps) and per-cluster (with the decoders stage's fine-tuning on top); share of test images
+    it beats the peer on (ties count half) and the paired Wilcoxon p, per metric; a share
+    below 50 % is the peer ahead."""
+    if not peers:
+        return []
+    keys = list(COMPARED) + [f"psnr_{r}" for r in regions]
+    lines = ["", "Share of test images on which each network beats a deep peer (`peers.names`, trained by "
+             "`peer@<name>` with unet_ae's train settings and steps, `peers.steps`): as trained (shared decoder: the "
+             "same budget as the peer at equal steps) and per-cluster (the decoders stage's fine-tuning on top); "
+             "below 50 %: the peer is ahead; p: paired two-sided Wilcoxon:", ""]
+    lines.append("| restorer vs peer | " + " | ".join(keys) + " |")
+    lines.append("|---|" + "---:|" * len(keys))
+    for name in peers:
+        for row, cmp_ in result["peers"][name]["vs"].items():
+            arch, mode = row.rsplit(".", 1)
+            cells = [f"{cmp_[k]['share']:.0%} (p={cmp_[k]['p_value']:.2g})"
+                     if k in cmp_ and cmp_[k]["share"] is not None and cmp_[k]["p_value"] is not None else "–"
+                     for k in keys]
+            what = "as trained" if mode == "base" else "per-cluster"
+            lines.append(f"| {arch} {what} vs {PEER_PREFIX}{name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def grid_png(rows: list[tuple[str, np.ndarray]], path: str | Path, title: str) -> None:
     """Images side by side: one column per row label (degraded | single | multi | clean)."""
     import matplotlib
@@ -222,7 +254,8 @@ def grid_png(rows: list[tuple[str, np.ndarray]], path: str | Path, title: str) -
     plt.close(fig)
 
 
-def bars_png(result: dict, archs: list[str], classical: list[str], path: str | Path, title: str = "") -> None:
+def bars_png(result: dict, archs: list[str], classical: list[str], path: str | Path, title: str = "",
+             peers: list[str] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,6 +267,9 @@ def bars_png(result: dict, archs: list[str], classical: list[str], path: str | P
         for mode in ("single", "multi"):
             labels.append(f"{a} {mode}")
             rows.append(result[a][mode])
+    for name in peers:
+        labels.append(PEER_PREFIX + name)
+        rows.append(result["peers"][name])
     for c in classical:
         if c in result.get("classical", {}):
             labels.append(c)
@@ -241,7 +277,8 @@ def bars_png(result: dict, archs: list[str], classical: list[str], path: str | P
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.35 * len(labels) + 1.2), dpi=100)
     for ax, key, name in zip(axes, ("psnr", "ssim", "uqi"), ("PSNR (dB)", "SSIM", "UQI")):
         vals = [r[key] if r[key] is not None else np.nan for r in rows]
-        colors = ["0.6"] + ["C0" if "single" in lab else "C1" if "multi" in lab else "C2" for lab in labels[1:]]
+        colors = ["0.6"] + ["C0" if "single" in lab else "C1" if "multi" in lab else "C3" if lab.startswith(PEER_PREFIX)
+                            else "C2" for lab in labels[1:]]
         ax.barh(range(len(labels)), vals, color=colors)
         ax.set_yticks(range(len(labels)), labels if key == "psnr" else [""] * len(labels), fontsize=8)
         ax.invert_yaxis()

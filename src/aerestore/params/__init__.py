@@ -7,7 +7,7 @@ names the key (dotted, as in ``params.yaml``) and the offending value; a key tha
 
 The schema is split by section: :mod:`~aerestore.params.data` (data, prepare, blocks),
 :mod:`~aerestore.params.training` (runtime, train, arch), :mod:`~aerestore.params.stages`
-(cluster, decoders, evaluate, explore, mlflow), :mod:`~aerestore.params.model` (the whole
+(cluster, decoders, evaluate, explore, peers, mlflow), :mod:`~aerestore.params.model` (the whole
 file and the per-architecture resolution) and :mod:`~aerestore.params.loading`.
 """
 
@@ -18,10 +18,10 @@ from .data import (
     SaltPepperOp, SplitParams,
 )
 from .loading import PARAMS_FILE, flatten, load_base, load_params, parse_params
-from .model import Params, deep_update
+from .model import PEER_REFERENCE, Params, deep_update
 from .stages import (
     CLASSICAL, CLASSICAL_GRID, CLASSICAL_TUNABLE, ClusterParams, DecodersParams, EvaluateParams,
-    ExploreParams, MlflowParams,
+    ExploreParams, MlflowParams, PeersParams,
 )
 from .training import (
     MOVED, ArchParams, BlockTrainParams, CropTrainParams, LossParams, RuntimeParams, TrainParams,
@@ -32,6 +32,6 @@ __all__ = [
     "DataParams", "DefocusOp", "DegradeOp", "GaussianBlurOp", "GaussianNoiseOp", "GrayscaleOp", "JpegOp",
     "LocalBlurOp", "LocalNoiseOp", "MotionBlurOp", "PrepareParams", "SaltPepperOp", "SplitParams", "PARAMS_FILE", "flatten",
     "load_base", "load_params", "parse_params", "Params", "deep_update", "CLASSICAL", "CLASSICAL_GRID", "CLASSICAL_TUNABLE",
-    "ClusterParams", "DecodersParams", "EvaluateParams", "ExploreParams", "MlflowParams", "MOVED", "ArchParams",
+    "ClusterParams", "DecodersParams", "EvaluateParams", "ExploreParams", "MlflowParams", "PeersParams", "PEER_REFERENCE", "MOVED", "ArchParams",
     "BlockTrainParams", "CropTrainParams", "LossParams", "RuntimeParams", "TrainParams",
 ]

@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, model_validator
 from .base import ParamsError, _Strict
 from .data import BlocksParams, DataParams, PrepareParams
 from .errors import _format
-from .stages import ClusterParams, DecodersParams, EvaluateParams, ExploreParams, MlflowParams
+from .stages import ClusterParams, DecodersParams, EvaluateParams, ExploreParams, MlflowParams, PeersParams
 from .training import ArchParams, RuntimeParams, TrainParams, moved_keys
 
 
@@ -25,6 +25,10 @@ def deep_update(base: dict, override: dict) -> dict:
         else:
             base[key] = copy.deepcopy(value)
     return base
+
+
+# The network whose train settings and budget the deep peers get (``peers``, ``peer@<name>``).
+PEER_REFERENCE = "unet_ae"
 
 
 class Params(_Strict):
@@ -43,6 +47,7 @@ class Params(_Strict):
     decoders: DecodersParams = DecodersParams()
     evaluate: EvaluateParams = EvaluateParams()
     explore: ExploreParams = ExploreParams()
+    peers: PeersParams = PeersParams()
     mlflow: MlflowParams = MlflowParams()
     arch: dict[str, ArchParams] = {}  # no overrides (params.yaml writes every architecture's)
 
@@ -75,6 +80,14 @@ class Params(_Strict):
                         f"cluster.k ({self.cluster.k}) must equal train.loss.ncut_k ({loss.ncut_k}) "
                         f"when cluster.method is 'ncut_head'"
                     )
+        clash = [n for n in self.peers.names if n in self.architectures]
+        if clash:
+            raise ValueError(f"peers.names: {clash[0]!r} is also in architectures; a peer is trained by "
+                             f"peer@{clash[0]} and scored as 'peer: {clash[0]}', so list it in one of them")
+        own = [n for n in self.peers.names if self.arch_params(n).train]
+        if own:
+            raise ValueError(f"arch.{own[0]}.train: a peer trains with {PEER_REFERENCE}'s settings (the same budget), "
+                             f"so its own train keys would be ignored; leave it empty (peers.steps sets the steps)")
         if self.evaluate.draws > 1 and not self.prepare.degrade:
             raise ValueError(f"evaluate.draws ({self.evaluate.draws}) degrades the test images anew, "
                              f"but prepare.degrade is empty: set evaluate.draws=1")
@@ -124,6 +137,18 @@ class Params(_Strict):
             return TrainParams.model_validate(merged)
         except ValidationError as exc:
             raise ParamsError(_format(exc, prefix=f"arch.{name}.train", source=merged)) from None
+
+    def peer_train(self, name: str) -> TrainParams:
+        """The train settings of the deep peer ``name`` (``peer@<name>``): exactly
+        :data:`PEER_REFERENCE`'s (``train`` with ``arch.unet_ae.train``: crops, fresh damage,
+        batch, lr, warm-up and schedule, validation, loss), with ``peers.steps`` steps when
+        it is set (0: the same steps). ``arch.<name>.train`` is not read: a peer gets no
+        settings of its own, so that the comparison is at the same budget and settings
+        (``tests/test_peer_stage.py`` fails if they differ)."""
+        cfg = self.train_for(PEER_REFERENCE)
+        if self.peers.steps:
+            cfg = cfg.model_copy(update={"crops": cfg.crops.model_copy(update={"steps": self.peers.steps})})
+        return cfg
 
 
 def check_moved(raw: Any) -> list[str]:

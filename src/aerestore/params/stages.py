@@ -151,6 +151,29 @@ class ExploreParams(_Strict):
         return v
 
 
+class PeersParams(_Strict):
+    """The deep peers in the pipeline (``peer@<name>``, docs/peers.md): each trained with
+    unet_ae's train settings (``train`` with ``arch.unet_ae.train`` applied: the same crops,
+    fresh damage, batch, lr, schedule and loss) and scored by ``evaluate`` as a row
+    ``peer: <name>`` beside the project's restorers."""
+
+    names: list[str] = []  # dncnn | drunet | nafnet (aerestore.models.peers.PEERS); [] = none
+    # 0 = unet_ae's steps (equal steps); N = N steps each (e.g. the equal-CPU-seconds steps of docs/peers.md)
+    steps: int = Field(0, ge=0)
+
+    @field_validator("names")
+    @classmethod
+    def _known_peers(cls, v: list[str]) -> list[str]:
+        from aerestore.models.peers import PEERS
+
+        unknown = [n for n in v if n not in PEERS]
+        if unknown:
+            raise ValueError(f"unknown peer {unknown[0]!r}; the peers are {list(PEERS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"names repeat in {v!r}")
+        return v
+
+
 class MlflowParams(_Strict):
     enabled: bool = True
     experiment: str = Field("aerestore", min_length=1)

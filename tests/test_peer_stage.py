@@ -1,0 +1,119 @@
+"""The deep peers in the pipeline (``peers``, ``peer@<name>``, evaluate's rows ``peer: <name>``):
+a peer trains with exactly unet_ae's settings, and evaluate scores it on the same test images
+as every other row."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aerestore import evaluate as E
+from aerestore import metrics as M
+from aerestore.params import PEER_REFERENCE, ParamsError, deep_update, load_base, parse_params
+
+from helpers import degrade, photo_images, save_tiny_restorer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _params(**override):
+    return parse_params(deep_update(copy.deepcopy(load_base(REPO / "params.yaml")), override))
+
+
+def test_a_peer_trains_with_unet_ae_settings_and_budget():
+    params = _params(peers={"names": ["nafnet", "dncnn"]})
+    ref = params.train_for(PEER_REFERENCE)
+    for name in ("nafnet", "dncnn"):
+        assert params.peer_train(name) == ref  # batch, crops, steps, lr, schedule, fresh damage, loss
+        # what a rigged comparison would hand the peer: the train section without unet_ae's
+        # settings (batch 128, lr 0.001, 2000 steps against 16, 0.002, 4000)
+        assert params.peer_train(name) != params.train_for(name)
+    assert ref.crops.steps == 4000 and ref.batch_size == 16  # params.yaml's unet_ae
+    # peers.steps: only the number of steps differs (the equal-CPU-seconds budget)
+    short = _params(peers={"names": ["nafnet"], "steps": 1500}).peer_train("nafnet")
+    assert short.crops.steps == 1500
+    assert short.model_dump() == deep_update(ref.model_dump(), {"crops": {"steps": 1500}})
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"peers": {"names": ["swinir"]}}, ["peers.names", "unknown peer 'swinir'", "dncnn"]),
+    ({"peers": {"names": ["nafnet", "nafnet"]}}, ["peers.names", "repeat"]),
+    ({"peers": {"names": ["nafnet"], "steps": -1}}, ["peers.steps"]),
+    ({"peers": {"names": ["nafnet"]}, "architectures": ["unet_ae", "nafnet"]}, ["peers.names", "also in architectures"]),
+    ({"peers": {"names": ["nafnet"]}, "arch": {"nafnet": {"train": {"lr": 0.01}}}}, ["arch.nafnet.train", "unet_ae"]),
+])
+def test_bad_peers_params_are_refused_with_the_key(override, words):
+    with pytest.raises(ParamsError) as err:
+        _params(**override)
+    for w in words:
+        assert w in str(err.value)
+
+
+def _split(root: Path, name: str, n: int, seed: int) -> None:
+    clean = photo_images(n, 32, seed=seed)
+    degraded, mask = degrade(clean, seed=seed)
+    d = root / name
+    d.mkdir(parents=True)
+    for key, arr in zip(("clean", "degraded", "mask"), (clean, degraded, mask)):
+        np.save(d / f"{key}.npy", arr)
+
+
+def test_peer_stage_trains_and_evaluate_scores_it_as_a_row(tmp_path, monkeypatch):
+    from aerestore.models import read_model
+    from aerestore.pipeline.peer import run_peer
+    from aerestore.pipeline.train import TrainPaths
+
+    monkeypatch.chdir(tmp_path)  # the machine record: metrics/machine/train_dncnn.json
+    prepared = tmp_path / "prepared"
+    for split, n, seed in (("train", 8, 1), ("val", 4, 2), ("test", 6, 3)):
+        _split(prepared, split, n, seed)
+    save_tiny_restorer(tmp_path / "models" / "conv_ae")
+    params = _params(architectures=["conv_ae"], data={"image_size": 32}, blocks={"size": 16, "overlap": 4},
+                     runtime={"threads": 1}, mlflow={"enabled": False}, peers={"names": ["dncnn"], "steps": 3},
+                     arch={"unet_ae": {"train": {"crops": {"size": 16}}}},
+                     evaluate={"classical": ["tv"], "classical_grid": {}, "oracle": False, "speed_size": 0,
+                               "grid_images": 2})
+    paths = TrainPaths(blocks=tmp_path / "blocks", prepared=prepared, model=E.peer_path(tmp_path / "models", "dncnn"),
+                       metrics=tmp_path / "metrics" / "peers" / "dncnn.json", curve=tmp_path / "peer_dncnn.csv")
+    run_peer(params, "dncnn", paths)
+    trained = json.loads(paths.metrics.read_text())
+    assert trained["parameters"] == sum(p.numel() for p in read_model(paths.model).model.parameters())
+    assert (tmp_path / "metrics" / "machine" / "train_dncnn.json").exists() and paths.curve.exists()
+
+    out = tmp_path / "out"
+    result, summary = E.run_evaluate(params, prepared, tmp_path / "models", out / "e.json", out / "d.json",
+                                     out / "summary.md", out / "plots", progress=False)
+    # the peer's row: its own network on the same degraded test images, scored as every row
+    clean, degraded, mask = (np.load(prepared / "test" / f"{k}.npy") for k in ("clean", "degraded", "mask"))
+    model = read_model(paths.model).model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(degraded.astype(np.float32) / 255).permute(0, 3, 1, 2)
+        own = model.run(x).x_hat.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    direct = M.batch_metrics(np.clip(own, 0, 1), clean.astype(np.float64) / 255, mask)
+    row = result["peers"]["dncnn"]
+    assert row["psnr"] == pytest.approx(direct["psnr"].mean(), abs=1e-6)
+    assert row["psnr_blur"] == pytest.approx(np.nanmean(direct["psnr_blur"]), abs=1e-6)
+    assert row["megapixels_per_s"] > 0
+    # compared image by image with the per-cluster restorer; on the anchor subset with a margin
+    assert set(row["vs"]) == {"conv_ae.base", "conv_ae.multi"}
+    for mode in ("base", "multi"):
+        ours = np.array(json.loads((out / "d.json").read_text())["per_image"][f"conv_ae.{mode}"]["psnr"])
+        share = np.mean((ours > direct["psnr"]) + 0.5 * (ours == direct["psnr"]))
+        assert row["vs"][f"conv_ae.{mode}"]["psnr"]["share"] == pytest.approx(share)
+    sub = result["anchor_subset"]
+    assert sub["peers"]["dncnn"]["margin_db"] == pytest.approx(row["psnr"] - sub["best_classical"]["psnr"])
+    details = json.loads((out / "d.json").read_text())
+    assert details["per_image"]["peer: dncnn"]["psnr"] == pytest.approx(list(direct["psnr"]))
+    for text in ("| peer: dncnn |", "conv_ae per-cluster vs peer: dncnn", "conv_ae as trained vs peer: dncnn"):
+        assert text in summary
+    assert (out / "plots" / "grid_peer_dncnn.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_says_which_peer_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"peers[/\\]nafnet[/\\]model.pt.*dvc repro"):
+        E.peer_row(E.peer_path(tmp_path, "nafnet"))

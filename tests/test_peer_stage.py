@@ -78,7 +78,7 @@ def test_peer_stage_trains_and_evaluate_scores_it_as_a_row(tmp_path, monkeypatch
                      arch={"unet_ae": {"train": {"crops": {"size": 16}}}},
                      evaluate={"classical": ["tv"], "classical_grid": {}, "oracle": False, "speed_size": 0,
                                "grid_images": 2})
-    paths = TrainPaths(blocks=tmp_path / "blocks", prepared=prepared, model=E.peer_path(tmp_path / "models", "dncnn"),
+    paths = TrainPaths(blocks=tmp_path / "blocks", prepared=prepared, model=E.peer_path(tmp_path / "models", "dncnn") / "model.pt",
                        metrics=tmp_path / "metrics" / "peers" / "dncnn.json", curve=tmp_path / "peer_dncnn.csv")
     run_peer(params, "dncnn", paths)
     trained = json.loads(paths.metrics.read_text())
@@ -115,5 +115,37 @@ def test_peer_stage_trains_and_evaluate_scores_it_as_a_row(tmp_path, monkeypatch
 
 
 def test_evaluate_says_which_peer_is_missing(tmp_path):
+    from aerestore.restore import Restorer
+
     with pytest.raises(FileNotFoundError, match=r"peers[/\\]nafnet[/\\]model.pt.*dvc repro"):
-        E.peer_row(E.peer_path(tmp_path, "nafnet"))
+        Restorer.load(E.peer_path(tmp_path, "nafnet"))
+
+
+def test_a_peer_restores_photos_with_its_one_network_in_every_mode(tmp_path):
+    """``aerestore restore --model models/peers/<name>``: the peer's own network, any size
+    (tiles above 512 px), every mode the same; OpenVINO refused with a clear message."""
+    from aerestore.models import create_model, save_model
+    from aerestore.restore import Restorer
+    from aerestore.tracks.images.restore import PeerNetworkRestorer
+
+    torch.manual_seed(0)
+    model = create_model("nafnet", latent=8, block=16, channels=3)
+    save_model(model, tmp_path / "nafnet" / "model.pt")
+    restorer = Restorer.load(tmp_path / "nafnet", routing="soft")
+    assert isinstance(restorer, PeerNetworkRestorer)
+    x = torch.rand(1, 3, 40, 52)
+    with torch.no_grad():
+        own = model.eval().run(x).x_hat
+    for mode in ("base", "single", "multi"):
+        assert torch.allclose(restorer.restore_float(x, mode), own, atol=1e-5)
+    # above 512 px: tiles with a 32 px margin, exact for a network that sees less than that
+    # (DnCNN: 17 layers of 3 x 3, 17 px each side; NAFNet's channel attention sees the tile)
+    dncnn = create_model("dncnn", latent=8, block=16, channels=3)
+    save_model(dncnn, tmp_path / "dncnn" / "model.pt")
+    big = torch.rand(1, 3, 530, 20)
+    with torch.no_grad():
+        whole = dncnn.eval().run(big).x_hat
+    assert torch.allclose(Restorer.load(tmp_path / "dncnn").restore_float(big, "base"), whole, atol=1e-4)
+    restorer.use_runtime("openvino")
+    with pytest.raises(ValueError, match="not the peer nafnet"):
+        restorer.restore_float(x, "base")

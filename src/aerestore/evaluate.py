@@ -88,31 +88,8 @@ def network_modes(restorer) -> tuple[str, ...]:
 
 
 def peer_path(models_dir: str | Path, name: str) -> Path:
-    """Where ``peer@<name>`` writes the peer's model: ``<models>/peers/<name>/model.pt``."""
-    return Path(models_dir) / "peers" / name / "model.pt"
-
-
-def peer_row(path: str | Path, device: torch.device | str = "cpu", amp: str = "fp32", per_batch: int = 8) -> RowFn:
-    """The row of a deep peer saved at ``path``: the one network restores whole images
-    (``per_batch`` at a time; a peer pads to its own multiple), on ``device``."""
-    from .models import read_model
-    from .models.device import autocast, to_device
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing (peers.names lists it: run `dvc repro` to train it)")
-    model = read_model(path).model.eval().to(device)
-
-    @torch.no_grad()
-    def fn(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
-        out = []
-        for s in range(0, len(x), per_batch):
-            with autocast(device, amp):
-                out.append(model.run(to_device(x[s : s + per_batch], device)).x_hat.float().cpu())
-        return torch.cat(out).permute(0, 2, 3, 1).numpy().astype(np.float64)
-
-    return fn
+    """Where ``peer@<name>`` writes the peer: ``<models>/peers/<name>`` (its ``model.pt``)."""
+    return Path(models_dir) / "peers" / name
 
 
 def classical_row(name: str, restorer=None) -> RowFn:
@@ -342,9 +319,10 @@ def run_evaluate(params, prepared_dir: Path, models_dir: Path, json_path: Path, 
             restorer.prepare(mode)  # compiled (OpenVINO) before the timed restoring, not during it
             rows[f"{arch}.{mode}"] = restorer_row(restorer, mode)
     peers = list(params.peers.names)
-    for name in peers:  # the deep peers (peer@<name>): one network each, on the networks' device
-        rows[PEER_PREFIX + name] = peer_row(peer_path(models_dir, name), resolve_device(params.runtime.device),
-                                            params.runtime.amp)
+    for name in peers:  # the deep peers (peer@<name>): one network each, restored as the networks are
+        peer = Restorer.load(peer_path(models_dir, name), batch_size=ep.batch_size)
+        peer.to(resolve_device(params.runtime.device), params.runtime.amp)
+        rows[PEER_PREFIX + name] = restorer_row(peer, "base")
     classical = list(ep.classical)
     skipped = {name: why for name in classical if (why := RESTORERS[name].missing()) is not None}
     ran = [name for name in classical if name not in skipped]

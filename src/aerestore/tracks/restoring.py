@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..restore import Restorer
-from .images.restore import ConvRestorer
+from .images.restore import ConvRestorer, PeerNetworkRestorer
 from .registry import track_of
 
 
@@ -21,7 +21,13 @@ def block_restorer(saved, kwargs: dict, routing: str, batch_size: int, files: li
 
 
 def image_restorer(saved, kwargs: dict, routing: str, batch_size: int, files: list, model_dir: Path) -> ConvRestorer:
-    """Whole images, per-pixel routing maps (:class:`aerestore.tracks.images.restore.ConvRestorer`)."""
+    """Whole images, per-pixel routing maps (:class:`aerestore.tracks.images.restore.ConvRestorer`);
+    a deep peer's one network (:class:`~aerestore.tracks.images.restore.PeerNetworkRestorer`)."""
+    from ..models.peers import PeerRestorer
+
+    if isinstance(saved.model, PeerRestorer):
+        return PeerNetworkRestorer(saved.model, arch=kwargs["arch"], routing=routing, batch_size=batch_size,
+                                   files=files)
     return ConvRestorer(saved.model, routing=routing, batch_size=batch_size, files=files, **kwargs)
 
 

@@ -1,6 +1,6 @@
 """The restorer of the whole-image track (fully convolutional models, ``unet_ae``):
 whole images, no blocks, per-pixel routing maps (:class:`ConvRestorer`, :func:`route_maps`,
-:func:`upsample_maps`)."""
+:func:`upsample_maps`); a deep peer's one network (:class:`PeerNetworkRestorer`)."""
 
 from __future__ import annotations
 
@@ -216,6 +216,34 @@ class ConvRestorer(Restorer):
                     part = self._restore_whole(images[s : s + self.images_per_batch, :, ya:yb, xa:xb], mode)
                     out[s : s + len(part), :, y0:y1, x0:x1] = part[:, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
         return out.clamp_(0.0, 1.0)
+
+
+class PeerNetworkRestorer(ConvRestorer):
+    """The restorer of a deep peer (:mod:`aerestore.models.peers`: DnCNN, DRUNet, NAFNet, as
+    ``peer@<name>`` writes them to ``models/peers/<name>``): one network maps the image to
+    its restoration. It has no code, no clusters and no decoders, so every mode restores with
+    that network (evaluate's row ``peer: <name>`` is its ``base``). Whole images and tiles as
+    :class:`ConvRestorer` (the network pads to its own multiple), in PyTorch (channels-last
+    copies on the CPU); the OpenVINO graphs are built for unet_ae's decoders, not for a peer."""
+
+    def __init__(self, model, *, arch: str, routing: str = "hard", batch_size: int = 2048, files=None):
+        # the identity stands in for the control decoder the base class keeps: never used
+        super().__init__(model, arch=arch, control=torch.nn.Identity(), routing=routing, batch_size=batch_size,
+                         files=files)
+
+    def runtime_for(self, mode: str) -> str:
+        if self.runtime == "openvino":
+            raise ValueError(f"the OpenVINO runtime is built for unet_ae's restorer, not the peer {self.arch}: "
+                             f"use runtime 'auto' or 'torch'")
+        return "torch"
+
+    @torch.no_grad()
+    def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        self.runtime_for(mode)  # refuses 'openvino'
+        device = self.device
+        with autocast(device, self.amp):
+            y = self._networks()[0].run(to_device(x, device)).x_hat
+        return y.float().cpu() if device.type != "cpu" else y.float()
 
 
 def route_maps(model, code: torch.Tensor, method: str, centroids, beta: float, scale: float) -> torch.Tensor:

@@ -149,7 +149,7 @@ def decoder_parts(params, cfg, train, seed: int, n: int, rounds: int) -> dict:
     import copy
 
     from aerestore.tracks.images.decoders import weighted_recon
-    from aerestore.restore import route_maps, upsample_maps
+    from aerestore.tracks.images.restore import route_maps, upsample_maps
 
     dp = params.decoders
     model = build(params, cfg, train.channels, {}, seed)

@@ -80,7 +80,12 @@ def test_peer_stage_trains_and_evaluate_scores_it_as_a_row(tmp_path, monkeypatch
                                "grid_images": 2})
     paths = TrainPaths(blocks=tmp_path / "blocks", prepared=prepared, model=E.peer_path(tmp_path / "models", "dncnn") / "model.pt",
                        metrics=tmp_path / "metrics" / "peers" / "dncnn.json", curve=tmp_path / "peer_dncnn.csv")
+    import aerestore.pipeline.train as PT
+
+    runs, real = [], PT.tracked
+    monkeypatch.setattr(PT, "tracked", lambda stage, p, arch: runs.append(stage) or real(stage, p, arch))
     run_peer(params, "dncnn", paths)
+    assert runs == ["peer@dncnn"]  # its MLflow run is named after its own stage, not train@dncnn
     trained = json.loads(paths.metrics.read_text())
     assert trained["parameters"] == sum(p.numel() for p in read_model(paths.model).model.parameters())
     assert (tmp_path / "metrics" / "machine" / "train_dncnn.json").exists() and paths.curve.exists()
@@ -149,3 +154,19 @@ def test_a_peer_restores_photos_with_its_one_network_in_every_mode(tmp_path):
     restorer.use_runtime("openvino")
     with pytest.raises(ValueError, match="not the peer nafnet"):
         restorer.restore_float(x, "base")
+
+
+def test_summary_compares_the_peers_with_unet_ae_and_leaves_the_rest_to_the_metrics():
+    from aerestore.evaluate_summary import peer_lines
+
+    cmp_ = {k: {"share": 0.25, "p_value": 0.01} for k in ("psnr", "ssim", "psnr_blur")}
+    vs = {f"{a}.{m}": cmp_ for a in ("conv_ae", "unet_ae") for m in ("base", "multi")}
+    result = {"peers": {"nafnet": {"vs": vs}, "dncnn": {"vs": vs}}}
+    text = "\n".join(peer_lines(result, ["conv_ae", "unet_ae"], ["blur"], ["nafnet", "dncnn"]))
+    for peer in ("nafnet", "dncnn"):
+        for what in ("as trained", "per-cluster"):
+            assert f"| unet_ae {what} vs peer: {peer} | 25% (p=0.01)" in text
+    assert "conv_ae as trained vs" not in text and "`peers.<name>.vs`" in text  # said where they are
+    # without unet_ae, every network's rows
+    text = "\n".join(peer_lines(result, ["conv_ae"], ["blur"], ["nafnet"]))
+    assert "| conv_ae per-cluster vs peer: nafnet |" in text and "peers.<name>.vs" not in text

@@ -338,3 +338,76 @@ def test_lockstep_fine_tuning_equals_each_decoder_alone_bit_for_bit(tmp_path):
             assert torch.equal(a, b)
     # and the decoders did move (a test of equality between two no-ops proves nothing)
     assert not torch.equal(next(iter(jobs[0].decoder.parameters())), next(iter(r.model.decoder.parameters())))
+
+
+def test_channels_last_holds_nhwc_within_and_gives_back_nchw():
+    from aerestore.models.device import channels_last
+
+    m = small()
+    params = list(m.parameters())
+    convs = [p for p in params if p.dim() == 4]
+    assert convs and all(p.is_contiguous() for p in convs)
+    with channels_last([m, None], "cpu"):
+        assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs
+                   if p.shape[2:] != (1, 1) and p.shape[1] > 1)
+        assert list(m.parameters()) == params and all(a is b for a, b in zip(m.parameters(), params))
+    assert all(p.is_contiguous() for p in convs)
+    with pytest.raises(RuntimeError, match="boom"):
+        with channels_last([m], "cpu"):
+            raise RuntimeError("boom")
+    assert all(p.is_contiguous() for p in convs)  # given back on an error too
+    with channels_last([m], torch.device("cuda")):  # not the CPU: left as it is (no CUDA needed)
+        assert all(p.is_contiguous() for p in convs)
+
+
+def test_crop_training_and_decoder_fine_tuning_run_nhwc_and_learn_what_nchw_learns(monkeypatch):
+    """fit_crops and fine_tune_many run the networks in channels-last on the CPU (the speed of
+    train@unet_ae and decoders@unet_ae) and hand back NCHW weights; the same training in NCHW
+    learns the same to the last bits' differences (another order of the sums)."""
+    import contextlib
+
+    import aerestore.tracks.images.decoders as MD
+    import aerestore.tracks.images.train as T
+    from aerestore.params import RuntimeParams, TrainParams
+
+    cfg = TrainParams(batch_size=4, lr=2e-3, crops={"size": 16, "steps": 6, "eval_every": 3})
+    layouts = []
+
+    def record(module, args):
+        if module.training and args[0].shape[1] > 3:  # training steps; not an image straight from the data
+            layouts.append(args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous())
+
+    def hooked(net):
+        return [mod.register_forward_pre_hook(record) for mod in net.modules() if isinstance(mod, torch.nn.Conv2d)]
+
+    def train(m):
+        hooks = hooked(m)
+        res = T.fit_crops(m, images(), images(2, seed=1), cfg, seed=3, progress=False,
+                          runtime=RuntimeParams(threads=1, device="cpu"))
+        for h in hooks:
+            h.remove()
+        return res
+
+    nhwc = small()
+    res = train(nhwc)
+    assert layouts and all(layouts)  # the training steps ran NHWC
+    assert all(p.is_contiguous() for p in nhwc.parameters())  # what is saved is laid out as before
+    monkeypatch.setattr(T, "channels_last", lambda modules, device: contextlib.nullcontext())
+    layouts.clear()
+    nchw = small()
+    ref = train(nchw)
+    assert not any(layouts)
+    assert res.best_val_loss == pytest.approx(ref.best_val_loss, rel=1e-2)
+    for (k, a), b in zip(nhwc.state_dict().items(), nchw.state_dict().values()):
+        assert torch.allclose(a, b, atol=2e-2), k
+    # the decoders' fine-tuning alike
+    nhwc.eval()
+    dec = copy.deepcopy(nhwc.decoder)
+    hooks = hooked(dec)
+    layouts.clear()
+    MD.fine_tune(dec, nhwc, None, None, images(), MD._Val(nhwc, lambda c: torch.ones(len(c), 1, *c.shape[2:]), images(2, seed=1)), 2, 1e-3, 2, 16, 1, 0,
+                 "d", progress=False)
+    for h in hooks:
+        h.remove()
+    assert layouts and all(layouts)
+    assert all(p.is_contiguous() for p in dec.parameters()) and all(p.is_contiguous() for p in nhwc.parameters())

@@ -11,6 +11,7 @@ import numpy as np
 from . import metrics as M
 from .evaluate import COMPARED, ENSEMBLE, NOT_APPLICABLE, PEER_PREFIX
 from .io import atomic_path
+from .params import PEER_REFERENCE
 
 
 def classical_markdown(result: dict, archs: list[str], tuning: dict, tune_images: int) -> str:
@@ -207,19 +208,28 @@ def peer_lines(result: dict, archs: list[str], regions: list[str], peers: list[s
     by image: as trained (the shared decoder: the peer's budget, the same train settings and
     steps) and per-cluster (with the decoders stage's fine-tuning on top); share of test images
     it beats the peer on (ties count half) and the paired Wilcoxon p, per metric; a share
-    below 50 % is the peer ahead."""
+    below 50 % is the peer ahead.
+
+    Only the rows of the network whose settings the peers train with (:data:`PEER_REFERENCE`,
+    unet_ae) where it is in ``archs``: the block networks' rows (every architecture x peer x
+    mode: 18 with three peers) are in the metrics (``peers.<name>.vs``), not the summary."""
     if not peers:
         return []
     keys = list(COMPARED) + [f"psnr_{r}" for r in regions]
-    lines = ["", "Share of test images on which each network beats a deep peer (`peers.names`, trained by "
+    shown = [PEER_REFERENCE] if PEER_REFERENCE in archs else list(archs)
+    lines = ["", f"Share of test images on which {' and '.join(shown)} beats a deep peer (`peers.names`, trained by "
              "`peer@<name>` with unet_ae's train settings and steps, `peers.steps`): as trained (shared decoder: the "
              "same budget as the peer at equal steps) and per-cluster (the decoders stage's fine-tuning on top); "
-             "below 50 %: the peer is ahead; p: paired two-sided Wilcoxon:", ""]
+             "below 50 %: the peer is ahead; p: paired two-sided Wilcoxon"
+             + ("" if shown == list(archs) else "; every other network against each peer: `peers.<name>.vs` in "
+                "`metrics/evaluate.json`") + ":", ""]
     lines.append("| restorer vs peer | " + " | ".join(keys) + " |")
     lines.append("|---|" + "---:|" * len(keys))
     for name in peers:
         for row, cmp_ in result["peers"][name]["vs"].items():
             arch, mode = row.rsplit(".", 1)
+            if arch not in shown:
+                continue
             cells = [f"{cmp_[k]['share']:.0%} (p={cmp_[k]['p_value']:.2g})"
                      if k in cmp_ and cmp_[k]["share"] is not None and cmp_[k]["p_value"] is not None else "–"
                      for k in keys]

@@ -9,6 +9,9 @@
   gradient scaler needed, bf16 has fp32's range); ``fp32`` is a no-op. On CPUs it exists too
   (what the tests use to check the code path); it pays off on GPUs with bf16 units (Ampere
   and later).
+- :func:`channels_last`: training on the CPU in the channels-last (NHWC) memory format, in
+  which oneDNN runs unet_ae's narrow convolutions faster than in NCHW (the restorer does the
+  same: :meth:`aerestore.tracks.images.restore.ConvRestorer._networks`).
 
 Here, in ``models/``, because every stage that runs a network depends on this package.
 """
@@ -50,3 +53,28 @@ def autocast(device: torch.device | str, amp: str = "fp32"):
     if amp == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def channels_last(modules, device: torch.device | str):
+    """Within the block, ``modules`` (None skipped) hold their 4-D weights in the channels-last
+    (NHWC) memory format when ``device`` is the CPU; contiguous (NCHW) again on leaving, so
+    what is saved or restored afterwards is laid out as before. Elsewhere a no-op.
+
+    The same function, another memory layout: oneDNN picks NHWC kernels, whose sums run in
+    another order, so the weights after training differ in the last bits (as on another CPU),
+    not in what is learned. ``train@unet_ae``'s step is 1.26x faster so on a 2-core AVX-512
+    Xeon (``benchmarks/bench_train_step.py``, variant ``cl``; docs/benchmarks.md). Enter it
+    before the optimisers are made: the parameters keep their identity, their strides change,
+    and Adam's state takes the parameters' layout when it is created."""
+    mods = [m for m in modules if m is not None]
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    for m in mods:
+        m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.to(memory_format=torch.contiguous_format)

@@ -6,7 +6,7 @@ stream, the same seed (so the same crops and damage, draw for draw), and unet_ae
 settings (:meth:`aerestore.params.Params.peer_train`): the comparison is at the same steps,
 or at ``peers.steps`` (e.g. the steps that cost unet_ae's CPU seconds, measured by
 ``benchmarks/bench_peers.py``). What the stage writes is what ``train@<arch>`` writes, by the
-same code: its MLflow run is named ``train@<name>`` and its machine record
+same code; its MLflow run is named ``peer@<name>`` and its machine record is
 ``metrics/machine/train_<name>.json``.
 """
 
@@ -19,4 +19,4 @@ def run_peer(params, name: str, paths: TrainPaths) -> None:
     """Train the peer ``name`` with :meth:`~aerestore.params.Params.peer_train` and write
     ``paths.model``, its metrics and its curve (one process: peers are not trained under
     torchrun)."""
-    _train(params, name, params.peer_train(name), paths)
+    _train(params, name, params.peer_train(name), paths, stage="peer")

@@ -56,9 +56,11 @@ def run_train(params, arch: str, paths: TrainPaths) -> None:
         distributed.shutdown()
 
 
-def _train(params, arch: str, cfg, paths: TrainPaths) -> None:
+def _train(params, arch: str, cfg, paths: TrainPaths, stage: str = "train") -> None:
+    """Train ``arch`` with ``cfg`` and write ``paths``; the MLflow run is ``<stage>@<arch>``
+    (``peer@<name>`` trains a peer by this same code)."""
     job = training(params, arch, cfg, paths)
-    with tracked(f"train@{arch}", params, arch) as mlrun:
+    with tracked(f"{stage}@{arch}", params, arch) as mlrun:
         result = job.fit(cfg, params.seed, mlrun.log_metrics, runtime=params.runtime)
         if not distributed.is_main():
             return

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from .dataset import ImageData, image_batches, location_features, sample_crops  # noqa: F401
 from ..blocks.decoders import DecodersResult
 from ...losses import check_finite
+from ...models.device import channels_last, module_device
 from ...restore import blind_maps
 from .restore import upsample_maps
 
@@ -157,49 +158,51 @@ def fine_tune_many(
     exactly those of a run alone (same inputs, its own Adam; no random op in a decoder),
     bit for bit (tested), at a third of the encoder passes and crop draws of three
     sequential runs (the per-cluster decoders, the ensemble, the control)."""
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    opts, histories, totals = [], [], []
-    for job in jobs:
-        for p in job.decoder.parameters():
-            p.requires_grad_(True)
-        opts.append(torch.optim.Adam(job.decoder.parameters(), lr=lr))
-        histories.append([{"step": 0, "train_loss": float("nan"), "val_loss": job.val.loss(job.decoder, job.cluster)}])
-        totals.append([0.0, 0])
-    last = max((job.steps for job in jobs), default=0)
-    names = ", ".join(job.desc for job in jobs)
-    bar = tqdm(total=sum(job.steps for job in jobs), desc=names if len(jobs) == 1 else f"{len(jobs)} decoders",
-               disable=not progress, leave=False, mininterval=0.5)
-    for step in range(1, last + 1):
-        deg, y, _ = sample_crops(train, batch_size, crop, rng)
-        maps = {}
-        with torch.no_grad():
-            f = model.features(deg)
-            for job in jobs:
-                if job.cluster is not None and step <= job.steps and job.maps_fn not in maps:
-                    maps[job.maps_fn] = upsample_maps(job.maps_fn(f.code), model.multiple, f.size)
-        for job, opt, history, total in zip(jobs, opts, histories, totals):
-            if step > job.steps:
-                continue
-            w = None if job.cluster is None else maps[job.maps_fn][:, job.cluster : job.cluster + 1]
-            job.decoder.train()
-            loss = weighted_recon(job.decoder(f), y, w, recon)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            check_finite({recon: value}, f"{job.desc}, step {step} of {job.steps}", f"lower decoders.lr ({lr:g})")
-            total[0] += value
-            total[1] += 1
-            bar.update(1)
-            if step % eval_every == 0 or step == job.steps:
-                history.append({"step": step, "train_loss": total[0] / total[1],
-                                "val_loss": job.val.loss(job.decoder, job.cluster)})
-                total[:] = [0.0, 0]
-    bar.close()
-    for job in jobs:
-        job.decoder.eval()
-    return histories
+    # NHWC on the CPU (models.device.channels_last), before the optimisers are made
+    with channels_last([model, *(job.decoder for job in jobs)], module_device(model)):
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        opts, histories, totals = [], [], []
+        for job in jobs:
+            for p in job.decoder.parameters():
+                p.requires_grad_(True)
+            opts.append(torch.optim.Adam(job.decoder.parameters(), lr=lr))
+            histories.append([{"step": 0, "train_loss": float("nan"), "val_loss": job.val.loss(job.decoder, job.cluster)}])
+            totals.append([0.0, 0])
+        last = max((job.steps for job in jobs), default=0)
+        names = ", ".join(job.desc for job in jobs)
+        bar = tqdm(total=sum(job.steps for job in jobs), desc=names if len(jobs) == 1 else f"{len(jobs)} decoders",
+                   disable=not progress, leave=False, mininterval=0.5)
+        for step in range(1, last + 1):
+            deg, y, _ = sample_crops(train, batch_size, crop, rng)
+            maps = {}
+            with torch.no_grad():
+                f = model.features(deg)
+                for job in jobs:
+                    if job.cluster is not None and step <= job.steps and job.maps_fn not in maps:
+                        maps[job.maps_fn] = upsample_maps(job.maps_fn(f.code), model.multiple, f.size)
+            for job, opt, history, total in zip(jobs, opts, histories, totals):
+                if step > job.steps:
+                    continue
+                w = None if job.cluster is None else maps[job.maps_fn][:, job.cluster : job.cluster + 1]
+                job.decoder.train()
+                loss = weighted_recon(job.decoder(f), y, w, recon)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                value = float(loss.detach())
+                check_finite({recon: value}, f"{job.desc}, step {step} of {job.steps}", f"lower decoders.lr ({lr:g})")
+                total[0] += value
+                total[1] += 1
+                bar.update(1)
+                if step % eval_every == 0 or step == job.steps:
+                    history.append({"step": step, "train_loss": total[0] / total[1],
+                                    "val_loss": job.val.loss(job.decoder, job.cluster)})
+                    total[:] = [0.0, 0]
+        bar.close()
+        for job in jobs:
+            job.decoder.eval()
+        return histories
 
 
 def fine_tune(

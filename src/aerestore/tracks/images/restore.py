@@ -184,12 +184,16 @@ class ConvRestorer(Restorer):
         return self._compiled_mode(mode).run_array(x)
 
     @torch.no_grad()
+    def _forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """The PyTorch pass over ``x`` (on the device): encode, decode by ``mode``."""
+        return self.decode(self._networks()[0].features(x), mode)
+
     def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:
         device = self.device
         if self.runtime_for(mode) == "openvino":
             return self._compiled_mode(mode)(x)
         with autocast(device, self.amp):
-            y = self.decode(self._networks()[0].features(to_device(x, device)), mode)
+            y = self._forward(to_device(x, device), mode)
         return y.float().cpu() if device.type != "cpu" else y.float()
 
     @torch.no_grad()
@@ -238,12 +242,8 @@ class PeerNetworkRestorer(ConvRestorer):
         return "torch"
 
     @torch.no_grad()
-    def _restore_whole(self, x: torch.Tensor, mode: str) -> torch.Tensor:
-        self.runtime_for(mode)  # refuses 'openvino'
-        device = self.device
-        with autocast(device, self.amp):
-            y = self._networks()[0].run(to_device(x, device)).x_hat
-        return y.float().cpu() if device.type != "cpu" else y.float()
+    def _forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        return self._networks()[0].run(x).x_hat  # the one network, whatever the mode
 
 
 def route_maps(model, code: torch.Tensor, method: str, centroids, beta: float, scale: float) -> torch.Tensor:

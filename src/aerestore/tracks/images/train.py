@@ -27,7 +27,7 @@ from ...distributed import all_sum, ddp_step, process_threads, rank_and_world, s
 from ...params import RuntimeParams, TrainParams
 from ...stage import cpu_count, set_threads
 from ...losses import check_finite
-from ...models.device import autocast
+from ...models.device import autocast, channels_last
 from ..blocks.train import TrainResult, finish, lr_hint, resolve_device
 
 
@@ -84,73 +84,75 @@ def fit_crops(
     set_threads(process_threads(runtime.threads, cpu_count()))
     device = resolve_device(runtime.device)
     model.to(device)
-    ddp = wrap(model, device, cfg.batch_size, find_unused=True) if world > 1 else None
-    progress = progress and rank == 0
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    optimizers = model.configure_optimizers(cfg.lr)
-    monitor = val if len(val) else train
-    result = TrainResult()
-    best_state = copy.deepcopy(model.state_dict())
-    sums: dict[str, float] = defaultdict(float)
-    count = 0
-    t_start = time.perf_counter()
-    train_seconds = 0.0
-    t_seg = time.perf_counter()
-    crops_seen = 0
-    bar = tqdm(total=cfg.crops.steps, desc=f"train {model.name} (crops)", disable=not progress, leave=False,
-               mininterval=0.5)
-    for step in range(cfg.crops.steps):
-        lr = lr_at(step, cfg.crops.steps, cfg.lr, cfg.crops.warmup)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-        model.train()
-        # every rank draws the same global batch and cuts only its share of the crops
-        part = share(np.arange(cfg.batch_size), rank, world) if ddp is not None else None
-        deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crops.size, rng, device, keep=part)
-        batch = (deg, cln, dmg) if dmg is not None else (deg, cln)
-        with autocast(device, runtime.amp):
-            if ddp is None:
-                terms = model.train_step(batch, optimizers)
-                weight = 1.0
-            else:
-                weight = len(part) / cfg.batch_size
-                ddp.train()
-                terms = ddp_step(ddp, batch, optimizers, weight=weight * world)
-        check_finite(terms, f"{model.name} step {step + 1} of {cfg.crops.steps}", lr_hint(cfg))
-        for k, v in terms.items():
-            sums[k] += v * weight  # summed over the ranks: the global batch's mean
-        count += 1
-        crops_seen += cfg.batch_size  # the global batch
-        bar.update(1)
-        bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
-        if (step + 1) % cfg.crops.eval_every == 0 or step + 1 == cfg.crops.steps:
-            if ddp is not None:
-                keys = list(sums)  # the model's order, the same on every rank
-                sums = defaultdict(float, zip(keys, all_sum([sums[k] for k in keys], device)))
-            seconds = time.perf_counter() - t_seg
-            train_seconds += seconds
+    # NHWC on the CPU for the whole loop (before the optimisers are made); NCHW again after
+    with channels_last([model], device):
+        ddp = wrap(model, device, cfg.batch_size, find_unused=True) if world > 1 else None
+        progress = progress and rank == 0
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        optimizers = model.configure_optimizers(cfg.lr)
+        monitor = val if len(val) else train
+        result = TrainResult()
+        best_state = copy.deepcopy(model.state_dict())
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        t_start = time.perf_counter()
+        train_seconds = 0.0
+        t_seg = time.perf_counter()
+        crops_seen = 0
+        bar = tqdm(total=cfg.crops.steps, desc=f"train {model.name} (crops)", disable=not progress, leave=False,
+                   mininterval=0.5)
+        for step in range(cfg.crops.steps):
+            lr = lr_at(step, cfg.crops.steps, cfg.lr, cfg.crops.warmup)
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            model.train()
+            # every rank draws the same global batch and cuts only its share of the crops
+            part = share(np.arange(cfg.batch_size), rank, world) if ddp is not None else None
+            deg, cln, dmg = sample_crops(train, cfg.batch_size, cfg.crops.size, rng, device, keep=part)
+            batch = (deg, cln, dmg) if dmg is not None else (deg, cln)
             with autocast(device, runtime.amp):
-                val_terms = evaluate_images(model, monitor, device=device)
-            check_finite(val_terms, f"{model.name} step {step + 1} of {cfg.crops.steps}, validation", lr_hint(cfg))
-            row = {"epoch": len(result.history) + 1, "step": step + 1, "lr": lr,
-                   "train_loss": sums["loss"] / count, "val_loss": val_terms["loss"]}
-            row.update({f"train_{k}": v / count for k, v in sums.items() if k != "loss"})
-            row.update({f"val_{k}": v for k, v in val_terms.items() if k != "loss"})
-            row["seconds"] = seconds
-            result.history.append(row)
-            if progress:
-                tqdm.write(f"  step {step + 1}: train {row['train_loss']:.5f}  val {row['val_loss']:.5f}")
-            if on_eval is not None:
-                on_eval(row)
-            # the best by pixel MSE: the damage term does not restore anything
-            score = val_terms.get("mse", val_terms["loss"])
-            if score < result.best_val_loss:
-                result.best_val_loss = score
-                result.best_epoch = row["epoch"]
-                best_state = copy.deepcopy(model.state_dict())
-            sums, count = defaultdict(float), 0
-            t_seg = time.perf_counter()
-    bar.close()
-    return finish(result, model, ddp, best_state, t_start, crops_seen / max(train_seconds, 1e-9))
+                if ddp is None:
+                    terms = model.train_step(batch, optimizers)
+                    weight = 1.0
+                else:
+                    weight = len(part) / cfg.batch_size
+                    ddp.train()
+                    terms = ddp_step(ddp, batch, optimizers, weight=weight * world)
+            check_finite(terms, f"{model.name} step {step + 1} of {cfg.crops.steps}", lr_hint(cfg))
+            for k, v in terms.items():
+                sums[k] += v * weight  # summed over the ranks: the global batch's mean
+            count += 1
+            crops_seen += cfg.batch_size  # the global batch
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss'] / count:.5f}", refresh=False)
+            if (step + 1) % cfg.crops.eval_every == 0 or step + 1 == cfg.crops.steps:
+                if ddp is not None:
+                    keys = list(sums)  # the model's order, the same on every rank
+                    sums = defaultdict(float, zip(keys, all_sum([sums[k] for k in keys], device)))
+                seconds = time.perf_counter() - t_seg
+                train_seconds += seconds
+                with autocast(device, runtime.amp):
+                    val_terms = evaluate_images(model, monitor, device=device)
+                check_finite(val_terms, f"{model.name} step {step + 1} of {cfg.crops.steps}, validation", lr_hint(cfg))
+                row = {"epoch": len(result.history) + 1, "step": step + 1, "lr": lr,
+                       "train_loss": sums["loss"] / count, "val_loss": val_terms["loss"]}
+                row.update({f"train_{k}": v / count for k, v in sums.items() if k != "loss"})
+                row.update({f"val_{k}": v for k, v in val_terms.items() if k != "loss"})
+                row["seconds"] = seconds
+                result.history.append(row)
+                if progress:
+                    tqdm.write(f"  step {step + 1}: train {row['train_loss']:.5f}  val {row['val_loss']:.5f}")
+                if on_eval is not None:
+                    on_eval(row)
+                # the best by pixel MSE: the damage term does not restore anything
+                score = val_terms.get("mse", val_terms["loss"])
+                if score < result.best_val_loss:
+                    result.best_val_loss = score
+                    result.best_epoch = row["epoch"]
+                    best_state = copy.deepcopy(model.state_dict())
+                sums, count = defaultdict(float), 0
+                t_seg = time.perf_counter()
+        bar.close()
+        return finish(result, model, ddp, best_state, t_start, crops_seen / max(train_seconds, 1e-9))

@@ -231,9 +231,21 @@ def quality(names, params, cfg, train, val, steps: int) -> list[dict]:
             model.to(memory_format=torch.channels_last)
         if mode:
             compile_loss(model, mode)
-        t0 = time.perf_counter()
-        fit_crops(model, train, val, run_cfg, seed, progress=False, runtime=runtime)
-        seconds = time.perf_counter() - t0
+        # fit_crops trains channels-last on the CPU (aerestore.models.device.channels_last):
+        # a variant without `cl` must train NCHW, as its name says, so its layout is put back
+        import contextlib
+
+        import aerestore.tracks.images.train as crop_train
+
+        layout = crop_train.channels_last
+        if not cl:
+            crop_train.channels_last = lambda modules, device: contextlib.nullcontext()
+        try:
+            t0 = time.perf_counter()
+            fit_crops(model, train, val, run_cfg, seed, progress=False, runtime=runtime)
+            seconds = time.perf_counter() - t0
+        finally:
+            crop_train.channels_last = layout
         model.eval()
         per_image, se, n = [], 0.0, 0
         with torch.no_grad():

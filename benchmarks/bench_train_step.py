@@ -322,7 +322,8 @@ def main() -> None:
         "a_again": cycler(runners["a"], batches)}, args.steps, args.rounds))
     out["timing"] = timing
     out["load_after_timing"] = os.getloadavg()
-    out["numerics"] = numerics(runners, params, cfg, train.channels, params.seed, batches, args.numerics)
+    if args.numerics > 0:  # --numerics 0: no numerics comparison
+        out["numerics"] = numerics(runners, params, cfg, train.channels, params.seed, batches, args.numerics)
     out["flops"] = flops_and_params(names, params, cfg, train.channels, params.seed, batches[0])
     out["prefetch"] = prefetch_loop(train, cfg, runners["a"], params.seed, args.steps * args.rounds)
     out["decoder_step"] = decoder_parts(params, cfg, train, params.seed, args.steps, args.rounds)
@@ -348,7 +349,7 @@ def main() -> None:
           f"{cfg.crops.steps} steps | max abs loss diff vs a ({args.numerics} steps) | MFLOP/step | params | peak MiB |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for name in names:
-        t, num = timing[name], out["numerics"].get(name, {})
+        t, num = timing[name], out.get("numerics", {}).get(name, {})
         fl = out["flops"].get(name) or out["flops"]["a"]
         mem = out.get("memory_mib", {}).get(name)
         minutes = (cfg.crops.steps * t["wall"] + runners[name].compile_s) / 60

@@ -156,6 +156,10 @@ def add_report(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="runs trained at once, one thread each (default: 2, or 1 on a 1-core machine; "
                    "the numbers do not depend on it)")
+    p.add_argument("--setting", default=None, metavar="NAME=PATH",
+                   help="run the claims of a study's own setting on a local copy of its data, e.g. "
+                   "mnist=/tmp/mnist5k (the sharpness study's claims 7, 8, 14, 15 on whole 32 px MNIST "
+                   "digits); write to another --out")
     p.add_argument("--check", action="store_true",
                    help="train nothing: say whether OUT/claims.json was written by the code now "
                    "(exit code 1 when stale)")
@@ -173,8 +177,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(f"--seeds {args.seeds}: at least 1 (2 for the report's interval, 5 by default)")
     if args.workers < 1:
         raise CliError(f"--workers {args.workers}: at least 1")
-    rows = R.report(_claim_numbers(args.claims), seeds=range(1, args.seeds + 1), params_path=args.params,
-                    out_dir=args.out, cache_dir=args.cache, workers=args.workers)
+    if args.setting and args.out.resolve() == Path("reports").resolve():
+        raise CliError(f"--setting {args.setting}: give another --out (e.g. reports/mnist), so that the "
+                       "default report in reports/ is not overwritten")
+    numbers = _claim_numbers(args.claims)
+    if args.setting:
+        from aerestore.studies.claims import select_setting
+
+        try:
+            study, _ = select_setting(args.setting)
+        except ValueError as e:
+            raise CliError(f"--setting: {e}") from None
+        outside = sorted(set(numbers or ()) - set(study.claims))
+        if outside:
+            raise CliError(f"--claims: {outside} have no run in the setting {study.name!r} "
+                           f"(its claims: {', '.join(map(str, study.claims))})")
+    rows = R.report(numbers, seeds=range(1, args.seeds + 1), params_path=args.params,
+                    out_dir=args.out, cache_dir=args.cache, workers=args.workers, setting=args.setting)
     for r in rows:
         print(f"claim {r['claim']:2d}: {r['verdict']:14s} {r['text']}")
     print(f"wrote {args.out / 'claims.md'}", file=sys.stderr)

@@ -25,7 +25,8 @@ import numpy as np
 from ..io import atomic_path, write_json, write_text
 from ..params import deep_update, load_base
 from .analysis import analyse, contrast
-from .claims import INTERVAL, LEVEL, PX64, REPORT_DIR, SCALED, SEEDS, Claim, select_claims
+from .claims import (INTERVAL, LEVEL, PX64, REPORT_DIR, SCALED, SEEDS, VAE_GAN_TRAIN, Claim, Setting, select_claims,
+                     select_setting)
 from .runner import REPO, code_digest, run_claims
 
 def _fmt(v: float, unit: str = "") -> str:
@@ -147,10 +148,17 @@ def claim_plot(row: dict, diffs: dict[str, dict[int, np.ndarray]], path: Path) -
     plt.close(fig)
 
 
-def scaled_description(base: dict) -> str:
+def scaled_description(base: dict, setting: tuple[Setting, dict] | None = None) -> str:
     from ..params import parse_params
 
-    p = parse_params(deep_update(copy.deepcopy(base), SCALED))
+    raw = deep_update(copy.deepcopy(base), SCALED)
+    if setting:
+        raw = deep_update(raw, setting[1])
+    p = parse_params(raw)
+    if setting:
+        return (f"{setting[0].description}; {p.data.source} data from {p.data.path}, every image of "
+                f"{p.data.image_size} px, {p.train.blocks.epochs} epochs of every training image (vae_gan: "
+                f"{VAE_GAN_TRAIN['blocks']['per_epoch']} a epoch), {p.runtime.threads} thread")
     return (f"{p.data.source} data, {p.data.limit} images of {p.data.image_size} px "
             f"({PX64['data']['limit']} for the 64 px claims), {p.train.blocks.epochs} epochs of "
             f"{p.train.blocks.per_epoch} blocks, {p.runtime.threads} thread")
@@ -168,16 +176,24 @@ def run_machines(results: dict) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def write_report(claims: list[Claim], seeds: list[int], results: dict, out_dir: Path, base: dict) -> list[dict]:
-    """reports/claims.md, reports/claims.json and reports/claims/claim_<n>.png."""
+def write_report(claims: list[Claim], seeds: list[int], results: dict, out_dir: Path, base: dict,
+                 setting: tuple[Setting, dict] | None = None) -> list[dict]:
+    """reports/claims.md, reports/claims.json and reports/claims/claim_<n>.png; in a study's
+    setting (``setting``: :func:`aerestore.studies.claims.select_setting`'s pair) each row's
+    "our setting" names it."""
     rows = analyse(claims, results, seeds)
+    if setting:
+        for r in rows:
+            r["setting"] = setting[0].setting_text(r["setting"])
     seconds = sum(r.get("seconds", 0) for r in results.values())
-    settings = scaled_description(base)
+    settings = scaled_description(base, setting)
     machines = run_machines(results)
     for c, r in zip(claims, rows):
         diffs = {m.label: {s: contrast(m, results, s)[0] for s in seeds} for m in c.measures}
         claim_plot(r, diffs, out_dir / "claims" / f"claim_{c.number}.png")
     write_json(out_dir / "claims.json", {"seeds": seeds, "scaled": SCALED, "scaled_64px": PX64,
+                                         **({"study_setting": {"name": setting[0].name, "overrides": setting[1]}}
+                                            if setting else {}),
                                          "settings": settings, "claims": rows,
                                          "interval": {"method": INTERVAL, "level": LEVEL},
                                          "code_digest": code_digest(), "report_digest": report_digest(),
@@ -188,19 +204,32 @@ def write_report(claims: list[Claim], seeds: list[int], results: dict, out_dir: 
 
 def report(claim_numbers: Iterable[int] | None = None, seeds: Iterable[int] = SEEDS,
            params_path: str | Path = "params.yaml", out_dir: str | Path = REPORT_DIR,
-           cache_dir: str | Path | None = None, progress: bool = True, workers: int = 1) -> list[dict]:
+           cache_dir: str | Path | None = None, progress: bool = True, workers: int = 1,
+           setting: str | None = None) -> list[dict]:
     """Run (or reuse) every run the claims need, then write the report; returns its rows.
 
-    A subset of claims writes a report of that subset only (the other rows are not kept)."""
+    A subset of claims writes a report of that subset only (the other rows are not kept).
+    ``setting`` (``NAME=PATH``, :data:`aerestore.studies.claims.SETTINGS`) runs the claims in a
+    study's own setting on the data in PATH: only that setting's claims (all of them when
+    ``claim_numbers`` is empty)."""
     seeds = [int(s) for s in seeds]
     if len(seeds) < 1 or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
-    claims = select_claims(list(claim_numbers) if claim_numbers else None)
+    study = select_setting(setting) if setting else None
+    numbers = list(claim_numbers) if claim_numbers else None
+    if study:
+        numbers = numbers or list(study[0].claims)
+        outside = sorted(set(numbers) - set(study[0].claims))
+        if outside:
+            raise ValueError(f"claims {outside} have no run in the setting {study[0].name!r} "
+                             f"(its claims: {list(study[0].claims)})")
+    claims = select_claims(numbers)
     base = load_base(params_path)
     out_dir = Path(out_dir)
     cache_root = (Path(cache_dir) if cache_dir else out_dir / "cache").resolve()
-    results = run_claims(claims, seeds, base, cache_root, progress=progress, workers=workers)
-    return write_report(claims, seeds, results, out_dir, base)
+    results = run_claims(claims, seeds, base, cache_root, progress=progress, workers=workers,
+                         setting=study[1] if study else None)
+    return write_report(claims, seeds, results, out_dir, base, study)
 
 
 # ------------------------------------------------------------------------ staleness

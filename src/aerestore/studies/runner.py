@@ -41,12 +41,15 @@ REPO = Path(__file__).resolve().parents[3]
 CACHE_VERSION = 2  # 2: every run records train_loss_drop (claim 21)
 
 
-def arm_params(base: dict, arm: Arm, seed: int) -> dict:
-    """The raw params of one run: ``base`` (params.yaml), :data:`SCALED`, the arm's overrides,
-    the seed; validated (a bad override raises :class:`aerestore.params.ParamsError`)."""
+def arm_params(base: dict, arm: Arm, seed: int, setting: dict | None = None) -> dict:
+    """The raw params of one run: ``base`` (params.yaml), :data:`SCALED`, a study's setting
+    (:data:`aerestore.studies.claims.SETTINGS`' overrides, if any), the arm's overrides, the
+    seed; validated (a bad override raises :class:`aerestore.params.ParamsError`)."""
     from ..params import parse_params
 
     raw = deep_update(copy.deepcopy(base), SCALED)
+    if setting:
+        raw = deep_update(raw, setting)
     raw = deep_update(raw, arm.overrides)
     raw["seed"] = int(seed)
     return parse_params(raw, source=f"report arm {arm.arch} seed {seed}").model_dump()
@@ -334,9 +337,9 @@ def _train_one(name: str, params: dict, key: str, cache_root: str, data_dir: str
 
 
 def run_claims(claims: list[Claim], seeds: Iterable[int], base: dict, cache_root: Path,
-               progress: bool = True, workers: int = 1) -> dict[tuple[str, int], dict]:
+               progress: bool = True, workers: int = 1, setting: dict | None = None) -> dict[tuple[str, int], dict]:
     """Every (arm, seed) the claims need: from the cache, or trained now. Returns the results
-    by (arm, seed).
+    by (arm, seed). ``setting``: a study's setting's overrides (:func:`arm_params`).
 
     ``workers`` > 1 trains that many runs at once in worker processes (each run uses one
     thread, :data:`SCALED`, so a run's numbers do not depend on ``workers``). The data stages
@@ -356,7 +359,7 @@ def run_claims(claims: list[Claim], seeds: Iterable[int], base: dict, cache_root
     results: dict[tuple[str, int], dict] = {}
     jobs = []
     for name, seed in todo:
-        params = arm_params(base, ARMS[name], seed)
+        params = arm_params(base, ARMS[name], seed, setting)
         key = run_key(params, ARMS[name], code)
         hit = cache.get(key)
         if hit is None:

@@ -446,7 +446,11 @@ def test_damage_draws_score_each_test_image_under_other_damage(tmp_path, workdir
     assert "6 test images x 2 damage draws = 12 scored" in summary
     for row in ("degraded", "conv_ae.multi", "conv_ae.single"):
         first, second = d2["per_image"][row]["psnr"][:6], d2["per_image"][row]["psnr"][6:]
-        assert first == d1["per_image"][row]["psnr"]  # draw 0: the prepared split
+        if row == "degraded":
+            assert first == d1["per_image"][row]["psnr"]  # draw 0: the prepared split, to the bit
+        else:  # a network's batch now holds both draws: with AVX2-only kernels its sums run in
+            # another order than with 6 images, so the last bits may differ (not another damage)
+            assert first == pytest.approx(d1["per_image"][row]["psnr"], rel=1e-7, abs=1e-6)
         assert second != first
     again, masks = redegrade(clean, ops, seed=42, draw=1)
     assert d2["per_image"]["degraded"]["psnr"][6:] == pytest.approx(list(M.batch_metrics(again, clean)["psnr"]))

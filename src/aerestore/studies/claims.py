@@ -390,7 +390,6 @@ def select_claims(numbers: Iterable[int] | None) -> list[Claim]:
     return [known[n] for n in sorted(set(numbers))]
 
 
-
 @dataclass(frozen=True)
 class Setting:
     """A study's own setting for its claims, where the data is at hand as a local folder

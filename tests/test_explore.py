@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aerestore import explore as X
-from aerestore.colour import colourfulness, to_grey
+from aerestore.colour import colour_bias, colourfulness, to_grey
 from aerestore.restore import Restorer
 
 from helpers import fit_to, photo_images, tiny_model
@@ -132,3 +132,19 @@ def test_colourfulness():
     assert colourfulness(red.astype(np.float32) / 255) == pytest.approx(colourfulness(red))
     photos = photo_images(4, 32)
     assert (colourfulness(photos) > colourfulness(to_grey(photos))).all()
+
+
+def test_colour_bias_is_the_mean_channel_shift():
+    """A cast of +6 steps in red and -3 in blue is (6 + 0 + 3) / 3 = 3 steps; noise that
+    averages out is no cast; uint8 and float images agree; mismatched stacks are refused."""
+    clean = np.clip(photo_images(3, 16).astype(np.int16), 10, 240)  # room for the shifts: they are exact
+    cast = clean + np.array([6, 0, -3], np.int16)
+    np.testing.assert_allclose(colour_bias(cast.astype(np.uint8), clean.astype(np.uint8)), 3.0, atol=1e-9)
+    flip = clean.copy()
+    flip[:, ::2] += 5
+    flip[:, 1::2] -= 5  # +-5 on alternate rows: no cast on the average
+    np.testing.assert_allclose(colour_bias(flip.astype(np.uint8), clean.astype(np.uint8)), 0.0, atol=1e-9)
+    as_float = cast.astype(np.float64) / 255, clean.astype(np.float64) / 255
+    np.testing.assert_allclose(colour_bias(*as_float), 3.0, atol=1e-9)
+    with pytest.raises(ValueError, match="colour_bias"):
+        colour_bias(clean[:2].astype(np.uint8), clean.astype(np.uint8))

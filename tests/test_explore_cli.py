@@ -215,18 +215,21 @@ def test_explore_stage_chains_an_ae_and_draws_attribute_directions(vae_dir, tmp_
         f"t{i}.jpg {1 if i % 2 else -1} {1 if i < 3 else -1}\n" for i in range(8)) + "other.jpg 1 1\n")
     work = tmp_path / "repo"
     params = _stage_repo(work, vae_dir, {
-        "chain": "conv_ae", "chain_epochs": 1, "attributes": ["Smiling", "Eyeglasses"],
+        "chain": "conv_ae", "chain_epochs": 1, "chain_trained_on": "clean", "chain_passes": 2,
+        "attributes": ["Smiling", "Eyeglasses"],
         "attributes_file": str(attr), "attribute_scales": [-1.0, 0.0, 1.0]}, monkeypatch)
     _load_stage().run(params, stage_args("explore", "vae_lfw"))
     out = work / "metrics" / "explore" / "vae_lfw"
     assert {"chain.png", "attribute_Smiling.png", "attribute_Eyeglasses.png"} <= {p.name for p in out.iterdir()}
-    assert np.asarray(Image.open(out / "chain.png")).shape == (4 * 66 + 2, 3 * 66 + 2, 3)  # 4 test images
+    # 4 test images; VAE | pass 1 | pass 2 | clean
+    assert np.asarray(Image.open(out / "chain.png")).shape == (4 * 66 + 2, 4 * 66 + 2, 3)
     assert np.asarray(Image.open(out / "attribute_Smiling.png")).shape == (2 * 66 + 2, 4 * 66 + 2, 3)
     metrics = yaml.safe_load((work / "metrics" / "explore" / "vae_lfw.json").read_text())
     chain = metrics["chain"]
     assert chain["arch"] == "conv_ae" and chain["epochs_run"] == 1 and chain["train_images"] == 8
-    assert set(chain) >= {"model", "chained", "clean"} and set(chain["model"]) == {
-        "psnr", "ssim", "blur_percent", "laplacian_var"}
+    assert chain["trained_on"] == "clean" and chain["passes"] == 2
+    assert set(chain) >= {"model", "chained", "chained_pass2", "clean"} and set(chain["model"]) == {
+        "psnr", "ssim", "blur_percent", "laplacian_var", "colour_bias"}
     assert metrics["attributes"]["Smiling"]["with"] == 4 and metrics["attributes"]["Eyeglasses"]["with"] == 3
     assert metrics["attributes"]["scales"] == [-1.0, 0.0, 1.0]
     bald = params.model_copy(update={"explore": params.explore.model_copy(update={"attributes": ["Bald"]})})

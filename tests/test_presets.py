@@ -21,7 +21,7 @@ def test_the_issue_settings_have_presets():
     assert {"celeba-mnist-blocks", "sharpness-mnist-vae", "sharpness-mnist-vae-gan", "lfw-denoise",
             "lfw-colourise", "celeba-256-noise", "animal-noise", "animal-dropout", "animal-saltpepper",
             "animal-dropout-noise", "animal-dropout-saltpepper", "animal-noise-saltpepper",
-            "animal-all", "animal-fcn"} <= names
+            "animal-all", "animal-fcn", "blur-chain"} <= names
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
@@ -109,6 +109,7 @@ def test_extra_overrides_and_sweeps():
 # ------------------------------------------------------- each preset against its study's text
 STUDIES = Path("/work/shared/studies")
 BOTTLENECK, CELEBA = "004_d67dddc4407ba9e7.txt", "001_c49bd315ba67f4a2.txt"
+BLUR = "000_2feaf3f72c4d8cc3.txt"
 
 
 def said(study: str, words: str) -> str:
@@ -235,3 +236,20 @@ def test_celeba_mnist_preset_clusters_as_the_block_study():
     assert (p.cluster.method, p.cluster.k) == ("soft_kmeans", 2)
     assert (p.data.image_size, p.blocks.size, p.prepare.channels) == (28, 14, 1)
     assert [op.op for op in p.prepare.degrade] == ["bilateral"]
+
+
+def test_blur_chain_preset_is_the_blur_studys_chain():
+    """The VAE (256 latent variables) -> AE Version 2 chain, the AE trained to reconstruct the
+    clean images and run on the VAE's output several times."""
+    said(BLUR, "training a standard autoencoder to only reconstruct images from the dataset")
+    said(BLUR, "the previously used VAE architecture (256 latent variables) and the AE version 2. Images "
+               "were first run though VAE, then output of VAE becomes input to AE.")
+    said(BLUR, "Background color change seems to get worse as it's run through the ae multiple times.")
+    p = full("blur-chain")
+    assert p.architectures == ["vae_lfw"] and p.latent_for("vae_lfw") == 256
+    assert p.explore.architectures == ["vae_lfw"]
+    assert (p.explore.chain, p.explore.chain_trained_on) == ("conv_ae_v2", "clean")
+    assert p.explore.chain_passes > 1
+    assert p.prepare.degrade == [] and (p.blocks.size, p.blocks.overlap) == (p.data.image_size, 0)  # whole images
+    preset = SP.find_preset("blur-chain", REPO / "presets")
+    assert "data.image_size=128" in preset.description  # the study's 128 px, one override away

@@ -1,4 +1,5 @@
-"""Colour: grey conversion (the colourisation task's input) and a colourfulness measure.
+"""Colour: grey conversion (the colourisation task's input), a colourfulness measure and a
+colour-cast measure.
 
 * :func:`to_grey` is the ``grayscale`` degradation op's conversion (ITU-R BT.601 luma in
   all three channels), so what ``aerestore colourise`` feeds a model is what the model
@@ -11,6 +12,9 @@
   "highly" at about 59 and "extremely" above 82. A colourisation that outputs grey-ish
   images scores low on it even when its PSNR is good, which is why it is reported beside
   PSNR/SSIM.
+* :func:`colour_bias` is the colour cast of a restored image against its clean one: the
+  mean over channels of |mean output - mean clean| in 1/255 steps (the blur study's
+  "background color change", measured by the claims report and the VAE -> AE chain).
 """
 
 from __future__ import annotations
@@ -41,6 +45,18 @@ def colourfulness(images: np.ndarray) -> np.ndarray:
     yb = (0.5 * (r + g) - b).reshape(len(a), -1)
     m = np.sqrt(rg.std(1) ** 2 + yb.std(1) ** 2) + 0.3 * np.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
     return float(m[0]) if single else m
+
+
+def colour_bias(restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """Per image ``(N, H, W, C)``: the mean over channels of the absolute difference of the
+    channel means, ``restored - clean``, in 1/255 steps (0 = no colour cast; a uniform shift
+    of every pixel by d steps gives d). uint8 images are 0..255, float images 0..1."""
+    a, b = np.asarray(restored), np.asarray(clean)
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"colour_bias: expected two (N, H, W, C) stacks of one shape, got {a.shape} and {b.shape}")
+    a = a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a
+    b = b.astype(np.float64) / 255.0 if b.dtype == np.uint8 else b
+    return np.abs((a - b).mean(axis=(1, 2))).mean(axis=1) * 255.0
 
 
 def to_grey(images: np.ndarray) -> np.ndarray:

@@ -124,6 +124,10 @@ class ExploreParams(_Strict):
     # map the explored model's reconstructions to the clean images (null = off)
     chain: str | None = None
     chain_epochs: int = Field(10, ge=1, le=1000)  # the sharpening AE's epochs (the rest: train, arch.<chain>.train)
+    # its training input: the model's reconstructions (vae) or the clean images (clean: the
+    # blur study's AE "to only reconstruct images from the dataset"); the target is the clean image
+    chain_trained_on: Literal["vae", "clean"] = "vae"
+    chain_passes: int = Field(1, ge=1, le=10)  # the AE run on its own output again (the study: "multiple times")
 
     # attribute directions (CelebA's list_attr_celeba.txt): one grid per name, code + t * direction
     attributes: list[str] = []  # attribute names, e.g. [Smiling, Eyeglasses]; [] = off

@@ -38,9 +38,11 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def run_chain(params, model, overlap, clean, train, prepared):
-    """VAE -> AE (``explore.chain``): train the sharpening AE on the model's reconstructions of
-    ``train``, score the model alone and the chain on the test images; -> (grid, metrics)."""
-    from ..chain import chain_grid, chain_images, compare, train_chain
+    """VAE -> AE (``explore.chain``): train the chained AE on the model's reconstructions of
+    ``train`` (``explore.chain_trained_on: vae``) or on ``train`` itself (``clean``), score the
+    model alone and each of ``explore.chain_passes`` passes of the chain on the test images;
+    -> (grid, metrics)."""
+    from ..chain import chain_grid, chain_passes, compare, pass_names, train_chain, vae_outputs
     from ..explore import LatentCodec
 
     ep = params.explore
@@ -52,15 +54,20 @@ def run_chain(params, model, overlap, clean, train, prepared):
     val = np.ascontiguousarray(val[pick(len(val), ep.max_train_images, params.seed)]) if len(val) else val[:0]
     codec = LatentCodec(model, overlap=overlap)
     ae, result = train_chain(codec, ep.chain, train, val, cfg, params.seed, latent=params.latent_for(ep.chain),
-                             runtime=params.runtime,
+                             runtime=params.runtime, trained_on=ep.chain_trained_on,
                              **params.arch_params(ep.chain).model)
-    vae_out, chained = chain_images(codec, ae, clean)
-    scores = compare({"model": vae_out, "chained": chained}, clean)
-    metrics = {"arch": ep.chain, "train_images": len(train), "epochs_run": result.epochs_run,
+    vae_out = vae_outputs(codec, clean)
+    passes = chain_passes(ae, vae_out, ep.chain_passes)
+    names = pass_names(ep.chain_passes)
+    scores = compare({"model": vae_out, **dict(zip(names, passes))}, clean)
+    metrics = {"arch": ep.chain, "trained_on": ep.chain_trained_on, "passes": ep.chain_passes,
+               "train_images": len(train), "epochs_run": result.epochs_run,
                "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1), **scores}
-    print(f"explore chain {ep.chain}: PSNR {scores['model']['psnr']:.2f} -> {scores['chained']['psnr']:.2f} dB, "
-          f"blur % {scores['model']['blur_percent']:.1f} -> {scores['chained']['blur_percent']:.1f}", file=sys.stderr)
-    return chain_grid(vae_out, chained, clean, rows=2 * ep.pairs), metrics
+    for name in names:
+        print(f"explore chain {ep.chain} ({name}): PSNR {scores['model']['psnr']:.2f} -> {scores[name]['psnr']:.2f} dB, "
+              f"blur % {scores['model']['blur_percent']:.1f} -> {scores[name]['blur_percent']:.1f}, colour bias "
+              f"{scores['model']['colour_bias']:.2f} -> {scores[name]['colour_bias']:.2f} /255", file=sys.stderr)
+    return chain_grid(vae_out, passes, clean, rows=2 * ep.pairs), metrics
 
 
 def run_attributes(params, model, overlap, clean, train, train_files):

@@ -155,12 +155,12 @@ def image_measures(restored: np.ndarray, clean: np.ndarray, masks) -> dict[str, 
     squared error in [0, 1] units) and ``colour_bias`` (mean over channels of the absolute
     difference of the channel means, output - clean, in 1/255 steps: a colour cast)."""
     from .. import metrics as M
+    from ..colour import colour_bias
 
     ref = np.asarray(clean, dtype=np.float64) / 255.0
     out = M.batch_metrics(restored, ref, masks)
-    diff = restored - ref
-    out["mse"] = (diff ** 2).mean(axis=(1, 2, 3))
-    out["colour_bias"] = np.abs(diff.mean(axis=(1, 2))).mean(axis=1) * 255.0
+    out["mse"] = ((restored - ref) ** 2).mean(axis=(1, 2, 3))
+    out["colour_bias"] = colour_bias(restored, ref)
     return out
 
 

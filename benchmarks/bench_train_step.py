@@ -232,20 +232,11 @@ def quality(names, params, cfg, train, val, steps: int) -> list[dict]:
         if mode:
             compile_loss(model, mode)
         # fit_crops trains channels-last on the CPU (aerestore.models.device.channels_last):
-        # a variant without `cl` must train NCHW, as its name says, so its layout is put back
-        import contextlib
-
-        import aerestore.tracks.images.train as crop_train
-
-        layout = crop_train.channels_last
-        if not cl:
-            crop_train.channels_last = lambda modules, device: contextlib.nullcontext()
-        try:
-            t0 = time.perf_counter()
-            fit_crops(model, train, val, run_cfg, seed, progress=False, runtime=runtime)
-            seconds = time.perf_counter() - t0
-        finally:
-            crop_train.channels_last = layout
+        # a variant without `cl` must train NCHW, as its name says
+        t0 = time.perf_counter()
+        fit_crops(model, train, val, run_cfg, seed, progress=False, runtime=runtime,
+                  memory_format="channels_last" if cl else "contiguous")
+        seconds = time.perf_counter() - t0
         model.eval()
         per_image, se, n = [], 0.0, 0
         with torch.no_grad():

@@ -251,5 +251,5 @@ def test_blur_chain_preset_is_the_blur_studys_chain():
     assert (p.explore.chain, p.explore.chain_trained_on) == ("conv_ae_v2", "clean")
     assert p.explore.chain_passes > 1
     assert p.prepare.degrade == [] and (p.blocks.size, p.blocks.overlap) == (p.data.image_size, 0)  # whole images
-    preset = SP.find_preset("blur-chain", REPO / "presets")
-    assert "data.image_size=128" in preset.description  # the study's 128 px, one override away
+    said(BLUR, "input_1 (InputLayer)         [(None, 128, 128, 3)]     0")
+    assert p.data.image_size == 128  # the size of the study's summaries

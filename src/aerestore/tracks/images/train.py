@@ -13,11 +13,12 @@ weights on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -64,6 +65,7 @@ def fit_crops(
     on_eval: Callable[[dict[str, float]], None] | None = None,
     *,
     runtime: RuntimeParams,
+    memory_format: Literal["channels_last", "contiguous"] = "channels_last",
 ) -> TrainResult:
     """Train a fully convolutional ``model`` on random crops (``cfg.crops``, ``cfg.lr``,
     ``cfg.batch_size``) on ``runtime``'s device and threads; restore its best weights.
@@ -75,6 +77,11 @@ def fit_crops(
     crops and trains on its share through DistributedDataParallel (as
     :func:`aerestore.tracks.blocks.train.fit`); the training terms are all-reduced at each evaluation
     and every rank scores the whole validation set with the same weights.
+
+    ``memory_format``: on the CPU the loop runs the network channels-last (NHWC, see
+    :func:`aerestore.models.device.channels_last`: the pipeline's speed); ``"contiguous"``
+    keeps it NCHW (``benchmarks/bench_train_step.py``'s variants without ``cl``). Either way
+    the weights are handed back NCHW.
     """
     if len(train) == 0:
         raise ValueError("no training images: the train split is empty")
@@ -84,8 +91,11 @@ def fit_crops(
     set_threads(process_threads(runtime.threads, cpu_count()))
     device = resolve_device(runtime.device)
     model.to(device)
+    if memory_format not in ("channels_last", "contiguous"):
+        raise ValueError(f"fit_crops: memory_format must be 'channels_last' or 'contiguous', got {memory_format!r}")
     # NHWC on the CPU for the whole loop (before the optimisers are made); NCHW again after
-    with channels_last([model], device):
+    layout = channels_last([model], device) if memory_format == "channels_last" else contextlib.nullcontext()
+    with layout:
         ddp = wrap(model, device, cfg.batch_size, find_unused=True) if world > 1 else None
         progress = progress and rank == 0
         rng = np.random.default_rng(seed)

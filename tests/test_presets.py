@@ -252,4 +252,5 @@ def test_blur_chain_preset_is_the_blur_studys_chain():
     assert p.explore.chain_passes > 1
     assert p.prepare.degrade == [] and (p.blocks.size, p.blocks.overlap) == (p.data.image_size, 0)  # whole images
     said(BLUR, "input_1 (InputLayer)         [(None, 128, 128, 3)]     0")
-    assert p.data.image_size == 128  # the size of the study's summaries
+    preset = SP.find_preset("blur-chain", REPO / "presets")  # scaled to 64 px; the study's 128 one override away
+    assert p.data.image_size == 64 and "-S data.image_size=128 -S blocks.size=128" in preset.description

@@ -92,6 +92,10 @@ def test_cli_lists_and_prints_the_command(capsys, monkeypatch):
     assert line.startswith("dvc exp run -n lfw-colourise-sample -S ")
     assert "'prepare.degrade=[{op:grayscale,prob:1.0}]'" in line and "data.source=sample" in line
     assert main(["preset", "nope"]) == 2
+    # a second run of a preset (its control) under a name of its own
+    assert main(["preset", "blur-chain", "-n", "blur-chain-vae", "-S", "explore.chain_trained_on=vae"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("dvc exp run -n blur-chain-vae -S ") and line.endswith("-S explore.chain_trained_on=vae")
 
 
 def test_extra_overrides_and_sweeps():

@@ -244,6 +244,9 @@ def add_preset(sub: Any) -> None:
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="one more `dvc exp run -S` override, after the preset's (e.g. 'seed=1,2,3' "
                         "to queue one experiment per seed, or train.loss.sharpness_weight=0 for a control)")
+    p.add_argument("-n", "--name", dest="exp_name", default=None,
+                   help="the experiment's name (default: the preset's; a second run of a preset, e.g. its "
+                        "control, needs its own)")
     p.add_argument("--params", default="params.yaml", help="the base params (default params.yaml)")
     p.add_argument("--dir", type=Path, default=Path("presets"), help="presets folder (default presets/)")
     p.set_defaults(func=cmd_preset)
@@ -260,7 +263,8 @@ def cmd_preset(args: argparse.Namespace) -> int:
             print(f"{preset.name:28s} {preset.description}  [data: {preset.data}]")
         return 0
     preset = SP.find_preset(args.name, args.dir)
-    cmd = SP.dvc_command(preset, load_base(args.params), sample=args.sample, queue=args.queue, extra=args.set)
+    cmd = SP.dvc_command(preset, load_base(args.params), sample=args.sample, queue=args.queue, extra=args.set,
+                         name=args.exp_name)
     if not args.run:
         print(SP.shell_line(cmd))
         return 0

@@ -162,13 +162,14 @@ def is_sweep(override: str) -> bool:
 
 
 def dvc_command(preset: StudyPreset, base: dict, sample: bool = False, queue: bool = False,
-                extra: list[str] | None = None) -> list[str]:
+                extra: list[str] | None = None, name: str | None = None) -> list[str]:
     """``dvc exp run [--queue] [-n <name>[-sample]] -S key=value...`` (validated first), with the
-    ``extra`` ``-S`` overrides last (they win); a sweep among them (``seed=1,2,3``) drops the
-    name, which one experiment only can take."""
+    ``extra`` ``-S`` overrides last (they win); ``name`` replaces the experiment's name (the
+    preset's, by default: a second run of it, e.g. its control, needs another); a sweep among
+    the overrides (``seed=1,2,3``) drops the name, which one experiment only can take."""
     resolve(preset, base, sample)
     extra = list(extra or [])
-    name = preset.name + ("-sample" if sample else "")
+    name = name or preset.name + ("-sample" if sample else "")
     cmd = ["dvc", "exp", "run", *(["--queue"] if queue else [])]
     if not any(is_sweep(e) for e in extra):
         cmd += ["-n", name]

@@ -13,8 +13,9 @@ colour-cast measure.
   images scores low on it even when its PSNR is good, which is why it is reported beside
   PSNR/SSIM.
 * :func:`colour_bias` is the colour cast of a restored image against its clean one: the
-  mean over channels of |mean output - mean clean| in 1/255 steps (the blur study's
-  "background color change", measured by the claims report and the VAE -> AE chain).
+  mean over channels of the absolute difference of the channel means, output - clean, in
+  1/255 steps (the blur study's "background color change", measured by the claims report
+  and the VAE -> AE chain).
 """
 
 from __future__ import annotations

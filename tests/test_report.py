@@ -195,6 +195,8 @@ def test_check_report_says_when_the_committed_report_is_stale(tmp_path, capsys):
     (out / "claims.json").write_text(json.dumps({"code_digest": RN.code_digest(root),
                                                  "report_digest": RP.report_digest(root)}))
     assert RP.check_report(out, root)[0] is True
+    (root / "stages/train.py").write_text('"""A docstring."""\nx = 1  # a comment\n')
+    assert RP.check_report(out, root)[0] is True  # a comment or a docstring reruns nothing
     (root / "stages/train.py").write_text("x = 2\n")  # the code the runs execute changed
     fresh, message = RP.check_report(out, root)
     assert not fresh and "code_digest" in message
@@ -206,6 +208,40 @@ def test_check_report_says_when_the_committed_report_is_stale(tmp_path, capsys):
     # the CLI flag: the real repository against a report with no digest -> stale, exit 1
     assert main(["report", "--check", "--out", str(out)]) == 1
     assert "stale" in capsys.readouterr().out
+
+
+def test_code_text_drops_comments_and_docstrings_and_keeps_the_code():
+    a = '''"""Module docstring."""
+import os  # a comment
+
+
+class A:
+    """Class docstring, with a "quote" and a # that is no comment."""
+
+    def f(self, x="# not a comment"):
+        """Function docstring
+        on two lines."""
+        # a whole-line comment
+        return x  # é, a non-ASCII comment
+
+
+async def g():
+    \'\'\'Docstring.\'\'\'
+    s = "kept string"
+    return s
+'''
+    text = RN.code_text(a)
+    for gone in ("docstring", "Docstring", "comment\n", "#  ", "é"):
+        assert gone not in text
+    for kept in ('x="# not a comment"', '"kept string"', "return x", "class A:", "import os"):
+        assert kept in text
+    # only comments, docstrings, blank lines and trailing spaces changed: the same text
+    b = a.replace("Function docstring", "Its docstring, fixed").replace("# a comment", "").replace("\n\n\n", "\n")
+    assert RN.code_text(b) == text
+    # a change of code or of a string that is not a docstring changes it
+    assert RN.code_text(a.replace("kept string", "kept strings")) != text
+    assert RN.code_text(a.replace("return x", "return x + 1")) != text
+    assert RN.code_text("def (:\n") == "def (:\n"  # does not parse: hashed as it is
 
 
 def test_written_report_records_the_digests_it_ran_on(tmp_path):

@@ -25,6 +25,8 @@ reference) and ``colour_bias`` (:func:`aerestore.colour.colour_bias`: the colour
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 
@@ -34,11 +36,13 @@ from .explore import LatentCodec, grid, to_tensor, to_uint8
 from .losses import LossConfig
 from .metrics import batch_metrics
 from .models import create_model
+from .params.stages import ChainTrainedOn
 
 # what compare() reports, per method (means over the test images)
 CHAIN_METRICS = ("psnr", "ssim", "blur_percent", "laplacian_var", "colour_bias")
-# what the chained AE is trained to map to the clean image (see the module's docstring)
-TRAINED_ON = ("vae", "clean")
+# what the chained AE is trained to map to the clean image (see the module's docstring);
+# the values of explore.chain_trained_on
+TRAINED_ON = get_args(ChainTrainedOn)
 
 
 def _chw(images: np.ndarray) -> np.ndarray:
@@ -134,15 +138,8 @@ def compare(outputs: dict[str, np.ndarray], clean: np.ndarray) -> dict[str, dict
     return scores
 
 
-def chain_images(codec: LatentCodec, model: torch.nn.Module, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The VAE's outputs and the chained (VAE -> AE) outputs of uint8 ``clean`` images."""
-    vae = vae_outputs(codec, clean)
-    return vae, sharpen(model, vae)
-
-
-def chain_grid(vae: np.ndarray, chained, clean: np.ndarray, rows: int = 8) -> np.ndarray:
-    """One row per image (the first ``rows``): VAE output | VAE -> AE output (one column per
-    pass when ``chained`` is a list of :func:`chain_passes`' stacks) | clean image."""
-    stacks = list(chained) if isinstance(chained, (list, tuple)) else [chained]
+def chain_grid(vae: np.ndarray, passes: list[np.ndarray], clean: np.ndarray, rows: int = 8) -> np.ndarray:
+    """One row per image (the first ``rows``): VAE output | one column per pass of the
+    chained AE (:func:`chain_passes`' stacks) | clean image."""
     n = min(rows, len(clean))
-    return grid([np.stack([vae[i], *(s[i] for s in stacks), clean[i]]) for i in range(n)])
+    return grid([np.stack([vae[i], *(s[i] for s in passes), clean[i]]) for i in range(n)])

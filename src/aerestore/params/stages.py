@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import _Strict
 
+# what explore's chained AE is trained to map to the clean image (aerestore.chain)
+ChainTrainedOn = Literal["vae", "clean"]
 
 # ------------------------------------------------------------------------ cluster
 class ClusterParams(_Strict):
@@ -126,7 +128,7 @@ class ExploreParams(_Strict):
     chain_epochs: int = Field(10, ge=1, le=1000)  # the sharpening AE's epochs (the rest: train, arch.<chain>.train)
     # its training input: the model's reconstructions (vae) or the clean images (clean: the
     # blur study's AE "to only reconstruct images from the dataset"); the target is the clean image
-    chain_trained_on: Literal["vae", "clean"] = "vae"
+    chain_trained_on: ChainTrainedOn = "vae"
     chain_passes: int = Field(1, ge=1, le=10)  # the AE run on its own output again (the study: "multiple times")
 
     # attribute directions (CelebA's list_attr_celeba.txt): one grid per name, code + t * direction

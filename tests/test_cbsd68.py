@@ -144,6 +144,24 @@ def test_the_command_writes_markdown_and_json(folder, tmp_path):
     assert "DRUNet" in out.with_suffix(".md").read_text()
 
 
+def test_label_names_the_row_of_its_model(folder, tmp_path, capsys):
+    from helpers import save_tiny_restorer
+
+    path, _ = folder
+    model = tmp_path / "models" / "conv_ae"
+    save_tiny_restorer(model, block=16)
+    out = tmp_path / "bench"
+    args = ["cbsd68", str(path), "--classical", "--sigmas", "10", "-o", str(out), "--model", str(model)]
+    assert main([*args, "--label", "my restorer, 4000 steps"]) == 0
+    rows = [r["name"] for r in json.loads(out.with_suffix(".json").read_text())["rows"]]
+    assert rows == ["noisy input", "my restorer, 4000 steps"]
+    assert main(args) == 0  # no label: the architecture and the path
+    rows = [r["name"] for r in json.loads(out.with_suffix(".json").read_text())["rows"]]
+    assert rows[1] == f"conv_ae ({model})"
+    assert main([*args, "--label", "a", "--label", "b"]) == 2
+    assert "2 --label for 1 --model" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ the preset
 def test_the_preset_validates_and_draws_sigma_over_the_benchmark_range():
     preset = SP.find_preset("gaussian-denoise", REPO / "presets")

@@ -284,6 +284,9 @@ def add_cbsd68(sub: Any) -> None:
     p.add_argument("path", help="the folder of the CBSD68 images (e.g. 0000.png ... 0067.png)")
     p.add_argument("--model", action="append", default=[], metavar="DIR|URI",
                    help="a trained restorer (models/<arch>, an MLflow model folder or URI); repeatable")
+    p.add_argument("--label", action="append", default=[], metavar="TEXT",
+                   help="the row name of the --model of the same position (default: '<arch> (<path>)'); "
+                        "repeatable, at most one per --model")
     p.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50], help="noise std on 0..255 (default 15 25 50)")
     p.add_argument("--classical", nargs="*", default=["bm3d"], metavar="NAME",
                    help="classical anchors (default: bm3d = CBM3D at the true sigma; none: --classical)")
@@ -313,6 +316,8 @@ def cmd_cbsd68(args: argparse.Namespace) -> int:
         raise CliError(f"--sigmas {args.sigmas}: each must be > 0")
     if args.max_images < 0 or args.anchor_images < 0:
         raise CliError("--max-images and --anchor-images must be >= 0")
+    if len(args.label) > len(args.model):
+        raise CliError(f"{len(args.label)} --label for {len(args.model)} --model: at most one label per model")
     B.list_images(args.path)  # a missing or empty folder fails before any model loads
     earlier = []
     for path in args.merge:
@@ -321,7 +326,8 @@ def cmd_cbsd68(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise CliError(f"--merge {path}: {exc}") from None
     torch.set_num_threads(max(1, args.threads))
-    methods = [B.noisy_method()] + [B.restorer_method(m) for m in args.model]
+    labels = args.label + [None] * (len(args.model) - len(args.label))
+    methods = [B.noisy_method()] + [B.restorer_method(m, name) for m, name in zip(args.model, labels)]
     methods += [B.classical_method(c) for c in args.classical]
     result = B.run_benchmark(args.path, methods, sigmas=args.sigmas, seed=args.seed, clip=args.clip,
                              max_images=args.max_images, anchor_images=args.anchor_images)

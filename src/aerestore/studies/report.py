@@ -14,7 +14,6 @@ anything.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import textwrap
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..params import deep_update, load_base
 from .analysis import analyse, contrast
 from .claims import (INTERVAL, LEVEL, PX64, REPORT_DIR, SCALED, SEEDS, VAE_GAN_TRAIN, Claim, Setting, select_claims,
                      select_setting)
-from .runner import REPO, code_digest, code_text, run_claims
+from .runner import REPO, code_digest, run_claims, sources_digest
 
 def _fmt(v: float, unit: str = "") -> str:
     if v is None or not np.isfinite(v):
@@ -244,11 +243,8 @@ def report_digest(root: Path = REPO) -> str:
     """SHA-256 of the report's own code, :data:`REPORT_FILES` (each file's path under
     ``src/aerestore`` and its :func:`aerestore.studies.runner.code_text`): a change there
     changes the verdicts without rerunning any run; a comment or a docstring does not."""
-    h = hashlib.sha256()
-    for name in REPORT_FILES:
-        h.update(name.encode())
-        h.update(code_text((root / "src" / "aerestore" / name).read_text(encoding="utf-8")).encode())
-    return h.hexdigest()
+    pkg = root / "src" / "aerestore"
+    return sources_digest([pkg / name for name in REPORT_FILES], pkg)
 
 
 def check_report(out_dir: str | Path = REPORT_DIR, root: Path = REPO) -> tuple[bool, str]:

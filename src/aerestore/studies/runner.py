@@ -107,11 +107,17 @@ def code_digest(root: Path = REPO) -> str:
     """SHA-256 over the code a run executes: src/aerestore and stages/ (less :data:`NOT_RUN`),
     each file's path relative to ``root`` and its :func:`code_text` (a comment or a docstring
     changes no run)."""
-    h = hashlib.sha256()
     pkg = root / "src" / "aerestore"
     files = sorted([*(f for f in pkg.rglob("*.py") if _runs(f.relative_to(pkg))), *(root / "stages").glob("*.py")])
+    return sources_digest(files, root)
+
+
+def sources_digest(files: Iterable[Path], base: Path) -> str:
+    """SHA-256 over ``files``, in order: each one's path relative to ``base`` and its
+    :func:`code_text` (what :func:`code_digest` and the report's ``report_digest`` hash)."""
+    h = hashlib.sha256()
     for f in files:
-        h.update(str(f.relative_to(root)).encode())
+        h.update(str(f.relative_to(base)).encode())
         h.update(code_text(f.read_text(encoding="utf-8")).encode())
     return h.hexdigest()
 

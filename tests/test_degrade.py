@@ -317,3 +317,29 @@ def test_default_damage_is_params_yaml_and_byte_identical():
         digest.update(degraded.tobytes())
         digest.update(mask.tobytes())
     assert digest.hexdigest() == DEFAULT_DAMAGE_SHA256
+
+
+def test_float_damage_is_the_same_draw_neither_clipped_nor_rounded():
+    """``quantise=False`` (``train.crops.float_damage``): the degraded image stays float32 in
+    the 0..255 scale, ``clean + noise`` exactly, below 0 and above 255 where the noise takes a
+    saturated pixel, and the quantised output is the same draw clipped and rounded."""
+    clean = np.zeros((32, 32, 3), np.uint8)
+    clean[:, 16:] = 255  # half black, half white: the noise crosses both bounds
+    ops = [op(op="gaussian_noise", std=0.1, prob=1.0)]
+    as_float, mask = degrade_image(clean, ops, np.random.default_rng(3), quantise=False)
+    as_uint8, mask8 = degrade_image(clean, ops, np.random.default_rng(3))
+    assert as_float.dtype == np.float32 and as_float.shape == clean.shape
+    assert as_float.min() < -10 and as_float.max() > 265  # not clipped
+    assert not np.allclose(as_float, np.rint(as_float))  # not rounded
+    noise = np.random.default_rng(3).spawn(1)[0]
+    noise.random()  # the prob draw
+    want = clean + noise.standard_normal(clean.shape, dtype=np.float32) * np.float32(0.1 * 255.0)
+    np.testing.assert_array_equal(as_float, want)
+    np.testing.assert_array_equal(np.clip(np.rint(as_float), 0, 255).astype(np.uint8), as_uint8)
+    np.testing.assert_array_equal(mask, mask8)
+    # the default damage: the same masks (the same draws), float output
+    img = textured(48, 48, 3, seed=1)
+    f, fm = degrade_image(img, DEFAULT_DAMAGE, np.random.default_rng(7), quantise=False)
+    q, qm = degrade_image(img, DEFAULT_DAMAGE, np.random.default_rng(7))
+    np.testing.assert_array_equal(fm, qm)
+    assert f.dtype == np.float32 and np.abs(f - q.astype(np.float32)).max() > 0.5

@@ -64,6 +64,7 @@ def test_every_registered_architecture_has_a_section():
         ({"evaluate": {"tune_images": -1}}, "evaluate.tune_images", "-1"),
         ({"cluster": {"method": "ncut_head"}}, "ncut_weight", "ncut"),
         ({"blocks": {"size": 128}}, "blocks.size", "128"),
+        ({"train": {"crops": {"fresh_damage": False, "float_damage": True}}}, "train.crops", "needs fresh_damage"),
     ],
 )
 def test_bad_values_name_the_key_and_value(change, key, value):

@@ -355,4 +355,5 @@ def test_the_params_scan_follows_registries_and_renamed_imports():
     # which reads runtime.device; clusterer = CLUSTERERS[cp.method] -> soft_kmeans(cp: ClusterParams)
     assert {"runtime.device", "runtime.amp", "cluster.max_iter", "cluster.tol"} <= stage_reads("cluster")
     # train: TRAINING[track](params, arch, cfg, paths) -> CropTraining, the only reader of fresh_damage
-    assert "train.crops.fresh_damage" in stage_reads("train")
+    assert {"train.crops.fresh_damage", "train.crops.float_damage"} <= stage_reads("train")
+    assert {"train.crops.fresh_damage", "train.crops.float_damage"} <= stage_reads("decoders")

@@ -251,6 +251,23 @@ def test_fresh_damage_degrades_each_crop_anew_from_its_clean_image():
     assert (classes > 0).any()  # the default task damages some pixels of every image
 
 
+def test_float_damage_gives_float_crops_beyond_the_8_bit_range():
+    """``train.crops.float_damage``: the crops' inputs are the degrader's float output over
+    255, unclipped, and the clean side is unchanged."""
+    from aerestore.data.degrade import degrader
+    from aerestore.params import GaussianNoiseOp
+
+    data = images(n=2, size=32)
+    data.clean[0, :, :, 16:] = 255
+    data.clean[0, :, :, :16] = 0
+    ops = [GaussianNoiseOp(op="gaussian_noise", std=0.2, prob=1.0)]
+    deg, clean, _ = sample_crops(data.fresh(degrader(ops, quantise=False)), 8, 32, np.random.default_rng(1))
+    assert deg.dtype == torch.float32 and deg.min() < 0 and deg.max() > 1
+    deg8, clean8, _ = sample_crops(data.fresh(degrader(ops)), 8, 32, np.random.default_rng(1))
+    assert torch.equal(clean, clean8) and deg8.min() >= 0 and deg8.max() <= 1
+    assert torch.equal(deg8, (deg * 255).round().clamp(0, 255) / 255)  # the same draws, quantised
+
+
 def test_fresh_damage_needs_ops():
     from aerestore.data.degrade import degrader
 

@@ -197,7 +197,7 @@ def apply_op(
 
 
 def degrade_image(
-    clean: np.ndarray, ops: Sequence[object], rng: np.random.Generator
+    clean: np.ndarray, ops: Sequence[object], rng: np.random.Generator, *, quantise: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Degrade ``clean`` (uint8 ``H x W x C``, C = 1 or 3) by ``ops`` in order.
 
@@ -207,6 +207,13 @@ def degrade_image(
     local ops of kind ``k`` (see :func:`~aerestore.data.localops.local_blur`, :func:`~aerestore.data.localops.local_noise`). An exclusive
     ``local_noise`` only reaches pixels that no earlier local op damaged (its weight is
     multiplied by ``1 -`` the largest weight so far). ``clean`` is never modified.
+
+    ``quantise=False`` (``train.crops.float_damage``) returns the degraded image as float32
+    in the 0..255 scale, neither clipped after each op nor rounded: ``clean + N(0, s^2)`` as
+    the denoising literature's synthetic noise (and the CBSD68 protocol, docs/cbsd68.md).
+    The draws are the same as with ``quantise=True``, whose output is this one clipped and
+    rounded wherever no later op depends on the clipping. JPEG still quantises (its codec
+    takes 8 bits).
     """
     if clean.dtype != np.uint8 or clean.ndim != 3 or clean.shape[2] not in (1, 3):
         raise ValueError(f"expected a uint8 (H, W, 1|3) image, got {clean.dtype} {clean.shape}")
@@ -221,22 +228,25 @@ def degrade_image(
             img, op_weights = local_noise(img, op, op_rng, free)
         else:
             img, op_weights = apply_op(img, op, op_rng)
-        img = np.clip(img, 0.0, 255.0).astype(np.float32, copy=False)
+        if quantise:
+            img = np.clip(img, 0.0, 255.0)
+        img = img.astype(np.float32, copy=False)
         if op_weights is not None:
             kind = DAMAGE_KINDS.index("noise" if isinstance(op, LocalNoiseOp) else "blur")
             np.maximum(weights[kind], op_weights, out=weights[kind])
     mask = np.clip(np.rint(weights * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    return _to_uint8(img), np.ascontiguousarray(mask)
+    return (_to_uint8(img) if quantise else np.ascontiguousarray(img)), np.ascontiguousarray(mask)
 
 
-def degrader(ops: Sequence[object]):
+def degrader(ops: Sequence[object], *, quantise: bool = True):
     """``(clean, rng) -> (degraded, mask)``: :func:`degrade_image` with ``ops`` (e.g.
-    ``prepare.degrade``), as :meth:`aerestore.tracks.images.dataset.ImageData.fresh` takes it."""
+    ``prepare.degrade``) and ``quantise``, as :meth:`aerestore.tracks.images.dataset.ImageData.fresh`
+    takes it."""
     if not ops:
         raise ValueError("fresh damage needs degradation ops: prepare.degrade is empty")
     ops = tuple(ops)
 
     def degrade(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        return degrade_image(clean, ops, rng)
+        return degrade_image(clean, ops, rng, quantise=quantise)
 
     return degrade

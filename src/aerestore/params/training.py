@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator, field_validator
 
 from .base import _Strict
 
@@ -65,6 +65,14 @@ class CropTrainParams(_Strict):
     warmup: float = Field(0.05, ge=0, lt=1)  # share of the steps with a linear warm-up, then cosine to 0
     eval_every: int = Field(250, ge=1)  # steps between two validations on whole val images
     fresh_damage: bool = True  # each crop's image degraded anew by prepare.degrade (False: the prepared copy)
+    # fresh damage kept in float: not clipped to 0..255 nor rounded to 8 bits (data/degrade.py, quantise=False)
+    float_damage: bool = False
+
+    @model_validator(mode="after")
+    def _float_needs_fresh(self) -> "CropTrainParams":
+        if self.float_damage and not self.fresh_damage:
+            raise ValueError("float_damage needs fresh_damage: the prepared copies are 8-bit images")
+        return self
 
 
 class LossParams(_Strict):

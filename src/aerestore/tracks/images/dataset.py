@@ -29,8 +29,9 @@ class ImageData:
     """Degraded and clean images of one split as uint8 tensors (N, C, H, W); ``classes``
     int64 (N, H, W) per-pixel damage class, or None without masks.
 
-    ``degrade``: ``(clean uint8 HWC, rng) -> (degraded uint8 HWC, mask uint8 HWK)``, as
-    :func:`aerestore.data.degrade.degrader` makes it. When set (:meth:`fresh`),
+    ``degrade``: ``(clean uint8 HWC, rng) -> (degraded HWC, mask uint8 HWK)``, as
+    :func:`aerestore.data.degrade.degrader` makes it; degraded is uint8, or float32 in the
+    0..255 scale, unclipped (``train.crops.float_damage``). When set (:meth:`fresh`),
     :func:`sample_crops` degrades each crop's clean image anew instead of cutting the
     prepared degraded copy; ``degraded`` and ``classes`` still serve whole-image passes."""
 
@@ -130,7 +131,7 @@ def sample_crops(
 
 
 def _degrade_anew(data: ImageData, i: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image ``i`` degraded by ``data.degrade`` with ``seed``: uint8 (C, H, W) and its
+    """Image ``i`` degraded by ``data.degrade`` with ``seed``: uint8 or float32 (C, H, W) and its
     int64 (H, W) damage classes."""
     clean = np.ascontiguousarray(data.clean[i].permute(1, 2, 0).numpy())
     degraded, mask = data.degrade(clean, np.random.default_rng(seed))

@@ -22,7 +22,7 @@ class CropTraining:
 
         train = ImageData.load(paths.prepared, "train")
         if cfg.crops.fresh_damage:  # each crop degraded anew, as prepare degrades (train.crops.fresh_damage)
-            train = train.fresh(degrader(params.prepare.degrade))
+            train = train.fresh(degrader(params.prepare.degrade, quantise=not cfg.crops.float_damage))
         self.train, self.val = train, ImageData.load(paths.prepared, "val")
         seed_everything(params.seed)
         self.model = create_model(arch, latent=params.latent_for(arch), block=cfg.crops.size, channels=train.channels,
@@ -30,7 +30,8 @@ class CropTraining:
         self.n_params = sum(p.numel() for p in self.model.parameters())
         print(f"train@{arch}: {self.n_params:,} parameters, {cfg.crops.steps} steps of {cfg.batch_size} random "
               f"{cfg.crops.size} px crops from {len(train):,} training images"
-              + (", each degraded anew" if cfg.crops.fresh_damage else ""), file=sys.stderr)
+              + (", each degraded anew" if cfg.crops.fresh_damage else "")
+              + (" (in float, unclipped)" if cfg.crops.float_damage else ""), file=sys.stderr)
 
     def fit(self, cfg: TrainParams, seed: int, log, *, runtime):
         from .train import fit_crops

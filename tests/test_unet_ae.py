@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from pathlib import Path
+
 from aerestore.artifacts import Clusters, ModelKey, write_clusters, write_decoders
 from aerestore.tracks.images.dataset import ImageData, location_features, sample_crops
 from aerestore.damage import DAMAGE_CLASSES, DAMAGE_KINDS
@@ -22,6 +24,9 @@ from aerestore.tracks.images.restore import ConvRestorer, upsample_maps
 def small(seed: int = 0, **kw):
     torch.manual_seed(seed)
     return create_model("unet_ae", latent=8, block=16, channels=3, **{"width": 4, "levels": 2, **kw})
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def images(n: int = 6, size: int = 24, seed: int = 0) -> ImageData:
@@ -266,6 +271,70 @@ def test_float_damage_gives_float_crops_beyond_the_8_bit_range():
     deg8, clean8, _ = sample_crops(data.fresh(degrader(ops)), 8, 32, np.random.default_rng(1))
     assert torch.equal(clean, clean8) and deg8.min() >= 0 and deg8.max() <= 1
     assert torch.equal(deg8, (deg * 255).round().clamp(0, 255) / 255)  # the same draws, quantised
+
+
+def _prepared(folder, n=4, size=32):
+    """data/prepared in little: train and val splits of :func:`images`, half black / half white."""
+    data = images(n=n, size=size)
+    for split in ("train", "val"):
+        (folder / split).mkdir(parents=True)
+        clean = data.clean.permute(0, 2, 3, 1).numpy().copy()
+        clean[:, :, : size // 2], clean[:, :, size // 2 :] = 0, 255
+        np.save(folder / split / "clean.npy", clean)
+        np.save(folder / split / "degraded.npy", clean)
+        np.save(folder / split / "mask.npy", np.zeros((n, size, size, len(DAMAGE_KINDS)), np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("float_damage", [False, True])
+def test_train_stage_validates_on_the_damage_it_trains_on(tmp_path, float_damage):
+    """``train@unet_ae`` (CropTraining) with ``train.crops.float_damage``: its crops and its
+    validation images are degraded in float, unclipped (the validation images once, with the
+    run's seed); without it, 8-bit crops and the prepared validation copies."""
+    from types import SimpleNamespace
+
+    from aerestore.data.degrade import degrader
+    from aerestore.params import load_params
+    from aerestore.tracks.images.training import CropTraining
+
+    params = load_params(REPO / "params.yaml")
+    raw = params.model_dump()
+    raw["prepare"]["degrade"] = [{"op": "gaussian_noise", "std": 0.2, "prob": 1.0}]
+    raw["train"]["crops"]["float_damage"] = float_damage
+    params = type(params).model_validate(raw)
+    paths = SimpleNamespace(prepared=_prepared(tmp_path / "prepared"))
+    job = CropTraining(params, "unet_ae", params.train_for("unet_ae"), paths)
+    deg, _, _ = sample_crops(job.train, 8, 16, np.random.default_rng(0))
+    prepared_val = np.load(tmp_path / "prepared" / "val" / "degraded.npy")
+    if float_damage:
+        assert deg.min() < 0 and deg.max() > 1
+        assert job.val.degraded.dtype == torch.float32
+        assert job.val.degraded.min() < 0 and job.val.degraded.max() > 255
+        want = ImageData.load(paths.prepared, "val").degraded_once(
+            degrader(params.prepare.degrade, quantise=False), params.seed)
+        assert torch.equal(job.val.degraded, want.degraded)
+    else:
+        assert deg.min() >= 0 and deg.max() <= 1
+        assert torch.equal(job.val.degraded, torch.from_numpy(prepared_val).permute(0, 3, 1, 2))
+
+
+def test_degraded_once_is_seeded_per_image_and_whole_image_batches_leave_it_intact():
+    from aerestore.data.degrade import degrader
+    from aerestore.params import GaussianNoiseOp
+    from aerestore.tracks.images.dataset import image_batches
+
+    data = images(n=3, size=16)
+    degrade = degrader([GaussianNoiseOp(op="gaussian_noise", std=0.1, prob=1.0)], quantise=False)
+    a, b = data.degraded_once(degrade, 7), data.degraded_once(degrade, 7)
+    assert torch.equal(a.degraded, b.degraded) and a.degraded.dtype == torch.float32
+    assert not torch.equal(a.degraded, data.degraded_once(degrade, 8).degraded)
+    first = data.degraded_once(degrade, 7).degraded[:1]  # image 0's draw does not depend on the others
+    assert torch.equal(first, images(n=1, size=16).degraded_once(degrade, 7).degraded)
+    kept = a.degraded.clone()
+    for _ in range(2):  # evaluated twice, as every eval_every steps
+        (deg, _, _), = list(image_batches(a, 16))
+        assert torch.equal(deg, kept / 255.0)
+    assert torch.equal(a.degraded, kept)
 
 
 def test_fresh_damage_needs_ops():

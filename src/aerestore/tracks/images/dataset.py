@@ -72,6 +72,19 @@ class ImageData:
         gaining with the steps where the fixed copy had flattened (README: unet_ae)."""
         return ImageData(self.degraded, self.clean, self.classes, degrade)
 
+    def degraded_once(self, degrade, seed: int) -> "ImageData":
+        """The same clean images, each degraded once by ``degrade`` with the generator
+        ``default_rng([seed, i])`` (image ``i``): a fixed set that follows the training crops'
+        damage where the prepared copies cannot, e.g. float, unclipped noise
+        (``train.crops.float_damage``) while the prepared copies are 8-bit. The classes come
+        from the same draw's masks."""
+        if not len(self):
+            return self
+        source = self.fresh(degrade)
+        degraded, classes = zip(*(_degrade_anew(source, i, [seed, i]) for i in range(len(self))))
+        return ImageData(torch.stack(degraded), self.clean,
+                         torch.stack(classes) if self.classes is not None else None)
+
     @property
     def channels(self) -> int:
         return int(self.degraded.shape[1])
@@ -130,7 +143,7 @@ def sample_crops(
     return degraded, clean, damage
 
 
-def _degrade_anew(data: ImageData, i: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _degrade_anew(data: ImageData, i: int, seed: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Image ``i`` degraded by ``data.degrade`` with ``seed``: uint8 or float32 (C, H, W) and its
     int64 (H, W) damage classes."""
     clean = np.ascontiguousarray(data.clean[i].permute(1, 2, 0).numpy())
@@ -143,7 +156,8 @@ def _degrade_anew(data: ImageData, i: int, seed: int) -> tuple[torch.Tensor, tor
 def image_batches(data: ImageData, batch_size: int, device: torch.device | str = "cpu"):
     """Whole images in order: float (degraded, clean) batches and the one-hot damage."""
     for s in range(0, len(data), batch_size):
-        deg = to_device(data.degraded[s : s + batch_size], device).to(torch.float32).div_(255.0)
+        # not in place: a float ImageData (degraded_once) would be divided where it is kept
+        deg = to_device(data.degraded[s : s + batch_size], device).to(torch.float32) / 255.0
         cln = to_device(data.clean[s : s + batch_size], device).to(torch.float32).div_(255.0)
         dmg = None if data.classes is None else to_device(one_hot_classes(data.classes[s : s + batch_size]), device)
         yield deg, cln, dmg

@@ -29,7 +29,10 @@ class MapDecoders:
         self.val = ImageData.load(paths.prepared, "val")
         z, _ = location_features(restorer.model, train)  # the cluster sizes: on the prepared copies
         if tp.crops.fresh_damage:  # fine-tuned on fresh damage as the shared decoder was trained (control alike)
-            train = train.fresh(degrader(params.prepare.degrade, quantise=not tp.crops.float_damage))
+            degrade = degrader(params.prepare.degrade, quantise=not tp.crops.float_damage)
+            train = train.fresh(degrade)
+            if tp.crops.float_damage:  # validated on float damage, as train@<arch> (CropTraining)
+                self.val = self.val.degraded_once(degrade, params.seed)
         self.train = train
         with torch.no_grad():
             code = torch.from_numpy(z)[:, :, None, None]

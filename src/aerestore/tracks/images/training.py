@@ -20,10 +20,13 @@ class CropTraining:
         from ...losses import LossConfig
         from ...models import create_model
 
-        train = ImageData.load(paths.prepared, "train")
+        train, val = ImageData.load(paths.prepared, "train"), ImageData.load(paths.prepared, "val")
         if cfg.crops.fresh_damage:  # each crop degraded anew, as prepare degrades (train.crops.fresh_damage)
-            train = train.fresh(degrader(params.prepare.degrade, quantise=not cfg.crops.float_damage))
-        self.train, self.val = train, ImageData.load(paths.prepared, "val")
+            degrade = degrader(params.prepare.degrade, quantise=not cfg.crops.float_damage)
+            train = train.fresh(degrade)
+            if cfg.crops.float_damage:  # validated on float damage too: the prepared copies are 8-bit
+                val = val.degraded_once(degrade, params.seed)
+        self.train, self.val = train, val
         seed_everything(params.seed)
         self.model = create_model(arch, latent=params.latent_for(arch), block=cfg.crops.size, channels=train.channels,
                                   loss=LossConfig.from_train(cfg), **params.arch_params(arch).model)

@@ -169,6 +169,7 @@ def test_the_preset_validates_and_draws_sigma_over_the_benchmark_range():
     for sample in (False, True):
         p = SP.resolve(preset, base, sample=sample)
         assert p.architectures == ["unet_ae"] and p.train.crops.fresh_damage
+        assert p.train.crops.float_damage  # unclipped float noise, as the benchmark adds it
         (op,) = p.prepare.degrade
         assert isinstance(op, GaussianNoiseOp) and op.prob == 1.0
         lo, hi = op.std

@@ -26,8 +26,9 @@ from ...models.device import to_device
 
 @dataclass
 class ImageData:
-    """Degraded and clean images of one split as uint8 tensors (N, C, H, W); ``classes``
-    int64 (N, H, W) per-pixel damage class, or None without masks.
+    """Degraded and clean images of one split as uint8 tensors (N, C, H, W) (degraded in
+    float32, 0..255, after :meth:`degraded_once` with float damage); ``classes`` int64
+    (N, H, W) per-pixel damage class, or None without masks.
 
     ``degrade``: ``(clean uint8 HWC, rng) -> (degraded HWC, mask uint8 HWK)``, as
     :func:`aerestore.data.degrade.degrader` makes it; degraded is uint8, or float32 in the

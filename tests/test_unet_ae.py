@@ -273,19 +273,6 @@ def test_float_damage_gives_float_crops_beyond_the_8_bit_range():
     assert torch.equal(deg8, (deg * 255).round().clamp(0, 255) / 255)  # the same draws, quantised
 
 
-def _prepared(folder, n=4, size=32):
-    """data/prepared in little: train and val splits of :func:`images`, half black / half white."""
-    data = images(n=n, size=size)
-    for split in ("train", "val"):
-        (folder / split).mkdir(parents=True)
-        clean = data.clean.permute(0, 2, 3, 1).numpy().copy()
-        clean[:, :, : size // 2], clean[:, :, size // 2 :] = 0, 255
-        np.save(folder / split / "clean.npy", clean)
-        np.save(folder / split / "degraded.npy", clean)
-        np.save(folder / split / "mask.npy", np.zeros((n, size, size, len(DAMAGE_KINDS)), np.uint8))
-    return folder
-
-
 @pytest.mark.parametrize("float_damage", [False, True])
 def test_train_stage_validates_on_the_damage_it_trains_on(tmp_path, float_damage):
     """``train@unet_ae`` (CropTraining) with ``train.crops.float_damage``: its crops and its
@@ -296,13 +283,15 @@ def test_train_stage_validates_on_the_damage_it_trains_on(tmp_path, float_damage
     from aerestore.data.degrade import degrader
     from aerestore.params import load_params
     from aerestore.tracks.images.training import CropTraining
+    from test_blocks import write_prepared  # data/prepared in little (random 8-bit images)
 
     params = load_params(REPO / "params.yaml")
     raw = params.model_dump()
     raw["prepare"]["degrade"] = [{"op": "gaussian_noise", "std": 0.2, "prob": 1.0}]
     raw["train"]["crops"]["float_damage"] = float_damage
     params = type(params).model_validate(raw)
-    paths = SimpleNamespace(prepared=_prepared(tmp_path / "prepared"))
+    write_prepared(tmp_path / "prepared", np.random.default_rng(0), {"train": 4, "val": 4}, hw=32)
+    paths = SimpleNamespace(prepared=tmp_path / "prepared")
     job = CropTraining(params, "unet_ae", params.train_for("unet_ae"), paths)
     deg, _, _ = sample_crops(job.train, 8, 16, np.random.default_rng(0))
     prepared_val = np.load(tmp_path / "prepared" / "val" / "degraded.npy")

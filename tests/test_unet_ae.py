@@ -326,6 +326,31 @@ def test_degraded_once_is_seeded_per_image_and_whole_image_batches_leave_it_inta
     assert torch.equal(a.degraded, kept)
 
 
+def test_crop_damage_follows_train_crops_for_the_trainer_and_the_decoders():
+    """The one place that turns ``train.crops`` into the training stream and the validation
+    set (train@<arch> and decoders@<arch> both call it): unchanged without fresh damage;
+    fresh 8-bit crops with the prepared validation copies; float crops with float
+    validation images degraded once with the seed."""
+    from aerestore.data.degrade import crop_damage
+    from aerestore.params import GaussianNoiseOp
+
+    train, val = images(n=3, size=16), images(n=2, size=16)
+    ops = [GaussianNoiseOp(op="gaussian_noise", std=0.3, prob=1.0)]
+    t, v = crop_damage(train, val, ops, 3, fresh=False, float_damage=False)
+    assert t is train and v is val
+    t, v = crop_damage(train, val, ops, 3, fresh=True, float_damage=False)
+    assert v is val and t.degrade is not None and t.degraded is train.degraded
+    deg, _, _ = sample_crops(t, 8, 16, np.random.default_rng(0))
+    assert 0 <= deg.min() and deg.max() <= 1 and torch.allclose(deg * 255, torch.round(deg * 255), atol=1e-3)
+    t, v = crop_damage(train, val, ops, 3, fresh=True, float_damage=True)
+    deg, _, _ = sample_crops(t, 8, 16, np.random.default_rng(0))
+    assert deg.min() < 0 or deg.max() > 1
+    _, again = crop_damage(train, val, ops, 3, fresh=True, float_damage=True)
+    _, other = crop_damage(train, val, ops, 4, fresh=True, float_damage=True)
+    assert torch.equal(v.degraded, again.degraded) and not torch.equal(v.degraded, other.degraded)
+    assert torch.equal(v.clean, val.clean)
+
+
 def test_fresh_damage_needs_ops():
     from aerestore.data.degrade import degrader
 

@@ -250,3 +250,20 @@ def degrader(ops: Sequence[object], *, quantise: bool = True):
         return degrade_image(clean, ops, rng, quantise=quantise)
 
     return degrade
+
+
+def crop_damage(train, val, degrade_ops: Sequence[object], seed: int, *, fresh: bool, float_damage: bool):
+    """The training and validation images (:class:`aerestore.tracks.images.dataset.ImageData`)
+    as ``train.crops`` asks: with ``fresh`` (``train.crops.fresh_damage``) the training crops
+    are degraded anew at every draw by ``degrade_ops`` (``prepare.degrade``); with
+    ``float_damage`` (``train.crops.float_damage``) that damage stays float and unclipped, and
+    the validation images are degraded once in float with ``seed`` as well, so that the best
+    weights are chosen on the damage they were trained on (the prepared copies are 8-bit).
+    Otherwise both come back unchanged. One function for ``train@<arch>`` and
+    ``decoders@<arch>``, so that the shared decoder, the per-cluster decoders and the control
+    see the same stream. (The flags come as arguments, not the params object, so that each
+    stage's reads of ``train.crops`` stay where tests/test_stage_deps.py looks for them.)"""
+    if not fresh:
+        return train, val
+    degrade = degrader(degrade_ops, quantise=not float_damage)
+    return train.fresh(degrade), (val.degraded_once(degrade, seed) if float_damage else val)

@@ -19,21 +19,17 @@ class MapDecoders:
     what = "per-cluster decoders (map-weighted)"
 
     def __init__(self, params, arch: str, restorer, paths):
-        from ...data.degrade import degrader
+        from ...data.degrade import crop_damage
 
         self.params, self.restorer = params, restorer
         dp = params.decoders
         tp = params.train_for(arch)
         self.crop, self.recon = tp.crops.size, tp.loss.recon  # fine-tune on the loss the shared decoder was trained on
-        train = ImageData.load(paths.prepared, "train")
-        self.val = ImageData.load(paths.prepared, "val")
-        z, _ = location_features(restorer.model, train)  # the cluster sizes: on the prepared copies
-        if tp.crops.fresh_damage:  # fine-tuned on fresh damage as the shared decoder was trained (control alike)
-            degrade = degrader(params.prepare.degrade, quantise=not tp.crops.float_damage)
-            train = train.fresh(degrade)
-            if tp.crops.float_damage:  # validated on float damage, as train@<arch> (CropTraining)
-                self.val = self.val.degraded_once(degrade, params.seed)
-        self.train = train
+        prepared = ImageData.load(paths.prepared, "train")
+        z, _ = location_features(restorer.model, prepared)  # the cluster sizes: on the prepared copies
+        # fine-tuned (control alike) on the damage the shared decoder was trained on
+        self.train, self.val = crop_damage(prepared, ImageData.load(paths.prepared, "val"), params.prepare.degrade,
+                                           params.seed, fresh=tp.crops.fresh_damage, float_damage=tp.crops.float_damage)
         with torch.no_grad():
             code = torch.from_numpy(z)[:, :, None, None]
             labels = restorer.route_maps(code)[:, :, 0, 0].argmax(1).numpy()

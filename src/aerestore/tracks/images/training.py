@@ -16,16 +16,13 @@ class CropTraining:
     whole validation images (:func:`aerestore.tracks.images.train.fit_crops`)."""
 
     def __init__(self, params, arch: str, cfg: TrainParams, paths):
-        from ...data.degrade import degrader
+        from ...data.degrade import crop_damage
         from ...losses import LossConfig
         from ...models import create_model
 
-        train, val = ImageData.load(paths.prepared, "train"), ImageData.load(paths.prepared, "val")
-        if cfg.crops.fresh_damage:  # each crop degraded anew, as prepare degrades (train.crops.fresh_damage)
-            degrade = degrader(params.prepare.degrade, quantise=not cfg.crops.float_damage)
-            train = train.fresh(degrade)
-            if cfg.crops.float_damage:  # validated on float damage too: the prepared copies are 8-bit
-                val = val.degraded_once(degrade, params.seed)
+        train, val = crop_damage(ImageData.load(paths.prepared, "train"), ImageData.load(paths.prepared, "val"),
+                                 params.prepare.degrade, params.seed, fresh=cfg.crops.fresh_damage,
+                                 float_damage=cfg.crops.float_damage)
         self.train, self.val = train, val
         seed_everything(params.seed)
         self.model = create_model(arch, latent=params.latent_for(arch), block=cfg.crops.size, channels=train.channels,

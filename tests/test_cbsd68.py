@@ -185,3 +185,34 @@ def test_the_preset_validates_and_draws_sigma_over_the_benchmark_range():
         std = (noisy.astype(np.float64) - 128).std()
         assert lo * 255 * 0.9 < std < hi * 255 * 1.05
         assert not mask.any()  # uniform noise: no local damage
+
+
+def test_the_texture_script_finds_a_gap_that_grows_with_texture(tmp_path):
+    """benchmarks/cbsd68_texture.py on 8 images of rising texture (random pixels of rising
+    amplitude around grey) where "ours" loses 0.1 dB more on each: ρ = −1, the quarters'
+    means are the known gaps; a row name that matches two rows is refused by name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cbsd68_texture", REPO / "benchmarks" / "cbsd68_texture.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    names = [f"{i:04d}.png" for i in range(8)]
+    for i, n in enumerate(names):
+        amp = 4 * (i + 1)
+        Image.fromarray((128 + rng.integers(-amp, amp + 1, (24, 24, 3))).astype(np.uint8)).save(tmp_path / n)
+    gaps = [-0.1 * i for i in range(8)]
+
+    def record(path, rows):
+        path.write_text(json.dumps({"rows": [{"name": k, "per_image": {"25": v}} for k, v in rows.items()]}))
+
+    record(tmp_path / "ours.json", {"net A": {n: 30 + g for n, g in zip(names, gaps)}, "net B": {n: 0.0 for n in names}})
+    record(tmp_path / "anchor.json", {"CBM3D (run here)": {n: 30.0 for n in names}})
+    out = mod.main([str(tmp_path), "--ours", str(tmp_path / "ours.json"), "--ours-row", "net a", "--anchor",
+                    str(tmp_path / "anchor.json"), "--anchor-row", "cbm3d", "--out", str(tmp_path / "gap.json")])
+    assert out["images"] == 8 and out["spearman_rho"] == pytest.approx(-1.0)
+    assert out["gap_smoothest_quarter"] == pytest.approx(-0.05) and out["gap_most_textured_quarter"] == pytest.approx(-0.65)
+    assert json.loads((tmp_path / "gap.json").read_text())["per_image"]["0007.png"]["gap"] == pytest.approx(-0.7)
+    with pytest.raises(SystemExit, match="2 rows match 'net'"):
+        mod.main([str(tmp_path), "--ours", str(tmp_path / "ours.json"), "--ours-row", "net", "--anchor",
+                  str(tmp_path / "anchor.json"), "--anchor-row", "cbm3d"])

@@ -19,18 +19,24 @@ import argparse
 import json
 from pathlib import Path
 
+import sys
+
 import numpy as np
-from PIL import Image
 from scipy.stats import spearmanr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from aerestore.benchmark_sets import read_rgb, same_protocol  # noqa: E402
 
 
 def texture(path: Path) -> float:
-    grey = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0
+    grey = read_rgb(path).astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0  # ITU-R 601 luma
     return float(np.abs(np.diff(grey, axis=1)).mean() + np.abs(np.diff(grey, axis=0)).mean())
 
 
-def per_image(record: Path, row: str, sigma: str) -> dict[str, float]:
-    rows = json.loads(record.read_text())["rows"]
+def per_image(data: dict, record: Path, row: str, sigma: str) -> dict[str, float]:
+    rows = data["rows"]
     hits = [r for r in rows if row.lower() in r["name"].lower()]
     if len(hits) != 1:
         names = ", ".join(repr(r["name"]) for r in rows)
@@ -52,7 +58,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, help="write the per-image gaps and textures as JSON")
     args = ap.parse_args(argv)
 
-    ours, anchor = per_image(args.ours, args.ours_row, args.sigma), per_image(args.anchor, args.anchor_row, args.sigma)
+    records = {path: json.loads(path.read_text()) for path in (args.ours, args.anchor)}
+    try:  # per-image gaps are only meaningful on the same noise
+        same_protocol(records[args.ours], records[args.anchor], f"{args.anchor} against {args.ours}")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    ours = per_image(records[args.ours], args.ours, args.ours_row, args.sigma)
+    anchor = per_image(records[args.anchor], args.anchor, args.anchor_row, args.sigma)
     names = sorted(set(ours) & set(anchor))
     if len(names) < 8:
         raise SystemExit(f"only {len(names)} images scored by both rows: too few for a rank correlation")

@@ -190,7 +190,8 @@ def test_the_preset_validates_and_draws_sigma_over_the_benchmark_range():
 def test_the_texture_script_finds_a_gap_that_grows_with_texture(tmp_path):
     """benchmarks/cbsd68_texture.py on 8 images of rising texture (random pixels of rising
     amplitude around grey) where "ours" loses 0.1 dB more on each: ρ = −1, the quarters'
-    means are the known gaps; a row name that matches two rows is refused by name."""
+    means are the known gaps; a row name that matches two rows is refused by name, and so is an anchor scored on other
+    noise (another seed)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("cbsd68_texture", REPO / "benchmarks" / "cbsd68_texture.py")
@@ -203,8 +204,10 @@ def test_the_texture_script_finds_a_gap_that_grows_with_texture(tmp_path):
         Image.fromarray((128 + rng.integers(-amp, amp + 1, (24, 24, 3))).astype(np.uint8)).save(tmp_path / n)
     gaps = [-0.1 * i for i in range(8)]
 
-    def record(path, rows):
-        path.write_text(json.dumps({"rows": [{"name": k, "per_image": {"25": v}} for k, v in rows.items()]}))
+    def record(path, rows, seed=0):
+        protocol = {"seed": seed, "clip_noisy": False, "noise": "x + N(0, s^2)"}
+        path.write_text(json.dumps({"images_in_folder": 8, "protocol": protocol,
+                                    "rows": [{"name": k, "per_image": {"25": v}} for k, v in rows.items()]}))
 
     record(tmp_path / "ours.json", {"net A": {n: 30 + g for n, g in zip(names, gaps)}, "net B": {n: 0.0 for n in names}})
     record(tmp_path / "anchor.json", {"CBM3D (run here)": {n: 30.0 for n in names}})
@@ -216,3 +219,7 @@ def test_the_texture_script_finds_a_gap_that_grows_with_texture(tmp_path):
     with pytest.raises(SystemExit, match="2 rows match 'net'"):
         mod.main([str(tmp_path), "--ours", str(tmp_path / "ours.json"), "--ours-row", "net", "--anchor",
                   str(tmp_path / "anchor.json"), "--anchor-row", "cbm3d"])
+    record(tmp_path / "other_noise.json", {"CBM3D (run here)": {n: 30.0 for n in names}}, seed=1)
+    with pytest.raises(SystemExit, match="protocol seed 1 differs from 0"):  # gaps on other noise draws
+        mod.main([str(tmp_path), "--ours", str(tmp_path / "ours.json"), "--ours-row", "net a", "--anchor",
+                  str(tmp_path / "other_noise.json"), "--anchor-row", "cbm3d"])

@@ -272,18 +272,27 @@ def run_benchmark(folder: str | Path, methods: Sequence[Method], sigmas: Sequenc
     }
 
 
+def same_protocol(result: dict[str, Any], other: dict[str, Any], what: str = "cannot compare") -> None:
+    """``ValueError`` (starting with ``what``) unless two records (``OUT.json``) scored the same
+    folder size with the same noise seed, clipping and noise: only then are their figures, per
+    image too, comparable (any sigmas)."""
+    if result["images_in_folder"] != other["images_in_folder"]:
+        raise ValueError(f"{what}: images_in_folder {other['images_in_folder']} differs from "
+                         f"{result['images_in_folder']}")
+    for key in ("seed", "clip_noisy", "noise"):
+        if result["protocol"][key] != other["protocol"][key]:
+            raise ValueError(f"{what}: protocol {key} {other['protocol'][key]!r} differs "
+                             f"from {result['protocol'][key]!r}")
+
+
 def merge(result: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     """``result`` with the rows of an ``earlier`` run added (e.g. CBM3D scored once, slowly, and
     a newly trained network scored later): the same folder size, sigmas, seed and clipping, or
     ``ValueError``. A row whose name ``result`` already has is not added. The anchor subset
     becomes the images every row ran on, and each row's mean on it is recomputed."""
-    for key in ("images_in_folder", "sigmas"):
-        if result[key] != earlier[key]:
-            raise ValueError(f"cannot merge: {key} {earlier[key]} differs from this run's {result[key]}")
-    for key in ("seed", "clip_noisy", "noise"):
-        if result["protocol"][key] != earlier["protocol"][key]:
-            raise ValueError(f"cannot merge: protocol {key} {earlier['protocol'][key]!r} differs "
-                             f"from this run's {result['protocol'][key]!r}")
+    if result["sigmas"] != earlier["sigmas"]:
+        raise ValueError(f"cannot merge: sigmas {earlier['sigmas']} differs from this run's {result['sigmas']}")
+    same_protocol(result, earlier, "cannot merge")
     out = json.loads(json.dumps(result))
     names = {r["name"] for r in out["rows"]}
     out["rows"] += [json.loads(json.dumps(r)) for r in earlier["rows"] if r["name"] not in names]

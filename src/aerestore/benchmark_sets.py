@@ -51,6 +51,10 @@ PSNR_CAP = 100.0
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 LICENCE = ("CBSD68 (the BSDS300 test images, Martin et al. ICCV 2001): for non-commercial research "
            "and educational use only; the images are not shipped with this project.")
+BENCHMARK = "CBSD68 Gaussian denoising"
+OTHER = "Gaussian denoising, CBSD68's protocol, other images"
+OTHER_NOTE = ("These images are not CBSD68 (e.g. held-out validation photographs, on which a choice "
+              "between networks is made): the published CBSD68 figures do not apply and are not shown.")
 SOURCE = "the CBSD68 folder's README (/work/shared/datasets/cbsd68/README.md), from the tables named per row"
 
 # Published PSNR (dB) on CBSD68, sigma 15 / 25 / 50, as listed in the dataset's README (which
@@ -206,11 +210,14 @@ def classical_method(name: str) -> Method:
 # ------------------------------------------------------------------ running
 def run_benchmark(folder: str | Path, methods: Sequence[Method], sigmas: Sequence[int] = SIGMAS,
                   seed: int = SEED, clip: bool = False, max_images: int = 0, anchor_images: int = 0,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, other_images: bool = False) -> dict[str, Any]:
     """Score every method on the folder's images at each sigma; returns the JSON-ready result.
 
     ``max_images``: evenly spaced images of the folder (0 = all); ``anchor_images``: the slow
-    methods run on that many evenly spaced of those (0 = all of them)."""
+    methods run on that many evenly spaced of those (0 = all of them). ``other_images``: the
+    folder is not CBSD68 (a validation set): the same protocol, but the record is named
+    :data:`OTHER`, carries :data:`OTHER_NOTE` instead of CBSD68's licence and no published
+    figures, and is never merged or compared with a CBSD68 record (:func:`same_protocol`)."""
     from tqdm import tqdm
 
     paths = list_images(folder)
@@ -243,9 +250,9 @@ def run_benchmark(folder: str | Path, methods: Sequence[Method], sigmas: Sequenc
     bar.close()
     names = [paths[i].name for i in range(len(paths))]
     return {
-        "benchmark": "CBSD68 Gaussian denoising",
+        "benchmark": OTHER if other_images else BENCHMARK,
         "folder": str(folder),
-        "licence": LICENCE,
+        "licence": OTHER_NOTE if other_images else LICENCE,
         "images_in_folder": len(paths),
         "images": [names[i] for i in chosen],
         "anchor_images": [names[i] for i in anchor],
@@ -266,8 +273,9 @@ def run_benchmark(folder: str | Path, methods: Sequence[Method], sigmas: Sequenc
             "seconds": {str(s): r.seconds[s] for s in sigmas},
             "per_image": {str(s): dict(zip([names[i] for i in r.images], r.per_image[s])) for s in sigmas},
         } for r in rows],
-        "published": {k: {"psnr": {str(s): v["psnr"].get(s) for s in sigmas}, "source": v["source"]}
-                      for k, v in PUBLISHED.items()},
+        "published": {} if other_images else {
+            k: {"psnr": {str(s): v["psnr"].get(s) for s in sigmas}, "source": v["source"]}
+            for k, v in PUBLISHED.items()},
         "published_source": SOURCE,
     }
 
@@ -275,7 +283,11 @@ def run_benchmark(folder: str | Path, methods: Sequence[Method], sigmas: Sequenc
 def same_protocol(result: dict[str, Any], other: dict[str, Any], what: str = "cannot compare") -> None:
     """``ValueError`` (starting with ``what``) unless two records (``OUT.json``) scored the same
     folder size with the same noise seed, clipping and noise: only then are their figures, per
-    image too, comparable (any sigmas)."""
+    image too, comparable (any sigmas). A record of other images (``other_images``) is never
+    comparable with a CBSD68 one."""
+    if result.get("benchmark", BENCHMARK) != other.get("benchmark", BENCHMARK):
+        raise ValueError(f"{what}: a record of {other.get('benchmark', BENCHMARK)!r} beside one of "
+                         f"{result.get('benchmark', BENCHMARK)!r}")
     if result["images_in_folder"] != other["images_in_folder"]:
         raise ValueError(f"{what}: images_in_folder {other['images_in_folder']} differs from "
                          f"{result['images_in_folder']}")
@@ -336,10 +348,12 @@ def markdown(result: dict[str, Any]) -> str:
         for r in result["rows"]:
             out.append(f"| {r['name']} | {n_anchor} | "
                        + " | ".join(_cell(r['psnr_anchor_subset'][str(s)]) for s in sigmas) + f" | {r['note']} |\n")
-    out.append("\n## Published (all 68 images, unclipped noise)\n\n" + head + rule)
-    for k, v in result["published"].items():
-        out.append(f"| {k} | 68 | " + " | ".join(_cell(v['psnr'][str(s)]) for s in sigmas) + f" | {v['source']} |\n")
-    out.append(f"\nPublished figures as listed in {result['published_source']}.\n")
+    if result["published"]:
+        out.append("\n## Published (all 68 images, unclipped noise)\n\n" + head + rule)
+        for k, v in result["published"].items():
+            out.append(f"| {k} | 68 | " + " | ".join(_cell(v['psnr'][str(s)]) for s in sigmas)
+                       + f" | {v['source']} |\n")
+        out.append(f"\nPublished figures as listed in {result['published_source']}.\n")
     return "".join(out)
 
 

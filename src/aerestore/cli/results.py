@@ -302,6 +302,9 @@ def add_cbsd68(sub: Any) -> None:
     p.add_argument("--merge", type=Path, action="append", default=[], metavar="JSON",
                    help="add the rows of an earlier run's OUT.json (same folder, sigmas, seed, clipping): "
                         "e.g. CBM3D scored once, a new network scored later; repeatable")
+    p.add_argument("--other-images", action="store_true",
+                   help="PATH is not CBSD68 (e.g. held-out validation photographs to choose a network on): "
+                        "the same noise protocol, no published figures, not CBSD68's licence line")
     p.add_argument("-o", "--out", type=Path, default=Path("cbsd68"),
                    help="output path without suffix, or a folder (default ./cbsd68: cbsd68.md, cbsd68.json)")
     p.set_defaults(func=cmd_cbsd68)
@@ -330,7 +333,8 @@ def cmd_cbsd68(args: argparse.Namespace) -> int:
     methods = [B.noisy_method()] + [B.restorer_method(m, name) for m, name in zip(args.model, labels)]
     methods += [B.classical_method(c) for c in args.classical]
     result = B.run_benchmark(args.path, methods, sigmas=args.sigmas, seed=args.seed, clip=args.clip,
-                             max_images=args.max_images, anchor_images=args.anchor_images)
+                             max_images=args.max_images, anchor_images=args.anchor_images,
+                             other_images=args.other_images)
     for prev in earlier:
         result = B.merge(result, prev)
     md, js = B.write_outputs(result, args.out)

@@ -61,7 +61,9 @@ def arm_params(base: dict, arm: Arm, seed: int, setting: dict | None = None) -> 
 # Paths under src/aerestore whose code a run does not execute: the study tools (the claims
 # report's own code is hashed by report_digest instead; seeds, latent sizes and presets are not
 # run) and the CLI (a module or a package).
-NOT_RUN = ("studies", "cli.py", "cli")
+# benchmark_sets.py: the CBSD68 scorer, run by `aerestore cbsd68` only (no stage, no claim
+# imports it); tests/test_report.py checks that no code a run executes imports any of these.
+NOT_RUN = ("studies", "cli.py", "cli", "benchmark_sets.py")
 
 
 def _runs(rel: Path) -> bool:

@@ -144,6 +144,25 @@ def test_the_command_writes_markdown_and_json(folder, tmp_path):
     assert "DRUNet" in out.with_suffix(".md").read_text()
 
 
+def test_other_images_get_the_protocol_without_the_published_figures_and_never_merge_with_cbsd68(folder, tmp_path):
+    """--other-images (a validation set, not CBSD68): the same noise and scores, but neither
+    CBSD68's published figures nor its licence line; merging it with a CBSD68 record, or
+    setting their per-image gaps side by side, is refused."""
+    path, _ = folder
+    out = tmp_path / "val"
+    assert main(["cbsd68", str(path), "--classical", "--sigmas", "10", "--other-images", "-o", str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    md = out.with_suffix(".md").read_text()
+    assert data["benchmark"] == B.OTHER and data["published"] == {} and "not CBSD68" in data["licence"]
+    assert "## Published" not in md and "BSDS300" not in md and md.startswith(f"# {B.OTHER}")
+    cbsd = B.run_benchmark(path, [B.noisy_method()], sigmas=[10], progress=False)
+    assert data["rows"][0]["per_image"] == cbsd["rows"][0]["per_image"]  # the same protocol
+    with pytest.raises(ValueError, match="not CBSD68|other images"):
+        B.merge(cbsd, data)
+    with pytest.raises(ValueError, match="other images"):
+        B.same_protocol(data, cbsd)
+
+
 def test_label_names_the_row_of_its_model(folder, tmp_path, capsys):
     from helpers import save_tiny_restorer
 
@@ -223,3 +242,41 @@ def test_the_texture_script_finds_a_gap_that_grows_with_texture(tmp_path):
     with pytest.raises(SystemExit, match="protocol seed 1 differs from 0"):  # gaps on other noise draws
         mod.main([str(tmp_path), "--ours", str(tmp_path / "ours.json"), "--ours-row", "net a", "--anchor",
                   str(tmp_path / "other_noise.json"), "--anchor-row", "cbm3d"])
+
+
+def test_the_natural_tiles_script_keeps_the_held_out_photographs_out_of_training(tmp_path):
+    """benchmarks/natural_tiles.py: train/ holds the grid tiles of the named photographs at
+    each scale (camera 512 px at 1/2: 4 x 4 tiles of 64; coins 303 x 384 at 1/2: 2 x 3) and the
+    faces copied in; val/ the four held-out photographs whole, none of them tiled into train/;
+    an unknown or held-out name, an empty faces folder and a non-empty output are refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("natural_tiles", REPO / "benchmarks" / "natural_tiles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    faces = tmp_path / "faces"
+    (faces / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(faces / name)
+    m = mod.build(tmp_path / "out", size=64, factors=(2,), faces=faces, photos=("camera", "coins"))
+    origins = list(m["train"].values())
+    assert sum(o.startswith("skimage.data.camera scale=1/2") for o in origins) == 16
+    assert sum(o.startswith("skimage.data.coins scale=1/2") for o in origins) == 6
+    assert sorted(n for n in m["train"] if n.startswith("face_")) == ["face_a.png", "face_sub_b.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == sorted(m["train"])
+    tile = np.asarray(Image.open(tmp_path / "out" / "train" / next(n for n in m["train"] if n.startswith("tile_"))))
+    assert tile.shape == (64, 64, 3)
+    val = sorted(p.name for p in (tmp_path / "out" / "val").iterdir())
+    assert val == ["brick.png", "chelsea.png", "china.png", "flower.png"]
+    assert np.asarray(Image.open(tmp_path / "out" / "val" / "china.png")).shape == (427, 640, 3)
+    held = ("chelsea", "brick", "china", "flower")
+    assert not any(h in o for o in origins for h in held)
+    default = [p.name for p in mod.SAMPLE_PHOTOS if p.name not in mod.HELD_OUT_SKIMAGE + mod.NOT_SCENES]
+    assert "chelsea" not in default and "astronaut" in default
+    with pytest.raises(ValueError, match="unknown or held-out"):
+        mod.build(tmp_path / "o2", size=64, photos=("chelsea",))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        mod.build(tmp_path / "o3", size=64, factors=(4,), faces=tmp_path / "empty", photos=("coins",))
+    with pytest.raises(FileExistsError, match="not empty"):
+        mod.build(tmp_path / "out", size=64, photos=("camera",))

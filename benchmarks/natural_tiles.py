@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faces", type=Path, default=None, help="also copy this folder's images into train/")
     ap.add_argument("--photos", nargs="+", default=None, help="only these training photographs")
     a = ap.parse_args(argv)
-    m = build(a.out, a.size, tuple(a.factors), a.faces, tuple(a.photos) if a.photos else None)
+    try:
+        m = build(a.out, a.size, tuple(a.factors), a.faces, tuple(a.photos) if a.photos else None)
+    except (ValueError, OSError) as exc:  # bad names, an empty faces folder, a used output
+        print(f"natural_tiles: {exc}", file=sys.stderr)
+        return 2
     tiles = sum(1 for n in m["train"] if n.startswith("tile_"))
     print(f"{a.out}/train: {len(m['train'])} images ({tiles} tiles of {a.size} px at factors "
           f"{a.factors}, {m['flat_dropped']} flat tiles dropped); {a.out}/val: {sorted(m['val'])}")

@@ -280,3 +280,4 @@ def test_the_natural_tiles_script_keeps_the_held_out_photographs_out_of_training
         mod.build(tmp_path / "o3", size=64, factors=(4,), faces=tmp_path / "empty", photos=("coins",))
     with pytest.raises(FileExistsError, match="not empty"):
         mod.build(tmp_path / "out", size=64, photos=("camera",))
+    assert mod.main([str(tmp_path / "out"), "--photos", "camera"]) == 2  # the command: a message, no traceback

@@ -118,6 +118,24 @@ def test_merge_adds_an_earlier_runs_rows_on_the_same_protocol(folder):
         B.merge(later, other_seed)
 
 
+def test_an_incompatible_merge_is_refused_before_anything_is_scored(folder, tmp_path, capsys):
+    """--merge of a record on another seed (or of other images) stops the command before any
+    model loads or any image is scored (a missing model would otherwise fail first), and writes
+    nothing; a file that is not a record is named."""
+    path, _ = folder
+    earlier = tmp_path / "seed1"
+    assert main(["cbsd68", str(path), "--classical", "--sigmas", "10", "--seed", "1", "-o", str(earlier)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "new"
+    args = ["cbsd68", str(path), "--model", str(tmp_path / "no_such_model"), "--sigmas", "10", "-o", str(out)]
+    assert main(args + ["--merge", str(earlier.with_suffix(".json"))]) == 2
+    err = capsys.readouterr().err
+    assert "--merge" in err and "seed 1 differs from 0" in err and not out.with_suffix(".json").exists()
+    (tmp_path / "junk.json").write_text("{}")
+    assert main(args + ["--merge", str(tmp_path / "junk.json")]) == 2
+    assert "not a record of aerestore cbsd68" in capsys.readouterr().err
+
+
 def test_spaced_picks_evenly_with_both_ends():
     assert B.spaced(68, 6) == [0, 13, 27, 40, 54, 67]
     assert B.spaced(68, 0) == list(range(68)) and B.spaced(3, 5) == [0, 1, 2]

@@ -208,6 +208,29 @@ def classical_method(name: str) -> Method:
 
 
 # ------------------------------------------------------------------ running
+def record_header(folder: str | Path, images_in_folder: int, sigmas: Sequence[int], seed: int = SEED,
+                  clip: bool = False, other_images: bool = False) -> dict[str, Any]:
+    """What a record states before any image is scored: the benchmark, folder, licence, sigmas
+    and protocol. :func:`run_benchmark` writes it; ``aerestore cbsd68 --merge`` checks an
+    earlier record against it (:func:`same_protocol`) before the slow scoring, not after."""
+    return {
+        "benchmark": OTHER if other_images else BENCHMARK,
+        "folder": str(folder),
+        "licence": OTHER_NOTE if other_images else LICENCE,
+        "images_in_folder": images_in_folder,
+        "sigmas": [int(s) for s in sigmas],
+        "protocol": {
+            "seed": seed,
+            "noise": "x + N(0, (sigma/255)^2) per pixel and channel, rng = numpy default_rng([seed, sigma*1000, index])",
+            "clip_noisy": clip,
+            "clipping": ("noisy input clipped to [0, 1] and rounded to 8 bits" if clip else
+                         "noisy input not clipped (float), as the literature's test code (DnCNN, FFDNet, DRUNet)"),
+            "outputs": "clipped to [0, 1] and rounded to 8 bits before scoring",
+            "psnr": f"RGB, all pixels, data range 1, mean over images; one image capped at {PSNR_CAP:g} dB",
+        },
+    }
+
+
 def run_benchmark(folder: str | Path, methods: Sequence[Method], sigmas: Sequence[int] = SIGMAS,
                   seed: int = SEED, clip: bool = False, max_images: int = 0, anchor_images: int = 0,
                   progress: bool = True, other_images: bool = False) -> dict[str, Any]:
@@ -250,22 +273,9 @@ def run_benchmark(folder: str | Path, methods: Sequence[Method], sigmas: Sequenc
     bar.close()
     names = [paths[i].name for i in range(len(paths))]
     return {
-        "benchmark": OTHER if other_images else BENCHMARK,
-        "folder": str(folder),
-        "licence": OTHER_NOTE if other_images else LICENCE,
-        "images_in_folder": len(paths),
+        **record_header(folder, len(paths), sigmas, seed, clip, other_images),
         "images": [names[i] for i in chosen],
         "anchor_images": [names[i] for i in anchor],
-        "sigmas": sigmas,
-        "protocol": {
-            "seed": seed,
-            "noise": "x + N(0, (sigma/255)^2) per pixel and channel, rng = numpy default_rng([seed, sigma*1000, index])",
-            "clip_noisy": clip,
-            "clipping": ("noisy input clipped to [0, 1] and rounded to 8 bits" if clip else
-                         "noisy input not clipped (float), as the literature's test code (DnCNN, FFDNet, DRUNet)"),
-            "outputs": "clipped to [0, 1] and rounded to 8 bits before scoring",
-            "psnr": f"RGB, all pixels, data range 1, mean over images; one image capped at {PSNR_CAP:g} dB",
-        },
         "rows": [{
             "name": r.name, "kind": r.kind, "note": r.note, "images": len(r.images),
             "psnr": {str(s): r.mean(s) for s in sigmas},
@@ -297,14 +307,20 @@ def same_protocol(result: dict[str, Any], other: dict[str, Any], what: str = "ca
                              f"from {result['protocol'][key]!r}")
 
 
+def check_mergeable(result: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """``ValueError`` unless ``earlier``'s rows can join ``result`` (a record, or only its
+    :func:`record_header`): the same sigmas and :func:`same_protocol`."""
+    if result["sigmas"] != earlier["sigmas"]:
+        raise ValueError(f"cannot merge: sigmas {earlier['sigmas']} differs from this run's {result['sigmas']}")
+    same_protocol(result, earlier, "cannot merge")
+
+
 def merge(result: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     """``result`` with the rows of an ``earlier`` run added (e.g. CBM3D scored once, slowly, and
     a newly trained network scored later): the same folder size, sigmas, seed and clipping, or
     ``ValueError``. A row whose name ``result`` already has is not added. The anchor subset
     becomes the images every row ran on, and each row's mean on it is recomputed."""
-    if result["sigmas"] != earlier["sigmas"]:
-        raise ValueError(f"cannot merge: sigmas {earlier['sigmas']} differs from this run's {result['sigmas']}")
-    same_protocol(result, earlier, "cannot merge")
+    check_mergeable(result, earlier)
     out = json.loads(json.dumps(result))
     names = {r["name"] for r in out["rows"]}
     out["rows"] += [json.loads(json.dumps(r)) for r in earlier["rows"] if r["name"] not in names]

@@ -321,11 +321,15 @@ def cmd_cbsd68(args: argparse.Namespace) -> int:
         raise CliError("--max-images and --anchor-images must be >= 0")
     if len(args.label) > len(args.model):
         raise CliError(f"{len(args.label)} --label for {len(args.model)} --model: at most one label per model")
-    B.list_images(args.path)  # a missing or empty folder fails before any model loads
+    n_images = len(B.list_images(args.path))  # a missing or empty folder fails before any model loads
+    header = B.record_header(args.path, n_images, args.sigmas, args.seed, args.clip, args.other_images)
     earlier = []
     for path in args.merge:
         try:
             earlier.append(json.loads(path.read_text()))
+            B.check_mergeable(header, earlier[-1])  # before the scoring, which may take an hour
+        except KeyError as exc:
+            raise CliError(f"--merge {path}: not a record of aerestore cbsd68 (no {exc})") from None
         except (OSError, ValueError) as exc:
             raise CliError(f"--merge {path}: {exc}") from None
     torch.set_num_threads(max(1, args.threads))

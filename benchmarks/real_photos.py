@@ -3,7 +3,7 @@ trained restorer and by the classical ones, scored, and drawn side by side.
 
     python benchmarks/real_photos.py PHOTO [PHOTO ...] [--model models/unet_ae] [--size 128]
         [--classical nlmeans bm3d tv] [--seed 0] [--out docs/restore/faces.jpg]
-        [--settings metrics/evaluate_details.json] [--oracle]
+        [--settings metrics/evaluate_details.json] [--oracle] [--self-ensemble]
 
 Each photo is centre-cropped to a square, resized to ``--size`` px (area), degraded by
 ``prepare.degrade`` of ``params.yaml`` (seeded per photo), restored by ``--model`` (as
@@ -11,7 +11,8 @@ Each photo is centre-cropped to a square, resized to ``--size`` px (area), degra
 by each classical restorer (noise level estimated per image, or a noise map for the ``*_map``
 rows; ``--settings``: the settings the evaluate stage chose on the validation split, read from
 its ``evaluate_details.json``, else the defaults) and, with ``--oracle``, by the upper bound
-told the true damage (``classical.oracle_restore``, not a competitor). Prints PSNR per photo and the
+told the true damage (``classical.oracle_restore``, not a competitor); with ``--self-ensemble``
+also the model as ``aerestore restore --self-ensemble`` restores (row ``model x8``). Prints PSNR per photo and the
 means (whole image, inside the blurred regions) and writes one row per photo: degraded |
 the classical restorers | the model | clean.
 """
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from aerestore.classical import RESTORERS, oracle_restore  # noqa: E402
+from aerestore.cli.selfensemble import restore_self_ensemble  # noqa: E402
 from aerestore.data.degrade import degrade_image  # noqa: E402
 from aerestore.params import load_params  # noqa: E402
 from aerestore.restore import Restorer  # noqa: E402
@@ -59,6 +61,8 @@ def main() -> None:
     ap.add_argument("--settings", type=Path, default=None,
                     help="evaluate_details.json whose classical_settings (chosen on validation) to use")
     ap.add_argument("--oracle", action="store_true", help="add the oracle row (told the true damage; an upper bound)")
+    ap.add_argument("--self-ensemble", action="store_true",
+                    help="add the row 'model x8': the mean of the model's 8 orientations (aerestore restore --self-ensemble)")
     args = ap.parse_args()
     names = [n for n in args.classical if RESTORERS[n].missing() is None]
     restorers = {n: RESTORERS[n] for n in names}
@@ -73,7 +77,8 @@ def main() -> None:
         names.append("oracle")
     restorer = Restorer.load(args.model, routing="soft")
     ops = load_params(ROOT / "params.yaml").prepare.degrade
-    rows, scores = [], {k: [] for k in ["degraded", *names, "model"]}
+    models = ["model", "model x8"] if args.self_ensemble else ["model"]
+    rows, scores = [], {k: [] for k in ["degraded", *names, *models]}
     blur_scores = {k: [] for k in scores}
     for i, path in enumerate(args.photos):
         clean = square(path, args.size)
@@ -85,6 +90,8 @@ def main() -> None:
                 if n == "oracle" else restorers[n](x)
             outs[n] = np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
         outs["model"] = restorer.restore(degraded)
+        if args.self_ensemble:
+            outs["model x8"] = restore_self_ensemble(restorer, degraded)
         blur = mask[..., 0] > 127
         for k, img in outs.items():
             scores[k].append(psnr(img, clean))
@@ -100,7 +107,7 @@ def main() -> None:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(rows, axis=0)).save(args.out, quality=92)
-        print(f"wrote {args.out}: rows of degraded | {' | '.join(names)} | {args.model.name} | clean")
+        print(f"wrote {args.out}: rows of degraded | {' | '.join(names)} | {' | '.join(models)} | clean")
 
 
 if __name__ == "__main__":

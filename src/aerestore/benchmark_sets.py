@@ -165,12 +165,14 @@ def noisy_method() -> Method:
     return Method("noisy input", "reference", lambda x, s: x, note="the noisy input itself, 8-bit")
 
 
-def restorer_method(model: str, name: str | None = None) -> Method:
+def restorer_method(model: str, name: str | None = None, self_ensemble: bool = False) -> Method:
     """A trained restorer (``models/<arch>`` or an MLflow URI), fed the float noisy image as
-    it is (unclipped unless ``clip``); PyTorch on one thread."""
+    it is (unclipped unless ``clip``); PyTorch on one thread. ``self_ensemble``: the mean of
+    its eight orientations (:mod:`aerestore.cli.selfensemble`; eight times the restore time)."""
     import torch
 
     from .cli.common import load_any_restorer
+    from .cli.selfensemble import self_ensemble as ensemble
 
     restorer = load_any_restorer(model)
     if getattr(restorer, "channels", 3) != 3:
@@ -178,11 +180,17 @@ def restorer_method(model: str, name: str | None = None) -> Method:
     if hasattr(restorer, "runtime"):
         restorer.runtime = "torch"  # the float input as it is (OpenVINO agrees to ~1e-6)
 
+    def restore(a: np.ndarray) -> np.ndarray:
+        return restorer.restore_float(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))).numpy()
+
     def denoise(x: np.ndarray, sigma: float) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32))
-        return restorer.restore_float(t).numpy()[0].transpose(1, 2, 0)
+        a = x.transpose(2, 0, 1)[None]
+        return (ensemble(restore, a) if self_ensemble else restore(a))[0].transpose(1, 2, 0)
 
     label = name or f"{getattr(restorer, 'arch', 'model')} ({model})"
+    if self_ensemble:
+        return Method(f"{label}, self-ensemble x8", "ours", denoise,
+                      note="blind: not told sigma; mean of its 8 orientations (8 restores)")
     return Method(label, "ours", denoise, note="blind: not told sigma")
 
 
@@ -195,16 +203,30 @@ def cbm3d(x: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(_bm3d_at(x.astype(np.float64), sigma / 255.0), np.float32)
 
 
-CLASSICAL: dict[str, tuple[Denoiser, bool, str]] = {
-    "bm3d": (cbm3d, True, "CBM3D, bm3d.bm3d_rgb 4.0.3, profile np, told the true sigma"),
+def cbm3d_x8(x: np.ndarray, sigma: float) -> np.ndarray:
+    """:func:`cbm3d` as a self-ensemble (the mean of its 8 orientations, 8 runs): the anchor's
+    side of ``--self-ensemble``, so that the networks' test-time averaging is set beside the
+    same averaging of CBM3D, not only beside its single pass."""
+    from .cli.selfensemble import self_ensemble
+
+    def one(a: np.ndarray) -> np.ndarray:
+        return cbm3d(a[0].transpose(1, 2, 0), sigma).transpose(2, 0, 1)[None]
+
+    return self_ensemble(one, x.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0)
+
+
+CLASSICAL: dict[str, tuple[Denoiser, bool, str, str]] = {
+    "bm3d": (cbm3d, True, "CBM3D (run here)", "CBM3D, bm3d.bm3d_rgb 4.0.3, profile np, told the true sigma"),
+    "bm3d_x8": (cbm3d_x8, True, "CBM3D (run here), self-ensemble x8",
+                "CBM3D as above, the mean of its 8 orientations (8 runs)"),
 }
 
 
 def classical_method(name: str) -> Method:
     if name not in CLASSICAL:
         raise ValueError(f"unknown classical anchor {name!r}; known: {', '.join(CLASSICAL)}")
-    fn, slow, note = CLASSICAL[name]
-    return Method("CBM3D (run here)" if name == "bm3d" else name, "classical", fn, slow=slow, note=note)
+    fn, slow, label, note = CLASSICAL[name]
+    return Method(label, "classical", fn, slow=slow, note=note)
 
 
 # ------------------------------------------------------------------ running

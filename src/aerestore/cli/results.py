@@ -289,7 +289,8 @@ def add_cbsd68(sub: Any) -> None:
                         "repeatable, at most one per --model")
     p.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50], help="noise std on 0..255 (default 15 25 50)")
     p.add_argument("--classical", nargs="*", default=["bm3d"], metavar="NAME",
-                   help="classical anchors (default: bm3d = CBM3D at the true sigma; none: --classical)")
+                   help="classical anchors (default: bm3d = CBM3D at the true sigma; bm3d_x8: the same as a "
+                        "self-ensemble of its 8 orientations, 8x the time; none: --classical)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--clip", action="store_true",
                    help="clip the noisy input to [0, 1] and round it to 8 bits (default: float, unclipped, "
@@ -298,6 +299,9 @@ def add_cbsd68(sub: Any) -> None:
     p.add_argument("--anchor-images", type=int, default=0, metavar="N",
                    help="slow anchors (bm3d, ~25 s per image and sigma) on N evenly spaced of those (0 = all); "
                         "every row is also averaged on that subset")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="also score each --model as the mean of its 8 orientations (flips and quarter "
+                        "turns, 8x the restore time), a row of its own beside the single pass")
     p.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1)")
     p.add_argument("--merge", type=Path, action="append", default=[], metavar="JSON",
                    help="add the rows of an earlier run's OUT.json (same folder, sigmas, seed, clipping): "
@@ -321,6 +325,8 @@ def cmd_cbsd68(args: argparse.Namespace) -> int:
         raise CliError("--max-images and --anchor-images must be >= 0")
     if len(args.label) > len(args.model):
         raise CliError(f"{len(args.label)} --label for {len(args.model)} --model: at most one label per model")
+    if args.self_ensemble and not args.model:
+        raise CliError("--self-ensemble scores a --model's 8 orientations: give at least one --model")
     n_images = len(B.list_images(args.path))  # a missing or empty folder fails before any model loads
     header = B.record_header(args.path, n_images, args.sigmas, args.seed, args.clip, args.other_images)
     earlier = []
@@ -334,7 +340,11 @@ def cmd_cbsd68(args: argparse.Namespace) -> int:
             raise CliError(f"--merge {path}: {exc}") from None
     torch.set_num_threads(max(1, args.threads))
     labels = args.label + [None] * (len(args.model) - len(args.label))
-    methods = [B.noisy_method()] + [B.restorer_method(m, name) for m, name in zip(args.model, labels)]
+    methods = [B.noisy_method()]
+    for m, name in zip(args.model, labels):
+        methods.append(B.restorer_method(m, name))
+        if args.self_ensemble:
+            methods.append(B.restorer_method(m, name, self_ensemble=True))
     methods += [B.classical_method(c) for c in args.classical]
     result = B.run_benchmark(args.path, methods, sigmas=args.sigmas, seed=args.seed, clip=args.clip,
                              max_images=args.max_images, anchor_images=args.anchor_images,

@@ -8,8 +8,10 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,13 +66,88 @@ def env() -> dict[str, str]:
     return e
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600,
+        extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def queue_workers(repo: Path) -> list:
+    """This repository's live `dvc exp queue-worker` processes (named after DVC's celery
+    directory, as dvc/repo/experiments/queue/celery.py names its nodes)."""
+    import hashlib
+
+    import psutil
+
+    node = "dvc-exp-" + hashlib.sha256(str(repo / ".dvc/tmp/exps/celery").encode()).hexdigest()[:6] + "-"
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or ())
+        if "queue-worker" in cmd and node in cmd:
+            found.append(proc)
+    return found
+
+
+def start_queue(repo: Path, jobs: int = 2, extra_env: dict | None = None) -> None:
+    """`dvc queue start -j jobs`, returning as soon as the workers are spawned.
+
+    DVC forks its workers with the caller's stdout and stderr still open, so a captured
+    `dvc queue start` only returns once every worker has exited: the whole queue, with no
+    word of what it was doing (CI, stop 40: 600 s, then a bare TimeoutExpired). Its output
+    goes to a file instead."""
+    with open(repo.parent / "queue-start.log", "a") as log:
+        proc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env={**env(), **(extra_env or {})},
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120)
+    assert proc.returncode == 0, (repo.parent / "queue-start.log").read_text()[-4000:]
+
+
+def wait_for_queue(repo: Path, timeout: float = 1200, jobs: int = 2, restarts: int = 2,
+                   extra_env: dict | None = None) -> str:
+    """Wait until the queue has nothing queued or running; return `dvc queue status`.
+
+    While an experiment of this repository runs (a `dvc exp exec-run` process naming
+    it), only the process table is read: each `dvc queue status` costs a second of CPU
+    that the experiments need. A queue left with tasks but no worker is started again,
+    at most `restarts` times: DVC's workers sometimes stop with tasks still queued
+    (treeverse/dvc#10562, whose workaround is another `dvc queue start`). On timeout
+    the workers are killed and the failure shows the status and the running tasks' logs."""
+    import psutil
+
+    def running() -> bool:
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or ())
+            if "exec-run" in cmd and str(repo) in cmd:
+                return True
+        return False
+
+    deadline = time.time() + timeout
+    status = ""
+    while time.time() < deadline:
+        if running():
+            time.sleep(1)
+            continue
+        status = run(["dvc", "queue", "status"], repo, extra_env=extra_env).stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        if "Queued" in status and "Running" not in status and not queue_workers(repo) and restarts > 0:
+            restarts -= 1
+            start_queue(repo, jobs, extra_env)
+        time.sleep(2)
+    logs = "".join(f"--- {line.split()[0]}\n" + run(["dvc", "queue", "logs", line.split()[0]], repo,
+                                                     check=False, extra_env=extra_env).stdout[-3000:]
+                   for line in status.splitlines() if "Running" in line)
+    for proc in queue_workers(repo):
+        for p in [*proc.children(recursive=True), proc]:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    pytest.fail(f"the queue did not finish in {timeout:.0f} s:\n{status}\n{logs}")
 
 
 def make_repo(dest: Path, overrides: dict | None = None) -> Path:

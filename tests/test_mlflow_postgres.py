@@ -7,7 +7,6 @@ must then list every run, metric and registered model version: none lost."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 import postgres_server
 from helpers import mlflow_server
 from pipeline_utils import env as pipeline_env
-from pipeline_utils import make_repo
+from pipeline_utils import make_repo, start_queue, wait_for_queue
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.team]  # ./run.sh test -m team
 
@@ -27,16 +26,6 @@ def _run(cmd: list[str], cwd: Path, uri: str, timeout: int = 600) -> subprocess.
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
-
-
-def _wait_for_queue(repo: Path, uri: str, timeout: float = 600) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = _run(["dvc", "queue", "status"], repo, uri).stdout
-        if "Queued" not in status and "Running" not in status:
-            return status
-        time.sleep(3)
-    pytest.fail(f"the queue did not finish in {timeout:.0f} s:\n{status}")
 
 
 @pytest.mark.skipif(postgres_server.missing() is not None, reason=str(postgres_server.missing()))
@@ -57,8 +46,8 @@ def test_pipeline_and_parallel_queue_on_postgresql_lose_nothing(tmp_path):
         _run(["git", "commit", "-qm", "baseline"], repo, url)
         # two experiments at once, each rerunning decoders@conv_ae and evaluate
         _run(["dvc", "exp", "run", "--queue", "-S", "decoders.lr=0.0002,0.0005"], repo, url)
-        _run(["dvc", "queue", "start", "-j", "2"], repo, url)
-        status = _wait_for_queue(repo, url)
+        start_queue(repo, jobs=2, extra_env={"MLFLOW_TRACKING_URI": url})
+        status = wait_for_queue(repo, jobs=2, extra_env={"MLFLOW_TRACKING_URI": url})
         if status.count("Success") != 2:
             logs = "".join(subprocess.run(["dvc", "queue", "logs", line.split()[0]], cwd=repo, env=pipeline_env(),
                                           capture_output=True, text=True).stdout[-3000:]

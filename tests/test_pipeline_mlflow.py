@@ -6,12 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-import time
 
 import pytest
 import yaml
 
-from pipeline_utils import make_repo, run
+from pipeline_utils import make_repo, run, start_queue, wait_for_queue
 
 pytestmark = pytest.mark.pipeline
 
@@ -169,41 +168,14 @@ def test_rest_api_of_a_server_on_the_pipeline_store(tracked, tmp_path):
         assert restorer["latest_versions"][0]["run_id"] == by_name["evaluate"]["info"]["run_id"]
 
 
-def wait_for_queue(repo, timeout: float = 600) -> str:
-    """Wait until the queue has nothing queued or running; return `dvc queue status`.
-
-    While an experiment of this repository runs (a `dvc exp exec-run` process naming
-    it), only the process table is read: each `dvc queue status` costs a second of CPU
-    that the experiments need."""
-    import psutil
-
-    def running() -> bool:
-        for proc in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(proc.info["cmdline"] or ())
-            if "exec-run" in cmd and str(repo) in cmd:
-                return True
-        return False
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if running():
-            time.sleep(1)
-            continue
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            return status
-        time.sleep(2)
-    pytest.fail(f"the queue did not finish in {timeout:.0f} s:\n{status}")
-
-
 @pytest.mark.team  # two experiments at once on one store, ~2 min: run with the team set-up tests (-m team)
 def test_queued_experiments_two_at_a_time_lose_no_run(tracked):
     run(["git", "add", "-A"], tracked)
     run(["git", "commit", "-qm", "baseline results"], tracked)
     _, before = runs_of(tracked)
     run(["dvc", "exp", "run", "--queue", "-S", "latent=6,10"], tracked)
-    run(["dvc", "queue", "start", "-j", "2"], tracked)
-    status = wait_for_queue(tracked)
+    start_queue(tracked, jobs=2)
+    status = wait_for_queue(tracked, jobs=2)
     assert status.count("Success") == 2, status
     logs = "".join(run(["dvc", "queue", "logs", line.split()[0]], tracked, check=False).stdout
                    for line in status.splitlines() if "Success" in line)

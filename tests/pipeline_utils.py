@@ -126,7 +126,7 @@ def wait_for_queue(repo: Path, timeout: float = 1200, jobs: int = 2, restarts: i
         return False
 
     deadline = time.time() + timeout
-    status = ""
+    status, stalled_since = "", None
     while time.time() < deadline:
         if running():
             time.sleep(1)
@@ -134,9 +134,16 @@ def wait_for_queue(repo: Path, timeout: float = 1200, jobs: int = 2, restarts: i
         status = run(["dvc", "queue", "status"], repo, extra_env=extra_env).stdout
         if "Queued" not in status and "Running" not in status:
             return status
-        if "Queued" in status and "Running" not in status and not queue_workers(repo) and restarts > 0:
-            restarts -= 1
-            start_queue(repo, jobs, extra_env)
+        if "Queued" in status and "Running" not in status and not queue_workers(repo):
+            # stalled only when it stays so for a while: a worker just spawned is not yet
+            # `dvc exp queue-worker` in the process table, and a second start would spawn a
+            # twin under the same celery node name
+            stalled_since = stalled_since or time.time()
+            if time.time() - stalled_since > 15 and restarts > 0:
+                restarts, stalled_since = restarts - 1, None
+                start_queue(repo, jobs, extra_env)
+        else:
+            stalled_since = None
         time.sleep(2)
     logs = "".join(f"--- {line.split()[0]}\n" + run(["dvc", "queue", "logs", line.split()[0]], repo,
                                                      check=False, extra_env=extra_env).stdout[-3000:]

@@ -26,7 +26,8 @@ TINY = {
     "train": {"blocks": {"epochs": 1}, "batch_size": 64},
     "cluster": {"k": 3, "max_blocks": 2000},  # the default damage_head: one cluster per damage class
     "decoders": {"epochs": 1, "min_blocks": 8, "batch_size": 64},
-    "evaluate": {"classical": [], "grid_images": 2, "max_images": 4},
+    # speed_size 32: every row is still timed (the oracle's BM3D too), on a 32 px image
+    "evaluate": {"classical": [], "grid_images": 2, "max_images": 4, "speed_size": 32},
     "mlflow": {"enabled": False},
     "arch": {"conv_ae": {"model": {}}, "vae": {"model": {}}},
 }

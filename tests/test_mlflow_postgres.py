@@ -14,18 +14,15 @@ import pytest
 import postgres_server
 from helpers import mlflow_server
 from pipeline_utils import env as pipeline_env
-from pipeline_utils import make_repo, start_queue, wait_for_queue
+from pipeline_utils import make_repo, run, start_queue, wait_for_queue
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.team]  # ./run.sh test -m team
 
 STAGES = {"train@conv_ae", "cluster@conv_ae", "decoders@conv_ae", "evaluate"}
 
 
-def _run(cmd: list[str], cwd: Path, uri: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**pipeline_env(), "MLFLOW_TRACKING_URI": uri}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
+def _run(cmd: list[str], cwd: Path, uri: str) -> subprocess.CompletedProcess:
+    return run(cmd, cwd, extra_env={"MLFLOW_TRACKING_URI": uri})
 
 
 @pytest.mark.skipif(postgres_server.missing() is not None, reason=str(postgres_server.missing()))

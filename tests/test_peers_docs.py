@@ -43,3 +43,40 @@ def test_the_seed_summary_is_the_t_interval_of_the_raw_files():
         mean = float(np.mean(diffs))
         figure = f"{_signed(mean)}{' dB' if split == 'test' else ''} [{_signed(lo)}, {_signed(hi)}]"
         assert shown.format(figure) in page, figure
+
+
+def _bench_peer_start():
+    import importlib.util
+
+    path = DOCS.parent / "benchmarks" / "bench_peer_start.py"
+    spec = importlib.util.spec_from_file_location("bench_peer_start", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_dncnn_start_table_is_the_raw_file():
+    # docs/peers.md's "Why DnCNN stays at the input": the table that bench_peer_start.py
+    # writes from docs/peers/start.json, line for line
+    page = (DOCS / "peers.md").read_text()
+    report = json.loads((DOCS / "peers" / "start.json").read_text())
+    for line in _bench_peer_start().table(report).splitlines():
+        assert line in page, line
+
+
+def test_bench_peer_start_runs_its_variants(tmp_path, monkeypatch):
+    # two steps of two variants: the curve is recorded at the checkpoints, and "no batch
+    # norm" takes DnCNN's batch norms out (fewer parameters), nothing else
+    import sys
+
+    bench = _bench_peer_start()
+    out = tmp_path / "start"
+    monkeypatch.setattr(sys, "argv", ["bench_peer_start.py", "--steps", "2", "--every", "1", "--threads", "1",
+                                      "--params", str(DOCS.parent / "params.yaml"), "--out", str(out),
+                                      "--variants", "dncnn", "dncnn no batch norm"])
+    bench.main()
+    report = json.loads(out.with_suffix(".json").read_text())
+    plain, no_bn = report["rows"]
+    assert [s for s, _ in plain["curve"]] == [1, 2] and all(np.isfinite(p) for _, p in plain["curve"])
+    assert no_bn["params"] < plain["params"] and plain["params"] == 35_920  # the small configuration
+    assert out.with_suffix(".md").read_text() == bench.table(report)

@@ -24,15 +24,20 @@ def _signed(x: float) -> str:
     return f"{x:+.2f}".replace("-", "\u2212")
 
 
-def test_the_seed_table_is_the_raw_files():
+def _assert_seed_rows(seeds: dict[int, str], columns: tuple[tuple[str, str], ...]) -> None:
+    """Each seed's row of a seed table: unet_ae's CPU s, NAFNet's steps and CPU s, then
+    "unet_ae / NAFNet" for each (split, metric) of ``columns``, from the raw file."""
     page = (DOCS / "peers.md").read_text()
-    for seed, name in SEEDS.items():
+    for seed, name in seeds.items():
         r = _rows(name)
         u, n = r["unet_ae"], r["nafnet"]
         cells = [str(seed), f"{u['train_cpu_seconds']:.0f}", f"{n['steps']}, {n['train_cpu_seconds']:.0f}"]
-        for split, key in (("test", "psnr"), ("test", "psnr_blur"), ("faces", "psnr"), ("faces", "psnr_blur")):
-            cells.append(f"{u[split][key]:.2f} / {n[split][key]:.2f}")
+        cells += [f"{u[split][key]:.2f} / {n[split][key]:.2f}" for split, key in columns]
         assert "| " + " | ".join(cells) + " |" in page, cells
+
+
+def test_the_seed_table_is_the_raw_files():
+    _assert_seed_rows(SEEDS, (("test", "psnr"), ("test", "psnr_blur"), ("faces", "psnr"), ("faces", "psnr_blur")))
 
 
 def test_the_seed_summary_is_the_t_interval_of_the_raw_files():
@@ -80,3 +85,11 @@ def test_bench_peer_start_runs_its_variants(tmp_path, monkeypatch):
     assert [s for s, _ in plain["curve"]] == [1, 2] and all(np.isfinite(p) for _, p in plain["curve"])
     assert no_bn["params"] < plain["params"] and plain["params"] == 35_920  # the small configuration
     assert out.with_suffix(".md").read_text() == bench.table(report)
+
+
+FACES_SEEDS = {42: "bench_faces_cpu.json", 1: "bench_faces_cpu_seed1.json"}
+
+
+def test_the_faces_seed_table_is_the_raw_files():
+    # "On real faces at equal CPU seconds"
+    _assert_seed_rows(FACES_SEEDS, tuple(("test", key) for key in ("psnr", "psnr_blur", "psnr_noise", "psnr_clean")))

@@ -79,7 +79,13 @@ def test_bench_peer_start_runs_its_variants(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench_peer_start.py", "--steps", "2", "--every", "1", "--threads", "1",
                                       "--params", str(DOCS.parent / "params.yaml"), "--out", str(out),
                                       "--variants", "dncnn", "dncnn no batch norm"])
-    bench.main()
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        bench.main()
+    finally:
+        torch.set_num_threads(threads)  # main() sets --threads for the process: not for the next tests
     report = json.loads(out.with_suffix(".json").read_text())
     plain, no_bn = report["rows"]
     assert [s for s, _ in plain["curve"]] == [1, 2] and all(np.isfinite(p) for _, p in plain["curve"])

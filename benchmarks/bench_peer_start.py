@@ -33,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from aerestore import metrics  # noqa: E402
 from aerestore.io import write_json  # noqa: E402
 from aerestore.models import create_model  # noqa: E402
 from aerestore.params import load_params  # noqa: E402
@@ -62,7 +63,8 @@ def held_out(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1 / ((a.clamp(0, 1) - b) ** 2).mean()))
+    """:func:`aerestore.metrics.psnr` of one (1, C, H, W) output, clamped to [0, 1], against ``b``."""
+    return metrics.psnr(a[0].clamp(0, 1).permute(1, 2, 0).numpy(), b[0].permute(1, 2, 0).numpy())
 
 
 def build(params, net: str, kwargs: dict, opts: dict, seed: int) -> torch.nn.Module:
@@ -86,9 +88,9 @@ def build(params, net: str, kwargs: dict, opts: dict, seed: int) -> torch.nn.Mod
     return model
 
 
-def train(name: str, args: argparse.Namespace, image: torch.Tensor, test: tuple) -> dict:
+def train(name: str, params, args: argparse.Namespace, image: torch.Tensor, test: tuple) -> dict:
     net, kwargs, opts = VARIANTS[name]
-    model = build(load_params(args.params), net, kwargs, opts, args.seed)
+    model = build(params, net, kwargs, opts, args.seed)
     lr, batch, crop = opts.get("lr", args.lr), opts.get("batch", args.batch), opts.get("crop", args.crop)
     optimiser = torch.optim.Adam(model.parameters(), lr)
     gen = torch.Generator().manual_seed(args.seed)
@@ -150,8 +152,9 @@ def main() -> None:
                   "held_out": "skimage chelsea", "input_psnr": round(psnr(test[0], test[1]), 2),
                   "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
     report = {"conditions": conditions, "rows": []}
+    params = load_params(args.params)
     for name in args.variants:
-        report["rows"].append(train(name, args, image, test))
+        report["rows"].append(train(name, params, args, image, test))
         write_json(args.out.with_suffix(".json"), report)  # a run cut short keeps the rows done
         args.out.with_suffix(".md").write_text(table(report))
     print(table(report))

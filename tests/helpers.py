@@ -13,6 +13,17 @@ from aerestore.tracks.blocks.dataset import BlockData
 from aerestore.damage import DAMAGE_KINDS
 
 
+def load_script(path: Path, name: str | None = None):
+    """Import a script that is not a package module (``stages/*.py``, ``benchmarks/*.py``)
+    by its path, as module ``name`` (default: the file's stem)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def stage_args(stage: str, arch: str | None = None) -> list[str]:
     """The arguments ``dvc.yaml``'s cmd gives ``stages/<stage>.py`` (its paths; ``${item.arch}`` = ``arch``)."""
     import yaml

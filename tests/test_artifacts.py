@@ -5,7 +5,6 @@ kind, or made for another network; from the stage that reads them and from `aere
 from __future__ import annotations
 
 import copy
-import importlib.util
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import stage_args, tiny_model
+from helpers import load_script, stage_args, tiny_model
 
 from aerestore import cli
 from aerestore.artifacts import Clusters, ModelKey, read_clusters, read_decoders, write_clusters, write_decoders
@@ -72,9 +71,7 @@ def work(tmp_path, monkeypatch):
 
 def stage_error(name: str, args: list[str], capsys) -> str:
     """Run stages/<name>.py in this process; its one-line error (it must exit 2)."""
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(REPO / "stages" / f"{name}.py", f"stage_{name}")
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
         stage_main(name, module.run, args)

@@ -17,6 +17,7 @@ from aerestore.data.degrade import degrade_image
 from aerestore.data.localops import draw_float
 from aerestore.params import GaussianNoiseOp, load_base
 from aerestore.studies import presets as SP
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,11 +230,7 @@ def test_the_texture_script_finds_a_gap_that_grows_with_texture(tmp_path):
     amplitude around grey) where "ours" loses 0.1 dB more on each: ρ = −1, the quarters'
     means are the known gaps; a row name that matches two rows is refused by name, and so is an anchor scored on other
     noise (another seed)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cbsd68_texture", REPO / "benchmarks" / "cbsd68_texture.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(REPO / "benchmarks" / "cbsd68_texture.py")
     rng = np.random.default_rng(0)
     names = [f"{i:04d}.png" for i in range(8)]
     for i, n in enumerate(names):
@@ -267,11 +264,7 @@ def test_the_natural_tiles_script_keeps_the_held_out_photographs_out_of_training
     each scale (camera 512 px at 1/2: 4 x 4 tiles of 64; coins 303 x 384 at 1/2: 2 x 3) and the
     faces copied in; val/ the four held-out photographs whole, none of them tiled into train/;
     an unknown or held-out name, an empty faces folder and a non-empty output are refused."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("natural_tiles", REPO / "benchmarks" / "natural_tiles.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(REPO / "benchmarks" / "natural_tiles.py")
     faces = tmp_path / "faces"
     (faces / "sub").mkdir(parents=True)
     for name in ("a.png", "sub/b.png"):

@@ -4,7 +4,6 @@ colourisation preset against returning the grey image."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from aerestore.models import read_model, save_model
 from aerestore.params import parse_params
 from aerestore.restore import Restorer
 
-from helpers import photo_images, stage_args
+from helpers import load_script, photo_images, stage_args
 from test_explore import fitted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,10 +157,7 @@ def test_sample_cli_is_seeded_and_vae_only(vae_dir, tmp_path, capsys):
 
 
 def _load_stage():
-    spec = importlib.util.spec_from_file_location("explore_stage", REPO / "stages" / "explore.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "stages" / "explore.py", "explore_stage")
 
 
 def _stage_repo(work: Path, vae_dir: Path, explore: dict, monkeypatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from aerestore.stats import t_interval
+from helpers import load_script
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SEEDS = {42: "bench_full.json", 1: "bench_full_seed1.json", 2: "bench_full_seed2.json"}
@@ -51,13 +52,7 @@ def test_the_seed_summary_is_the_t_interval_of_the_raw_files():
 
 
 def _bench_peer_start():
-    import importlib.util
-
-    path = DOCS.parent / "benchmarks" / "bench_peer_start.py"
-    spec = importlib.util.spec_from_file_location("bench_peer_start", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DOCS.parent / "benchmarks" / "bench_peer_start.py")
 
 
 def test_the_dncnn_start_table_is_the_raw_file():

@@ -1,7 +1,9 @@
 """Tests run with one torch thread: on tiny tensors extra threads only add contention
 (and the suite itself may run in parallel processes)."""
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -13,9 +15,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py, tests/pipeli
 
 # unet_ae restorers run in PyTorch in the tests (and in the CLI and stages they start): each
 # new set of weights would cost ~2 s of OpenVINO conversion. tests/test_ovruntime.py checks
-# the OpenVINO path against this one. Its cache of converted graphs goes to a temporary folder.
+# the OpenVINO path against this one. Its cache of converted graphs goes to a temporary folder,
+# one per test process (the xdist controller and each worker import this file), removed when
+# that process exits: before, every suite left three of them in /tmp.
 os.environ["AERESTORE_RUNTIME"] = "torch"
 os.environ["AERESTORE_CACHE"] = tempfile.mkdtemp(prefix="aerestore-test-cache-")
+atexit.register(shutil.rmtree, os.environ["AERESTORE_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

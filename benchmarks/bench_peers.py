@@ -16,6 +16,14 @@ training: unet_ae's damage head term (``damage_weight``); the peers have no dama
   unet_ae's run less its own probed update. The CPU seconds each run really took are
   reported beside the budget.
 
+``--lr-grid LR [LR ...]``: every network, unet_ae included, trains at each learning rate
+of the grid (in each mode, at that mode's steps); the run with the lowest validation MSE
+(``fit_crops``' best, on ``<prepared>/val``) is the network's row, and only that run
+restores the scored images: the learning rate is chosen on validation, the test split
+scored once. Each row records the grid's runs (``lr_grid``: lr, best validation MSE and
+PSNR, CPU seconds). In ``--mode cpu`` the budget is the CPU seconds of unet_ae's chosen
+run. Without it every network trains at unet_ae's ``train.lr`` (tuned for unet_ae).
+
 Each trained network (the one shared network; unet_ae without per-cluster decoders)
 restores the whole images of ``--split`` (all by default), scored with
 :func:`aerestore.metrics.batch_metrics` via ``bench_budget.scores`` (PSNR whole and inside
@@ -28,7 +36,8 @@ Writes ``<out>.json`` (conditions, every row) and ``<out>.md`` (the table).
 
     python benchmarks/bench_peers.py [--prepared data/prepared] [--steps 4000] \\
         [--mode cpu steps] [--cpu-budget SECONDS] [--peers dncnn drunet nafnet] \\
-        [--faces /work/shared/datasets/celeba-3k --faces-n 200] [--out docs/peers/bench]
+        [--faces /work/shared/datasets/celeba-3k --faces-n 200] [--lr-grid 0.0005 0.001 0.002] \\
+        [--out docs/peers/bench]
 """
 
 from __future__ import annotations
@@ -60,6 +69,11 @@ from aerestore.params import load_params  # noqa: E402
 from aerestore.stage import seed_everything  # noqa: E402
 
 REF = "unet_ae"
+
+
+def psnr_of_mse(mse: float) -> float:
+    """``10 log10(1 / mse)``: the validation MSE (data range 1, pooled over the images) in dB."""
+    return float(10 * np.log10(1 / mse))
 
 
 def build(params, name: str, cfg, channels: int):
@@ -135,6 +149,9 @@ def table(report: dict) -> str:
     """The Markdown table of a report."""
     sets = ["test"] + (["faces"] if report["conditions"].get("faces") else [])
     head = ["network", "budget", "steps", "train CPU s", "params", "FLOPs/px", "Mpx/s"]
+    grid = report["conditions"].get("lr_grid")
+    if grid:
+        head.insert(3, "lr (val PSNR of " + " / ".join(f"{lr:g}" for lr in grid) + ")")
     for s in sets:
         head += [f"{s} PSNR", f"{s} blur", f"{s} noise", f"{s} clean", f"{s} SSIM"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -143,6 +160,9 @@ def table(report: dict) -> str:
                  f"{r['train_cpu_seconds']:.0f}" if "train_cpu_seconds" in r else "",
                  f"{r['params']:,}" if "params" in r else "", f"{r['flops_per_px'] / 1e3:.1f}k" if "params" in r else "",
                  f"{r['mpx_per_s']:.2f}" if "mpx_per_s" in r else ""]
+        if grid:
+            tried = r.get("lr_grid", [])
+            cells.insert(3, f"{r['lr']:g} (" + " / ".join(f"{t['val_psnr']:.2f}" for t in tried) + ")" if tried else "")
         for s in sets:
             v = r.get(s, {})
             cells += [f"{v[c]:.2f}" if c != "ssim" else f"{v[c]:.4f}" for c in COLUMNS] if v else [""] * len(COLUMNS)
@@ -168,8 +188,13 @@ def main() -> None:
     ap.add_argument("--speed-size", type=int, default=256)
     ap.add_argument("--speed-threads", type=int, default=2)
     ap.add_argument("--speed-reps", type=int, default=3)
+    ap.add_argument("--lr-grid", type=float, nargs="+", default=None,
+                    help="learning rates every network trains at; the lowest validation MSE is its row "
+                         "(default: unet_ae's lr)")
     ap.add_argument("--out", type=Path, default=Path("docs/peers/bench"))
     args = ap.parse_args()
+    if args.lr_grid is not None and (min(args.lr_grid) <= 0 or len(set(args.lr_grid)) < len(args.lr_grid)):
+        raise SystemExit(f"--lr-grid: positive, distinct learning rates expected, got {args.lr_grid}")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     torch.set_num_threads(args.threads)
 
@@ -193,7 +218,7 @@ def main() -> None:
                                                 "size": int(face_set["clean"].shape[1])},
         "threads": args.threads, "seed": params.seed, "ref_steps": steps,
         "speed": {"size": args.speed_size, "threads": args.speed_threads, "reps": args.speed_reps},
-        "train": train_conditions(cfg),
+        "train": train_conditions(cfg), "lr_grid": args.lr_grid,
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
     }
     report = {"conditions": conditions, "rows": rows}
@@ -202,21 +227,41 @@ def main() -> None:
         write_json(args.out.with_suffix(".json"), report)
         args.out.with_suffix(".md").write_text(table(report))
 
-    def run(name: str, mode: str, n_steps: int) -> dict:
-        run_cfg = cfg.model_copy(update={"crops": cfg.crops.model_copy(update={"steps": n_steps})})
+    def fit(name: str, mode: str, n_steps: int, lr: float):
+        run_cfg = cfg.model_copy(update={"lr": lr, "crops": cfg.crops.model_copy(update={"steps": n_steps})})
         model = build(params, name, run_cfg, train.channels)
-        row = {"arch": name, "mode": mode, "steps": n_steps, **size_of(model)}
+        row = {"arch": name, "mode": mode, "steps": n_steps, "lr": lr, **size_of(model)}
         t0, c0 = time.perf_counter(), time.process_time()
         result = fit_crops(model, train, val, run_cfg, params.seed, progress=False, runtime=runtime)
         row["train_cpu_seconds"] = round(time.process_time() - c0, 1)
         row["train_wall_seconds"] = round(time.perf_counter() - t0, 1)
         row["best_step"] = result.history[result.best_epoch - 1]["step"]
+        row["val_mse"] = float(result.best_val_loss)
+        return row, model
+
+    def run(name: str, mode: str, n_steps: int) -> dict:
+        """``name`` trained at each learning rate of the grid (unet_ae's lr without one); the
+        lowest validation MSE is chosen, and only that network restores the scored images."""
+        tried, best = [], None
+        for lr in args.lr_grid or [cfg.lr]:
+            row, model = fit(name, mode, n_steps, lr)
+            tried.append({"lr": lr, "val_mse": row["val_mse"], "val_psnr": round(psnr_of_mse(row["val_mse"]), 3),
+                          "best_step": row["best_step"], "train_cpu_seconds": row["train_cpu_seconds"]})
+            if args.lr_grid:
+                print(f"{name:8s} {mode:5s} {n_steps:5d} steps  lr {lr:g}: val PSNR {tried[-1]['val_psnr']:.2f}",
+                      flush=True)
+            if best is None or row["val_mse"] < best[0]["val_mse"]:
+                best = row, model
+            del model
+        row, model = best
+        if args.lr_grid:
+            row["lr_grid"] = tried
         row.update(evaluate(model, scored, clean, masks, face_set))
         row["mpx_per_s"] = speed(model, args.speed_size, args.speed_threads, args.speed_reps)
         torch.set_num_threads(args.threads)
         rows.append(row)
         write()
-        print(f"{name:8s} {mode:5s} {n_steps:5d} steps {row['train_cpu_seconds']:7.1f} CPU s: "
+        print(f"{name:8s} {mode:5s} {n_steps:5d} steps {row['train_cpu_seconds']:7.1f} CPU s (lr {row['lr']:g}): "
               + "  ".join(f"{c} {row['test'][c]:.4g}" for c in COLUMNS), flush=True)
         return row
 

@@ -13,7 +13,8 @@ from aerestore.stats import t_interval
 from helpers import load_script
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-SEEDS = {42: "bench_full.json", 1: "bench_full_seed1.json", 2: "bench_full_seed2.json"}
+SEEDS = {42: "bench_full.json", 1: "bench_full_seed1.json", 2: "bench_full_seed2.json", 3: "bench_full_seed3.json",
+         4: "bench_full_seed4.json"}
 
 
 def _rows(name: str) -> dict[str, dict]:
@@ -88,9 +89,39 @@ def test_bench_peer_start_runs_its_variants(tmp_path, monkeypatch):
     assert out.with_suffix(".md").read_text() == bench.table(report)
 
 
-FACES_SEEDS = {42: "bench_faces_cpu.json", 1: "bench_faces_cpu_seed1.json"}
+FACES_SEEDS = {42: "bench_faces_cpu.json", 1: "bench_faces_cpu_seed1.json", 2: "bench_faces_cpu_seed2.json",
+               3: "bench_faces_cpu_seed3.json", 4: "bench_faces_cpu_seed4.json"}
+REGIONS = ("psnr", "psnr_blur", "psnr_noise", "psnr_clean")
 
 
 def test_the_faces_seed_table_is_the_raw_files():
     # "On real faces at equal CPU seconds"
-    _assert_seed_rows(FACES_SEEDS, tuple(("test", key) for key in ("psnr", "psnr_blur", "psnr_noise", "psnr_clean")))
+    _assert_seed_rows(FACES_SEEDS, tuple(("test", key) for key in REGIONS))
+
+
+def test_the_faces_seed_summary_is_the_t_interval_of_the_raw_files():
+    text = " ".join((DOCS / "peers.md").read_text().split())  # the page's line breaks as spaces
+    for key, label in zip(REGIONS, ("faces PSNR", "inside the blur", "noise", "clean")):
+        diffs = [_rows(name)["unet_ae"]["test"][key] - _rows(name)["nafnet"]["test"][key]
+                 for name in FACES_SEEDS.values()]
+        lo, hi = t_interval([np.array([d]) for d in diffs])
+        figure = f"{_signed(float(np.mean(diffs)))}{' dB' if key == 'psnr' else ''} [{_signed(lo)}, {_signed(hi)}]"
+        assert f"{label} **{figure}**" in text, figure
+    ahead = sum(_rows(n)["unet_ae"]["test"]["psnr"] > _rows(n)["nafnet"]["test"]["psnr"] for n in FACES_SEEDS.values())
+    assert f"(unet_ae ahead in {ahead} of {len(FACES_SEEDS)} seeds)" in text
+
+
+def test_the_learning_rate_table_is_the_raw_file():
+    # "Learning rates chosen on validation": each network's grid, its choice (the lowest
+    # validation MSE, in bold) and the chosen run's scores
+    lines = (DOCS / "peers.md").read_text().splitlines()
+    for arch, label in (("unet_ae", "unet_ae"), ("nafnet", "NAFNet")):
+        r = _rows("bench_lr.json")[arch]
+        best = min(r["lr_grid"], key=lambda t: t["val_mse"])
+        assert r["lr"] == best["lr"]
+        cells = [label, " / ".join(f"{t['val_psnr']:.2f}" for t in r["lr_grid"]), f"{r['lr']:g}",
+                 f"{r['steps']}, {r['train_cpu_seconds']:.0f}"]
+        cells += [f"{r['test'][k]:.2f}" for k in REGIONS] + [f"{r['test']['ssim']:.4f}", f"{r['faces']['psnr']:.2f}"]
+        row = [line for line in lines if line.startswith(f"| {label} | ") and " / " in line.split(" | ")[1]]
+        assert len(row) == 1 and row[0].replace("**", "") == "| " + " | ".join(cells) + " |", row
+        assert f"**{best['val_psnr']:.2f}**" in row[0].split(" | ")[1]

@@ -180,7 +180,8 @@ def main() -> None:
     ap.add_argument("--mode", nargs="+", choices=("cpu", "steps"), default=["cpu", "steps"])
     ap.add_argument("--cpu-budget", type=float, default=None,
                     help="CPU seconds of each peer's training (default: unet_ae's, measured here)")
-    ap.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
+    ap.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS),
+                    help="the peers (none: unet_ae alone, e.g. to choose its --lr-grid rate)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--faces", type=Path, default=None, help="a folder of photos (e.g. celeba-3k)")
     ap.add_argument("--faces-n", type=int, default=200)

@@ -97,3 +97,9 @@ def test_without_a_grid_every_network_trains_at_unet_aes_lr(bench):
 def test_a_bad_grid_is_refused_naming_the_option(bench, grid):
     with pytest.raises(SystemExit, match="--lr-grid"):
         bench.main("--lr-grid", *grid)
+
+
+def test_with_no_peers_unet_ae_alone_chooses_its_rate(bench):
+    report = bench.main("--mode", "cpu", "--lr-grid", "0.001", "0.002", "--peers")
+    assert bench.fits == [("unet_ae", 0.001, 40), ("unet_ae", 0.002, 40)]
+    assert [r["arch"] for r in report["rows"]] == ["degraded input", "unet_ae"] and report["rows"][1]["lr"] == 0.001

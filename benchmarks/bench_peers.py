@@ -63,17 +63,13 @@ from aerestore.tracks.images.train import fit_crops  # noqa: E402
 from aerestore.data.degrade import degrade_image  # noqa: E402
 from aerestore.io import write_json  # noqa: E402
 from aerestore.losses import LossConfig  # noqa: E402
+from aerestore.metric_ops import psnr_from_mse  # noqa: E402
 from aerestore.models import create_model  # noqa: E402
 from aerestore.models.peers import PEERS  # noqa: E402
 from aerestore.params import load_params  # noqa: E402
 from aerestore.stage import seed_everything  # noqa: E402
 
 REF = "unet_ae"
-
-
-def psnr_of_mse(mse: float) -> float:
-    """``10 log10(1 / mse)``: the validation MSE (data range 1, pooled over the images) in dB."""
-    return float(10 * np.log10(1 / mse))
 
 
 def build(params, name: str, cfg, channels: int):
@@ -246,14 +242,14 @@ def main() -> None:
         tried, best = [], None
         for lr in args.lr_grid or [cfg.lr]:
             row, model = fit(name, mode, n_steps, lr)
-            tried.append({"lr": lr, "val_mse": row["val_mse"], "val_psnr": round(psnr_of_mse(row["val_mse"]), 3),
+            val_psnr = round(float(psnr_from_mse(np.float64(row["val_mse"]))), 3)  # of the pooled MSE
+            tried.append({"lr": lr, "val_mse": row["val_mse"], "val_psnr": val_psnr,
                           "best_step": row["best_step"], "train_cpu_seconds": row["train_cpu_seconds"]})
             if args.lr_grid:
                 print(f"{name:8s} {mode:5s} {n_steps:5d} steps  lr {lr:g}: val PSNR {tried[-1]['val_psnr']:.2f}",
                       flush=True)
             if best is None or row["val_mse"] < best[0]["val_mse"]:
                 best = row, model
-            del model
         row, model = best
         if args.lr_grid:
             row["lr_grid"] = tried

@@ -125,3 +125,14 @@ def test_the_learning_rate_table_is_the_raw_file():
         row = [line for line in lines if line.startswith(f"| {label} | ") and " / " in line.split(" | ")[1]]
         assert len(row) == 1 and row[0].replace("**", "") == "| " + " | ".join(cells) + " |", row
         assert f"**{best['val_psnr']:.2f}**" in row[0].split(" | ")[1]
+
+
+def test_the_faces_learning_rate_table_is_the_raw_files():
+    # "unet_ae's own rate on the faces": unet_ae alone (--peers with no names) at each rate
+    lines = (DOCS / "peers.md").read_text().splitlines()
+    for seed in (2, 42):
+        r = _rows(f"bench_faces_lr_seed{seed}.json")["unet_ae"]
+        best = min(r["lr_grid"], key=lambda t: t["val_mse"])
+        vals = " / ".join(f"**{t['val_psnr']:.2f}**" if t is best else f"{t['val_psnr']:.2f}" for t in r["lr_grid"])
+        cells = [str(seed), vals, f"{best['lr']:g}"] + [f"{r['test'][k]:.2f}" for k in REGIONS]
+        assert "| " + " | ".join(cells) + " |" in lines, cells

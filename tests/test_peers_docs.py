@@ -42,13 +42,18 @@ def test_the_seed_table_is_the_raw_files():
     _assert_seed_rows(SEEDS, (("test", "psnr"), ("test", "psnr_blur"), ("faces", "psnr"), ("faces", "psnr_blur")))
 
 
+def _interval(seeds: dict[int, str], split: str, key: str, unit: str = "") -> str:
+    """unet_ae − NAFNet over the seeds' raw files as the page writes it: "mean[unit] [lo, hi]",
+    the mean and 95 % t interval with the seeds as units."""
+    diffs = [_rows(name)["unet_ae"][split][key] - _rows(name)["nafnet"][split][key] for name in seeds.values()]
+    lo, hi = t_interval([np.array([d]) for d in diffs])
+    return f"{_signed(float(np.mean(diffs)))}{unit} [{_signed(lo)}, {_signed(hi)}]"
+
+
 def test_the_seed_summary_is_the_t_interval_of_the_raw_files():
     page = (DOCS / "peers.md").read_text()
     for split, key, shown in (("test", "psnr", "test PSNR **{}**"), ("faces", "psnr", "faces PSNR **{}**")):
-        diffs = [_rows(name)["unet_ae"][split][key] - _rows(name)["nafnet"][split][key] for name in SEEDS.values()]
-        lo, hi = t_interval([np.array([d]) for d in diffs])
-        mean = float(np.mean(diffs))
-        figure = f"{_signed(mean)}{' dB' if split == 'test' else ''} [{_signed(lo)}, {_signed(hi)}]"
+        figure = _interval(SEEDS, split, key, " dB" if split == "test" else "")
         assert shown.format(figure) in page, figure
 
 
@@ -102,13 +107,17 @@ def test_the_faces_seed_table_is_the_raw_files():
 def test_the_faces_seed_summary_is_the_t_interval_of_the_raw_files():
     text = " ".join((DOCS / "peers.md").read_text().split())  # the page's line breaks as spaces
     for key, label in zip(REGIONS, ("faces PSNR", "inside the blur", "noise", "clean")):
-        diffs = [_rows(name)["unet_ae"]["test"][key] - _rows(name)["nafnet"]["test"][key]
-                 for name in FACES_SEEDS.values()]
-        lo, hi = t_interval([np.array([d]) for d in diffs])
-        figure = f"{_signed(float(np.mean(diffs)))}{' dB' if key == 'psnr' else ''} [{_signed(lo)}, {_signed(hi)}]"
+        figure = _interval(FACES_SEEDS, "test", key, " dB" if key == "psnr" else "")
         assert f"{label} **{figure}**" in text, figure
     ahead = sum(_rows(n)["unet_ae"]["test"]["psnr"] > _rows(n)["nafnet"]["test"]["psnr"] for n in FACES_SEEDS.values())
     assert f"(unet_ae ahead in {ahead} of {len(FACES_SEEDS)} seeds)" in text
+
+
+def _grid(r: dict) -> tuple[str, dict]:
+    """A row's validation cell ("a / **b** / c": the grid's validation PSNRs, the lowest
+    validation MSE in bold) and that chosen run."""
+    best = min(r["lr_grid"], key=lambda t: t["val_mse"])
+    return " / ".join(f"**{t['val_psnr']:.2f}**" if t is best else f"{t['val_psnr']:.2f}" for t in r["lr_grid"]), best
 
 
 def test_the_learning_rate_table_is_the_raw_file():
@@ -117,14 +126,14 @@ def test_the_learning_rate_table_is_the_raw_file():
     lines = (DOCS / "peers.md").read_text().splitlines()
     for arch, label in (("unet_ae", "unet_ae"), ("nafnet", "NAFNet")):
         r = _rows("bench_lr.json")[arch]
-        best = min(r["lr_grid"], key=lambda t: t["val_mse"])
+        vals, best = _grid(r)
         assert r["lr"] == best["lr"]
-        cells = [label, " / ".join(f"{t['val_psnr']:.2f}" for t in r["lr_grid"]), f"{r['lr']:g}",
+        cells = [label, vals.replace("**", ""), f"{r['lr']:g}",
                  f"{r['steps']}, {r['train_cpu_seconds']:.0f}"]
         cells += [f"{r['test'][k]:.2f}" for k in REGIONS] + [f"{r['test']['ssim']:.4f}", f"{r['faces']['psnr']:.2f}"]
         row = [line for line in lines if line.startswith(f"| {label} | ") and " / " in line.split(" | ")[1]]
         assert len(row) == 1 and row[0].replace("**", "") == "| " + " | ".join(cells) + " |", row
-        assert f"**{best['val_psnr']:.2f}**" in row[0].split(" | ")[1]
+        assert row[0].split(" | ")[1] == vals
 
 
 def test_the_faces_learning_rate_table_is_the_raw_files():
@@ -132,7 +141,6 @@ def test_the_faces_learning_rate_table_is_the_raw_files():
     lines = (DOCS / "peers.md").read_text().splitlines()
     for seed in (2, 42):
         r = _rows(f"bench_faces_lr_seed{seed}.json")["unet_ae"]
-        best = min(r["lr_grid"], key=lambda t: t["val_mse"])
-        vals = " / ".join(f"**{t['val_psnr']:.2f}**" if t is best else f"{t['val_psnr']:.2f}" for t in r["lr_grid"])
+        vals, best = _grid(r)
         cells = [str(seed), vals, f"{best['lr']:g}"] + [f"{r['test'][k]:.2f}" for k in REGIONS]
         assert "| " + " | ".join(cells) + " |" in lines, cells

@@ -1,7 +1,7 @@
 """unet_ae against its deep peers (DnCNN, DRUNet, NAFNet: docs/peers.md) at the same budget.
 
 Every network trains with :func:`aerestore.tracks.images.train.fit_crops` at unet_ae's train settings
-(``train`` with ``arch.unet_ae.train`` applied, as ``train@unet_ae``: batch, crop, lr,
+(``train`` with ``arch.unet_ae.train`` applied, as ``train@unet_ae``: batch, crop,
 warm-up + cosine schedule, validation every ``eval_every`` steps, best weights on
 ``<prepared>/val``), the same seed (so the same crops and the same fresh damage, draw for
 draw, as long as both run), ``--threads`` threads (1 by default). The only difference in
@@ -22,7 +22,9 @@ of the grid (in each mode, at that mode's steps); the run with the lowest valida
 restores the scored images: the learning rate is chosen on validation, the test split
 scored once. Each row records the grid's runs (``lr_grid``: lr, best validation MSE and
 PSNR, CPU seconds). In ``--mode cpu`` the budget is the CPU seconds of unet_ae's chosen
-run. Without it every network trains at unet_ae's ``train.lr`` (tuned for unet_ae).
+run. Without it each network trains at its own rate, as ``peer@<name>`` trains it
+(:meth:`aerestore.params.Params.peer_train`): unet_ae at its ``train.lr``, a peer at
+``arch.<peer>.train.lr`` (params.yaml: the rate chosen for it on validation), else unet_ae's.
 
 Each trained network (the one shared network; unet_ae without per-cluster decoders)
 restores the whole images of ``--split`` (all by default), scored with
@@ -237,10 +239,11 @@ def main() -> None:
         return row, model
 
     def run(name: str, mode: str, n_steps: int) -> dict:
-        """``name`` trained at each learning rate of the grid (unet_ae's lr without one); the
-        lowest validation MSE is chosen, and only that network restores the scored images."""
+        """``name`` trained at each learning rate of the grid (without one, its own rate:
+        unet_ae's ``train.lr``, a peer's ``arch.<peer>.train.lr``); the lowest validation MSE
+        is chosen, and only that network restores the scored images."""
         tried, best = [], None
-        for lr in args.lr_grid or [cfg.lr]:
+        for lr in args.lr_grid or [cfg.lr if name == REF else params.peer_train(name).lr]:
             row, model = fit(name, mode, n_steps, lr)
             val_psnr = round(float(psnr_from_mse(np.float64(row["val_mse"]))), 3)  # of the pooled MSE
             tried.append({"lr": lr, "val_mse": row["val_mse"], "val_psnr": val_psnr,

@@ -1,4 +1,4 @@
-"""peer@<name>: train a deep peer (peers.names) with unet_ae's train settings, for evaluate's
+"""peer@<name>: train a deep peer (peers.names) with unet_ae's train settings (its own lr), for evaluate's
 row "peer: <name>" (:mod:`aerestore.pipeline.peer`)."""
 
 import sys

@@ -29,15 +29,33 @@ def test_a_peer_trains_with_unet_ae_settings_and_budget():
     params = _params(peers={"names": ["nafnet", "dncnn"]})
     ref = params.train_for(PEER_REFERENCE)
     for name in ("nafnet", "dncnn"):
-        assert params.peer_train(name) == ref  # batch, crops, steps, lr, schedule, fresh damage, loss
+        # batch, crops, steps, schedule, fresh damage, loss: unet_ae's; the lr its own
+        own = params.peer_train(name)
+        assert own.model_dump() == deep_update(ref.model_dump(), {"lr": own.lr})
+        assert own.lr == params.arch_params(name).train["lr"]
         # what a rigged comparison would hand the peer: the train section without unet_ae's
-        # settings (batch 128, lr 0.001, 2000 steps against 16, 0.002, 4000)
-        assert params.peer_train(name) != params.train_for(name)
+        # settings (batch 128, 2000 steps against 16, 4000)
+        assert own.crops.steps != params.train.crops.steps and own.batch_size != params.train.batch_size
     assert ref.crops.steps == 4000 and ref.batch_size == 16  # params.yaml's unet_ae
     # peers.steps: only the number of steps differs (the equal-CPU-seconds budget)
     short = _params(peers={"names": ["nafnet"], "steps": 1500}).peer_train("nafnet")
     assert short.crops.steps == 1500
-    assert short.model_dump() == deep_update(ref.model_dump(), {"crops": {"steps": 1500}})
+    assert short.model_dump() == deep_update(params.peer_train("nafnet").model_dump(), {"crops": {"steps": 1500}})
+
+
+def test_a_peer_learning_rate_is_its_own_and_nothing_else_is():
+    """params.yaml gives each peer the rate chosen for it on validation (docs/peers.md: NAFNet
+    0.002, 1.3 dB ahead of unet_ae's 0.001 there), not unet_ae's; without one, unet_ae's."""
+    params = _params(peers={"names": ["nafnet"]})
+    assert params.train_for(PEER_REFERENCE).lr == 0.001
+    assert params.peer_train("nafnet").lr == 0.002
+    bare = _params(peers={"names": ["nafnet"]}, arch={"nafnet": {"train": {}}})
+    assert bare.peer_train("nafnet") == bare.train_for(PEER_REFERENCE)
+    mine = _params(peers={"names": ["nafnet"], "steps": 900}, arch={"nafnet": {"train": {"lr": 0.0005}}})
+    cfg = mine.peer_train("nafnet")
+    assert (cfg.lr, cfg.crops.steps) == (0.0005, 900)
+    assert cfg.model_dump() == deep_update(mine.train_for(PEER_REFERENCE).model_dump(),
+                                           {"lr": 0.0005, "crops": {"steps": 900}})
 
 
 @pytest.mark.parametrize("override, words", [
@@ -45,7 +63,15 @@ def test_a_peer_trains_with_unet_ae_settings_and_budget():
     ({"peers": {"names": ["nafnet", "nafnet"]}}, ["peers.names", "repeat"]),
     ({"peers": {"names": ["nafnet"], "steps": -1}}, ["peers.steps"]),
     ({"peers": {"names": ["nafnet"]}, "architectures": ["unet_ae", "nafnet"]}, ["peers.names", "also in architectures"]),
-    ({"peers": {"names": ["nafnet"]}, "arch": {"nafnet": {"train": {"lr": 0.01}}}}, ["arch.nafnet.train", "unet_ae"]),
+    ({"peers": {"names": ["nafnet"]}, "arch": {"nafnet": {"train": {"batch_size": 64}}}},
+     ["arch.nafnet.train.batch_size", "unet_ae"]),
+    ({"peers": {"names": ["nafnet"]}, "arch": {"nafnet": {"train": {"crops": {"steps": 9000}}}}},
+     ["arch.nafnet.train.crops", "peers.steps"]),
+    ({"peers": {"names": ["nafnet"]}, "arch": {"nafnet": {"train": {"lr": -0.1}}}}, ["arch.nafnet.train.lr", "positive"]),
+    ({"peers": {"names": ["nafnet"]}, "arch": {"nafnet": {"train": {"lr": "fast"}}}}, ["arch.nafnet.train.lr", "'fast'"]),
+    # a peer outside peers.names too: benchmarks/bench_peers.py --peers reads its lr
+    ({"arch": {"drunet": {"train": {"lr": 0}}}}, ["arch.drunet.train.lr", "positive"]),
+    ({"arch": {"drunet": {"train": {"batch_size": 8}}}}, ["arch.drunet.train.batch_size"]),
 ])
 def test_bad_peers_params_are_refused_with_the_key(override, words):
     with pytest.raises(ParamsError) as err:

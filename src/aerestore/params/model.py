@@ -84,10 +84,19 @@ class Params(_Strict):
         if clash:
             raise ValueError(f"peers.names: {clash[0]!r} is also in architectures; a peer is trained by "
                              f"peer@{clash[0]} and scored as 'peer: {clash[0]}', so list it in one of them")
-        own = [n for n in self.peers.names if self.arch_params(n).train]
+        from aerestore.models.peers import PEERS
+
+        # every peer's arch section, listed in peers.names or not (benchmarks/bench_peers.py reads them too)
+        peers = [*self.peers.names, *(n for n in self.arch if n in PEERS and n not in self.peers.names)]
+        own = [f"{n}.train.{k}" for n in peers for k in self.arch_params(n).train if k != "lr"]
         if own:
-            raise ValueError(f"arch.{own[0]}.train: a peer trains with {PEER_REFERENCE}'s settings (the same budget), "
-                             f"so its own train keys would be ignored; leave it empty (peers.steps sets the steps)")
+            raise ValueError(f"arch.{own[0]}: a peer trains with {PEER_REFERENCE}'s settings (the same budget), "
+                             f"so its own train keys other than lr would be ignored; remove it (peers.steps sets "
+                             f"the steps, arch.<peer>.train.lr its learning rate)")
+        for n in peers:
+            lr = self.arch_params(n).train.get("lr")
+            if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+                raise ValueError(f"arch.{n}.train.lr: a positive learning rate expected, got {lr!r}")
         if self.evaluate.draws > 1 and not self.prepare.degrade:
             raise ValueError(f"evaluate.draws ({self.evaluate.draws}) degrades the test images anew, "
                              f"but prepare.degrade is empty: set evaluate.draws=1")
@@ -142,13 +151,21 @@ class Params(_Strict):
         """The train settings of the deep peer ``name`` (``peer@<name>``): exactly
         :data:`PEER_REFERENCE`'s (``train`` with ``arch.unet_ae.train``: crops, fresh damage,
         batch, lr, warm-up and schedule, validation, loss), with ``peers.steps`` steps when
-        it is set (0: the same steps). ``arch.<name>.train`` is not read: a peer gets no
-        settings of its own, so that the comparison is at the same budget and settings
-        (``tests/test_peer_stage.py`` fails if they differ)."""
+        it is set (0: the same steps), and the peer's own learning rate where
+        ``arch.<name>.train.lr`` sets one. The learning rate is the one setting a peer has of
+        its own: it is chosen per network on the validation split (docs/peers.md, "Learning
+        rates chosen on validation"), and a rate chosen for unet_ae can handicap another network
+        (NAFNet at unet_ae's 0.001 is 1.3 dB below its own 0.002 on validation). Every other
+        key of ``arch.<name>.train`` is refused, so that the comparison is at the same budget
+        and settings (``tests/test_peer_stage.py`` fails if they differ)."""
         cfg = self.train_for(PEER_REFERENCE)
+        update = {}
         if self.peers.steps:
-            cfg = cfg.model_copy(update={"crops": cfg.crops.model_copy(update={"steps": self.peers.steps})})
-        return cfg
+            update["crops"] = cfg.crops.model_copy(update={"steps": self.peers.steps})
+        own_lr = self.arch_params(name).train.get("lr")
+        if own_lr is not None:
+            update["lr"] = float(own_lr)
+        return cfg.model_copy(update=update) if update else cfg
 
 
 def check_moved(raw: Any) -> list[str]:

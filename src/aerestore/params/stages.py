@@ -160,8 +160,9 @@ class ExploreParams(_Strict):
 class PeersParams(_Strict):
     """The deep peers in the pipeline (``peer@<name>``, docs/peers.md): each trained with
     unet_ae's train settings (``train`` with ``arch.unet_ae.train`` applied: the same crops,
-    fresh damage, batch, lr, schedule and loss) and scored by ``evaluate`` as a row
-    ``peer: <name>`` beside the project's restorers."""
+    fresh damage, batch, schedule and loss) but its own learning rate where
+    ``arch.<name>.train.lr`` sets one (chosen on validation), and scored by ``evaluate`` as a
+    row ``peer: <name>`` beside the project's restorers."""
 
     names: list[str] = []  # dncnn | drunet | nafnet (aerestore.models.peers.PEERS); [] = none
     # 0 = unet_ae's steps (equal steps); N = N steps each (e.g. the equal-CPU-seconds steps of docs/peers.md)

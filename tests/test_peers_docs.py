@@ -150,9 +150,7 @@ def _pair(r: dict) -> tuple[str, dict, dict]:
     """The validation cell "a / b" at 0.001 / 0.002 (the lower MSE in bold), the chosen run and
     both runs by rate."""
     runs = {t["lr"]: t for t in r["lr_grid"] if t["lr"] in (0.001, 0.002)}
-    best = min(runs.values(), key=lambda t: t["val_mse"])
-    cell = " / ".join(f"**{runs[lr]['val_psnr']:.2f}**" if runs[lr] is best else f"{runs[lr]['val_psnr']:.2f}"
-                      for lr in (0.001, 0.002))
+    cell, best = _grid({"lr_grid": [runs[0.001], runs[0.002]]})
     return cell, best, runs
 
 

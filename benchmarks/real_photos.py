@@ -73,12 +73,11 @@ def main() -> None:
         restorers = {n: r.with_settings(**{k: v for k, v in chosen.get(n, {}).items() if k in r.tunable})
                      for n, r in restorers.items()}
         print("settings:", {n: r.tunable for n, r in restorers.items() if r.tunable})
-    if args.oracle:
-        names.append("oracle")
     # as the evaluate stage picks it: BM3D whenever the package is there, whichever rows were asked
     # for (keying on the "bm3d" row gave an NL-means oracle beside "--classical bm3d_map")
     oracle_denoiser = "bm3d" if RESTORERS["bm3d"].missing() is None else "nlmeans"
     if args.oracle:
+        names.append("oracle")
         print("oracle denoiser:", oracle_denoiser)
     restorer = Restorer.load(args.model, routing="soft")
     ops = load_params(ROOT / "params.yaml").prepare.degrade

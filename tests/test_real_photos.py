@@ -56,3 +56,52 @@ def test_the_oracle_denoiser_does_not_depend_on_the_rows_asked_for(inputs, monke
     out = capsys.readouterr().out
     assert f"oracle denoiser: {expected}" in out
     assert "oracle" in out.split("mean PSNR")[1]
+
+
+def test_by_default_the_anchors_are_the_fair_ones_with_the_settings_chosen_on_validation(
+        inputs, monkeypatch, capsys, tmp_path):
+    """Without --classical and --settings: NL-means and BM3D at the estimated noise map (not at one
+    level per image, which leaves the noisy regions as they are) and the evaluate stage's settings."""
+    model_dir, photos = inputs
+    mod = _load()
+    chosen = tmp_path / "evaluate_details.json"
+    chosen.write_text('{"classical_settings": {"tv": {"weight": 0.37}}}')
+    monkeypatch.setattr(mod, "DEFAULT_SETTINGS", chosen)
+    asked = []
+
+    class Stub:
+        """Stands in for a noise-level restorer: this test checks which rows run, fast."""
+        tunable: dict = {}
+
+        def __init__(self, name):
+            self.name = name
+
+        def missing(self):
+            return None
+
+        def with_settings(self, **kw):
+            return self
+
+        def __call__(self, x):
+            asked.append(self.name)
+            return x
+
+    stubs = {n: Stub(n) for n in ("nlmeans", "bm3d", "nlmeans_map", "bm3d_map")}
+    monkeypatch.setattr(mod, "RESTORERS", {**RESTORERS, **stubs})
+    monkeypatch.setattr(sys, "argv", ["real_photos.py", *map(str, photos), "--model", str(model_dir),
+                                      "--size", "32"])
+    mod.main()
+    out = capsys.readouterr().out
+    assert sorted(set(asked)) == ["bm3d_map", "nlmeans_map"]
+    assert f"settings from {chosen}" in out
+    assert "'tv': {'weight': 0.37}" in out
+
+
+def test_an_unknown_classical_row_is_refused_by_name(inputs, monkeypatch, capsys):
+    model_dir, photos = inputs
+    mod = _load()
+    monkeypatch.setattr(sys, "argv", ["real_photos.py", *map(str, photos), "--model", str(model_dir),
+                                      "--classical", "bm4d"])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert "bm4d" in capsys.readouterr().err

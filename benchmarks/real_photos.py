@@ -9,8 +9,9 @@ Each photo is centre-cropped to a square, resized to ``--size`` px (area), degra
 ``prepare.degrade`` of ``params.yaml`` (seeded per photo), restored by ``--model`` (as
 ``aerestore restore`` restores: whole image, per-cluster decoders, its default runtime) and
 by each classical restorer (by default the rows a user would pick: NL-means and BM3D at the
-estimated noise map and TV, as the evaluate table's fair anchors; noise level estimated per image, or a noise map for the ``*_map``
-rows; ``--settings``: the settings the evaluate stage chose on the validation split, read from
+estimated noise map and TV, as the evaluate table's fair anchors; noise level estimated per
+image, or a noise map for the ``*_map`` rows; a row whose package is missing is named and
+skipped; ``--settings``: the settings the evaluate stage chose on the validation split, read from
 its ``evaluate_details.json``, by default the pipeline's ``metrics/evaluate_details.json``
 where it exists, else the restorers' defaults) and, with ``--oracle``, by the upper bound
 told the true damage (``classical.oracle_restore``, not a competitor); with ``--self-ensemble``
@@ -72,6 +73,9 @@ def main() -> None:
     ap.add_argument("--self-ensemble", action="store_true",
                     help="add the row 'model x8': the mean of the model's 8 orientations (aerestore restore --self-ensemble)")
     args = ap.parse_args()
+    for n in args.classical:
+        if RESTORERS[n].missing() is not None:
+            print(f"skipped {n}: {RESTORERS[n].missing()}")
     names = [n for n in args.classical if RESTORERS[n].missing() is None]
     restorers = {n: RESTORERS[n] for n in names}
     if args.settings is None and DEFAULT_SETTINGS.is_file():
@@ -80,7 +84,10 @@ def main() -> None:
         print("settings from", args.settings)
         import json
 
-        chosen = json.loads(args.settings.read_text()).get("classical_settings", {})
+        try:
+            chosen = json.loads(args.settings.read_text()).get("classical_settings", {})
+        except (OSError, ValueError, AttributeError) as e:
+            raise SystemExit(f"--settings {args.settings}: not an evaluate_details.json ({e})") from e
         restorers = {n: r.with_settings(**{k: v for k, v in chosen.get(n, {}).items() if k in r.tunable})
                      for n, r in restorers.items()}
         print("settings:", {n: r.tunable for n, r in restorers.items() if r.tunable})

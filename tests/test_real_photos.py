@@ -105,3 +105,15 @@ def test_an_unknown_classical_row_is_refused_by_name(inputs, monkeypatch, capsys
     with pytest.raises(SystemExit):
         mod.main()
     assert "bm4d" in capsys.readouterr().err
+
+
+def test_a_settings_file_that_is_not_evaluate_details_is_refused_by_name(inputs, monkeypatch, tmp_path):
+    model_dir, photos = inputs
+    mod = _load()
+    bad = tmp_path / "details.json"
+    bad.write_text("not json")
+    for path in (bad, tmp_path / "missing.json"):
+        monkeypatch.setattr(sys, "argv", ["real_photos.py", *map(str, photos), "--model", str(model_dir),
+                                          "--classical", "tv", "--settings", str(path)])
+        with pytest.raises(SystemExit, match=path.name):
+            mod.main()

@@ -23,6 +23,7 @@ the classical restorers | the model | clean.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -73,17 +74,18 @@ def main() -> None:
     ap.add_argument("--self-ensemble", action="store_true",
                     help="add the row 'model x8': the mean of the model's 8 orientations (aerestore restore --self-ensemble)")
     args = ap.parse_args()
+    names = []
     for n in args.classical:
-        if RESTORERS[n].missing() is not None:
-            print(f"skipped {n}: {RESTORERS[n].missing()}")
-    names = [n for n in args.classical if RESTORERS[n].missing() is None]
+        why = RESTORERS[n].missing()
+        if why is None:
+            names.append(n)
+        else:
+            print(f"skipped {n}: {why}")
     restorers = {n: RESTORERS[n] for n in names}
     if args.settings is None and DEFAULT_SETTINGS.is_file():
         args.settings = DEFAULT_SETTINGS
     if args.settings is not None:
         print("settings from", args.settings)
-        import json
-
         try:
             chosen = json.loads(args.settings.read_text()).get("classical_settings", {})
         except (OSError, ValueError, AttributeError) as e:

@@ -27,7 +27,7 @@ extensions = [
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "peers/*.md", "faces_run/*.md"]  # raw tables: every .md under peers/ is a benchmark's (shown on peers.md), the faces run (results.md)
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "peers/*.md", "faces_run/*.md", "benchmarks/*.md"]  # raw tables: every .md under peers/ is a benchmark's (shown on peers.md), the faces run (results.md), benchmarks/ (evaluation.md)
 
 # MyST: GitHub-style anchors on headings down to ###, so that `page.md#anchor` links
 # (the same ones GitHub resolves) resolve in the site too

@@ -166,11 +166,12 @@ def test_albumentations_gauss_noise_std():
 
 def test_grayscale_is_the_colourisers_grey():
     """The colouriser's input (``to_grey``, float32 ``@ LUMA``) is the ``grayscale`` op's
-    output (OpenCV's RGB2GRAY on the float32 image), grey level for grey level, except on
-    an exact tie: where 0.299 R + 0.587 G + 0.114 B is exactly n + 0.5, each side's float32
-    sum lands a few ulps above or below it, by how the CPU's SIMD kernel orders the adds
-    (98.50001 in numpy on both kinds of CPU; 98 from OpenCV on an AMD EPYC, 99 on the Intel
-    Xeons), so there either grey level is right. Ties are found in integers (no rounding)."""
+    output (albumentations' ToGray, OpenCV's RGB2GRAY on the image / 255 in float32, times
+    255, rounded half to even), grey level for grey level, except on an exact tie: where
+    0.299 R + 0.587 G + 0.114 B is exactly n + 0.5, each side's float32 result lands on it or
+    an ulp or two off it, by the CPU's SIMD kernel (the op: 98.5 exactly on an AMD EPYC, so 98;
+    above it on the Intel Xeons, so 99; to_grey: 98.50001 on both, so 99). There either grey
+    level is right. Ties are found in integers (no rounding)."""
     from aerestore.colour import to_grey
 
     clean = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)

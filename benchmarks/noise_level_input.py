@@ -24,14 +24,14 @@ alone). Every variant trains with :func:`aerestore.tracks.images.train.fit_crops
 ``train@unet_ae``'s settings, the same seed (the same crops and fresh damage), ``--threads``
 threads (``--seed``: another training seed, the same images); the best weights on validation. Rows: validation MSE (the choice), then PSNR whole /
 blur / noise / clean and SSIM of the shared decoder (no per-cluster decoders) on ``--split``
-of ``--prepared`` and, with ``--faces``, on held-out faces. ``--faces-train`` trains on faces
-instead: photos sorted by name, the first ``--faces-train-n`` for training, the next 200 for
-validation, the next ``--faces-n`` scored (``faces`` rows; ``--prepared`` is then not read).
+of ``--prepared``. ``--faces-train`` trains and scores on faces instead: photos sorted by
+name, the first ``--faces-train-n`` for training, the next 200 for validation, the next
+``--faces-n`` scored (``faces`` rows; ``--prepared`` is then not read).
 BM3D with the noise map (``--bm3d N``) runs on the first N scored images of each set, every row
 averaged on those too.
 
-    python benchmarks/noise_level_input.py [--variants ref global global+map] [--threads 2] \\
-        [--faces ../shared/datasets/celeba-3k] [--out docs/benchmarks/noise_level_input]
+    python benchmarks/noise_level_input.py [--variants ref global global+map] [--threads 2] [--seed S] \\
+        [--faces-train ../shared/datasets/celeba-3k] [--bm3d 48] [--out docs/benchmarks/noise_level_input]
 """
 
 from __future__ import annotations
@@ -60,24 +60,26 @@ from aerestore.io import write_json  # noqa: E402
 from aerestore.losses import LossConfig  # noqa: E402
 from aerestore.metric_ops import psnr_from_mse  # noqa: E402
 from aerestore.models.unet_ae import UNetAE, UNetEncoder  # noqa: E402
+from aerestore.noisemap import _IMMERKAER, _MAD_TO_SIGMA, NOISE_MAP  # noqa: E402
 from aerestore.params import load_params  # noqa: E402
 from aerestore.stage import seed_everything  # noqa: E402
 from aerestore.tracks.images.dataset import ImageData  # noqa: E402
 from aerestore.tracks.images.train import fit_crops  # noqa: E402
 
 ARCH = "unet_ae"
-_IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
 SCALE = 10.0  # sigma 0.01-0.2 -> 0.1-2, the order of the image's values
 
 
-def noise_inputs(x: Tensor, kinds: tuple[str, ...], window: int = 7) -> Tensor:
-    """``(N, len(kinds), H, W)``: the noise-level channels of ``x`` (module docstring)."""
+def noise_inputs(x: Tensor, kinds: tuple[str, ...], window: int = NOISE_MAP["window"]) -> Tensor:
+    """``(N, len(kinds), H, W)``: the noise-level channels of ``x`` (module docstring), in torch
+    inside the forward (noise_map is NumPy), with noise_map's kernel, MAD constant and window."""
     c = x.shape[1]
-    r = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), _IMMERKAER.to(x).expand(c, 1, 3, 3), groups=c).abs()
+    kernel = torch.as_tensor(_IMMERKAER).to(x).expand(c, 1, 3, 3)
+    r = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=c).abs()
     out = []
     for kind in kinds:
         if kind == "global":
-            g = r.flatten(1).median(dim=1).values / 0.6744897501960817
+            g = r.flatten(1).median(dim=1).values * _MAD_TO_SIGMA
             out.append(g.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[-2:]))
         elif kind == "map":
             p = window // 2
